@@ -1,0 +1,401 @@
+//! The child side: how a started process becomes the child the parent
+//! described, runs the target, reports how it ended and leaves.
+//!
+//! # Spawn protocol
+//!
+//! ```text
+//! parent                                   child (same executable)
+//! socketpair(p, c)
+//! posix_spawn(/proc/self/exe)  ───────────▶ fd 3 = c, stdin = /dev/null,
+//!   env __MULTIPROC_CHILD=1:3                 every other fd closed
+//! send Boot, Args  ───────────────────────▶ constructor before main sees the
+//!                                            variable, removes it, reads Boot
+//!                                            and Args from fd 3
+//!                  ◀─────────────────────── Ready
+//!                                            runs the target (never main)
+//!                  ◀─────────────────────── Outcome (value, panic or failure)
+//!                                            flush stdout, exit routine, _exit
+//! pidfd readable → reap, read Outcome
+//! ```
+//!
+//! A child that dies before `Ready` is a bootstrap error with its exit
+//! status; one that does not send `Ready` within the bootstrap timeout (it
+//! is running `main` because the automatic entry is disabled and `init()`
+//! was not called) is killed and reported the same way. The parent never
+//! waits on the socket for the end of the child: the pidfd says when the
+//! child has exited, and everything it sent is then in the socket buffer.
+//!
+//! # Fork
+//!
+//! The child continues from `fork()` inside `Process::start` with the
+//! target already in memory: no Boot, Args or Ready frames. It leaves
+//! through the same [`finish`] as a spawned child.
+
+use std::{
+    cell::Cell,
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    RemotePanic,
+    error::Location,
+    frame::{self, Payload, Tag},
+    registry::{self, Me, ParentRecord},
+    start::StartMethod,
+    sys::{self, Fd, ParentWatch},
+    target,
+};
+
+/// Environment variable that marks a spawned child; its value is
+/// `PROTOCOL:FD`.
+pub(crate) const MARKER: &str = "__MULTIPROC_CHILD";
+/// Version of the frames exchanged at start; parent and child are the same
+/// binary, so this only guards against a stray variable.
+pub(crate) const PROTOCOL: u32 = 1;
+
+/// Everything a spawned child needs to become the parent's child.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct Boot {
+    pub(crate) protocol: u32,
+    pub(crate) exe: (u64, u64),
+    pub(crate) trampoline: i64,
+    pub(crate) target: i64,
+    pub(crate) name: String,
+    pub(crate) identity: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) authkey: [u8; 32],
+    pub(crate) parent_pid: u32,
+    pub(crate) parent_name: String,
+}
+
+/// How a target ended, as the child reports it.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The encoded return value.
+    Value(Vec<u8>),
+    Panic(RemotePanic),
+    Failed(Failure, String),
+}
+
+/// What failed in a child before or after the target ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    Bootstrap,
+    DecodeArgs,
+    EncodeResult,
+}
+
+impl Outcome {
+    pub(crate) fn failed_args(message: String) -> Outcome {
+        Outcome::Failed(Failure::DecodeArgs, message)
+    }
+
+    pub(crate) fn failed_result(message: String) -> Outcome {
+        Outcome::Failed(Failure::EncodeResult, message)
+    }
+
+    /// The exit code a child uses after this outcome (Python's: 1 for an
+    /// exception).
+    fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Value(_) => 0,
+            _ => 1,
+        }
+    }
+
+    /// Wire form: a tag byte, then the value's bytes or an encoded record.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Outcome::Value(v) => {
+                let mut out = Vec::with_capacity(1 + v.len());
+                out.push(0);
+                out.extend_from_slice(v);
+                out
+            }
+            Outcome::Panic(p) => prefixed(1, p),
+            Outcome::Failed(kind, msg) => prefixed(2, &(kind, msg)),
+        }
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<OutcomeRef<'_>, String> {
+        let (&tag, rest) = bytes.split_first().ok_or("empty outcome")?;
+        match tag {
+            0 => Ok(OutcomeRef::Value(rest)),
+            1 => postcard::from_bytes(rest)
+                .map(OutcomeRef::Panic)
+                .map_err(|e| e.to_string()),
+            2 => postcard::from_bytes::<(Failure, String)>(rest)
+                .map(|(k, m)| OutcomeRef::Failed(k, m))
+                .map_err(|e| e.to_string()),
+            t => Err(format!("unknown outcome tag {t}")),
+        }
+    }
+}
+
+fn prefixed(tag: u8, value: &impl Serialize) -> Vec<u8> {
+    let mut out = vec![tag];
+    // Encoding these plain records into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(value).unwrap_or_default());
+    out
+}
+
+/// A decoded outcome borrowing the received payload.
+pub(crate) enum OutcomeRef<'a> {
+    Value(&'a [u8]),
+    Panic(RemotePanic),
+    Failed(Failure, String),
+}
+
+// ---------------------------------------------------------------------
+// Panic capture.
+
+thread_local! {
+    static IN_TARGET: Cell<bool> = const { Cell::new(false) };
+}
+
+struct Captured {
+    location: Option<Location>,
+    backtrace: String,
+}
+
+static LAST_PANIC: Mutex<Option<Captured>> = Mutex::new(None);
+/// A copy of the outcome socket, for the `panic = "abort"` path.
+static OUTCOME_SOCK: Mutex<Option<Fd>> = Mutex::new(None);
+
+pub(crate) fn enter_target() {
+    IN_TARGET.with(|t| t.set(true));
+}
+
+pub(crate) fn leave_target() {
+    IN_TARGET.with(|t| t.set(false));
+}
+
+/// The panic just caught on the target's thread.
+pub(crate) fn take_panic(message: String) -> RemotePanic {
+    let captured = LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match captured {
+        Some(c) => RemotePanic::new(message, c.location, Some(c.backtrace)),
+        None => RemotePanic::new(message, None, None),
+    }
+}
+
+/// Records location and backtrace of panics on the target's thread, then
+/// lets the previous hook print as usual.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if IN_TARGET.with(Cell::get) {
+            let location = info.location().map(|l| Location {
+                file: l.file().to_owned(),
+                line: l.line(),
+                column: l.column(),
+            });
+            let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+            if cfg!(panic = "abort") {
+                // No unwinding will bring us back to `run_caught`: report now.
+                let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_owned();
+                let outcome = Outcome::Panic(RemotePanic::new(message, location.clone(), Some(backtrace.clone())));
+                if let Some(sock) = &*OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) {
+                    // The process aborts next whatever happens here.
+                    let _ = frame::send(sock, Tag::Outcome, &outcome.to_bytes());
+                }
+            }
+            *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(Captured { location, backtrace });
+        }
+        previous(info);
+    }));
+}
+
+// ---------------------------------------------------------------------
+// The common tail of every child.
+
+/// Sets up the child side (panic hook, parent watch, daemon watcher).
+pub(crate) fn prepare_child(sock: &Fd, daemon: bool) {
+    if cfg!(panic = "abort") {
+        *OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) = sock.try_clone().ok();
+    }
+    install_panic_hook();
+    if daemon {
+        start_daemon_watcher();
+    }
+}
+
+/// Reports `outcome`, waits for or terminates this child's own children,
+/// and exits. Never returns.
+pub(crate) fn finish(sock: &Fd, outcome: Outcome) -> ! {
+    // A parent that went away cannot be told; exiting is all that is left.
+    let _ = frame::send(sock, Tag::Outcome, &outcome.to_bytes());
+    let code = outcome.exit_code();
+    flush_std_streams();
+    registry::exit_routine();
+    sys::exit_now(code)
+}
+
+pub(crate) fn flush_std_streams() {
+    // Errors (a closed stdout) must not change how the child exits.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+/// A daemonic child dies with its parent, however the parent ends (even
+/// SIGKILL): a thread waits on the parent's pidfd and exits the process.
+/// (`PR_SET_PDEATHSIG` would fire when the *thread* that started the child
+/// exits, which kills daemons started from short-lived threads.)
+fn start_daemon_watcher() {
+    let watch = registry::with_me(|me| me.parent.clone());
+    let Some(parent) = watch else { return };
+    let spawned = std::thread::Builder::new()
+        .name("multiproc-parent-watch".into())
+        .spawn(move || {
+            match &parent.watch {
+                Some(w) => while !matches!(w.wait(None), Ok(true)) {},
+                None => {}
+            }
+            flush_std_streams();
+            sys::exit_now(1);
+        });
+    if spawned.is_err() {
+        // Without a watcher the promise "dies with its parent" cannot be
+        // kept: refuse to run rather than risk an orphan.
+        sys::exit_now(1);
+    }
+}
+
+/// The body of a fork child: become the child, run the target, leave.
+/// Never returns, and never unwinds into the parent's frames above it.
+pub(crate) fn fork_child_main(
+    lock: registry::ForkLock,
+    mut me: Me,
+    parent: (u32, String),
+    ours: Fd,
+    theirs: Fd,
+    devnull: Fd,
+    call: Box<dyn target::Call>,
+) -> ! {
+    let body = std::panic::AssertUnwindSafe(move || {
+        ours.close_now();
+        me.parent = Some(parent_record(parent.0, parent.1));
+        let daemon = me.daemon;
+        lock.become_fork_child(me);
+        // Python gives children /dev/null as stdin; if that fails the
+        // inherited stdin stays, which is harmless.
+        let _ = sys::redirect(&devnull, 0);
+        devnull.close_now();
+        prepare_child(&theirs, daemon);
+        let outcome = call.run_here();
+        finish(&theirs, outcome)
+    });
+    let _ = std::panic::catch_unwind(body);
+    // Only a bug in this library gets here.
+    sys::exit_now(70)
+}
+
+/// Opens the watch on the parent, if it is still there.
+pub(crate) fn parent_record(pid: u32, name: String) -> Arc<ParentRecord> {
+    Arc::new(ParentRecord {
+        pid,
+        name,
+        watch: ParentWatch::open_parent(pid).ok(),
+    })
+}
+
+// ---------------------------------------------------------------------
+// Spawned children.
+
+/// The entry point of a spawned child. In any other process it returns at
+/// once; in a spawned child it never returns.
+pub(crate) fn spawned_entry() {
+    let Some(value) = std::env::var_os(MARKER) else { return };
+    // SAFETY: this runs before `main` (or first thing in it, through
+    // `init`), while the process has a single thread; nothing else reads the
+    // environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::remove_var(MARKER)
+    };
+    let expected = format!("{PROTOCOL}:{}", sys::BOOT_FD);
+    if value.to_str() != Some(expected.as_str()) {
+        eprintln!("multiproc: ignoring {MARKER}={value:?}: not started by this version of multiproc");
+        return;
+    }
+    sys::ignore_sigpipe();
+    // SAFETY: the parent placed the bootstrap socket at BOOT_FD; nothing in
+    // this fresh process owns that descriptor.
+    #[allow(unsafe_code)]
+    let sock = unsafe { Fd::from_raw(sys::BOOT_FD) };
+    if let Err(e) = sock.set_cloexec() {
+        eprintln!("multiproc: child bootstrap failed: {e}");
+        sys::exit_now(1);
+    }
+    let mut reader = frame::Reader::default();
+    let (boot, args) = match read_boot(&sock, &mut reader) {
+        Ok(x) => x,
+        Err(BootError::ParentGone) => sys::exit_now(1),
+        Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
+    };
+    let parent = parent_record(boot.parent_pid, boot.parent_name);
+    registry::become_child(Me {
+        name: boot.name,
+        identity: boot.identity,
+        daemon: boot.daemon,
+        start_method: Some(StartMethod::Spawn),
+        authkey: boot.authkey,
+        parent: Some(parent),
+    });
+    // A parent that died meanwhile is noticed when the outcome is sent.
+    let _ = frame::send(&sock, Tag::Ready, &[]);
+    prepare_child(&sock, boot.daemon);
+    // SAFETY: `read_boot` checked that this process runs the parent's
+    // executable file, so the offset names the trampoline the parent chose.
+    #[allow(unsafe_code)]
+    let trampoline = unsafe { target::trampoline_at(boot.trampoline) };
+    let target_addr = target::addr_of(boot.target);
+    let outcome = trampoline(target_addr, args.bytes());
+    drop(args);
+    finish(&sock, outcome)
+}
+
+enum BootError {
+    ParentGone,
+    Invalid(String),
+}
+
+fn read_boot(sock: &Fd, reader: &mut frame::Reader) -> Result<(Boot, Payload), BootError> {
+    let mut next = |want: Tag| match reader.next_blocking(sock) {
+        Ok(Some((tag, payload))) if tag == want => Ok(payload),
+        Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
+        Ok(None) | Err(frame::ReadError::Io(_)) => Err(BootError::ParentGone),
+        Err(frame::ReadError::Protocol(e)) => Err(BootError::Invalid(e.0)),
+    };
+    let boot = next(Tag::Boot)?;
+    let boot: Boot =
+        postcard::from_bytes(boot.bytes()).map_err(|e| BootError::Invalid(format!("bad boot record: {e}")))?;
+    if boot.protocol != PROTOCOL {
+        return Err(BootError::Invalid(format!(
+            "protocol {} from parent, {PROTOCOL} here",
+            boot.protocol
+        )));
+    }
+    match sys::exe_identity() {
+        Ok(id) if id == boot.exe => {}
+        Ok(_) => {
+            return Err(BootError::Invalid(
+                "the child runs a different executable file than its parent".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(BootError::Invalid(format!(
+                "cannot identify the running executable: {e}"
+            )));
+        }
+    }
+    let args = next(Tag::Args)?;
+    Ok((boot, args))
+}
+
+/// How long a spawned child may take to reach the entry point by default.
+pub(crate) const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,262 @@
+//! The crate's error type.
+//!
+//! # Design
+//!
+//! One opaque [`Error`] with a public, non-exhaustive [`ErrorKind`], in the
+//! manner of `std::io::Error` and rayon's `ThreadPoolBuildError`: callers
+//! match on [`Error::kind`] or the `is_*` helpers, never on message text.
+//! An error from a child carries what the child knew: the panic (message,
+//! location, backtrace text) as a serialisable [`RemotePanic`], or the
+//! child's [`ExitStatus`]. The operating-system error stays available
+//! through [`std::error::Error::source`] and is never repeated in the
+//! message. The type is hand-written so that its `Display` wording stays
+//! under review and no proc-macro enters the build.
+
+use std::{borrow::Cow, fmt, io};
+
+use serde::{Deserialize, Serialize};
+
+use crate::process::ExitStatus;
+
+/// A specialised `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, for matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An operating-system call failed; [`source`](std::error::Error::source)
+    /// holds the `io::Error`.
+    Io,
+    /// The operation is not available here (platform, start method, or a
+    /// capturing closure under a start method that cannot carry it).
+    Unsupported,
+    /// The `fork` start method was asked for while this process runs more
+    /// than one thread. See [`ProcessBuilder::allow_fork_with_threads`](crate::ProcessBuilder::allow_fork_with_threads).
+    ForkWithThreads,
+    /// A value (argument or result) could not be serialised.
+    Serialize,
+    /// A value (argument or result) could not be deserialised.
+    Deserialize,
+    /// The child's target panicked; see [`Error::panic`].
+    ChildPanicked,
+    /// The child exited with an exit code before delivering a result (for
+    /// example through `std::process::exit`); see [`Error::exit_status`].
+    ChildExited,
+    /// The child was killed by a signal; see [`Error::exit_status`].
+    ChildKilled,
+    /// The child could not be started, or died or stalled before it reached
+    /// the library's entry point.
+    Bootstrap,
+    /// A deadline passed before the operation could complete. The operation
+    /// may be retried.
+    Timeout,
+    /// The call does not fit the object's state (starting a process twice,
+    /// joining before starting, closing a running process, ...).
+    InvalidState,
+}
+
+/// A panic that happened in another process, as that process saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemotePanic {
+    message: String,
+    location: Option<Location>,
+    backtrace: Option<String>,
+}
+
+/// Where a remote panic happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Source file, as `std::panic::Location::file` gives it.
+    pub file: String,
+    /// Line, starting at 1.
+    pub line: u32,
+    /// Column, starting at 1.
+    pub column: u32,
+}
+
+impl RemotePanic {
+    pub(crate) fn new(message: String, location: Option<Location>, backtrace: Option<String>) -> RemotePanic {
+        RemotePanic {
+            message,
+            location,
+            backtrace,
+        }
+    }
+
+    /// The panic message (`"explicit panic"` style text, or the payload if it
+    /// was a string).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where the panic was raised, when the child's panic hook saw it.
+    pub fn location(&self) -> Option<&Location> {
+        self.location.as_ref()
+    }
+
+    /// The child's backtrace at the panic, as text.
+    pub fn backtrace(&self) -> Option<&str> {
+        self.backtrace.as_deref()
+    }
+}
+
+impl fmt::Display for RemotePanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}'", self.message)?;
+        if let Some(loc) = &self.location {
+            write!(f, " at {loc}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// The error type of this crate. See [`ErrorKind`] for the cases.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: Cow<'static, str>,
+    process: Option<(String, Option<u32>)>,
+    panic: Option<RemotePanic>,
+    status: Option<ExitStatus>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    #[cold]
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Error {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                process: None,
+                panic: None,
+                status: None,
+                source: None,
+            }),
+        }
+    }
+
+    #[cold]
+    pub(crate) fn io(message: impl Into<Cow<'static, str>>, source: io::Error) -> Error {
+        Error::new(ErrorKind::Io, message).with_source(source)
+    }
+
+    pub(crate) fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.inner.source = Some(Box::new(source));
+        self
+    }
+
+    pub(crate) fn with_process(mut self, name: &str, pid: Option<u32>) -> Error {
+        self.inner.process = Some((name.to_owned(), pid));
+        self
+    }
+
+    pub(crate) fn with_panic(mut self, panic: RemotePanic) -> Error {
+        self.inner.panic = Some(panic);
+        self
+    }
+
+    pub(crate) fn with_status(mut self, status: ExitStatus) -> Error {
+        self.inner.status = Some(status);
+        self
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The panic of the child, for [`ErrorKind::ChildPanicked`].
+    pub fn panic(&self) -> Option<&RemotePanic> {
+        self.inner.panic.as_ref()
+    }
+
+    /// How the child ended, when it ended (always set for
+    /// [`ErrorKind::ChildExited`] and [`ErrorKind::ChildKilled`]).
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.inner.status
+    }
+
+    /// The pid of the process the error concerns, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.process.as_ref().and_then(|p| p.1)
+    }
+
+    /// `true` for [`ErrorKind::Timeout`]: the operation can be retried.
+    pub fn is_timeout(&self) -> bool {
+        self.kind() == ErrorKind::Timeout
+    }
+
+    /// `true` for [`ErrorKind::ChildPanicked`].
+    pub fn is_panic(&self) -> bool {
+        self.kind() == ErrorKind::ChildPanicked
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((name, pid)) = &self.inner.process {
+            match pid {
+                Some(pid) => write!(f, "process {name} (pid {pid}): ")?,
+                None => write!(f, "process {name}: ")?,
+            }
+        }
+        f.write_str(&self.inner.message)?;
+        if let Some(panic) = &self.inner.panic {
+            write!(f, ": panicked at {panic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind).field("message", &self.inner.message);
+        if let Some(p) = &self.inner.process {
+            d.field("process", p);
+        }
+        if let Some(p) = &self.inner.panic {
+            d.field("panic", p);
+        }
+        if let Some(s) = &self.inner.status {
+            d.field("status", s);
+        }
+        if let Some(s) = &self.inner.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match e.kind() {
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            ErrorKind::InvalidState => io::ErrorKind::InvalidInput,
+            ErrorKind::Serialize | ErrorKind::Deserialize => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}

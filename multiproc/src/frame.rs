@@ -1,0 +1,201 @@
+//! Framing of the messages between a parent and the child it started.
+//!
+//! A frame is a 16-byte header followed by its payload:
+//!
+//! ```text
+//! byte 0      tag (Boot, Args, Ready, Outcome)
+//! byte 1      flags (bit 0: the payload is in an attached memory file)
+//! bytes 2..8  zero
+//! bytes 8..16 payload length, little-endian u64
+//! ```
+//!
+//! Payloads up to [`INLINE_MAX`] bytes follow the header in the stream.
+//! Larger ones are written to an anonymous memory file whose descriptor
+//! travels with the header (`SCM_RIGHTS`); the reader maps it. That keeps
+//! every write small enough for the socket buffer (a sender never blocks on
+//! a reader that is not reading yet, so a child can exit as soon as its
+//! result is sent), and lets a large argument reach a new process with one
+//! copy into the file and no copy out of the socket.
+//!
+//! The reader never trusts the header: an inline length above
+//! [`INLINE_MAX`], an unknown tag or flag, or a missing descriptor is a
+//! protocol error, not an allocation.
+
+use std::{collections::VecDeque, fmt, io};
+
+use crate::sys::{Fd, Mapping, Memfd, RecvSome};
+
+/// Largest payload sent inline.
+pub(crate) const INLINE_MAX: usize = 64 * 1024;
+const HEADER: usize = 16;
+const FLAG_FILE: u8 = 1;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Tag {
+    /// Parent to spawned child: who it is and what to run.
+    Boot = 1,
+    /// Parent to spawned child: the encoded arguments.
+    Args = 2,
+    /// Child to parent: the library's entry point was reached.
+    Ready = 3,
+    /// Child to parent: how the target ended.
+    Outcome = 4,
+}
+
+impl Tag {
+    fn from_u8(b: u8) -> Option<Tag> {
+        [Tag::Boot, Tag::Args, Tag::Ready, Tag::Outcome]
+            .into_iter()
+            .find(|t| *t as u8 == b)
+    }
+}
+
+/// A received payload.
+pub(crate) enum Payload {
+    Inline(Vec<u8>),
+    Mapped(Mapping),
+}
+
+impl Payload {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Inline(v) => v,
+            Payload::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// A violation of the framing rules.
+#[derive(Debug)]
+pub(crate) struct ProtocolError(pub(crate) String);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+fn header(tag: Tag, flags: u8, len: usize) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[0] = tag as u8;
+    h[1] = flags;
+    h[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    h
+}
+
+/// Sends one frame, blocking until it is written.
+pub(crate) fn send(sock: &Fd, tag: Tag, payload: &[u8]) -> io::Result<()> {
+    if payload.len() <= INLINE_MAX {
+        sock.send_frame(&header(tag, 0, payload.len()), payload, None)
+    } else {
+        let file = Memfd::with_contents(payload)?;
+        sock.send_frame(&header(tag, FLAG_FILE, payload.len()), &[], Some(file.fd().borrow()))
+    }
+}
+
+/// Accumulates bytes and descriptors from a stream and cuts frames out of
+/// them.
+#[derive(Default)]
+pub(crate) struct Reader {
+    buf: Vec<u8>,
+    fds: VecDeque<Fd>,
+    eof: bool,
+}
+
+impl Reader {
+    /// Reads what the socket has (blocking unless `nonblocking`); returns
+    /// `false` when nothing was available.
+    pub(crate) fn fill(&mut self, sock: &Fd, nonblocking: bool) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let mut fds = Vec::new();
+        let got = sock.recv_some(&mut self.buf, &mut fds, nonblocking)?;
+        self.fds.extend(fds);
+        Ok(match got {
+            RecvSome::Data(_) => true,
+            RecvSome::Eof => {
+                self.eof = true;
+                false
+            }
+            RecvSome::WouldBlock => false,
+        })
+    }
+
+    /// Reads everything already queued on the socket without blocking.
+    pub(crate) fn drain(&mut self, sock: &Fd) -> io::Result<()> {
+        while self.fill(sock, true)? {}
+        Ok(())
+    }
+
+    /// The next complete frame, if the buffer holds one.
+    pub(crate) fn next(&mut self) -> Result<Option<(Tag, Payload)>, ProtocolError> {
+        if self.buf.len() < HEADER {
+            return Ok(None);
+        }
+        let tag =
+            Tag::from_u8(self.buf[0]).ok_or_else(|| ProtocolError(format!("unknown frame tag {}", self.buf[0])))?;
+        let flags = self.buf[1];
+        if flags & !FLAG_FILE != 0 || self.buf[2..8].iter().any(|&b| b != 0) {
+            return Err(ProtocolError("malformed frame header".into()));
+        }
+        let len = u64::from_le_bytes(self.buf[8..HEADER].try_into().expect("8 bytes"));
+        let len = usize::try_from(len).map_err(|_| ProtocolError("frame length overflows usize".into()))?;
+        if flags & FLAG_FILE != 0 {
+            let fd = self
+                .fds
+                .pop_front()
+                .ok_or_else(|| ProtocolError("frame announces a file that did not arrive".into()))?;
+            self.buf.drain(..HEADER);
+            let map = Mapping::new(&fd, len).map_err(|e| ProtocolError(format!("cannot map the payload file: {e}")))?;
+            return Ok(Some((tag, Payload::Mapped(map))));
+        }
+        if len > INLINE_MAX {
+            return Err(ProtocolError(format!(
+                "inline frame of {len} bytes exceeds the {INLINE_MAX}-byte limit"
+            )));
+        }
+        if self.buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        let payload = self.buf[HEADER..HEADER + len].to_vec();
+        self.buf.drain(..HEADER + len);
+        Ok(Some((tag, Payload::Inline(payload))))
+    }
+
+    /// Blocks until a whole frame has arrived; `None` at end of stream.
+    pub(crate) fn next_blocking(&mut self, sock: &Fd) -> Result<Option<(Tag, Payload)>, ReadError> {
+        loop {
+            if let Some(frame) = self.next().map_err(ReadError::Protocol)? {
+                return Ok(Some(frame));
+            }
+            if self.eof {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Protocol(ProtocolError("stream ended inside a frame".into())))
+                };
+            }
+            self.fill(sock, false).map_err(ReadError::Io)?;
+        }
+    }
+
+    #[cfg(test)]
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+}
+
+/// Why a blocking read failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(#[allow(dead_code)] io::Error),
+    Protocol(ProtocolError),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Python's `multiprocessing` for Rust: run a function in a child process as
+//! easily as in a thread, get its typed result back, and learn exactly how it
+//! failed when it did.
+//!
+//! ```
+//! use multiproc as mp;
+//!
+//! fn ma_tache(x: u64) -> (u32, u32, u64) {
+//!     // Runs in the child process.
+//!     (std::process::id(), std::os::unix::process::parent_id(), x * 2)
+//! }
+//!
+//! # fn main() -> mp::Result<()> {
+//! let mut p = mp::Process::with_args(ma_tache, 21); // 1. create
+//! p.start()?; //                                      2. start
+//! let (child_pid, its_parent, doubled) = p.join()?; // 3. wait, get the result
+//! assert_eq!(Some(child_pid), p.pid());
+//! assert_eq!(its_parent, std::process::id());
+//! assert_eq!(doubled, 42);
+//! assert_eq!(p.exitcode(), Some(0));
+//! # Ok(()) }
+//! ```
+//!
+//! # Why processes
+//!
+//! A crash, abort or stack overflow in a child cannot take the parent down;
+//! a C library that is not thread-safe can run in several processes at once;
+//! a stuck task can be killed for real ([`Process::kill`]); memory limits and
+//! global state are per process.
+//!
+//! # Targets
+//!
+//! A target is a plain function, or a closure that captures nothing, taking
+//! one serde-serialisable argument (a tuple for several) and returning a
+//! serde-serialisable value: `fn() -> R` ([`Process::new`]) or `fn(A) -> R`
+//! ([`Process::with_args`]). A capturing closure does not compile there; the
+//! `fork` start method can run one ([`Process::from_closure`]).
+//!
+//! [`Process::join`] returns the value, or an [`Error`] whose
+//! [`kind`](Error::kind) says what happened: the target panicked (with the
+//! child's message, location and backtrace, [`RemotePanic`]), the child
+//! exited with a code or was killed by a signal ([`ExitStatus`]), it never
+//! reached the library's entry point, or a value could not be
+//! (de)serialised.
+//!
+//! # Start methods
+//!
+//! [`StartMethod::Spawn`] (the default) re-executes the running binary; the
+//! child never runs `main`. It costs about one millisecond whatever the
+//! parent's size, and is safe in a multithreaded parent.
+//! [`StartMethod::Fork`] forks the parent: cheaper in a small parent, costlier
+//! in a large one, able to run capturing closures, and refused in a
+//! multithreaded parent unless you opt in through the `unsafe`
+//! [`ProcessBuilder::allow_fork_with_threads`].
+//!
+//! # The child's entry point
+//!
+//! Nothing needs to be called in `main`. With the default `auto-entry`
+//! feature, a constructor that runs before `main` recognises a spawned child
+//! (by an environment variable the library sets and removes) and runs the
+//! target instead of `main`; in every other process it returns at once. This
+//! works in binaries, examples, unit and integration tests and doctests: a
+//! spawned child of a test binary never runs the test harness.
+//!
+//! Without the feature, call [`init`] first thing in `main`. Do the same if
+//! the child needs constructors of other crates (the constructors of crates
+//! linked after this one may not have run when the child's target starts),
+//! or if a target reads `std::env::args` and must see them parsed by `main`.
+//!
+//! # Lifecycle
+//!
+//! Every child is reaped: by [`Process::join`], [`Process::is_alive`], the
+//! next [`Process::start`], [`active_children`], or at exit. Dropping a
+//! handle leaves the child running, as in Python. When a process exits
+//! normally (returning from `main`, `std::process::exit`) it waits for its
+//! non-daemonic children and terminates its daemonic ones; a daemonic child
+//! also dies when its parent is killed. Children inherit no descriptors but
+//! their standard streams and the library's own socket; their stdin is
+//! `/dev/null`.
+//!
+//! # Python names
+//!
+//! | Python | here |
+//! |---|---|
+//! | `Process(target=f, args=a, name=n, daemon=d)` | [`ProcessBuilder`]`::new().name(n).daemon(d).target_with(f, a)` |
+//! | `p.start()`, `p.join()`, `p.join(t)` | [`Process::start`], [`Process::join`] (returns the result), [`Process::join_timeout`] |
+//! | `p.is_alive()`, `p.pid`, `p.exitcode` | [`Process::is_alive`], [`Process::pid`], [`Process::exitcode`] / [`Process::exit_status`] |
+//! | `p.terminate()`, `p.kill()`, `p.close()` | [`Process::terminate`], [`Process::kill`], [`Process::close`] |
+//! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
+//! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] |
+//! | `get_all_start_methods()` | [`StartMethod::all`] |
+//!
+//! # Feature flags
+//!
+//! - `auto-entry` (default): install the child entry point as a constructor.
+//!
+//! # Platform support
+//!
+//! Linux (kernel 5.3 or later, for pidfds). Other platforms are planned;
+//! building for them stops with a clear message.
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod bootstrap;
+mod codec;
+mod current;
+mod error;
+mod frame;
+mod process;
+mod registry;
+mod start;
+mod sys;
+mod target;
+
+pub use crate::{
+    current::{
+        ActiveChild, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
+    },
+    error::{Error, ErrorKind, Location, RemotePanic, Result},
+    process::{ExitStatus, Process, ProcessBuilder, spawn},
+    start::StartMethod,
+};
+
+/// The explicit child entry point, for programs built without the
+/// `auto-entry` feature: call it first thing in `main`.
+///
+/// In a process started by this library with the spawn method it runs the
+/// target and exits, never returning; everywhere else it returns at once.
+/// With `auto-entry` on, the constructor has already done this and the call
+/// is a cheap no-op.
+///
+/// ```
+/// fn main() {
+///     multiproc::init();
+///     // ... the program
+/// }
+/// ```
+pub fn init() {
+    bootstrap::spawned_entry();
+}
+
+#[cfg(feature = "auto-entry")]
+mod auto_entry {
+    // The constructor runs before main in every process that links this
+    // crate; in all but spawned children it only reads one environment
+    // variable.
+    #[allow(unsafe_code)]
+    #[ctor::ctor(unsafe)]
+    fn multiproc_child_entry() {
+        crate::bootstrap::spawned_entry();
+    }
+}

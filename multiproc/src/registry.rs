@@ -1,0 +1,272 @@
+//! Process-wide state: who this process is, and the children it started.
+//!
+//! One mutex guards both. It is held across `fork` by the forking thread
+//! ([`fork_locked`]), so at the instant of the fork no other thread can hold
+//! it and the child may use it.
+//!
+//! Children are shared between their [`Process`](crate::Process) handle and
+//! this registry (`Arc<ChildCore>`). Whoever reaps a child first (its handle,
+//! `active_children`, the next `start`, or the exit routine) records the
+//! status in the core, so the others see it. A core leaves the registry once
+//! it is reaped and its handle is gone, or when its handle is closed; until
+//! then its descriptors stay registered, which is what lets a fork child
+//! close its siblings' descriptors by number.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard, Once},
+    time::Duration,
+};
+
+use crate::{
+    ExitStatus, StartMethod,
+    sys::{self, ChildHandle, Fd, ParentWatch},
+};
+
+/// Identity of the running process.
+#[derive(Debug)]
+pub(crate) struct Me {
+    pub(crate) name: String,
+    pub(crate) identity: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) start_method: Option<StartMethod>,
+    pub(crate) authkey: [u8; 32],
+    pub(crate) parent: Option<Arc<ParentRecord>>,
+}
+
+/// What a child knows of its parent.
+#[derive(Debug)]
+pub(crate) struct ParentRecord {
+    pub(crate) pid: u32,
+    pub(crate) name: String,
+    /// `None` when the parent was already gone when the child started.
+    pub(crate) watch: Option<ParentWatch>,
+}
+
+/// A started child, shared by its handle and the registry.
+#[derive(Debug)]
+pub(crate) struct ChildCore {
+    pub(crate) handle: ChildHandle,
+    /// Parent end of the child's bootstrap socket.
+    pub(crate) sock: Fd,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    status: Mutex<Option<ExitStatus>>,
+}
+
+impl ChildCore {
+    pub(crate) fn new(handle: ChildHandle, sock: Fd, name: String, daemon: bool) -> ChildCore {
+        ChildCore {
+            handle,
+            sock,
+            name,
+            daemon,
+            status: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.handle.pid()
+    }
+
+    /// The exit status, reaping the child if it has ended.
+    pub(crate) fn try_status(&self) -> std::io::Result<Option<ExitStatus>> {
+        let mut status = lock(&self.status);
+        if status.is_none() {
+            *status = self.handle.try_reap()?.map(ExitStatus::from_raw);
+        }
+        Ok(*status)
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for the child to end.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> std::io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.try_status()? {
+            return Ok(Some(s));
+        }
+        if self.handle.poll_exit(timeout)? {
+            // pidfd readiness means the child is a zombie: reaping succeeds.
+            return self.try_status();
+        }
+        Ok(None)
+    }
+}
+
+struct State {
+    me: Me,
+    counter: u32,
+    children: Vec<Arc<ChildCore>>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+static ATEXIT: Once = Once::new();
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data stays consistent even if a holder panicked: every update is
+    // a single assignment or push.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn main_identity() -> Me {
+    let mut authkey = [0u8; 32];
+    // Without a kernel random source the key stays zero; it only matters to
+    // the authenticated connections of a later release, which check it.
+    let _ = sys::random_bytes(&mut authkey);
+    Me {
+        name: "MainProcess".into(),
+        identity: Vec::new(),
+        daemon: false,
+        start_method: None,
+        authkey,
+        parent: None,
+    }
+}
+
+fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    let mut guard = lock(&STATE);
+    let state = guard.get_or_insert_with(|| State {
+        me: main_identity(),
+        counter: 0,
+        children: Vec::new(),
+    });
+    f(state)
+}
+
+/// Runs `f` with this process's identity.
+pub(crate) fn with_me<T>(f: impl FnOnce(&Me) -> T) -> T {
+    with_state(|s| f(&s.me))
+}
+
+/// Installs the identity of a spawned child (before its target runs).
+pub(crate) fn become_child(me: Me) {
+    *lock(&STATE) = Some(State {
+        me,
+        counter: 0,
+        children: Vec::new(),
+    });
+}
+
+/// The identity and default name of the next child this process creates.
+pub(crate) fn next_identity() -> (Vec<u32>, String) {
+    with_state(|s| {
+        s.counter += 1;
+        let mut id = s.me.identity.clone();
+        id.push(s.counter);
+        let name = format!(
+            "Process-{}",
+            id.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+        );
+        (id, name)
+    })
+}
+
+/// Adds a started child.
+pub(crate) fn register(core: Arc<ChildCore>) {
+    ATEXIT.call_once(|| {
+        // If registration fails, children are still reaped by their handles
+        // and daemons still die with this process; only the Python-style
+        // join at exit is lost, which is not worth failing a start for.
+        let _ = sys::atexit(exit_hook);
+    });
+    with_state(|s| s.children.push(core));
+}
+
+/// Drops the registry's reference to `core` (its handle was closed, or it
+/// was reaped and its handle dropped).
+pub(crate) fn unregister(core: &Arc<ChildCore>) {
+    with_state(|s| s.children.retain(|c| !Arc::ptr_eq(c, core)));
+}
+
+/// Reaps every finished child; forgets those whose handle is gone. Returns
+/// the children still running.
+pub(crate) fn reap_finished() -> Vec<Arc<ChildCore>> {
+    let children: Vec<_> = with_state(|s| s.children.clone());
+    let mut alive = Vec::new();
+    let mut done = Vec::new();
+    for c in children {
+        // An error here means the pidfd is unusable; treat the child as
+        // gone rather than keep polling a broken handle.
+        match c.try_status() {
+            Ok(None) => alive.push(c),
+            _ => done.push(c),
+        }
+    }
+    // Strong counts: `done` + the registry = 2 means no handle holds it.
+    with_state(|s| {
+        s.children
+            .retain(|c| !done.iter().any(|d| Arc::ptr_eq(c, d) && Arc::strong_count(c) <= 2))
+    });
+    alive
+}
+
+/// Python's exit routine: terminate daemonic children, then wait for all
+/// children. Runs at normal exit of any process (through `atexit`) and at
+/// the end of every child the library started.
+pub(crate) fn exit_routine() {
+    let alive = reap_finished();
+    for c in alive.iter().filter(|c| c.daemon) {
+        // A failure means the child is gone already.
+        let _ = c.handle.signal(libc_sigterm());
+    }
+    for c in &alive {
+        if c.daemon {
+            // A daemon that ignores SIGTERM is killed after a grace period
+            // rather than holding up the exit of its parent forever.
+            if !matches!(c.wait(Some(Duration::from_secs(5))), Ok(Some(_))) {
+                let _ = c.handle.signal(libc_sigkill());
+                let _ = c.wait(Some(Duration::from_secs(5)));
+            }
+        } else {
+            // Python semantics: the parent waits for non-daemonic children.
+            let _ = c.wait(None);
+        }
+    }
+}
+
+extern "C" fn exit_hook() {
+    // Never unwind across the C boundary of atexit.
+    let _ = std::panic::catch_unwind(exit_routine);
+}
+
+fn libc_sigterm() -> i32 {
+    crate::process::SIGTERM
+}
+
+fn libc_sigkill() -> i32 {
+    crate::process::SIGKILL
+}
+
+/// The registry, locked, for the duration of a fork.
+pub(crate) struct ForkLock(MutexGuard<'static, Option<State>>);
+
+/// Locks the registry so that no other thread holds it across a fork.
+pub(crate) fn fork_locked() -> ForkLock {
+    let mut guard = lock(&STATE);
+    guard.get_or_insert_with(|| State {
+        me: main_identity(),
+        counter: 0,
+        children: Vec::new(),
+    });
+    ForkLock(guard)
+}
+
+impl ForkLock {
+    /// In a fork child: close the descriptors of the parent's other
+    /// children, forget those children, and become `me`.
+    pub(crate) fn become_fork_child(mut self, me: Me) {
+        let state = self.0.as_mut().expect("initialised by fork_locked");
+        let inherited: Vec<i32> = state
+            .children
+            .iter()
+            .flat_map(|c| [c.sock.raw(), c.handle.raw_fd()])
+            .collect();
+        sys::close_inherited(&inherited);
+        // The cores' own `Fd`s see a foreign pid and will not close again.
+        state.children.clear();
+        state.counter = 0;
+        state.me = me;
+    }
+
+    /// The identity of the process holding the lock.
+    pub(crate) fn me(&self) -> &Me {
+        &self.0.as_ref().expect("initialised by fork_locked").me
+    }
+}

@@ -1,0 +1,263 @@
+//! Owned descriptors and the stream sockets that carry frames.
+
+use std::{
+    io,
+    mem::{self, MaybeUninit},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
+    time::Duration,
+};
+
+use super::{cvt, cvt_r, poll_millis};
+
+/// An owned descriptor. Closed on drop, except in a process other than the
+/// one that created it (a `fork` child that inherited a copy of the owner's
+/// memory): there the number may already belong to something else, so the
+/// copy is forgotten instead (see `crate::registry::after_fork_in_child`).
+#[derive(Debug)]
+pub(crate) struct Fd {
+    fd: Option<OwnedFd>,
+    owner: u32,
+}
+
+impl Fd {
+    pub(crate) fn from_owned(fd: OwnedFd) -> Fd {
+        Fd {
+            fd: Some(fd),
+            owner: super::getpid(),
+        }
+    }
+
+    /// Takes ownership of `raw`.
+    ///
+    /// # Safety
+    /// `raw` must be an open descriptor that nothing else owns.
+    pub(crate) unsafe fn from_raw(raw: RawFd) -> Fd {
+        // SAFETY: the caller hands over sole ownership of an open descriptor.
+        Fd::from_owned(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    pub(crate) fn borrow(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("an Fd is only emptied by Drop").as_fd()
+    }
+
+    /// Closes the descriptor now, even in a fork child that inherited it.
+    pub(crate) fn close_now(mut self) {
+        drop(self.fd.take());
+    }
+
+    /// A second descriptor for the same open file, close-on-exec.
+    pub(crate) fn try_clone(&self) -> io::Result<Fd> {
+        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one we own.
+        let raw = cvt(unsafe { libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 0) })?;
+        // SAFETY: the duplicate is new and ours.
+        Ok(unsafe { Fd::from_raw(raw) })
+    }
+
+    /// Sets close-on-exec on a descriptor inherited without it.
+    pub(crate) fn set_cloexec(&self) -> io::Result<()> {
+        // SAFETY: F_SETFD on an open descriptor.
+        cvt(unsafe { libc::fcntl(self.raw(), libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+    }
+
+    /// Asks for a send buffer of at least `bytes` (the kernel may cap it).
+    pub(crate) fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        let value = bytes as libc::c_int;
+        // SAFETY: value is a c_int living across the call.
+        cvt(unsafe {
+            libc::setsockopt(
+                self.raw(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+        .map(drop)
+    }
+
+    /// Sends `header` followed by `payload`, with `fd` attached to the
+    /// first byte, blocking until everything is written.
+    pub(crate) fn send_frame(&self, header: &[u8], payload: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let mut parts = [header, payload];
+        let mut first = true;
+        while !parts[0].is_empty() || !parts[1].is_empty() {
+            let mut iov = [
+                libc::iovec {
+                    iov_base: parts[0].as_ptr() as *mut _,
+                    iov_len: parts[0].len(),
+                },
+                libc::iovec {
+                    iov_base: parts[1].as_ptr() as *mut _,
+                    iov_len: parts[1].len(),
+                },
+            ];
+            let mut cmsg = CmsgBuf::new();
+            // SAFETY: an all-zero msghdr is a valid empty message.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
+            if let (true, Some(fd)) = (first, fd) {
+                cmsg.put_fd(&mut msg, fd.as_raw_fd());
+            }
+            // SAFETY: msg points at live iovecs and control bytes for the call.
+            let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL) })? as usize;
+            first = false;
+            let from_header = n.min(parts[0].len());
+            parts[0] = &parts[0][from_header..];
+            parts[1] = &parts[1][n - from_header..];
+        }
+        Ok(())
+    }
+
+    /// Reads what is available (blocking unless `nonblocking`) into the
+    /// spare capacity of `buf`, collecting received descriptors into `fds`.
+    pub(crate) fn recv_some(&self, buf: &mut Vec<u8>, fds: &mut Vec<Fd>, nonblocking: bool) -> io::Result<RecvSome> {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let spare = buf.spare_capacity_mut();
+        let mut iov = [libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: spare.len(),
+        }];
+        let mut cmsg = CmsgBuf::new();
+        // SAFETY: an all-zero msghdr is a valid empty message.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.buf.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&cmsg.buf);
+        let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: msg describes writable memory owned by `buf` and `cmsg`.
+        let n = match cvt_r(|| unsafe { libc::recvmsg(self.raw(), &mut msg, flags) }) {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RecvSome::WouldBlock),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(RecvSome::Eof),
+            Err(e) => return Err(e),
+        };
+        cmsg.take_fds(&msg, fds);
+        if n == 0 && fds.is_empty() {
+            return Ok(RecvSome::Eof);
+        }
+        // SAFETY: the kernel initialised the first `n` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(RecvSome::Data(n))
+    }
+}
+
+impl AsFd for Fd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.borrow()
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            if self.owner != super::getpid() {
+                // A copy inherited through fork whose number was closed or
+                // reused in this process: closing it could close someone
+                // else's descriptor.
+                let _ = fd.into_raw_fd();
+            }
+        }
+    }
+}
+
+/// What one `recv_some` produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RecvSome {
+    Data(usize),
+    Eof,
+    WouldBlock,
+}
+
+/// Ancillary-data buffer for one descriptor in, up to 16 out.
+struct CmsgBuf {
+    buf: [MaybeUninit<u64>; 16],
+}
+
+impl CmsgBuf {
+    fn new() -> CmsgBuf {
+        CmsgBuf {
+            buf: [MaybeUninit::zeroed(); 16],
+        }
+    }
+
+    fn put_fd(&mut self, msg: &mut libc::msghdr, fd: RawFd) {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<RawFd>() as u32) } as usize;
+        msg.msg_control = self.buf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points at `space` zeroed bytes, enough for one header.
+        let hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
+        // SAFETY: hdr points into self.buf, sized and aligned for a cmsghdr.
+        unsafe {
+            (*hdr).cmsg_level = libc::SOL_SOCKET;
+            (*hdr).cmsg_type = libc::SCM_RIGHTS;
+            (*hdr).cmsg_len = libc::CMSG_LEN(mem::size_of::<RawFd>() as u32) as usize;
+            libc::CMSG_DATA(hdr).cast::<RawFd>().write_unaligned(fd);
+        }
+    }
+
+    fn take_fds(&self, msg: &libc::msghdr, out: &mut Vec<Fd>) {
+        if msg.msg_controllen == 0 {
+            return;
+        }
+        // SAFETY: msg was filled by recvmsg; the CMSG macros walk its control data.
+        let mut hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
+        while !hdr.is_null() {
+            // SAFETY: hdr is a valid header inside the control buffer.
+            let (level, ty, len) = unsafe { ((*hdr).cmsg_level, (*hdr).cmsg_type, (*hdr).cmsg_len) };
+            if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+                // SAFETY: as above; CMSG_LEN(0) is a pure size computation.
+                let data_len = len - unsafe { libc::CMSG_LEN(0) } as usize;
+                // SAFETY: as above.
+                let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
+                for i in 0..data_len / mem::size_of::<RawFd>() {
+                    // SAFETY: SCM_RIGHTS data holds `data_len / 4` fresh descriptors we now own.
+                    out.push(unsafe { Fd::from_raw(data.add(i).read_unaligned()) });
+                }
+            }
+            // SAFETY: walking to the next header of the same message.
+            hdr = unsafe { libc::CMSG_NXTHDR(msg, hdr) };
+        }
+    }
+}
+
+/// A connected pair of close-on-exec stream sockets.
+pub(crate) fn socketpair() -> io::Result<(Fd, Fd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two ints.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair returned two new descriptors we own.
+    Ok(unsafe { (Fd::from_raw(fds[0]), Fd::from_raw(fds[1])) })
+}
+
+/// `poll` on one descriptor; `true` when any of `events` (or an error or
+/// hang-up) is reported.
+pub(super) fn poll_one(fd: RawFd, events: libc::c_short, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        // SAFETY: pfd is one valid pollfd.
+        match cvt(unsafe { libc::poll(&mut pfd, 1, poll_millis(left)) }) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `fork` and `_exit`: the only places the crate calls them.
+//!
+//! The child of a fork is a copy of one thread of the parent. If the parent
+//! had other threads, any lock they held (in the allocator, in stdio, in user
+//! code) stays locked forever in the child, so the child of a multithreaded
+//! parent must behave as if it were in a signal handler. The facade therefore
+//! refuses to fork a multithreaded parent unless the caller opted in through
+//! an `unsafe` API (`ProcessBuilder::allow_fork_with_threads`), and the
+//! library's own state is locked across the fork (see
+//! `crate::registry::fork_locked`) so that no other thread holds it at the
+//! instant of the fork.
+
+use std::io;
+
+use super::{ChildHandle, cvt};
+
+/// Which side of a fork the caller is on.
+#[derive(Debug)]
+pub(crate) enum ForkSide {
+    Parent(ChildHandle),
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// # Safety
+/// In the child, the caller must only do what is safe in a copy of a
+/// process whose other threads vanished: if the parent was multithreaded,
+/// no locks that another thread could have held and nothing that allocates
+/// unless the allocator is fork-safe (glibc's is). The child must leave
+/// through [`exit_now`] and must not unwind into frames that belong to the
+/// parent's logic.
+pub(crate) unsafe fn fork_child() -> io::Result<ForkSide> {
+    // SAFETY: the caller upholds the post-fork contract documented above.
+    #[allow(clippy::disallowed_methods)] // the crate's one fork call
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        return Ok(ForkSide::Child);
+    }
+    match ChildHandle::open(pid as u32) {
+        Ok(handle) => Ok(ForkSide::Parent(handle)),
+        Err(e) => {
+            // Without a handle the child could never be waited for: stop it
+            // and reap it now rather than leave a zombie.
+            // SAFETY: signalling and reaping our own, unreaped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Ends the process at once with `code`, running no exit handlers and no
+/// destructors (`_exit`). Buffered output must have been flushed before.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it does not return.
+    #[allow(clippy::disallowed_methods)] // the crate's one _exit call
+    unsafe {
+        libc::_exit(code)
+    }
+}

@@ -1,0 +1,112 @@
+//! Small process facts and settings.
+
+use std::io;
+
+use super::{Fd, cvt_r};
+
+pub(crate) fn getpid() -> u32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+pub(crate) fn getppid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// Number of threads in this process, from `/proc/self/stat` (field 20).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read("/proc/self/stat")?;
+    // The command name (field 2) may contain spaces and parentheses: parse
+    // after the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')').ok_or_else(bad_stat)?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).map_err(|_| bad_stat())?;
+    // After ')' come fields 3.. ; num_threads is field 20, the 18th of those.
+    rest.split_ascii_whitespace()
+        .nth(17)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(bad_stat)
+}
+
+fn bad_stat() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "unexpected format of /proc/self/stat")
+}
+
+/// Number of online CPUs of the machine (Python's `os.cpu_count()`).
+pub(crate) fn cpu_count() -> Option<usize> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    (n > 0).then_some(n as usize)
+}
+
+/// Fills `buf` from the kernel's random source.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: rest is a valid writable slice.
+        let n = cvt_r(|| unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) })?;
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Device and inode of the running executable: two processes with equal
+/// identities run the same file.
+pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/proc/self/exe")?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Registers `f` to run at normal process exit (`exit(3)`, returning from
+/// `main`).
+pub(crate) fn atexit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: f is a plain function with the C ABI that lives forever.
+    if unsafe { libc::atexit(f) } != 0 {
+        return Err(io::Error::new(io::ErrorKind::OutOfMemory, "atexit registration failed"));
+    }
+    Ok(())
+}
+
+/// Makes writes to a closed pipe or socket fail with `EPIPE` instead of
+/// killing the process, as the Rust runtime does before `main`.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN is always valid.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Opens `/dev/null` for reading.
+pub(crate) fn null_device() -> io::Result<Fd> {
+    // SAFETY: the path is a NUL-terminated literal.
+    let raw = cvt_r(|| unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new descriptor we own.
+    Ok(unsafe { Fd::from_raw(raw) })
+}
+
+/// Makes `target` (a raw descriptor number of this process) refer to what
+/// `source` refers to, without close-on-exec.
+pub(crate) fn redirect(source: &Fd, target: i32) -> io::Result<()> {
+    // SAFETY: dup2 of an open descriptor onto a descriptor number.
+    cvt_r(|| unsafe { libc::dup2(source.raw(), target) }).map(drop)
+}
+
+/// Closes raw descriptor numbers this process inherited but must not keep.
+pub(crate) fn close_inherited(fds: &[i32]) {
+    for &fd in fds {
+        // SAFETY: the caller names descriptors nothing in this process owns
+        // any more. EBADF (already closed) is harmless, so the result is
+        // deliberately ignored.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// The load address of the object (executable or shared library) that
+/// contains `addr`.
+pub(crate) fn image_base(addr: usize) -> Option<usize> {
+    // SAFETY: an all-zero Dl_info is a valid out-value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads its address argument and fills `info`.
+    let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+    (found != 0).then_some(info.dli_fbase as usize)
+}

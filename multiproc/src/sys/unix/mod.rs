@@ -1,0 +1,70 @@
+//! Linux backend.
+//!
+//! Syscall results are converted in one place ([`cvt`], [`cvt_r`]); every
+//! descriptor is created close-on-exec atomically; the code that runs
+//! between `fork` and `exec`/`_exit` lives in `fork.rs` and `spawn.rs` and
+//! follows the rules written there.
+#![allow(unsafe_code)]
+
+mod fd;
+mod fork;
+mod memfd;
+mod misc;
+mod pidfd;
+mod spawn;
+
+pub(crate) use fd::{Fd, RecvSome, socketpair};
+pub(crate) use fork::{ForkSide, exit_now, fork_child};
+pub(crate) use memfd::{Mapping, Memfd};
+pub(crate) use misc::{
+    atexit, close_inherited, cpu_count, exe_identity, getpid, getppid, ignore_sigpipe, image_base, null_device,
+    random_bytes, redirect, thread_count,
+};
+pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
+pub(crate) use spawn::{BOOT_FD, spawn_self};
+
+use std::io;
+
+/// Turns a `-1` return into the thread's `errno` as an [`io::Error`].
+pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
+    if ret.is_minus_one() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like [`cvt`], retrying while the call was interrupted by a signal.
+pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Integer types a syscall returns.
+pub(crate) trait IsMinusOne: Copy {
+    fn is_minus_one(self) -> bool;
+}
+macro_rules! impl_is_minus_one {
+    ($($t:ty)*) => {$(
+        impl IsMinusOne for $t {
+            fn is_minus_one(self) -> bool { self == -1 }
+        }
+    )*};
+}
+impl_is_minus_one! { i32 i64 isize }
+
+/// Milliseconds for `poll`, rounding up so that a short positive timeout
+/// never becomes a busy loop; `None` waits forever.
+pub(crate) fn poll_millis(timeout: Option<std::time::Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}

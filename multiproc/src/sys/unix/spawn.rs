@@ -1,0 +1,169 @@
+//! Re-executing the running binary (the `spawn` start method).
+//!
+//! `posix_spawn` (a `CLONE_VM | CLONE_VFORK` clone in glibc) costs the same
+//! whatever the parent's size, unlike `fork`. Every argument is prepared
+//! before the call; the file actions give the child `/dev/null` as stdin,
+//! the bootstrap socket as descriptor [`BOOT_FD`], and close every other
+//! descriptor above it, so nothing leaks into the child whatever its
+//! close-on-exec flag.
+
+use std::{
+    ffi::{CString, OsString},
+    io,
+    os::unix::ffi::OsStringExt,
+};
+
+use super::{ChildHandle, Fd, cvt};
+
+/// The descriptor number a spawned child finds its bootstrap socket on.
+pub(crate) const BOOT_FD: i32 = 3;
+
+/// Starts a copy of the running executable with `boot` as descriptor
+/// [`BOOT_FD`] and the environment variable `marker` set.
+pub(crate) fn spawn_self(boot: &Fd, marker: (&str, &str)) -> io::Result<ChildHandle> {
+    // dup2(3, 3) would keep close-on-exec set; move the socket away first.
+    let moved;
+    let source = if boot.raw() == BOOT_FD {
+        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one we own.
+        moved = unsafe { Fd::from_raw(cvt(libc::fcntl(boot.raw(), libc::F_DUPFD_CLOEXEC, BOOT_FD + 1))?) };
+        moved.raw()
+    } else {
+        boot.raw()
+    };
+
+    let argv: Vec<CString> = std::env::args_os().map(cstring).collect::<io::Result<_>>()?;
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != marker.0)
+        .map(|(mut k, v)| {
+            k.push("=");
+            k.push(v);
+            cstring(k)
+        })
+        .collect::<io::Result<_>>()?;
+    envp.push(cstring(format!("{}={}", marker.0, marker.1).into())?);
+    let argv_ptrs = null_terminated(&argv);
+    let envp_ptrs = null_terminated(&envp);
+
+    let actions = FileActions::new()?;
+    actions.check(
+        // SAFETY: actions is initialised; the path is a NUL-terminated literal.
+        unsafe {
+            libc::posix_spawn_file_actions_addopen(actions.as_ptr(), 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0)
+        },
+    )?;
+    // SAFETY: actions is initialised; both numbers are valid descriptors.
+    actions.check(unsafe { libc::posix_spawn_file_actions_adddup2(actions.as_ptr(), source, BOOT_FD) })?;
+    // SAFETY: actions is initialised.
+    actions.check(unsafe { libc::posix_spawn_file_actions_addclosefrom_np(actions.as_ptr(), BOOT_FD + 1) })?;
+
+    let attr = SpawnAttr::new()?;
+    let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(empty.as_mut_ptr()) };
+    // SAFETY: attr is initialised and `empty` was initialised just above.
+    attr.check(unsafe { libc::posix_spawnattr_setsigmask(attr.as_ptr(), empty.as_ptr()) })?;
+    // SAFETY: attr is initialised.
+    attr.check(unsafe { libc::posix_spawnattr_setflags(attr.as_ptr(), libc::POSIX_SPAWN_SETSIGMASK as _) })?;
+
+    let mut pid: libc::pid_t = 0;
+    let mut spawn = |path: &CString| {
+        // SAFETY: every pointer refers to memory that outlives the call;
+        // argv and envp are NULL-terminated arrays of C strings.
+        unsafe {
+            libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                actions.as_ptr(),
+                attr.as_ptr(),
+                argv_ptrs.as_ptr().cast(),
+                envp_ptrs.as_ptr().cast(),
+            )
+        }
+    };
+    let mut err = spawn(&CString::from(c"/proc/self/exe"));
+    if err == libc::ENOENT {
+        // No /proc: fall back to the path the executable was started from.
+        err = spawn(&cstring(std::env::current_exe()?.into_os_string())?);
+    }
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    ChildHandle::open(pid as u32)
+}
+
+fn cstring(s: OsString) -> io::Result<CString> {
+    CString::new(s.into_vec()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "argument or environment string contains a NUL byte",
+        )
+    })
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// `posix_spawn_file_actions_t`, destroyed on drop.
+struct FileActions(Box<std::cell::UnsafeCell<libc::posix_spawn_file_actions_t>>);
+
+impl FileActions {
+    fn new() -> io::Result<FileActions> {
+        // SAFETY: zeroed storage is what posix_spawn_file_actions_init expects to overwrite.
+        let this = FileActions(Box::new(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() })));
+        // SAFETY: initialising the storage we just allocated.
+        this.check(unsafe { libc::posix_spawn_file_actions_init(this.as_ptr()) })?;
+        Ok(this)
+    }
+    fn as_ptr(&self) -> *mut libc::posix_spawn_file_actions_t {
+        self.0.get()
+    }
+    fn check(&self, err: libc::c_int) -> io::Result<()> {
+        if err == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(err))
+        }
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: destroying the object initialised in `new`; it cannot fail.
+        unsafe { libc::posix_spawn_file_actions_destroy(self.as_ptr()) };
+    }
+}
+
+/// `posix_spawnattr_t`, destroyed on drop.
+struct SpawnAttr(Box<std::cell::UnsafeCell<libc::posix_spawnattr_t>>);
+
+impl SpawnAttr {
+    fn new() -> io::Result<SpawnAttr> {
+        // SAFETY: zeroed storage is what posix_spawnattr_init expects to overwrite.
+        let this = SpawnAttr(Box::new(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() })));
+        // SAFETY: initialising the storage we just allocated.
+        this.check(unsafe { libc::posix_spawnattr_init(this.as_ptr()) })?;
+        Ok(this)
+    }
+    fn as_ptr(&self) -> *mut libc::posix_spawnattr_t {
+        self.0.get()
+    }
+    fn check(&self, err: libc::c_int) -> io::Result<()> {
+        if err == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(err))
+        }
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: destroying the object initialised in `new`; it cannot fail.
+        unsafe { libc::posix_spawnattr_destroy(self.as_ptr()) };
+    }
+}

@@ -1,0 +1,191 @@
+//! What a child runs, and how it is named across a process boundary.
+//!
+//! A spawned child is a fresh copy of the same executable, so a function can
+//! be named by its address relative to a known function of this crate
+//! ([`anchor`]): address-space randomisation moves the whole image, not the
+//! distance between two functions in it. The parent sends two such offsets:
+//! the user's function (`fn() -> R` or `fn(A) -> R`) and a *trampoline*,
+//! a function monomorphised for `A` and `R` that decodes the arguments, calls
+//! the target and encodes its result. The trampoline's own signature is not
+//! generic ([`Trampoline`]), so the child can call it without knowing `A` or
+//! `R`.
+//!
+//! Why this is sound: the child runs the identical file (the parent execs
+//! `/proc/self/exe`, and the child also compares device and inode before it
+//! trusts an offset); the target was a `fn` pointer in the parent, so only
+//! non-capturing closures and plain functions can be named this way; and a
+//! target that lives in another loaded object (a `dylib`), whose distance
+//! from the anchor would differ between processes, is refused before start.
+//! Nothing here conjures a closure value from nothing, the unsoundness that
+//! made procspawn and mitosis abandon zero-sized closures.
+//!
+//! Under `fork` none of this is needed: the child has a copy of the parent's
+//! memory, so the target, its arguments or a capturing closure are simply
+//! called ([`Call::run_here`]).
+#![allow(unsafe_code)]
+
+use std::{
+    any::Any,
+    borrow::Cow,
+    panic::{self, AssertUnwindSafe},
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    bootstrap::{self, Outcome},
+    codec::{self, CodecError},
+};
+
+/// The non-generic signature of every trampoline: target address and
+/// encoded arguments in, outcome out.
+pub(crate) type Trampoline = fn(usize, &[u8]) -> Outcome;
+
+/// The reference point for code offsets. Never called.
+#[inline(never)]
+fn anchor() {}
+
+fn anchor_addr() -> usize {
+    anchor as fn() as usize
+}
+
+/// The distance of `addr` from the anchor.
+pub(crate) fn offset_of(addr: usize) -> i64 {
+    addr.wrapping_sub(anchor_addr()) as i64
+}
+
+/// The address at `offset` from the anchor.
+pub(crate) fn addr_of(offset: i64) -> usize {
+    anchor_addr().wrapping_add(offset as usize)
+}
+
+/// `true` when `addr` lies in the same loaded object as the anchor, so that
+/// its offset means the same thing in another process.
+pub(crate) fn in_same_image(addr: usize) -> bool {
+    crate::sys::image_base(addr).is_some_and(|base| Some(base) == crate::sys::image_base(anchor_addr()))
+}
+
+/// Turns an offset received from the parent back into a trampoline.
+///
+/// # Safety
+/// `offset` must be the [`offset_of`] a [`Trampoline`] in a process running
+/// the same executable file.
+pub(crate) unsafe fn trampoline_at(offset: i64) -> Trampoline {
+    let addr = addr_of(offset);
+    // SAFETY: per the contract, `addr` is the address of a function of type
+    // Trampoline in this very image.
+    unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
+}
+
+fn trampoline_unit<R: Serialize + 'static>(target: usize, args: &[u8]) -> Outcome {
+    if !args.is_empty() {
+        return Outcome::failed_args("a target without arguments received arguments".into());
+    }
+    // SAFETY: the parent took `target` from a `fn() -> R` and named this
+    // trampoline with the same `R` (see `FnCall::entry`).
+    let f = unsafe { std::mem::transmute::<usize, fn() -> R>(target) };
+    run_caught(f)
+}
+
+fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: &[u8]) -> Outcome {
+    let args = match codec::decode::<A>(args) {
+        Ok(a) => a,
+        Err(CodecError(e)) => return Outcome::failed_args(e),
+    };
+    // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
+    // trampoline with the same `A` and `R` (see `FnCall::entry`).
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    run_caught(move || f(args))
+}
+
+/// Runs `f`, turning its return value or its panic into an [`Outcome`].
+pub(crate) fn run_caught<R: Serialize + 'static>(f: impl FnOnce() -> R) -> Outcome {
+    bootstrap::enter_target();
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    bootstrap::leave_target();
+    match result {
+        Ok(value) => match codec::encode(&value) {
+            Ok(bytes) => Outcome::Value(bytes.into_owned()),
+            Err(CodecError(e)) => Outcome::failed_result(e),
+        },
+        Err(payload) => Outcome::Panic(bootstrap::take_panic(payload_text(&*payload))),
+    }
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}
+
+/// A target with everything it needs, before start.
+pub(crate) trait Call {
+    /// How a spawned child finds the code: (trampoline, target) offsets, or
+    /// `None` for a closure, which only `fork` can carry.
+    fn entry(&self) -> Option<(i64, i64, usize)>;
+    /// The encoded arguments for a spawned child.
+    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError>;
+    /// Runs the target in this process (a fork child).
+    fn run_here(self: Box<Self>) -> Outcome;
+}
+
+/// `fn() -> R`.
+pub(crate) struct FnCall0<R> {
+    pub(crate) f: fn() -> R,
+}
+
+impl<R: Serialize + 'static> Call for FnCall0<R> {
+    fn entry(&self) -> Option<(i64, i64, usize)> {
+        let tramp = trampoline_unit::<R> as Trampoline as usize;
+        let target = self.f as usize;
+        Some((offset_of(tramp), offset_of(target), target))
+    }
+    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError> {
+        Ok(Cow::Borrowed(&[]))
+    }
+    fn run_here(self: Box<Self>) -> Outcome {
+        run_caught(self.f)
+    }
+}
+
+/// `fn(A) -> R` with its argument.
+pub(crate) struct FnCall1<A, R> {
+    pub(crate) f: fn(A) -> R,
+    pub(crate) args: A,
+}
+
+impl<A: Serialize + DeserializeOwned + 'static, R: Serialize + 'static> Call for FnCall1<A, R> {
+    fn entry(&self) -> Option<(i64, i64, usize)> {
+        let tramp = trampoline_args::<A, R> as Trampoline as usize;
+        let target = self.f as usize;
+        Some((offset_of(tramp), offset_of(target), target))
+    }
+    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError> {
+        codec::encode(&self.args)
+    }
+    fn run_here(self: Box<Self>) -> Outcome {
+        let FnCall1 { f, args } = *self;
+        run_caught(move || f(args))
+    }
+}
+
+/// A closure, possibly capturing; `fork` only.
+pub(crate) struct ClosureCall<F> {
+    pub(crate) f: F,
+}
+
+impl<F: FnOnce() -> R + 'static, R: Serialize + 'static> Call for ClosureCall<F> {
+    fn entry(&self) -> Option<(i64, i64, usize)> {
+        None
+    }
+    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError> {
+        Err(CodecError("a closure cannot be sent to a spawned process".into()))
+    }
+    fn run_here(self: Box<Self>) -> Outcome {
+        run_caught(self.f)
+    }
+}
