@@ -1,1 +1,66 @@
-fn main(){}
+//! Benchmarks for `multiproc`, each measured next to its baselines in the
+//! same run: the machine's floors (a bare re-exec of this binary, a raw
+//! `fork`), CPython's `multiprocessing` and the `procspawn` crate.
+//!
+//! ```text
+//! cargo run --release -p multiproc-bench -- [--json] [--quick] [--iters N] [FILTER]
+//! ```
+//!
+//! `--json` prints one JSON object per row (`name`, `impl`, `unit`,
+//! `median`, `min`, `max`, `n`, plus `desc`), then one `ratio_vs_*` row per
+//! comparison (unit `x`: multiproc's median time over the baseline's, lower
+//! is better, with its `target` and whether it was met). Without it, a table.
+//! `--quick` is a smoke run (one warm-up and two samples per row) that only
+//! checks that every row still works. FILTER keeps the rows whose name
+//! contains it. Progress and skipped rows are reported on stderr; the exit
+//! status is 1 if any row failed or FILTER matched none.
+
+mod cli;
+mod cpython;
+mod floors;
+mod harness;
+mod peers;
+mod report;
+mod rows;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // First of all: a re-executed copy of this binary measuring the floor
+    // does its one job and exits.
+    floors::child_entry();
+    // procspawn's children run `main` up to here, then never return.
+    procspawn::init();
+
+    let opts = match cli::Options::parse(std::env::args().skip(1)) {
+        Ok(cli::Parsed::Run(opts)) => opts,
+        Ok(cli::Parsed::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("multiproc-bench: {msg}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = rows::run_all(&opts);
+    if outcome.rows.is_empty() && outcome.failures.is_empty() {
+        let filter = opts.filter.as_deref().unwrap_or("");
+        eprintln!("multiproc-bench: no row matches {filter:?}");
+        return ExitCode::FAILURE;
+    }
+    let ratios = report::ratios(&outcome.rows);
+    if opts.json {
+        report::print_json(&outcome.rows, &ratios);
+    } else {
+        report::print_table(&outcome.rows, &ratios, &opts);
+    }
+    if outcome.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for f in &outcome.failures {
+            eprintln!("multiproc-bench: FAILED {f}");
+        }
+        ExitCode::FAILURE
+    }
+}

@@ -41,12 +41,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    RemotePanic,
+    RemotePanic, codec,
     error::Location,
-    frame::{self, Payload, Tag},
+    frame::{self, Tag},
     registry::{self, Me, ParentRecord},
     start::StartMethod,
-    sys::{self, Fd, ParentWatch},
+    sys::{self, Fd},
     target,
 };
 
@@ -125,12 +125,10 @@ impl Outcome {
         let (&tag, rest) = bytes.split_first().ok_or("empty outcome")?;
         match tag {
             0 => Ok(OutcomeRef::Value(rest)),
-            1 => postcard::from_bytes(rest)
-                .map(OutcomeRef::Panic)
-                .map_err(|e| e.to_string()),
-            2 => postcard::from_bytes::<(Failure, String)>(rest)
+            1 => codec::decode_record(rest).map(OutcomeRef::Panic).map_err(|e| e.0),
+            2 => codec::decode_record::<(Failure, String)>(rest)
                 .map(|(k, m)| OutcomeRef::Failed(k, m))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.0),
             t => Err(format!("unknown outcome tag {t}")),
         }
     }
@@ -138,8 +136,7 @@ impl Outcome {
 
 fn prefixed(tag: u8, value: &impl Serialize) -> Vec<u8> {
     let mut out = vec![tag];
-    // Encoding these plain records into a Vec cannot fail.
-    out.extend(postcard::to_allocvec(value).unwrap_or_default());
+    out.extend(codec::encode_record(value));
     out
 }
 
@@ -197,7 +194,7 @@ fn install_panic_hook() {
             let backtrace = std::backtrace::Backtrace::force_capture().to_string();
             if cfg!(panic = "abort") {
                 // No unwinding will bring us back to `run_caught`: report now.
-                let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_owned();
+                let message = target::payload_text(info.payload());
                 let outcome = Outcome::Panic(RemotePanic::new(message, location.clone(), Some(backtrace.clone())));
                 if let Some(sock) = &*OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) {
                     // The process aborts next whatever happens here.
@@ -216,7 +213,11 @@ fn install_panic_hook() {
 /// Sets up the child side (panic hook, parent watch, daemon watcher).
 pub(crate) fn prepare_child(sock: &Fd, daemon: bool) {
     if cfg!(panic = "abort") {
-        *OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) = sock.try_clone().ok();
+        let copy = sock.try_clone().ok();
+        if let Some(c) = &copy {
+            registry::adopt_own_fd(c.raw());
+        }
+        *OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) = copy;
     }
     install_panic_hook();
     if daemon {
@@ -246,14 +247,22 @@ pub(crate) fn flush_std_streams() {
 /// (`PR_SET_PDEATHSIG` would fire when the *thread* that started the child
 /// exits, which kills daemons started from short-lived threads.)
 fn start_daemon_watcher() {
-    let watch = registry::with_me(|me| me.parent.clone());
-    let Some(parent) = watch else { return };
+    let Some(parent) = registry::with_me(|me| me.parent.clone()) else {
+        return;
+    };
+    // Opened here, before the target runs: a parent that is already gone
+    // ends the daemon at once.
+    if parent.watch().is_none() {
+        sys::exit_now(1);
+    }
     let spawned = std::thread::Builder::new()
         .name("multiproc-parent-watch".into())
         .spawn(move || {
-            match &parent.watch {
-                Some(w) => while !matches!(w.wait(None), Ok(true)) {},
-                None => {}
+            if let Some(w) = parent.watch() {
+                // Ok(false) cannot happen without a timeout; an error means
+                // the watch is unusable, and a daemon that cannot watch its
+                // parent must not outlive it.
+                while let Ok(false) = w.wait(None) {}
             }
             flush_std_streams();
             sys::exit_now(1);
@@ -278,9 +287,9 @@ pub(crate) fn fork_child_main(
 ) -> ! {
     let body = std::panic::AssertUnwindSafe(move || {
         ours.close_now();
-        me.parent = Some(parent_record(parent.0, parent.1));
+        me.parent = Some(Arc::new(ParentRecord::new(parent.0, parent.1)));
         let daemon = me.daemon;
-        lock.become_fork_child(me);
+        lock.become_fork_child(me, theirs.raw());
         // Python gives children /dev/null as stdin; if that fails the
         // inherited stdin stays, which is harmless.
         let _ = sys::redirect(&devnull, 0);
@@ -292,15 +301,6 @@ pub(crate) fn fork_child_main(
     let _ = std::panic::catch_unwind(body);
     // Only a bug in this library gets here.
     sys::exit_now(70)
-}
-
-/// Opens the watch on the parent, if it is still there.
-pub(crate) fn parent_record(pid: u32, name: String) -> Arc<ParentRecord> {
-    Arc::new(ParentRecord {
-        pid,
-        name,
-        watch: ParentWatch::open_parent(pid).ok(),
-    })
 }
 
 // ---------------------------------------------------------------------
@@ -337,15 +337,18 @@ pub(crate) fn spawned_entry() {
         Err(BootError::ParentGone) => sys::exit_now(1),
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
     };
-    let parent = parent_record(boot.parent_pid, boot.parent_name);
-    registry::become_child(Me {
-        name: boot.name,
-        identity: boot.identity,
-        daemon: boot.daemon,
-        start_method: Some(StartMethod::Spawn),
-        authkey: boot.authkey,
-        parent: Some(parent),
-    });
+    let parent = Arc::new(ParentRecord::new(boot.parent_pid, boot.parent_name));
+    registry::become_child(
+        Me {
+            name: boot.name,
+            identity: boot.identity,
+            daemon: boot.daemon,
+            start_method: Some(StartMethod::Spawn),
+            authkey: boot.authkey,
+            parent: Some(parent),
+        },
+        sock.raw(),
+    );
     // A parent that died meanwhile is noticed when the outcome is sent.
     let _ = frame::send(&sock, Tag::Ready, &[]);
     prepare_child(&sock, boot.daemon);
@@ -354,8 +357,7 @@ pub(crate) fn spawned_entry() {
     #[allow(unsafe_code)]
     let trampoline = unsafe { target::trampoline_at(boot.trampoline) };
     let target_addr = target::addr_of(boot.target);
-    let outcome = trampoline(target_addr, args.bytes());
-    drop(args);
+    let outcome = trampoline(target_addr, args);
     finish(&sock, outcome)
 }
 
@@ -364,7 +366,7 @@ enum BootError {
     Invalid(String),
 }
 
-fn read_boot(sock: &Fd, reader: &mut frame::Reader) -> Result<(Boot, Payload), BootError> {
+fn read_boot(sock: &Fd, reader: &mut frame::Reader) -> Result<(Boot, Vec<u8>), BootError> {
     let mut next = |want: Tag| match reader.next_blocking(sock) {
         Ok(Some((tag, payload))) if tag == want => Ok(payload),
         Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
@@ -373,7 +375,7 @@ fn read_boot(sock: &Fd, reader: &mut frame::Reader) -> Result<(Boot, Payload), B
     };
     let boot = next(Tag::Boot)?;
     let boot: Boot =
-        postcard::from_bytes(boot.bytes()).map_err(|e| BootError::Invalid(format!("bad boot record: {e}")))?;
+        codec::decode_record(&boot).map_err(|e| BootError::Invalid(format!("bad boot record: {}", e.0)))?;
     if boot.protocol != PROTOCOL {
         return Err(BootError::Invalid(format!(
             "protocol {} from parent, {PROTOCOL} here",

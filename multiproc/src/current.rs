@@ -103,7 +103,7 @@ impl ParentProcess {
 
     /// `true` while the parent runs.
     pub fn is_alive(&self) -> bool {
-        match &self.record.watch {
+        match self.record.watch() {
             // An error from poll means the watch is unusable: report the
             // parent as gone rather than alive forever.
             Some(w) => matches!(w.wait(Some(Duration::ZERO)), Ok(false)),
@@ -122,7 +122,7 @@ impl ParentProcess {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        match &self.record.watch {
+        match self.record.watch() {
             Some(w) => w
                 .wait(timeout)
                 .map_err(|e| Error::io("failed to wait for the parent process", e)),

@@ -22,7 +22,7 @@ use crate::process::ExitStatus;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, for matching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// An operating-system call failed; [`source`](std::error::Error::source)

@@ -11,7 +11,8 @@
 //!
 //! Payloads up to [`INLINE_MAX`] bytes follow the header in the stream.
 //! Larger ones are written to an anonymous memory file whose descriptor
-//! travels with the header (`SCM_RIGHTS`); the reader maps it. That keeps
+//! travels with the header (`SCM_RIGHTS`); the reader copies it out with
+//! `pread` into a buffer backed by huge pages. That keeps
 //! every write small enough for the socket buffer (a sender never blocks on
 //! a reader that is not reading yet, so a child can exit as soon as its
 //! result is sent), and lets a large argument reach a new process with one
@@ -23,7 +24,7 @@
 
 use std::{collections::VecDeque, fmt, io};
 
-use crate::sys::{Fd, Mapping, Memfd, RecvSome};
+use crate::sys::{self, Fd, Memfd, RecvSome};
 
 /// Largest payload sent inline.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
@@ -49,21 +50,6 @@ impl Tag {
         [Tag::Boot, Tag::Args, Tag::Ready, Tag::Outcome]
             .into_iter()
             .find(|t| *t as u8 == b)
-    }
-}
-
-/// A received payload.
-pub(crate) enum Payload {
-    Inline(Vec<u8>),
-    Mapped(Mapping),
-}
-
-impl Payload {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            Payload::Inline(v) => v,
-            Payload::Mapped(m) => m.bytes(),
-        }
     }
 }
 
@@ -133,7 +119,7 @@ impl Reader {
     }
 
     /// The next complete frame, if the buffer holds one.
-    pub(crate) fn next(&mut self) -> Result<Option<(Tag, Payload)>, ProtocolError> {
+    pub(crate) fn next(&mut self) -> Result<Option<(Tag, Vec<u8>)>, ProtocolError> {
         if self.buf.len() < HEADER {
             return Ok(None);
         }
@@ -151,8 +137,9 @@ impl Reader {
                 .pop_front()
                 .ok_or_else(|| ProtocolError("frame announces a file that did not arrive".into()))?;
             self.buf.drain(..HEADER);
-            let map = Mapping::new(&fd, len).map_err(|e| ProtocolError(format!("cannot map the payload file: {e}")))?;
-            return Ok(Some((tag, Payload::Mapped(map))));
+            let payload =
+                sys::read_file(&fd, len).map_err(|e| ProtocolError(format!("cannot read the payload file: {e}")))?;
+            return Ok(Some((tag, payload)));
         }
         if len > INLINE_MAX {
             return Err(ProtocolError(format!(
@@ -164,11 +151,11 @@ impl Reader {
         }
         let payload = self.buf[HEADER..HEADER + len].to_vec();
         self.buf.drain(..HEADER + len);
-        Ok(Some((tag, Payload::Inline(payload))))
+        Ok(Some((tag, payload)))
     }
 
     /// Blocks until a whole frame has arrived; `None` at end of stream.
-    pub(crate) fn next_blocking(&mut self, sock: &Fd) -> Result<Option<(Tag, Payload)>, ReadError> {
+    pub(crate) fn next_blocking(&mut self, sock: &Fd) -> Result<Option<(Tag, Vec<u8>)>, ReadError> {
         loop {
             if let Some(frame) = self.next().map_err(ReadError::Protocol)? {
                 return Ok(Some(frame));

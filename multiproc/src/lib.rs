@@ -131,6 +131,7 @@ pub use crate::{
 /// is a cheap no-op.
 ///
 /// ```
+/// # #[allow(clippy::needless_doctest_main)]
 /// fn main() {
 ///     multiproc::init();
 ///     // ... the program

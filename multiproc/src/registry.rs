@@ -13,7 +13,7 @@
 //! close its siblings' descriptors by number.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, Once},
+    sync::{Arc, Mutex, MutexGuard, Once, OnceLock},
     time::Duration,
 };
 
@@ -38,8 +38,33 @@ pub(crate) struct Me {
 pub(crate) struct ParentRecord {
     pub(crate) pid: u32,
     pub(crate) name: String,
-    /// `None` when the parent was already gone when the child started.
-    pub(crate) watch: Option<ParentWatch>,
+    /// Opened on first use: most children never ask.
+    watch: OnceLock<Option<ParentWatch>>,
+}
+
+impl ParentRecord {
+    pub(crate) fn new(pid: u32, name: String) -> ParentRecord {
+        ParentRecord {
+            pid,
+            name,
+            watch: OnceLock::new(),
+        }
+    }
+
+    /// A watch on the parent; `None` if it was gone when first asked
+    /// (opening checks that the pid still names this process's parent, so a
+    /// reused pid is never watched).
+    pub(crate) fn watch(&self) -> Option<&ParentWatch> {
+        self.watch
+            .get_or_init(|| {
+                let watch = ParentWatch::open_parent(self.pid).ok();
+                if let Some(w) = &watch {
+                    adopt_own_fd(w.raw_fd());
+                }
+                watch
+            })
+            .as_ref()
+    }
 }
 
 /// A started child, shared by its handle and the registry.
@@ -94,6 +119,20 @@ struct State {
     me: Me,
     counter: u32,
     children: Vec<Arc<ChildCore>>,
+    /// Descriptors of this process's own identity (its bootstrap socket,
+    /// its watch on its parent), which a fork child must not keep.
+    own_fds: Vec<i32>,
+}
+
+impl State {
+    fn new(me: Me) -> State {
+        State {
+            me,
+            counter: 0,
+            children: Vec::new(),
+            own_fds: Vec::new(),
+        }
+    }
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -122,11 +161,7 @@ fn main_identity() -> Me {
 
 fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
     let mut guard = lock(&STATE);
-    let state = guard.get_or_insert_with(|| State {
-        me: main_identity(),
-        counter: 0,
-        children: Vec::new(),
-    });
+    let state = guard.get_or_insert_with(|| State::new(main_identity()));
     f(state)
 }
 
@@ -136,12 +171,15 @@ pub(crate) fn with_me<T>(f: impl FnOnce(&Me) -> T) -> T {
 }
 
 /// Installs the identity of a spawned child (before its target runs).
-pub(crate) fn become_child(me: Me) {
-    *lock(&STATE) = Some(State {
-        me,
-        counter: 0,
-        children: Vec::new(),
-    });
+pub(crate) fn become_child(me: Me, own_fd: i32) {
+    let mut state = State::new(me);
+    state.own_fds.push(own_fd);
+    *lock(&STATE) = Some(state);
+}
+
+/// Records a descriptor that belongs to this process's identity.
+pub(crate) fn adopt_own_fd(fd: i32) {
+    with_state(|s| s.own_fds.push(fd));
 }
 
 /// The identity and default name of the next child this process creates.
@@ -240,29 +278,28 @@ pub(crate) struct ForkLock(MutexGuard<'static, Option<State>>);
 /// Locks the registry so that no other thread holds it across a fork.
 pub(crate) fn fork_locked() -> ForkLock {
     let mut guard = lock(&STATE);
-    guard.get_or_insert_with(|| State {
-        me: main_identity(),
-        counter: 0,
-        children: Vec::new(),
-    });
+    guard.get_or_insert_with(|| State::new(main_identity()));
     ForkLock(guard)
 }
 
 impl ForkLock {
     /// In a fork child: close the descriptors of the parent's other
     /// children, forget those children, and become `me`.
-    pub(crate) fn become_fork_child(mut self, me: Me) {
+    pub(crate) fn become_fork_child(mut self, me: Me, own_fd: i32) {
         let state = self.0.as_mut().expect("initialised by fork_locked");
-        let inherited: Vec<i32> = state
+        let mut inherited: Vec<i32> = state
             .children
             .iter()
             .flat_map(|c| [c.sock.raw(), c.handle.raw_fd()])
             .collect();
+        inherited.append(&mut state.own_fds);
         sys::close_inherited(&inherited);
-        // The cores' own `Fd`s see a foreign pid and will not close again.
+        // The `Fd`s that owned these see a foreign pid and will not close
+        // the numbers again.
         state.children.clear();
         state.counter = 0;
         state.me = me;
+        state.own_fds.push(own_fd);
     }
 
     /// The identity of the process holding the lock.

@@ -39,7 +39,7 @@ use crate::{
 
 /// The non-generic signature of every trampoline: target address and
 /// encoded arguments in, outcome out.
-pub(crate) type Trampoline = fn(usize, &[u8]) -> Outcome;
+pub(crate) type Trampoline = fn(usize, Vec<u8>) -> Outcome;
 
 /// The reference point for code offsets. Never called.
 #[inline(never)]
@@ -77,7 +77,7 @@ pub(crate) unsafe fn trampoline_at(offset: i64) -> Trampoline {
     unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
 }
 
-fn trampoline_unit<R: Serialize + 'static>(target: usize, args: &[u8]) -> Outcome {
+fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outcome {
     if !args.is_empty() {
         return Outcome::failed_args("a target without arguments received arguments".into());
     }
@@ -87,8 +87,8 @@ fn trampoline_unit<R: Serialize + 'static>(target: usize, args: &[u8]) -> Outcom
     run_caught(f)
 }
 
-fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: &[u8]) -> Outcome {
-    let args = match codec::decode::<A>(args) {
+fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outcome {
+    let args = match codec::decode_owned::<A>(args) {
         Ok(a) => a,
         Err(CodecError(e)) => return Outcome::failed_args(e),
     };
@@ -112,7 +112,7 @@ pub(crate) fn run_caught<R: Serialize + 'static>(f: impl FnOnce() -> R) -> Outco
     }
 }
 
-fn payload_text(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

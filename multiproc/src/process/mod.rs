@@ -17,7 +17,7 @@ use crate::{
     Error, ErrorKind, Result, StartMethod,
     bootstrap::{self, Boot, Failure, MARKER, Outcome, OutcomeRef, PROTOCOL},
     codec::{self, CodecError},
-    frame::{self, Payload, Tag},
+    frame::{self, Tag},
     registry::{self, ChildCore, Me},
     sys::{self, ForkSide},
     target::{self, Call, ClosureCall, FnCall0, FnCall1},
@@ -245,7 +245,7 @@ struct Running {
     /// for fork).
     ready: bool,
     started: Instant,
-    outcome: Option<Payload>,
+    outcome: Option<Vec<u8>>,
 }
 
 impl<R> Process<R>
@@ -385,7 +385,7 @@ where
             parent_pid: sys::getpid(),
             parent_name: me.name.clone(),
         });
-        let boot = postcard::to_allocvec(&boot).expect("a boot record always encodes");
+        let boot = codec::encode_record(&boot);
         let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("failed to create the bootstrap socket", e))?;
         for s in [&ours, &theirs] {
             // A smaller buffer only risks blocking a writer that is
@@ -502,22 +502,25 @@ where
                 .with_status(status)
         };
         let Some(payload) = &run.outcome else {
-            return Err(if !run.ready {
-                err(
+            // A signal explains itself, whenever it came; an exit before the
+            // entry point means the child could not start the target.
+            return Err(match (status, run.ready) {
+                (ExitStatus::Signaled(_), true) => err(ErrorKind::ChildKilled, format!("was killed by {status}")),
+                (ExitStatus::Signaled(_), false) => err(
+                    ErrorKind::ChildKilled,
+                    format!("was killed by {status} before reaching the library's entry point"),
+                ),
+                (_, false) => err(
                     ErrorKind::Bootstrap,
                     format!("exited before reaching the library's entry point ({status})"),
-                )
-            } else {
-                match status {
-                    ExitStatus::Signaled(_) => err(ErrorKind::ChildKilled, format!("was killed by {status}")),
-                    _ => err(
-                        ErrorKind::ChildExited,
-                        format!("ended with {status} before returning a result"),
-                    ),
-                }
+                ),
+                (_, true) => err(
+                    ErrorKind::ChildExited,
+                    format!("ended with {status} before returning a result"),
+                ),
             });
         };
-        match Outcome::from_bytes(payload.bytes()) {
+        match Outcome::from_bytes(payload) {
             Ok(OutcomeRef::Value(bytes)) => codec::decode::<R>(bytes)
                 .map_err(|CodecError(e)| err(ErrorKind::Deserialize, format!("failed to deserialize the result: {e}"))),
             Ok(OutcomeRef::Panic(p)) => Err(err(ErrorKind::ChildPanicked, "the target panicked".into()).with_panic(p)),
@@ -586,7 +589,9 @@ where
             }
         }
     }
+}
 
+impl<R> Process<R> {
     /// The process's name.
     pub fn name(&self) -> &str {
         &self.name

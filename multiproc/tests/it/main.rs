@@ -1,1 +1,12 @@
+//! The integration suite: one binary, one module per area. Every child
+//! process behaviour runs under each start method (see `per_method!`).
+#![cfg(target_os = "linux")]
 
+#[macro_use]
+mod support;
+
+mod examples;
+mod faults;
+mod hygiene;
+mod identity;
+mod lifecycle;

@@ -30,9 +30,9 @@ pub(crate) enum ForkSide {
 /// unless the allocator is fork-safe (glibc's is). The child must leave
 /// through [`exit_now`] and must not unwind into frames that belong to the
 /// parent's logic.
+#[allow(clippy::disallowed_methods)] // the crate's one fork call
 pub(crate) unsafe fn fork_child() -> io::Result<ForkSide> {
     // SAFETY: the caller upholds the post-fork contract documented above.
-    #[allow(clippy::disallowed_methods)] // the crate's one fork call
     let pid = cvt(unsafe { libc::fork() })?;
     if pid == 0 {
         return Ok(ForkSide::Child);
@@ -54,10 +54,8 @@ pub(crate) unsafe fn fork_child() -> io::Result<ForkSide> {
 
 /// Ends the process at once with `code`, running no exit handlers and no
 /// destructors (`_exit`). Buffered output must have been flushed before.
+#[allow(clippy::disallowed_methods)] // the crate's one _exit call
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is always safe to call; it does not return.
-    #[allow(clippy::disallowed_methods)] // the crate's one _exit call
-    unsafe {
-        libc::_exit(code)
-    }
+    unsafe { libc::_exit(code) }
 }

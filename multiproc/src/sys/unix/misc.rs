@@ -15,8 +15,17 @@ pub(crate) fn getppid() -> u32 {
 }
 
 /// Number of threads in this process, from `/proc/self/stat` (field 20).
+///
+/// One `read` into a stack buffer: this runs before every fork.
 pub(crate) fn thread_count() -> io::Result<usize> {
-    let stat = std::fs::read("/proc/self/stat")?;
+    // SAFETY: the path is a NUL-terminated literal.
+    let fd = cvt_r(|| unsafe { libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new descriptor we own; dropping it closes it.
+    let file = unsafe { Fd::from_raw(fd) };
+    let mut buf = [0u8; 1024];
+    // SAFETY: buf is a writable stack buffer of the given length.
+    let n = cvt_r(|| unsafe { libc::read(file.raw(), buf.as_mut_ptr().cast(), buf.len()) })? as usize;
+    let stat = &buf[..n];
     // The command name (field 2) may contain spaces and parentheses: parse
     // after the last ')'.
     let close = stat.iter().rposition(|&b| b == b')').ok_or_else(bad_stat)?;

@@ -124,6 +124,10 @@ impl ParentWatch {
         Ok(ParentWatch { pidfd })
     }
 
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.pidfd.raw()
+    }
+
     /// Waits for the process to end; `true` once it has.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
         poll_one(self.pidfd.raw(), libc::POLLIN, timeout)

@@ -1,0 +1,213 @@
+//! Sampling: a group of benchmarks is run interleaved, one sample of each
+//! per round with the order rotated every round, so that a candidate and its
+//! baselines see the same machine state on this noisy 2-vCPU VM.
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use crate::cli::Counts;
+
+/// Who a row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Impl {
+    /// This library.
+    Multiproc,
+    /// The machine's floor for the operation (no library at all).
+    Floor,
+    /// CPython's `multiprocessing`.
+    Cpython,
+    /// The `procspawn` crate.
+    Procspawn,
+}
+
+impl Impl {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Impl::Multiproc => "multiproc",
+            Impl::Floor => "floor",
+            Impl::Cpython => "cpython",
+            Impl::Procspawn => "procspawn",
+        }
+    }
+}
+
+/// One timed operation; `run` returns the time of one sample (its own
+/// set-up, such as filling an argument buffer, left out).
+pub(crate) struct Bench<'a> {
+    pub(crate) name: String,
+    pub(crate) imp: Impl,
+    pub(crate) desc: String,
+    pub(crate) run: Box<dyn FnMut() -> Result<Duration, String> + 'a>,
+}
+
+impl<'a> Bench<'a> {
+    pub(crate) fn new(
+        name: impl Into<String>,
+        imp: Impl,
+        desc: impl Into<String>,
+        run: impl FnMut() -> Result<Duration, String> + 'a,
+    ) -> Bench<'a> {
+        Bench {
+            name: name.into(),
+            imp,
+            desc: desc.into(),
+            run: Box::new(run),
+        }
+    }
+}
+
+/// A measured row: samples and their statistics, in microseconds.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) imp: Impl,
+    pub(crate) desc: String,
+    pub(crate) stats: Stats,
+    /// In the order taken: sample `i` of every row of one group was taken
+    /// in the same round.
+    pub(crate) samples: Vec<f64>,
+    /// The interleaved group the row was measured in; `None` for rows
+    /// measured apart (CPython's).
+    pub(crate) group: Option<usize>,
+}
+
+impl Row {
+    /// A row measured outside any interleaved group.
+    pub(crate) fn apart(name: String, imp: Impl, desc: String, samples: Vec<f64>) -> Option<Row> {
+        Some(Row {
+            name,
+            imp,
+            desc,
+            stats: Stats::of(&samples)?,
+            samples,
+            group: None,
+        })
+    }
+
+    /// Whether sample `i` of `self` and of `other` were taken in the same
+    /// round.
+    pub(crate) fn paired_with(&self, other: &Row) -> bool {
+        self.group.is_some() && self.group == other.group && self.samples.len() == other.samples.len()
+    }
+}
+
+/// Median, minimum and maximum of a set of samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) n: usize,
+}
+
+impl Stats {
+    /// `None` for an empty set.
+    pub(crate) fn of(samples: &[f64]) -> Option<Stats> {
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = match n {
+            0 => return None,
+            n if n % 2 == 1 => s[n / 2],
+            n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+        };
+        Some(Stats {
+            median,
+            min: s[0],
+            max: s[n - 1],
+            n,
+        })
+    }
+}
+
+/// Numbers the interleaved groups.
+static GROUPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `benches` interleaved: `counts.warmup` untimed rounds, then
+/// `counts.samples` timed rounds, each round taking one sample of every
+/// bench, starting from a different bench each round. A bench that fails is
+/// dropped from the group and its error returned; the others go on.
+pub(crate) fn run_group(mut benches: Vec<Bench<'_>>, counts: Counts) -> (Vec<Row>, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut failed = vec![false; benches.len()];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(counts.samples); benches.len()];
+    let k = benches.len();
+    if k == 0 {
+        return (Vec::new(), failures);
+    }
+    let group = GROUPS.fetch_add(1, Ordering::Relaxed);
+    for round in 0..counts.warmup + counts.samples {
+        let timed = round >= counts.warmup;
+        for j in 0..k {
+            let i = (round + j) % k;
+            if failed[i] {
+                continue;
+            }
+            let b = &mut benches[i];
+            match (b.run)() {
+                Ok(d) if timed => samples[i].push(d.as_secs_f64() * 1e6),
+                Ok(_) => {}
+                Err(e) => {
+                    failed[i] = true;
+                    failures.push(format!("{} [{}]: {e}", b.name, b.imp.as_str()));
+                }
+            }
+        }
+    }
+    let rows = benches
+        .into_iter()
+        .zip(samples)
+        .zip(failed)
+        .filter(|(_, failed)| !failed)
+        .filter_map(|((b, s), _)| {
+            Stats::of(&s).map(|stats| Row {
+                name: b.name,
+                imp: b.imp,
+                desc: b.desc,
+                stats,
+                samples: s,
+                group: Some(group),
+            })
+        })
+        .collect();
+    (rows, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats() {
+        assert_eq!(Stats::of(&[]), None);
+        let s = Stats::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Stats::of(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+    }
+
+    #[test]
+    fn interleaves_and_isolates_failures() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let benches = vec![
+            Bench::new("a", Impl::Floor, "", || {
+                order.borrow_mut().push('a');
+                Ok(Duration::from_micros(10))
+            }),
+            Bench::new("b", Impl::Multiproc, "", || Err("broken".into())),
+            Bench::new("c", Impl::Multiproc, "", || {
+                order.borrow_mut().push('c');
+                Ok(Duration::from_micros(30))
+            }),
+        ];
+        let (rows, failures) = run_group(benches, Counts { warmup: 1, samples: 3 });
+        assert_eq!(failures.len(), 1);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].stats.n, 3);
+        assert_eq!(rows[1].stats.median, 30.0);
+        assert!(rows[0].paired_with(&rows[1]));
+        // Round r starts at bench r % 3; b failed at once and is skipped.
+        assert_eq!(order.into_inner(), ['a', 'c', 'c', 'a', 'c', 'a', 'a', 'c']);
+    }
+}

@@ -1,0 +1,290 @@
+//! A tour of `multiproc`, one numbered line per step: the seed's model
+//! (create, start, join, pids), then a returned value, a panic, an exit
+//! code, a timeout, signals, a capturing closure under `fork`, daemons and
+//! the module-level functions.
+//!
+//! Run it with `cargo run --example tour`. It takes well under a second and
+//! waits on nothing but the children themselves: every wait that could block
+//! has a deadline.
+//!
+//! Under the spawn start method (the default) a child is a fresh run of this
+//! very binary that calls the target instead of `main`; under fork it is a
+//! copy of this process.
+use std::{
+    error::Error,
+    fmt,
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::net::UnixStream,
+    time::Duration,
+};
+
+use multiproc as mp;
+use serde::{Deserialize, Serialize};
+
+/// The longest this tour waits for anything; a healthy run never gets close.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a child tells about itself.
+fn whoami() -> (String, u32, u32, u32) {
+    let parent = mp::parent_process().expect("a child started by multiproc has a parent");
+    (
+        mp::current_process().name().to_owned(),
+        std::process::id(),
+        std::os::unix::process::parent_id(),
+        parent.pid(),
+    )
+}
+
+/// A value that crosses the process boundary through serde.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stats {
+    count: usize,
+    sum: i64,
+    max: Option<i64>,
+}
+
+/// Computes [`Stats`] in the child.
+fn stats(values: Vec<i64>) -> Stats {
+    Stats {
+        count: values.len(),
+        sum: values.iter().sum(),
+        max: values.iter().copied().max(),
+    }
+}
+
+/// Panics in the child for a negative input.
+fn square_root(x: f64) -> f64 {
+    if x < 0.0 {
+        panic!("cannot take the square root of {x}");
+    }
+    x.sqrt()
+}
+
+/// Leaves the child through `std::process::exit`, without a result.
+fn exit_seven() {
+    std::process::exit(7);
+}
+
+/// Blocks until a signal ends the process.
+fn block_forever() {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Runs in a daemonic child: tries to start a child of its own.
+fn try_to_have_children() -> (bool, String) {
+    let mut p = mp::Process::new(std::process::id);
+    let refused = match p.start() {
+        Ok(()) => "started a child (unexpected)".to_owned(),
+        Err(e) => format!("{:?} error \"{e}\"", e.kind()),
+    };
+    (mp::current_process().is_daemon(), refused)
+}
+
+/// Prints numbered lines.
+struct Steps(u32);
+
+impl Steps {
+    fn say(&mut self, line: fmt::Arguments<'_>) {
+        self.0 += 1;
+        println!("{}. {line}", self.0);
+    }
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let me = std::process::id();
+    let mut steps = Steps(0);
+
+    // The seed's model: create, start, join.
+    let mut p = mp::Process::new(whoami);
+    steps.say(format_args!(
+        "Process::new(whoami) made the handle {:?}; nothing runs yet: pid {:?}, is_alive {}, start method {}",
+        p.name(),
+        p.pid(),
+        p.is_alive(),
+        p.start_method(),
+    ));
+    p.start()?;
+    let pid = p.pid().expect("started");
+    steps.say(format_args!(
+        "start() launched child pid {pid}: a fresh run of this binary that calls whoami instead of main"
+    ));
+    let (name, child_pid, its_ppid, its_parent) = p.join()?;
+    steps.say(format_args!(
+        "join() returned whoami's value: name {name:?}, pid {child_pid} (same as p.pid(): {}), \
+         getppid {its_ppid} and parent_process().pid {its_parent} (this process is {me}); \
+         exitcode {:?}, is_alive {}",
+        child_pid == pid,
+        p.exitcode(),
+        p.is_alive(),
+    ));
+
+    // Arguments in, a typed value out.
+    let mut p = mp::Process::with_args(stats, vec![3, 1, 4, 1, 5, 9, 2, 6]);
+    p.start()?;
+    let s = p.join()?;
+    steps.say(format_args!(
+        "Process::with_args(stats, vec![3, 1, 4, 1, 5, 9, 2, 6]) sent the Vec and got a struct back: {s:?}"
+    ));
+
+    // A panic comes back as an error.
+    let mut p = mp::Process::with_args(square_root, -4.0);
+    p.start()?;
+    let e = p.join().expect_err("the target panics");
+    let panic = e.panic().expect("a panic error carries the panic");
+    let location = panic
+        .location()
+        .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
+    steps.say(format_args!(
+        "a panic in the child came back from join() as an error: kind {:?}, message {:?}, at {location}; \
+         exitcode {:?} (the child also printed it on its stderr, as Python prints a traceback)",
+        e.kind(),
+        panic.message(),
+        p.exitcode(),
+    ));
+
+    // An exit code.
+    let mut p = mp::Process::new(exit_seven);
+    p.start()?;
+    let e = p.join().expect_err("the child exits without a result");
+    steps.say(format_args!(
+        "std::process::exit(7) in the child: join() fails with kind {:?}, exit_status {:?}, exitcode {:?}",
+        e.kind(),
+        e.exit_status(),
+        p.exitcode(),
+    ));
+
+    // A timeout, then signals. The blocked children are daemonic so that
+    // they could not outlive this program even if a step below failed: at
+    // exit a process waits for its other children, but terminates daemons.
+    let blocked = || mp::ProcessBuilder::new().daemon(true).target(block_forever);
+    let mut p = blocked();
+    p.start()?;
+    let e = p
+        .join_timeout(Duration::from_millis(20))
+        .expect_err("the child never returns");
+    steps.say(format_args!(
+        "join_timeout(20 ms) on a child that blocks forever gave up: kind {:?} (is_timeout {}), is_alive {}",
+        e.kind(),
+        e.is_timeout(),
+        p.is_alive(),
+    ));
+    p.kill()?;
+    let e = p.join_timeout(DEADLINE).expect_err("a killed child returns nothing");
+    steps.say(format_args!(
+        "kill() ended it: join() fails with kind {:?}, killed by {}, exitcode {:?}, is_alive {}",
+        e.kind(),
+        e.exit_status().expect("set for a killed child"),
+        p.exitcode(),
+        p.is_alive(),
+    ));
+    let mut p = blocked();
+    p.start()?;
+    p.terminate()?;
+    let e = p
+        .join_timeout(DEADLINE)
+        .expect_err("a terminated child returns nothing");
+    steps.say(format_args!(
+        "terminate() on another such child: kind {:?}, ended by {}, exitcode {:?}",
+        e.kind(),
+        e.exit_status().expect("set for a killed child"),
+        p.exitcode(),
+    ));
+
+    // A capturing closure, which only fork can run.
+    let words: Vec<String> = "un deux trois".split(' ').map(String::from).collect();
+    let separator = String::from(" + ");
+    let mut p = mp::Process::from_closure(move || (words.join(&separator), std::process::id()));
+    p.start()?;
+    let (joined, closure_pid) = p.join()?;
+    steps.say(format_args!(
+        "Process::from_closure ran a closure capturing a Vec and a String under {} in pid {closure_pid}: {joined:?}",
+        p.start_method(),
+    ));
+
+    // Daemons.
+    let mut p = mp::ProcessBuilder::new().daemon(true).target(try_to_have_children);
+    p.start()?;
+    let (inside_is_daemon, refused) = p.join()?;
+    steps.say(format_args!(
+        "a daemonic child (is_daemon {}, and {inside_is_daemon} inside) may not start children: there start() gave {refused}",
+        p.is_daemon(),
+    ));
+    let (grandchild, exitcode) = daemon_family(false)?;
+    steps.say(format_args!(
+        "a child that returned normally (exitcode {exitcode:?}) terminated its daemonic child {grandchild} on its way out \
+         (the socket the daemon held is closed)"
+    ));
+    let (grandchild, exitcode) = daemon_family(true)?;
+    steps.say(format_args!(
+        "a child killed by SIGKILL (exitcode {exitcode:?}) could run no exit code, yet its daemonic child {grandchild} \
+         died with it (the socket the daemon held is closed)"
+    ));
+
+    // The module-level functions.
+    let methods: Vec<String> = mp::StartMethod::all().iter().map(ToString::to_string).collect();
+    steps.say(format_args!(
+        "cpu_count() = {}, StartMethod::all() = {methods:?}, current_process().name() = {:?}, \
+         active_children() = {:?}: every child was reaped",
+        mp::cpu_count()?,
+        mp::current_process().name(),
+        mp::active_children(),
+    ));
+    Ok(())
+}
+
+/// Starts a child (under fork, with a capturing closure) that starts a
+/// daemonic grandchild blocked forever, reports the grandchild's pid on a
+/// socket, then returns or, when `kill_child`, blocks until this process
+/// kills it with `SIGKILL`. Returns the grandchild's pid and the child's
+/// exitcode once the grandchild is gone.
+///
+/// The grandchild is forked, so it holds a copy of the child's end of the
+/// socket until it dies. Reading the socket to its end therefore waits for
+/// exactly that: no polling, no sleep.
+fn daemon_family(kill_child: bool) -> Result<(u32, Option<i32>), Box<dyn Error>> {
+    let (ours, theirs) = UnixStream::pair()?;
+    ours.set_read_timeout(Some(DEADLINE))?;
+    let mut child = mp::Process::from_closure(move || {
+        let mut theirs = theirs;
+        let mut daemon = mp::ProcessBuilder::new()
+            .daemon(true)
+            .start_method(mp::StartMethod::Fork)
+            .target(block_forever);
+        daemon.start().expect("a non-daemonic child may start children");
+        writeln!(theirs, "{}", daemon.pid().expect("started")).expect("the parent is reading");
+        drop(theirs);
+        if kill_child {
+            block_forever();
+        }
+    });
+    child.start()?;
+    let outcome = (|| -> Result<(u32, Option<i32>), Box<dyn Error>> {
+        let mut line = String::new();
+        BufReader::new(&ours).read_line(&mut line)?;
+        let grandchild = line.trim().parse()?;
+        if kill_child {
+            child.kill()?;
+            let e = child
+                .join_timeout(DEADLINE)
+                .expect_err("a killed child returns nothing");
+            if e.kind() != mp::ErrorKind::ChildKilled {
+                return Err(e.into());
+            }
+        } else {
+            child.join_timeout(DEADLINE)?;
+        }
+        // End of file: every copy of the child's end is closed, the
+        // grandchild's included. A timeout here is an error.
+        (&ours).read_to_end(&mut Vec::new())?;
+        Ok((grandchild, child.exitcode()))
+    })();
+    if outcome.is_err() {
+        // Never leave a non-daemonic child behind: at exit this process
+        // would wait for it forever.
+        let _ = child.kill();
+        let _ = child.join_timeout(DEADLINE);
+    }
+    outcome
+}

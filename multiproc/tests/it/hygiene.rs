@@ -1,0 +1,153 @@
+//! Nothing left behind: descriptors, zombies, orphans; daemons die with
+//! their parent; the exit routine waits for children.
+
+use std::time::Duration;
+
+use multiproc::{ProcessBuilder, StartMethod};
+
+use crate::support::{DEADLINE, PidWatch, Rendezvous, block_forever, notify, open_fds, ready_then_wait};
+
+fn builder(m: StartMethod) -> ProcessBuilder {
+    ProcessBuilder::new().start_method(m)
+}
+
+fn fds_of_child() -> Vec<(i32, String)> {
+    open_fds()
+}
+
+fn gated(addr: String) {
+    ready_then_wait(&addr)
+}
+
+fn children_inherit_no_descriptors(m: StartMethod) {
+    // A descriptor without close-on-exec, and a running sibling whose
+    // library descriptors (socket, pidfd) exist in this process.
+    let mut raw = [0; 2];
+    // SAFETY: pipe fills the two-int array.
+    assert_eq!(unsafe { libc::pipe(raw.as_mut_ptr()) }, 0);
+    let rv = Rendezvous::new();
+    let before = open_fds();
+    let mut sibling = builder(m).target_with(gated, rv.addr());
+    sibling.start().unwrap();
+    let gate = rv.wait_ready();
+    let sibling_fds: Vec<String> = open_fds()
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| f.1)
+        .collect();
+    assert!(sibling_fds.iter().any(|t| t.contains("pidfd")), "{sibling_fds:?}");
+
+    let mut p = builder(m).target(fds_of_child);
+    p.start().unwrap();
+    let fds = p.join_timeout(DEADLINE).unwrap();
+    gate.open();
+    sibling.join_timeout(DEADLINE).unwrap();
+
+    assert_eq!(fds[0], (0, "/dev/null".to_owned()), "stdin is /dev/null: {fds:?}");
+    for f in &fds {
+        assert!(
+            !sibling_fds.contains(&f.1),
+            "the sibling's {f:?} leaked into the child: {fds:?}"
+        );
+    }
+    let own_sockets = fds
+        .iter()
+        .filter(|f| f.1.starts_with("socket:") && !before.iter().any(|b| b.1 == f.1))
+        .count();
+    assert_eq!(own_sockets, 1, "one socket of its own: {fds:?}");
+    match m {
+        StartMethod::Spawn => {
+            let numbers: Vec<i32> = fds.iter().map(|f| f.0).collect();
+            assert_eq!(
+                numbers,
+                [0, 1, 2, 3],
+                "a spawned child has stdio and its socket only: {fds:?}"
+            );
+        }
+        // A fork child inherits what the parent had open, as fork does;
+        // only the library's descriptors are closed.
+        _ => assert!(fds.iter().any(|f| f.0 == raw[0]), "{fds:?}"),
+    }
+    // SAFETY: closing the pipe opened above.
+    unsafe {
+        libc::close(raw[0]);
+        libc::close(raw[1]);
+    }
+}
+
+fn start_daemon_grandchild(args: (String, StartMethod)) {
+    let (addr, m) = args;
+    let mut d = builder(m).daemon(true).target(block_forever_unit);
+    d.start().unwrap();
+    notify(&addr, &d.pid().unwrap().to_string());
+    block_forever()
+}
+
+fn block_forever_unit() {
+    block_forever()
+}
+
+fn daemon_dies_when_its_parent_is_killed(m: StartMethod) {
+    let rv = Rendezvous::new();
+    let mut middle = builder(m).target_with(start_daemon_grandchild, (rv.addr(), m));
+    middle.start().unwrap();
+    let daemon_pid: u32 = rv.recv().parse().unwrap();
+    let daemon = PidWatch::open(daemon_pid);
+    assert!(!daemon.ended_within(Duration::ZERO));
+    middle.kill().unwrap();
+    middle.join_timeout(DEADLINE).unwrap_err();
+    assert!(
+        daemon.ended_within(DEADLINE),
+        "the daemon outlived its SIGKILLed parent"
+    );
+}
+
+fn daemon_and_worker(args: (String, StartMethod)) {
+    let (addr, m) = args;
+    let mut d = builder(m).daemon(true).target(block_forever_unit);
+    d.start().unwrap();
+    let worker_rv = Rendezvous::new();
+    let mut w = builder(m).target_with(gated, worker_rv.addr());
+    w.start().unwrap();
+    let gate = worker_rv.wait_ready();
+    notify(&addr, &format!("{} {}", d.pid().unwrap(), w.pid().unwrap()));
+    // Drop both handles: the exit routine still knows the children. The
+    // worker is let go only after this process has returned its result.
+    drop((d, w));
+    // The worker waits for a "go" that never comes (it is killed); keep its
+    // gate and rendezvous alive until this process exits.
+    std::mem::forget((gate, worker_rv));
+}
+
+fn exit_routine_joins_workers_and_terminates_daemons(m: StartMethod) {
+    let rv = Rendezvous::new();
+    let mut middle = builder(m).target_with(daemon_and_worker, (rv.addr(), m));
+    middle.start().unwrap();
+    let pids: Vec<u32> = rv.recv().split(' ').map(|s| s.parse().unwrap()).collect();
+    let (daemon, worker) = (PidWatch::open(pids[0]), PidWatch::open(pids[1]));
+    // The middle has returned its value but must now wait for the worker.
+    let e = middle.join_timeout(Duration::from_millis(300)).unwrap_err();
+    assert!(e.is_timeout(), "the middle exited without waiting for its worker: {e}");
+    assert!(!worker.ended_within(Duration::ZERO));
+    middle.kill().unwrap();
+    // The middle had delivered its result before it was killed in its exit
+    // routine: join still returns it, and the status tells the rest.
+    middle.join_timeout(DEADLINE).unwrap();
+    assert_eq!(middle.exitcode(), Some(-libc::SIGKILL));
+    // Killed, the middle takes its daemon with it; the worker is not a
+    // daemon and outlives it (as in Python) until it is told to stop.
+    assert!(daemon.ended_within(DEADLINE), "the daemon outlived its parent");
+    assert!(
+        !worker.ended_within(Duration::ZERO),
+        "a non-daemon child survives its parent's death"
+    );
+    // SAFETY: kill(2) of the orphaned worker, which this test created.
+    unsafe { libc::kill(pids[1] as i32, libc::SIGKILL) };
+    assert!(worker.ended_within(DEADLINE));
+}
+
+per_method!(
+    children_inherit_no_descriptors,
+    daemon_dies_when_its_parent_is_killed,
+    exit_routine_joins_workers_and_terminates_daemons
+);

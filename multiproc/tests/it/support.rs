@@ -1,0 +1,198 @@
+//! Test support: running scenarios under each start method, and a
+//! rendezvous for synchronising with children without sleeping.
+#![allow(unsafe_code, dead_code)]
+
+use std::{
+    os::unix::net::UnixDatagram,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use multiproc::{self as mp, StartMethod};
+
+/// Generous deadline for anything a test waits on: a failing test fails
+/// after it rather than hanging.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Declares, for each scenario `fn name(m: StartMethod)`, one test per start
+/// method: `name::spawn` and `name::fork`.
+///
+/// Fork scenarios run inside a spawned, single-threaded child: the test
+/// harness's own process is multithreaded, where `fork` is refused (see
+/// `fork::refused_in_a_multithreaded_parent`). The scenario then is the main
+/// program of that child, and a failed assertion in it comes back as the
+/// child's panic, with its message and location.
+#[macro_export]
+macro_rules! per_method {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn spawn() {
+                $crate::support::run_direct(super::$name, multiproc::StartMethod::Spawn)
+            }
+            #[test]
+            fn fork() {
+                $crate::support::run_isolated(super::$name, multiproc::StartMethod::Fork)
+            }
+        }
+    )*};
+}
+
+/// Runs a scenario in the test's own (multithreaded) process.
+pub(crate) fn run_direct(scenario: fn(StartMethod), m: StartMethod) {
+    scenario(m)
+}
+
+/// Runs a scenario as the main program of a fresh, single-threaded child.
+pub(crate) fn run_isolated(scenario: fn(StartMethod), m: StartMethod) {
+    let mut p = mp::ProcessBuilder::new().name("scenario").target_with(scenario, m);
+    p.start().expect("start the scenario process");
+    match p.join_timeout(DEADLINE) {
+        Ok(()) => {}
+        Err(e) => match e.panic() {
+            Some(panic) => panic!(
+                "scenario under {m} failed: {panic}\n{}",
+                panic.backtrace().unwrap_or("")
+            ),
+            None => panic!("scenario under {m} failed: {e}"),
+        },
+    }
+}
+
+/// A datagram socket in a private directory, for children to report to.
+pub(crate) struct Rendezvous {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Rendezvous {
+    pub(crate) fn new() -> Rendezvous {
+        let path = std::env::temp_dir().join(format!(
+            "multiproc-test-{}-{}.sock",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let sock = UnixDatagram::bind(&path).expect("bind rendezvous socket");
+        sock.set_read_timeout(Some(DEADLINE)).expect("set timeout");
+        Rendezvous { sock, path }
+    }
+
+    /// The address to hand to a child.
+    pub(crate) fn addr(&self) -> String {
+        self.path.to_str().expect("temp paths are UTF-8 here").to_owned()
+    }
+
+    /// The next message, failing the test after [`DEADLINE`].
+    pub(crate) fn recv(&self) -> String {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = self
+            .sock
+            .recv(&mut buf)
+            .expect("no message from the child before the deadline");
+        String::from_utf8(buf[..n].to_vec()).expect("utf-8 message")
+    }
+
+    /// Waits for a child's [`ready_then_wait`] and returns its address.
+    pub(crate) fn wait_ready(&self) -> Gate {
+        let msg = self.recv();
+        let addr = msg.strip_prefix("ready ").expect("a ready message").to_owned();
+        Gate { addr }
+    }
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends `msg` to the rendezvous at `addr`.
+pub(crate) fn notify(addr: &str, msg: &str) {
+    UnixDatagram::unbound()
+        .expect("socket")
+        .send_to(msg.as_bytes(), addr)
+        .expect("notify the parent");
+}
+
+/// Child side: tell the parent we are ready, then block until it opens the
+/// gate.
+pub(crate) fn ready_then_wait(addr: &str) {
+    let own = Rendezvous::new();
+    notify(addr, &format!("ready {}", own.addr()));
+    let msg = own.recv();
+    assert_eq!(msg, "go");
+}
+
+/// A child blocked in [`ready_then_wait`].
+pub(crate) struct Gate {
+    addr: String,
+}
+
+impl Gate {
+    pub(crate) fn open(&self) {
+        notify(&self.addr, "go");
+    }
+}
+
+/// Blocks the calling process until a signal ends it.
+pub(crate) fn block_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A pidfd on any process, to wait for its end without being its parent.
+pub(crate) struct PidWatch(i32);
+
+impl PidWatch {
+    pub(crate) fn open(pid: u32) -> PidWatch {
+        // SAFETY: pidfd_open takes a pid and flags.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        assert!(fd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+        PidWatch(fd as i32)
+    }
+
+    /// `true` once the process has ended, waiting up to `timeout`.
+    pub(crate) fn ended_within(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+        n > 0
+    }
+}
+
+impl Drop for PidWatch {
+    fn drop(&mut self) {
+        // SAFETY: closing the pidfd opened in `open`.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// The descriptors open in this process, with what they point to (the
+/// directory handle used to list them excluded).
+pub(crate) fn open_fds() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("list fds") {
+        let entry = entry.expect("fd entry");
+        let fd: i32 = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .expect("numeric fd name");
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            out.push((fd, target.to_string_lossy().into_owned()));
+        }
+    }
+    // read_dir's own descriptor points at the directory being listed.
+    out.retain(|(_, t)| !t.starts_with("/proc/") || !t.ends_with("/fd"));
+    out.sort();
+    out
+}
