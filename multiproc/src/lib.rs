@@ -62,10 +62,11 @@
 //! works in binaries, examples, unit and integration tests and doctests: a
 //! spawned child of a test binary never runs the test harness.
 //!
-//! Without the feature, call [`init`] first thing in `main`. Do the same if
-//! the child needs constructors of other crates (the constructors of crates
-//! linked after this one may not have run when the child's target starts),
-//! or if a target reads `std::env::args` and must see them parsed by `main`.
+//! The constructor is registered with the lowest priority, so the
+//! constructors of other crates have run when a child's target starts; what
+//! `main` would have set up (a logger, a runtime) has not, and a target that
+//! needs it sets it up itself. Without the feature, call [`init`] first thing
+//! in `main`.
 //!
 //! # Lifecycle
 //!
@@ -145,9 +146,10 @@ pub fn init() {
 mod auto_entry {
     // The constructor runs before main in every process that links this
     // crate; in all but spawned children it only reads one environment
-    // variable.
+    // variable. `late` puts it after the constructors of other crates, so
+    // a child's target finds them run.
     #[allow(unsafe_code)]
-    #[ctor::ctor(unsafe)]
+    #[ctor::ctor(unsafe, priority = late)]
     fn multiproc_child_entry() {
         crate::bootstrap::spawned_entry();
     }

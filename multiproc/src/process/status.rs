@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::sys::RawStatus;
 
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
@@ -15,7 +17,7 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// assert_eq!(ExitStatus::Signaled(9).exitcode(), -9);
 /// assert_eq!(ExitStatus::Signaled(15).to_string(), "signal 15 (SIGTERM)");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ExitStatus {
     /// The process exited with this code (0..=255).
     Exited(i32),
