@@ -12,6 +12,7 @@ use crate::support::DEADLINE;
 /// `MULTIPROC_TEST_BOOT`, a spawned child stalls or dies here, as a child
 /// would whose entry point is missing or whose start-up crashes.
 #[ctor::ctor(unsafe)]
+#[allow(clippy::disallowed_methods)] // dies the way a broken start-up would
 fn sabotage_before_entry() {
     if std::env::var_os("__MULTIPROC_CHILD").is_none() {
         return;
