@@ -794,3 +794,6 @@ where
     p.start()?;
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests;

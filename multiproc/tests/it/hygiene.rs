@@ -151,3 +151,78 @@ per_method!(
     daemon_dies_when_its_parent_is_killed,
     exit_routine_joins_workers_and_terminates_daemons
 );
+
+fn daemon_then_return(m: StartMethod) -> u32 {
+    let mut d = builder(m).daemon(true).target(block_forever_unit);
+    d.start().unwrap();
+    d.pid().unwrap()
+}
+
+fn daemons_are_terminated_at_normal_exit(m: StartMethod) {
+    let mut middle = builder(m).target_with(daemon_then_return, m);
+    middle.start().unwrap();
+    let daemon_pid = middle.join_timeout(DEADLINE).unwrap();
+    assert_eq!(middle.exitcode(), Some(0));
+    // The middle's exit routine terminated and reaped its daemon before the
+    // middle itself ended.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{daemon_pid}")).exists(),
+        "daemon {daemon_pid} still exists"
+    );
+}
+
+fn dropped_handles_are_reaped(m: StartMethod) {
+    let rv = Rendezvous::new();
+    let mut p = builder(m).target_with(gated, rv.addr());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let gate = rv.wait_ready();
+    let watch = PidWatch::open(pid);
+    drop(p); // never blocks: the child is still running
+    gate.open();
+    assert!(watch.ended_within(DEADLINE));
+    // Ended but not yet reaped: a zombie until this process reaps it.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!multiproc::active_children().iter().any(|c| c.pid() == pid));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "zombie {pid} left behind"
+    );
+}
+
+fn wait_for_parent_death(addr: String) {
+    let parent = multiproc::parent_process().unwrap();
+    notify(&addr, "waiting");
+    let gone = parent.join_timeout(DEADLINE).unwrap();
+    notify(
+        &addr,
+        if gone && !parent.is_alive() {
+            "parent gone"
+        } else {
+            "timed out"
+        },
+    );
+}
+
+fn middle_with_watcher(args: (String, StartMethod)) {
+    let (addr, m) = args;
+    let mut c = builder(m).target_with(wait_for_parent_death, addr);
+    c.start().unwrap();
+    block_forever()
+}
+
+fn a_child_can_wait_for_its_parents_death(m: StartMethod) {
+    let rv = Rendezvous::new();
+    let mut middle = builder(m).target_with(middle_with_watcher, (rv.addr(), m));
+    middle.start().unwrap();
+    assert_eq!(rv.recv(), "waiting");
+    middle.kill().unwrap();
+    assert_eq!(rv.recv(), "parent gone");
+    middle.join_timeout(DEADLINE).unwrap_err();
+}
+
+per_method!(
+    daemons_are_terminated_at_normal_exit,
+    dropped_handles_are_reaped,
+    a_child_can_wait_for_its_parents_death
+);
