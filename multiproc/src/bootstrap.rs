@@ -331,7 +331,7 @@ pub(crate) fn spawned_entry() {
         eprintln!("multiproc: child bootstrap failed: {e}");
         sys::exit_now(1);
     }
-    let mut reader = frame::Reader::default();
+    let mut reader = frame::Reader::trusting_large_frames();
     let (boot, args) = match read_boot(&sock, &mut reader) {
         Ok(x) => x,
         Err(BootError::ParentGone) => sys::exit_now(1),

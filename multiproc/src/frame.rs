@@ -22,9 +22,9 @@
 //! [`INLINE_MAX`], an unknown tag or flag, or a missing descriptor is a
 //! protocol error, not an allocation.
 
-use std::{collections::VecDeque, fmt, io};
+use std::{collections::VecDeque, fmt, io, time::Instant};
 
-use crate::sys::{self, Fd, Memfd, RecvSome};
+use crate::sys::{self, ChildHandle, Fd, Memfd, RecvSome};
 
 /// Largest payload sent inline.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
@@ -83,16 +83,84 @@ pub(crate) fn send(sock: &Fd, tag: Tag, payload: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Sends one frame whose payload may be far larger than the socket
+/// buffer, while the peer reads it: the copies into and out of the socket
+/// overlap on two CPUs, and nothing is written to memory twice. Used for
+/// the arguments of a spawned child, which is reading them.
+///
+/// Waits for buffer space no later than `deadline` and stops as soon as
+/// `peer` (the reader's pidfd) reports its end.
+pub(crate) fn send_stream(
+    sock: &Fd,
+    tag: Tag,
+    payload: &[u8],
+    peer: &ChildHandle,
+    deadline: Instant,
+) -> Result<(), StreamError> {
+    sock.send_frame(&header(tag, 0, payload.len()), &[], None)
+        .map_err(|_| StreamError::Io)?;
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let n = sock.send_some(rest).map_err(|_| StreamError::Io)?;
+        rest = &rest[n..];
+        if n == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (writable, peer_ended) = sock
+                .poll_writable_or(peer.raw_fd(), Some(left))
+                .map_err(|_| StreamError::Io)?;
+            if peer_ended {
+                return Err(StreamError::PeerEnded);
+            }
+            if !writable {
+                return Err(StreamError::Timeout);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why [`send_stream`] stopped.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    Io,
+    /// The reader ended before taking the whole frame.
+    PeerEnded,
+    /// The reader took nothing for too long.
+    Timeout,
+}
+
 /// Accumulates bytes and descriptors from a stream and cuts frames out of
 /// them.
-#[derive(Default)]
 pub(crate) struct Reader {
     buf: Vec<u8>,
     fds: VecDeque<Fd>,
     eof: bool,
+    /// Largest inline payload accepted; larger ones are a protocol error.
+    max_inline: usize,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            buf: Vec::new(),
+            fds: VecDeque::new(),
+            eof: false,
+            max_inline: INLINE_MAX,
+        }
+    }
 }
 
 impl Reader {
+    /// A reader that accepts inline payloads of any size, read straight
+    /// into their own buffer: for a spawned child reading its parent, which
+    /// streams large arguments (see [`send_stream`]).
+    pub(crate) fn trusting_large_frames() -> Reader {
+        Reader {
+            max_inline: usize::MAX,
+            ..Reader::default()
+        }
+    }
+
     /// Reads what the socket has (blocking unless `nonblocking`); returns
     /// `false` when nothing was available.
     pub(crate) fn fill(&mut self, sock: &Fd, nonblocking: bool) -> io::Result<bool> {
@@ -141,9 +209,10 @@ impl Reader {
                 sys::read_file(&fd, len).map_err(|e| ProtocolError(format!("cannot read the payload file: {e}")))?;
             return Ok(Some((tag, payload)));
         }
-        if len > INLINE_MAX {
+        if len > self.max_inline {
             return Err(ProtocolError(format!(
-                "inline frame of {len} bytes exceeds the {INLINE_MAX}-byte limit"
+                "inline frame of {len} bytes exceeds the {}-byte limit",
+                self.max_inline
             )));
         }
         if self.buf.len() < HEADER + len {
@@ -160,6 +229,9 @@ impl Reader {
             if let Some(frame) = self.next().map_err(ReadError::Protocol)? {
                 return Ok(Some(frame));
             }
+            if let Some(frame) = self.next_large(sock)? {
+                return Ok(Some(frame));
+            }
             if self.eof {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -169,6 +241,25 @@ impl Reader {
             }
             self.fill(sock, false).map_err(ReadError::Io)?;
         }
+    }
+
+    /// A large inline frame whose header has arrived: read its payload
+    /// straight into a buffer of its own rather than through `buf`.
+    fn next_large(&mut self, sock: &Fd) -> Result<Option<(Tag, Vec<u8>)>, ReadError> {
+        if self.buf.len() < HEADER || self.buf[1] != 0 {
+            return Ok(None);
+        }
+        let len = u64::from_le_bytes(self.buf[8..HEADER].try_into().expect("8 bytes")) as usize;
+        if len <= INLINE_MAX || len > self.max_inline {
+            return Ok(None);
+        }
+        let tag = Tag::from_u8(self.buf[0]).expect("checked by next()");
+        let mut payload = sys::buffer(len).map_err(ReadError::Io)?;
+        let have = (self.buf.len() - HEADER).min(len);
+        payload.extend_from_slice(&self.buf[HEADER..HEADER + have]);
+        self.buf.drain(..HEADER + have);
+        sock.recv_exact_into(&mut payload, len).map_err(ReadError::Io)?;
+        Ok(Some((tag, payload)))
     }
 
     #[cfg(test)]

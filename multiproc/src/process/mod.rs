@@ -398,7 +398,33 @@ where
         drop(theirs);
         // A child that died at once makes these fail (EPIPE); `join`
         // reports that as a bootstrap failure with the child's status.
-        let _ = frame::send(&ours, Tag::Boot, &boot).and_then(|()| frame::send(&ours, Tag::Args, &args));
+        let sent = frame::send(&ours, Tag::Boot, &boot);
+        if sent.is_ok() && args.len() > frame::INLINE_MAX {
+            // Large arguments stream into the child as it reads them.
+            let deadline = Instant::now() + self.bootstrap_timeout;
+            if let Err(frame::StreamError::Timeout) = frame::send_stream(&ours, Tag::Args, &args, &handle, deadline) {
+                // The child is alive but not reading: it never reached the
+                // entry point. Stop it here rather than hand out a process
+                // that can only fail.
+                let _ = handle.signal(SIGKILL);
+                let core = ChildCore::new(handle, ours, self.name.clone(), self.daemon);
+                let status = core.wait(None).ok().flatten();
+                let mut e = self.err(
+                    ErrorKind::Bootstrap,
+                    format!(
+                        "the child did not take its arguments within {:?} and was killed; \
+                         if the automatic entry is disabled, call multiproc::init() first thing in main",
+                        self.bootstrap_timeout
+                    ),
+                );
+                if let Some(s) = status {
+                    e = e.with_status(s);
+                }
+                return Err(e);
+            }
+        } else if sent.is_ok() {
+            let _ = frame::send(&ours, Tag::Args, &args);
+        }
         Ok(ChildCore::new(handle, ours, self.name.clone(), self.daemon))
     }
 

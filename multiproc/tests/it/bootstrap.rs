@@ -64,3 +64,30 @@ fn a_child_that_dies_during_bootstrap_is_reported_with_its_status() {
     assert_eq!(status, Some(ExitStatus::Exited(3)), "{message}");
     assert!(!alive);
 }
+
+fn take_bytes(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+fn stalled_child_with_large_arguments(_: ()) -> (ErrorKind, Option<ExitStatus>, String, Option<u32>) {
+    // SAFETY: this runs as the target of a fresh, single-threaded process;
+    // no other thread reads the environment.
+    unsafe { std::env::set_var("MULTIPROC_TEST_BOOT", "stall") };
+    let mut p = ProcessBuilder::new()
+        .bootstrap_timeout(Duration::from_millis(300))
+        .target_with(take_bytes, vec![7u8; 8 << 20]);
+    // The arguments stream into the child as it reads them; a child that
+    // never reads fails the start itself, within the bootstrap timeout.
+    let e = p.start().unwrap_err();
+    (e.kind(), e.exit_status(), e.to_string(), p.pid())
+}
+
+#[test]
+fn a_stalled_child_cannot_block_the_start_that_streams_its_arguments() {
+    let mut scenario = mp::Process::with_args(stalled_child_with_large_arguments, ());
+    scenario.start().unwrap();
+    let (kind, status, message, pid) = scenario.join_timeout(DEADLINE).unwrap();
+    assert_eq!(kind, ErrorKind::Bootstrap, "{message}");
+    assert_eq!(status, Some(ExitStatus::Signaled(libc::SIGKILL)), "{message}");
+    assert_eq!(pid, None, "the process may be started again");
+}

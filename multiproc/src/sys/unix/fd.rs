@@ -113,6 +113,68 @@ impl Fd {
         Ok(())
     }
 
+    /// Blocks until `buf` holds `len` bytes, reading into its spare
+    /// capacity (which must be at least `len - buf.len()`).
+    pub(crate) fn recv_exact_into(&self, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+        while buf.len() < len {
+            let done = buf.len();
+            let spare = &mut buf.spare_capacity_mut()[..len - done];
+            // SAFETY: spare is writable memory of the given length.
+            let n = cvt_r(|| unsafe { libc::recv(self.raw(), spare.as_mut_ptr().cast(), spare.len(), 0) })? as usize;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the stream inside a frame",
+                ));
+            }
+            // SAFETY: recv initialised `n` more bytes.
+            unsafe { buf.set_len(done + n) };
+        }
+        Ok(())
+    }
+
+    /// Writes as much of `bytes` as the socket takes without blocking;
+    /// `Ok(0)` when its buffer is full.
+    pub(crate) fn send_some(&self, bytes: &[u8]) -> io::Result<usize> {
+        // SAFETY: bytes is a readable slice.
+        let res = cvt_r(|| unsafe {
+            libc::send(
+                self.raw(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        });
+        match res {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until the socket can take more bytes or `other` becomes
+    /// readable; returns `(writable, other_ready)`, both false on timeout.
+    pub(crate) fn poll_writable_or(&self, other: i32, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.raw(),
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: other,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let n = cvt_r(|| unsafe { libc::poll(fds.as_mut_ptr(), 2, poll_millis(timeout)) })?;
+        if n == 0 {
+            return Ok((false, false));
+        }
+        Ok((fds[0].revents != 0, fds[1].revents != 0))
+    }
+
     /// Reads what is available (blocking unless `nonblocking`) into the
     /// spare capacity of `buf`, collecting received descriptors into `fds`.
     pub(crate) fn recv_some(&self, buf: &mut Vec<u8>, fds: &mut Vec<Fd>, nonblocking: bool) -> io::Result<RecvSome> {

@@ -48,8 +48,7 @@ pub(crate) fn read_file(fd: &Fd, len: usize) -> io::Result<Vec<u8>> {
             "payload file is shorter than its frame says",
         ));
     }
-    let mut buf = Vec::with_capacity(len);
-    advise_huge_pages(buf.spare_capacity_mut());
+    let mut buf = buffer(len)?;
     while buf.len() < len {
         let done = buf.len();
         let at = done as libc::off_t;
@@ -62,6 +61,20 @@ pub(crate) fn read_file(fd: &Fd, len: usize) -> io::Result<Vec<u8>> {
         // SAFETY: pread initialised `n` more bytes.
         unsafe { buf.set_len(buf.len() + n) };
     }
+    Ok(buf)
+}
+
+/// An empty buffer with room for `len` bytes, backed by huge pages where
+/// the system allows it; an allocation failure is an error, not an abort.
+pub(crate) fn buffer(len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot allocate a {len}-byte buffer"),
+        )
+    })?;
+    advise_huge_pages(buf.spare_capacity_mut());
     Ok(buf)
 }
 

@@ -15,7 +15,7 @@ mod spawn;
 
 pub(crate) use fd::{Fd, RecvSome, socketpair};
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
-pub(crate) use memfd::{Memfd, read_file};
+pub(crate) use memfd::{Memfd, buffer, read_file};
 pub(crate) use misc::{
     atexit, close_inherited, cpu_count, exe_identity, getpid, getppid, ignore_sigpipe, image_base, null_device,
     random_bytes, redirect, thread_count,
