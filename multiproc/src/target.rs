@@ -123,7 +123,7 @@ pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
 }
 
 /// A target with everything it needs, before start.
-pub(crate) trait Call {
+pub(crate) trait Call: Send {
     /// How a spawned child finds the code: (trampoline, target) offsets, or
     /// `None` for a closure, which only `fork` can carry.
     fn entry(&self) -> Option<(i64, i64, usize)>;
@@ -158,7 +158,7 @@ pub(crate) struct FnCall1<A, R> {
     pub(crate) args: A,
 }
 
-impl<A: Serialize + DeserializeOwned + 'static, R: Serialize + 'static> Call for FnCall1<A, R> {
+impl<A: Serialize + DeserializeOwned + Send + 'static, R: Serialize + 'static> Call for FnCall1<A, R> {
     fn entry(&self) -> Option<(i64, i64, usize)> {
         let tramp = trampoline_args::<A, R> as Trampoline as usize;
         let target = self.f as usize;
@@ -178,7 +178,7 @@ pub(crate) struct ClosureCall<F> {
     pub(crate) f: F,
 }
 
-impl<F: FnOnce() -> R + 'static, R: Serialize + 'static> Call for ClosureCall<F> {
+impl<F: FnOnce() -> R + Send + 'static, R: Serialize + 'static> Call for ClosureCall<F> {
     fn entry(&self) -> Option<(i64, i64, usize)> {
         None
     }

@@ -146,7 +146,7 @@ impl ProcessBuilder {
     /// ```
     pub fn target_with<A, R>(self, target: fn(A) -> R, args: A) -> Process<R>
     where
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         self.build(Box::new(FnCall1 { f: target, args }))
@@ -158,7 +158,7 @@ impl ProcessBuilder {
     /// which case [`Process::start`] fails with [`ErrorKind::Unsupported`].
     pub fn closure<F, R>(mut self, f: F) -> Process<R>
     where
-        F: FnOnce() -> R + 'static,
+        F: FnOnce() -> R + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         self.method.get_or_insert(StartMethod::Fork);
@@ -261,7 +261,7 @@ where
     /// A process that will run `target(args)` with default options.
     pub fn with_args<A>(target: fn(A) -> R, args: A) -> Process<R>
     where
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
     {
         ProcessBuilder::new().target_with(target, args)
     }
@@ -270,7 +270,7 @@ where
     /// method (see [`ProcessBuilder::closure`]).
     pub fn from_closure<F>(f: F) -> Process<R>
     where
-        F: FnOnce() -> R + 'static,
+        F: FnOnce() -> R + Send + 'static,
     {
         ProcessBuilder::new().closure(f)
     }
@@ -569,7 +569,11 @@ where
     fn wait_for_exit(&mut self, timeout: Option<Duration>) -> Result<ExitStatus> {
         let name = self.name.clone();
         let boot_timeout = self.bootstrap_timeout;
+        let creator = self.creator;
         let run = match &mut self.state {
+            State::Started(_) if creator != sys::getpid() => {
+                return Err(self.err(ErrorKind::InvalidState, "can only join a child process"));
+            }
             State::Started(run) => run,
             State::Initial(_) => return Err(self.err(ErrorKind::InvalidState, "can only join a started process")),
             State::Closed { .. } => return Err(self.err(ErrorKind::InvalidState, "process object is closed")),
@@ -813,7 +817,7 @@ impl<R> fmt::Debug for Process<R> {
 /// ```
 pub fn spawn<A, R>(target: fn(A) -> R, args: A) -> Result<Process<R>>
 where
-    A: Serialize + DeserializeOwned + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned + 'static,
 {
     let mut p = Process::with_args(target, args);

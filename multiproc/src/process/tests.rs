@@ -23,3 +23,17 @@ fn exit_status_conversions() {
     assert_eq!(ExitStatus::Signaled(15).exitcode_name(), "-SIGTERM");
     assert_eq!(ExitStatus::Signaled(64).exitcode_name(), "-64");
 }
+
+#[test]
+fn handles_and_builders_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Process<()>>();
+    assert_send::<Process<Vec<u8>>>();
+    assert_send::<ProcessBuilder>();
+    let mut p = Process::with_args(double, 4);
+    p.start().unwrap();
+    let joined = std::thread::spawn(move || p.join_timeout(Duration::from_secs(60)).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(joined, 8);
+}

@@ -175,3 +175,27 @@ fn closure_under_fork(m: StartMethod) {
 fn capturing_closures_run_under_fork() {
     crate::support::run_isolated(closure_under_fork, StartMethod::Fork);
 }
+
+fn foreign_handle(m: StartMethod) {
+    assert_eq!(m, StartMethod::Fork);
+    let rv = Rendezvous::new();
+    let mut sibling = mp::Process::with_args(gated, rv.addr());
+    sibling.start().unwrap();
+    let gate = rv.wait_ready();
+    // The fork child gets a copy of the sibling's handle: it is not that
+    // process's parent and must not wait for it or start it.
+    let mut copy = mp::Process::from_closure(move || {
+        let e = sibling.join_timeout(std::time::Duration::ZERO).unwrap_err();
+        (e.kind(), e.to_string())
+    });
+    copy.start().unwrap();
+    let (kind, message) = copy.join_timeout(DEADLINE).unwrap();
+    assert_eq!(kind, ErrorKind::InvalidState, "{message}");
+    assert!(message.contains("child process"), "{message}");
+    gate.open();
+}
+
+#[test]
+fn a_handle_copied_into_a_fork_child_refuses_to_join() {
+    crate::support::run_isolated(foreign_handle, StartMethod::Fork);
+}
