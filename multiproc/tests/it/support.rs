@@ -3,8 +3,10 @@
 #![allow(unsafe_code, dead_code)]
 
 use std::{
-    os::unix::net::UnixDatagram,
-    path::PathBuf,
+    os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr, UnixDatagram},
+    },
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -60,30 +62,31 @@ pub(crate) fn run_isolated(scenario: fn(StartMethod), m: StartMethod) {
     }
 }
 
-/// A datagram socket in a private directory, for children to report to.
+/// A datagram socket in the abstract namespace (no file to clean up, even
+/// when a child holding one is killed), for children to report to.
 pub(crate) struct Rendezvous {
     sock: UnixDatagram,
-    path: PathBuf,
+    name: String,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Rendezvous {
     pub(crate) fn new() -> Rendezvous {
-        let path = std::env::temp_dir().join(format!(
-            "multiproc-test-{}-{}.sock",
+        let name = format!(
+            "multiproc-test-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_file(&path);
-        let sock = UnixDatagram::bind(&path).expect("bind rendezvous socket");
+        );
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+        let sock = UnixDatagram::bind_addr(&addr).expect("bind rendezvous socket");
         sock.set_read_timeout(Some(DEADLINE)).expect("set timeout");
-        Rendezvous { sock, path }
+        Rendezvous { sock, name }
     }
 
     /// The address to hand to a child.
     pub(crate) fn addr(&self) -> String {
-        self.path.to_str().expect("temp paths are UTF-8 here").to_owned()
+        self.name.clone()
     }
 
     /// The next message, failing the test after [`DEADLINE`].
@@ -104,17 +107,12 @@ impl Rendezvous {
     }
 }
 
-impl Drop for Rendezvous {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Sends `msg` to the rendezvous at `addr`.
+/// Sends `msg` to the rendezvous named `addr`.
 pub(crate) fn notify(addr: &str, msg: &str) {
+    let to = SocketAddr::from_abstract_name(addr.as_bytes()).expect("abstract name");
     UnixDatagram::unbound()
         .expect("socket")
-        .send_to(msg.as_bytes(), addr)
+        .send_to_addr(msg.as_bytes(), &to)
         .expect("notify the parent");
 }
 
