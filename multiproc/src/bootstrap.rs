@@ -34,7 +34,10 @@
 use std::{
     cell::Cell,
     io::Write,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -51,8 +54,42 @@ use crate::{
 };
 
 /// Environment variable that marks a spawned child; its value is
-/// `PROTOCOL:FD`.
+/// `PROTOCOL:FD:PARENT_PID`. A process whose parent is not `PARENT_PID`
+/// (a descendant that inherited the variable, a user who set it) is not a
+/// spawned child and ignores it.
 pub(crate) const MARKER: &str = "__MULTIPROC_CHILD";
+
+/// The marker's value for a child of this process.
+pub(crate) fn marker_value() -> String {
+    format!("{PROTOCOL}:{}:{}", sys::BOOT_FD, sys::getpid())
+}
+
+/// Set when this process entered as a spawned child.
+static ENTRY_RAN: AtomicBool = AtomicBool::new(false);
+
+/// `true` when this process was spawned by the library: the marker is
+/// well formed and descriptor 3 is a socket created by the process the
+/// marker names (a descendant that inherited the variable has no such
+/// descriptor: the child makes it close-on-exec). The parent may have died
+/// since; the entry then ends the process rather than run `main`.
+fn is_spawned_child() -> bool {
+    let Some(value) = std::env::var_os(MARKER) else { return false };
+    let Some(parent) = value
+        .to_str()
+        .and_then(|v| v.strip_prefix(&format!("{PROTOCOL}:{}:", sys::BOOT_FD)))
+        .and_then(|pid| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    sys::socket_peer_pid(sys::BOOT_FD).is_ok_and(|peer| peer == parent)
+}
+
+/// `true` in a spawned child that is running `main` because its entry point
+/// never ran (no `auto-entry`, no `init()`): starting a child from there
+/// would run `main` again, without end.
+pub(crate) fn entry_was_skipped() -> bool {
+    !ENTRY_RAN.load(Ordering::Relaxed) && is_spawned_child()
+}
 /// Version of the frames exchanged at start; parent and child are the same
 /// binary, so this only guards against a stray variable.
 pub(crate) const PROTOCOL: u32 = 1;
@@ -211,6 +248,9 @@ fn install_panic_hook() {
 // The common tail of every child.
 
 /// Sets up the child side (panic hook, parent watch, daemon watcher).
+/// Set in a fork child of a multithreaded parent: see `fork_child_main`.
+static AVOID_STD_LOCKS: AtomicBool = AtomicBool::new(false);
+
 pub(crate) fn prepare_child(sock: &Fd, daemon: bool) {
     if cfg!(panic = "abort") {
         let copy = sock.try_clone().ok();
@@ -219,7 +259,9 @@ pub(crate) fn prepare_child(sock: &Fd, daemon: bool) {
         }
         *OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) = copy;
     }
-    install_panic_hook();
+    if !AVOID_STD_LOCKS.load(Ordering::Relaxed) {
+        install_panic_hook();
+    }
     if daemon {
         start_daemon_watcher();
     }
@@ -228,15 +270,21 @@ pub(crate) fn prepare_child(sock: &Fd, daemon: bool) {
 /// Reports `outcome`, waits for or terminates this child's own children,
 /// and exits. Never returns.
 pub(crate) fn finish(sock: &Fd, outcome: Outcome) -> ! {
-    // A parent that went away cannot be told; exiting is all that is left.
-    let _ = frame::send(sock, Tag::Outcome, &outcome.to_bytes());
-    let code = outcome.exit_code();
+    // A parent that went away cannot be told; a result that could not be
+    // sent (no memory for its file) must not read as a clean exit.
+    let code = match frame::send(sock, Tag::Outcome, &outcome.to_bytes()) {
+        Ok(()) => outcome.exit_code(),
+        Err(_) => 1,
+    };
     flush_std_streams();
     registry::exit_routine();
     sys::exit_now(code)
 }
 
 pub(crate) fn flush_std_streams() {
+    if AVOID_STD_LOCKS.load(Ordering::Relaxed) {
+        return;
+    }
     // Errors (a closed stdout) must not change how the child exits.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
@@ -264,7 +312,8 @@ fn start_daemon_watcher() {
                 // parent must not outlive it.
                 while let Ok(false) = w.wait(None) {}
             }
-            flush_std_streams();
+            // No flush: a target thread blocked on a full stdout pipe holds
+            // its lock, and the daemon must not outlive its parent for that.
             sys::exit_now(1);
         });
     if spawned.is_err() {
@@ -276,14 +325,19 @@ fn start_daemon_watcher() {
 
 /// The body of a fork child: become the child, run the target, leave.
 /// Never returns, and never unwinds into the parent's frames above it.
+///
+/// `after_threads`: the parent ran other threads (through the unsafe
+/// opt-in). Locks of std that one of them may have held stay locked here,
+/// so the child then takes none of them: it neither installs the panic hook
+/// (a panic keeps its message but loses location and backtrace) nor flushes
+/// stdout/stderr on the way out.
 pub(crate) fn fork_child_main(
     lock: registry::ForkLock,
     mut me: Me,
     parent: (u32, String),
-    ours: Fd,
-    theirs: Fd,
-    devnull: Fd,
+    (ours, theirs, devnull): (Fd, Fd, Fd),
     call: Box<dyn target::Call>,
+    after_threads: bool,
 ) -> ! {
     let body = std::panic::AssertUnwindSafe(move || {
         ours.close_now();
@@ -294,6 +348,9 @@ pub(crate) fn fork_child_main(
         // inherited stdin stays, which is harmless.
         let _ = sys::redirect(&devnull, 0);
         devnull.close_now();
+        if after_threads {
+            AVOID_STD_LOCKS.store(true, Ordering::Relaxed);
+        }
         prepare_child(&theirs, daemon);
         let outcome = call.run_here();
         finish(&theirs, outcome)
@@ -308,19 +365,20 @@ pub(crate) fn fork_child_main(
 
 /// The entry point of a spawned child. In any other process it returns at
 /// once; in a spawned child it never returns.
-pub(crate) fn spawned_entry() {
-    let Some(value) = std::env::var_os(MARKER) else { return };
-    // SAFETY: this runs before `main` (or first thing in it, through
-    // `init`), while the process has a single thread; nothing else reads the
-    // environment concurrently.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::remove_var(MARKER)
-    };
-    let expected = format!("{PROTOCOL}:{}", sys::BOOT_FD);
-    if value.to_str() != Some(expected.as_str()) {
-        eprintln!("multiproc: ignoring {MARKER}={value:?}: not started by this version of multiproc");
+pub(crate) fn spawned_entry(from_constructor: bool) {
+    if !is_spawned_child() {
         return;
+    }
+    ENTRY_RAN.store(true, Ordering::Relaxed);
+    if from_constructor {
+        // SAFETY: a constructor runs before `main`, while the process has a
+        // single thread; nothing reads the environment concurrently. (Through
+        // `init`, other threads may exist, so the variable stays: it names
+        // this process's parent, which makes it inert in any descendant.)
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::remove_var(MARKER)
+        };
     }
     sys::ignore_sigpipe();
     // SAFETY: the parent placed the bootstrap socket at BOOT_FD; nothing in

@@ -22,7 +22,7 @@
 //! [`INLINE_MAX`], an unknown tag or flag, or a missing descriptor is a
 //! protocol error, not an allocation.
 
-use std::{collections::VecDeque, fmt, io, time::Instant};
+use std::{collections::VecDeque, fmt, io, time::Duration};
 
 use crate::sys::{self, ChildHandle, Fd, Memfd, RecvSome};
 
@@ -88,14 +88,16 @@ pub(crate) fn send(sock: &Fd, tag: Tag, payload: &[u8]) -> io::Result<()> {
 /// overlap on two CPUs, and nothing is written to memory twice. Used for
 /// the arguments of a spawned child, which is reading them.
 ///
-/// Waits for buffer space no later than `deadline` and stops as soon as
-/// `peer` (the reader's pidfd) reports its end.
+/// Blocks while the reader reads, failing with [`StreamError::Timeout`]
+/// when it takes nothing for `stall` (the deadline restarts at every
+/// progress), and stops as soon as `peer` (the reader's pidfd) reports its
+/// end.
 pub(crate) fn send_stream(
     sock: &Fd,
     tag: Tag,
     payload: &[u8],
     peer: &ChildHandle,
-    deadline: Instant,
+    stall: Duration,
 ) -> Result<(), StreamError> {
     sock.send_frame(&header(tag, 0, payload.len()), &[], None)
         .map_err(|_| StreamError::Io)?;
@@ -104,9 +106,8 @@ pub(crate) fn send_stream(
         let n = sock.send_some(rest).map_err(|_| StreamError::Io)?;
         rest = &rest[n..];
         if n == 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
             let (writable, peer_ended) = sock
-                .poll_writable_or(peer.raw_fd(), Some(left))
+                .poll_writable_or(peer.raw_fd(), Some(stall))
                 .map_err(|_| StreamError::Io)?;
             if peer_ended {
                 return Err(StreamError::PeerEnded);

@@ -139,7 +139,7 @@ pub use crate::{
 /// }
 /// ```
 pub fn init() {
-    bootstrap::spawned_entry();
+    bootstrap::spawned_entry(false);
 }
 
 #[cfg(feature = "auto-entry")]
@@ -151,6 +151,6 @@ mod auto_entry {
     #[allow(unsafe_code)]
     #[ctor::ctor(unsafe, priority = late)]
     fn multiproc_child_entry() {
-        crate::bootstrap::spawned_entry();
+        crate::bootstrap::spawned_entry(true);
     }
 }

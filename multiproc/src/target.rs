@@ -59,10 +59,13 @@ pub(crate) fn addr_of(offset: i64) -> usize {
     anchor_addr().wrapping_add(offset as usize)
 }
 
-/// `true` when `addr` lies in the same loaded object as the anchor, so that
-/// its offset means the same thing in another process.
+/// `true` when `addr` and the anchor both lie in the main executable, so
+/// that the offset means the same thing in the re-executed child (a shared
+/// library, even one that links this crate, may load elsewhere or not at
+/// all there).
 pub(crate) fn in_same_image(addr: usize) -> bool {
-    crate::sys::image_base(addr).is_some_and(|base| Some(base) == crate::sys::image_base(anchor_addr()))
+    let main = crate::sys::main_image_base();
+    main.is_some() && crate::sys::image_base(anchor_addr()) == main && crate::sys::image_base(addr) == main
 }
 
 /// Turns an offset received from the parent back into a trampoline.
@@ -82,34 +85,35 @@ fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outc
         return Outcome::failed_args("a target without arguments received arguments".into());
     }
     // SAFETY: the parent took `target` from a `fn() -> R` and named this
-    // trampoline with the same `R` (see `FnCall::entry`).
+    // trampoline with the same `R` (see `FnCall0::entry`).
     let f = unsafe { std::mem::transmute::<usize, fn() -> R>(target) };
-    run_caught(f)
+    run_caught(move || Ok(f()))
 }
 
 fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outcome {
-    let args = match codec::decode_owned::<A>(args) {
-        Ok(a) => a,
-        Err(CodecError(e)) => return Outcome::failed_args(e),
-    };
     // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
-    // trampoline with the same `A` and `R` (see `FnCall::entry`).
+    // trampoline with the same `A` and `R` (see `FnCall1::entry`).
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
-    run_caught(move || f(args))
+    run_caught(move || match codec::decode_owned::<A>(args) {
+        Ok(args) => Ok(f(args)),
+        Err(CodecError(e)) => Err(Outcome::failed_args(e)),
+    })
 }
 
-/// Runs `f`, turning its return value or its panic into an [`Outcome`].
-pub(crate) fn run_caught<R: Serialize + 'static>(f: impl FnOnce() -> R) -> Outcome {
+/// Runs `f` and encodes its value, turning a panic anywhere in user code
+/// (a `Deserialize` of the arguments, the target, a `Serialize` or `Drop`
+/// of the result) into [`Outcome::Panic`].
+pub(crate) fn run_caught<R: Serialize + 'static>(f: impl FnOnce() -> Result<R, Outcome>) -> Outcome {
     bootstrap::enter_target();
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    bootstrap::leave_target();
-    match result {
+    let result = panic::catch_unwind(AssertUnwindSafe(|| match f() {
         Ok(value) => match codec::encode(&value) {
             Ok(bytes) => Outcome::Value(bytes.into_owned()),
             Err(CodecError(e)) => Outcome::failed_result(e),
         },
-        Err(payload) => Outcome::Panic(bootstrap::take_panic(payload_text(&*payload))),
-    }
+        Err(outcome) => outcome,
+    }));
+    bootstrap::leave_target();
+    result.unwrap_or_else(|payload| Outcome::Panic(bootstrap::take_panic(payload_text(&*payload))))
 }
 
 pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
@@ -148,7 +152,8 @@ impl<R: Serialize + 'static> Call for FnCall0<R> {
         Ok(Cow::Borrowed(&[]))
     }
     fn run_here(self: Box<Self>) -> Outcome {
-        run_caught(self.f)
+        let f = self.f;
+        run_caught(move || Ok(f()))
     }
 }
 
@@ -169,7 +174,7 @@ impl<A: Serialize + DeserializeOwned + Send + 'static, R: Serialize + 'static> C
     }
     fn run_here(self: Box<Self>) -> Outcome {
         let FnCall1 { f, args } = *self;
-        run_caught(move || f(args))
+        run_caught(move || Ok(f(args)))
     }
 }
 
@@ -186,6 +191,7 @@ impl<F: FnOnce() -> R + Send + 'static, R: Serialize + 'static> Call for Closure
         Err(CodecError("a closure cannot be sent to a spawned process".into()))
     }
     fn run_here(self: Box<Self>) -> Outcome {
-        run_caught(self.f)
+        let f = self.f;
+        run_caught(move || Ok(f()))
     }
 }

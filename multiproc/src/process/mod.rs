@@ -122,9 +122,9 @@ impl ProcessBuilder {
     /// A capturing closure does not coerce to `fn() -> R` and is refused at
     /// compile time:
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0308
     /// let n = 5;
-    /// let p = multiproc::ProcessBuilder::new().target(move || n + 1);
+    /// let _p = multiproc::ProcessBuilder::new().target(move || n + 1);
     /// ```
     pub fn target<R>(self, target: fn() -> R) -> Process<R>
     where
@@ -139,10 +139,10 @@ impl ProcessBuilder {
     /// Arguments must be serialisable for `spawn`; a value that fails to
     /// serialise is reported by [`Process::start`]:
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0277
     /// struct NotSerde;
     /// fn f(_: NotSerde) {}
-    /// let p = multiproc::ProcessBuilder::new().target_with(f, NotSerde);
+    /// let _p = multiproc::ProcessBuilder::new().target_with(f, NotSerde);
     /// ```
     pub fn target_with<A, R>(self, target: fn(A) -> R, args: A) -> Process<R>
     where
@@ -246,6 +246,9 @@ struct Running {
     ready: bool,
     started: Instant,
     outcome: Option<Vec<u8>>,
+    /// The child was killed for missing the bootstrap timeout: every later
+    /// join reports that again, not the SIGKILL it died of.
+    boot_timed_out: bool,
 }
 
 impl<R> Process<R>
@@ -353,6 +356,7 @@ where
             ready: method == StartMethod::Fork,
             started: Instant::now(),
             outcome: None,
+            boot_timed_out: false,
         })
     }
 
@@ -363,10 +367,20 @@ where
                 "a closure can only run under the fork start method; pass a fn item or a non-capturing closure to run it under spawn",
             ));
         };
+        if bootstrap::entry_was_skipped() {
+            // This process was spawned by the library but is running `main`:
+            // its entry point never ran. Starting a child here would run
+            // `main` again, and so on without end.
+            return Err(self.err(
+                ErrorKind::Bootstrap,
+                "this process was started by multiproc but its entry point never ran (it is running main); \
+                 call multiproc::init() first thing in main, or enable the auto-entry feature",
+            ));
+        }
         if !target::in_same_image(target_addr) {
             return Err(self.err(
                 ErrorKind::Unsupported,
-                "the target lives in a shared library; spawn can only run functions of the executable itself",
+                "the target (or this library) lives in a shared library; spawn can only run functions of the main executable",
             ));
         }
         let args = call.encode_args().map_err(|CodecError(e)| {
@@ -392,7 +406,7 @@ where
             // not read; the frames are small enough in practice.
             let _ = s.set_send_buffer(SOCKET_BUFFER);
         }
-        let marker_value = format!("{PROTOCOL}:{}", sys::BOOT_FD);
+        let marker_value = bootstrap::marker_value();
         let handle = sys::spawn_self(&theirs, (MARKER, &marker_value))
             .map_err(|e| Error::io("failed to spawn the child process", e).with_process(&self.name, None))?;
         drop(theirs);
@@ -401,8 +415,9 @@ where
         let sent = frame::send(&ours, Tag::Boot, &boot);
         if sent.is_ok() && args.len() > frame::INLINE_MAX {
             // Large arguments stream into the child as it reads them.
-            let deadline = Instant::now() + self.bootstrap_timeout;
-            if let Err(frame::StreamError::Timeout) = frame::send_stream(&ours, Tag::Args, &args, &handle, deadline) {
+            if let Err(frame::StreamError::Timeout) =
+                frame::send_stream(&ours, Tag::Args, &args, &handle, self.bootstrap_timeout)
+            {
                 // The child is alive but not reading: it never reached the
                 // entry point. Stop it here rather than hand out a process
                 // that can only fail.
@@ -429,22 +444,23 @@ where
     }
 
     fn launch_fork(&self, call: Box<dyn Call>) -> std::result::Result<ChildCore, (Error, Option<Box<dyn Call>>)> {
-        if !self.allow_threads {
-            match sys::thread_count() {
-                Ok(1) => {}
-                Ok(n) => {
-                    let e = self.err(
-                        ErrorKind::ForkWithThreads,
-                        format!(
-                            "refusing to fork: this process runs {n} threads, and locks they hold would stay locked in the child; \
-                             use the spawn start method, or see ProcessBuilder::allow_fork_with_threads"
-                        ),
-                    );
-                    return Err((e, Some(call)));
-                }
-                Err(e) => return Err((Error::io("cannot count this process's threads", e), Some(call))),
+        // With the opt-in, a count that cannot be read is taken as "several".
+        let threads = match (sys::thread_count(), self.allow_threads) {
+            (Ok(1), _) => 1,
+            (Ok(n), true) => n,
+            (Err(_), true) => usize::MAX,
+            (Ok(n), false) => {
+                let e = self.err(
+                    ErrorKind::ForkWithThreads,
+                    format!(
+                        "refusing to fork: this process runs {n} threads, and locks they hold would stay locked in \
+                         the child; use the spawn start method, or see ProcessBuilder::allow_fork_with_threads"
+                    ),
+                );
+                return Err((e, Some(call)));
             }
-        }
+            (Err(e), false) => return Err((Error::io("cannot count this process's threads", e), Some(call))),
+        };
         let prepared = (|| {
             let (ours, theirs) = sys::socketpair()?;
             theirs.set_send_buffer(SOCKET_BUFFER)?;
@@ -478,7 +494,9 @@ where
                 drop(lock);
                 Err((Error::io("fork failed", e), Some(call)))
             }
-            Ok(ForkSide::Child) => bootstrap::fork_child_main(lock, child_me, parent, ours, theirs, devnull, call),
+            Ok(ForkSide::Child) => {
+                bootstrap::fork_child_main(lock, child_me, parent, (ours, theirs, devnull), call, threads > 1)
+            }
             Ok(ForkSide::Parent(handle)) => {
                 drop(lock);
                 drop(theirs);
@@ -530,6 +548,16 @@ where
         let Some(payload) = &run.outcome else {
             // A signal explains itself, whenever it came; an exit before the
             // entry point means the child could not start the target.
+            if run.boot_timed_out {
+                return Err(err(
+                    ErrorKind::Bootstrap,
+                    format!(
+                        "did not reach the library's entry point within {:?} and was killed; \
+                         if the automatic entry is disabled, call multiproc::init() first thing in main",
+                        self.bootstrap_timeout
+                    ),
+                ));
+            }
             return Err(match (status, run.ready) {
                 (ExitStatus::Signaled(_), true) => err(ErrorKind::ChildKilled, format!("was killed by {status}")),
                 (ExitStatus::Signaled(_), false) => err(
@@ -580,9 +608,9 @@ where
         };
         let pid = run.core.pid();
         let io_err = |e| Error::io("failed to wait for the child", e).with_process(&name, Some(pid));
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            let boot_deadline = (!run.ready).then(|| run.started + boot_timeout);
+            let boot_deadline = (!run.ready).then(|| run.started.checked_add(boot_timeout)).flatten();
             let wake = match (deadline, boot_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -596,19 +624,13 @@ where
                 run.collect().map_err(|e| e.with_process(&name, Some(pid)))?;
                 if !run.ready {
                     run.core.handle.signal(SIGKILL).map_err(io_err)?;
-                    let status = run.core.wait(None).map_err(io_err)?;
-                    let mut e = Error::new(
-                        ErrorKind::Bootstrap,
-                        format!(
-                            "did not reach the library's entry point within {boot_timeout:?} and was killed; \
-                             if the automatic entry is disabled, call multiproc::init() first thing in main"
-                        ),
-                    )
-                    .with_process(&name, Some(pid));
-                    if let Some(s) = status {
-                        e = e.with_status(s);
-                    }
-                    return Err(e);
+                    run.boot_timed_out = true;
+                    // The kill cannot be ignored: the status arrives at once.
+                    return run
+                        .core
+                        .wait(None)
+                        .map_err(io_err)?
+                        .ok_or_else(|| io_err(std::io::ErrorKind::TimedOut.into()));
                 }
             }
             if deadline.is_some_and(|d| now >= d) {
@@ -659,19 +681,30 @@ impl<R> Process<R> {
 
     /// `true` from [`start`](Process::start) until the child has ended.
     /// Reaps the child if it has.
+    ///
+    /// A copy of the handle in another process (a fork child) is not the
+    /// child's parent and answers `false`.
     pub fn is_alive(&self) -> bool {
+        // An unusable pidfd cannot tell; the child is then treated as gone.
+        self.own_child()
+            .is_some_and(|run| matches!(run.core.try_status(), Ok(None)))
+    }
+
+    /// The started child, if this process is its parent. A handle copied
+    /// into a fork child refers to descriptors that process closed: using
+    /// them could wait for, or signal, an unrelated process.
+    fn own_child(&self) -> Option<&Running> {
         match &self.state {
-            // An unusable pidfd cannot tell; the child is then treated as gone.
-            State::Started(run) => matches!(run.core.try_status(), Ok(None)),
-            _ => false,
+            State::Started(run) if self.creator == sys::getpid() => Some(run),
+            _ => None,
         }
     }
 
     /// How the child ended; `None` before start and while it runs.
     pub fn exit_status(&self) -> Option<ExitStatus> {
         match &self.state {
+            State::Started(_) => self.own_child().and_then(|run| run.core.try_status().ok().flatten()),
             State::Initial(_) => None,
-            State::Started(run) => run.core.try_status().ok().flatten(),
             State::Closed { status, .. } => *status,
         }
     }
@@ -698,6 +731,9 @@ impl<R> Process<R> {
 
     fn signal(&self, sig: i32) -> Result<()> {
         match &self.state {
+            State::Started(_) if self.creator != sys::getpid() => {
+                Err(self.err(ErrorKind::InvalidState, "can only signal a child process"))
+            }
             State::Started(run) => {
                 if matches!(run.core.try_status(), Ok(Some(_))) {
                     return Ok(());
@@ -718,6 +754,9 @@ impl<R> Process<R> {
     /// allowed.
     pub fn close(&mut self) -> Result<()> {
         let status = match &self.state {
+            State::Started(_) if self.creator != sys::getpid() => {
+                return Err(self.err(ErrorKind::InvalidState, "can only close a child process"));
+            }
             State::Initial(_) => None,
             State::Closed { .. } => return Ok(()),
             State::Started(run) => match run.core.try_status() {
@@ -793,9 +832,9 @@ impl<R> fmt::Debug for Process<R> {
             }
             State::Started(run) => {
                 d.field("pid", &run.core.pid());
-                match run.core.try_status() {
-                    Ok(Some(s)) => d.field("state", &format_args!("stopped exitcode={}", s.exitcode_name())),
-                    _ => d.field("state", &"started"),
+                match self.exit_status() {
+                    Some(s) => d.field("state", &format_args!("stopped exitcode={}", s.exitcode_name())),
+                    None => d.field("state", &"started"),
                 };
             }
             State::Closed { pid, .. } => {

@@ -51,6 +51,7 @@ fn run(mode: &str) -> (ErrorKind, Option<ExitStatus>, String, bool) {
 fn a_child_that_never_reaches_the_entry_point_is_killed_and_reported() {
     let (kind, status, message, alive) = run("stall");
     assert_eq!(kind, ErrorKind::Bootstrap, "{message}");
+    assert!(message.contains("within 300ms"), "{message}");
     assert_eq!(status, Some(ExitStatus::Signaled(libc::SIGKILL)), "{message}");
     assert!(message.contains("entry point"), "{message}");
     assert!(message.contains("init()"), "the message names the remedy: {message}");

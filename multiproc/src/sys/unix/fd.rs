@@ -12,7 +12,7 @@ use super::{cvt, cvt_r, poll_millis};
 /// An owned descriptor. Closed on drop, except in a process other than the
 /// one that created it (a `fork` child that inherited a copy of the owner's
 /// memory): there the number may already belong to something else, so the
-/// copy is forgotten instead (see `crate::registry::after_fork_in_child`).
+/// copy is forgotten instead (see `crate::registry::ForkLock::become_fork_child`).
 #[derive(Debug)]
 pub(crate) struct Fd {
     fd: Option<OwnedFd>,
@@ -31,9 +31,20 @@ impl Fd {
     ///
     /// # Safety
     /// `raw` must be an open descriptor that nothing else owns.
+    ///
+    /// A descriptor numbered 0, 1 or 2 (the parent runs with a standard
+    /// stream closed) is moved above them: a fork child makes those numbers
+    /// its standard streams, and a library socket there would receive its
+    /// output.
     pub(crate) unsafe fn from_raw(raw: RawFd) -> Fd {
         // SAFETY: the caller hands over sole ownership of an open descriptor.
-        Fd::from_owned(unsafe { OwnedFd::from_raw_fd(raw) })
+        let fd = Fd::from_owned(unsafe { OwnedFd::from_raw_fd(raw) });
+        if raw > 2 {
+            return fd;
+        }
+        // If even this fails (no free descriptor), keep the low number:
+        // the caller still gets a working descriptor.
+        fd.try_clone().unwrap_or(fd)
     }
 
     pub(crate) fn raw(&self) -> RawFd {
@@ -51,8 +62,9 @@ impl Fd {
 
     /// A second descriptor for the same open file, close-on-exec.
     pub(crate) fn try_clone(&self) -> io::Result<Fd> {
-        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one we own.
-        let raw = cvt(unsafe { libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 0) })?;
+        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one we
+        // own, numbered 3 or above.
+        let raw = cvt(unsafe { libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 3) })?;
         // SAFETY: the duplicate is new and ours.
         Ok(unsafe { Fd::from_raw(raw) })
     }
@@ -310,7 +322,7 @@ pub(crate) fn socketpair() -> io::Result<(Fd, Fd)> {
 /// `poll` on one descriptor; `true` when any of `events` (or an error or
 /// hang-up) is reported.
 pub(super) fn poll_one(fd: RawFd, events: libc::c_short, timeout: Option<Duration>) -> io::Result<bool> {
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         let mut pfd = libc::pollfd { fd, events, revents: 0 };

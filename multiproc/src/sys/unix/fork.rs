@@ -40,16 +40,22 @@ pub(crate) unsafe fn fork_child() -> io::Result<ForkSide> {
     match ChildHandle::open(pid as u32) {
         Ok(handle) => Ok(ForkSide::Parent(handle)),
         Err(e) => {
-            // Without a handle the child could never be waited for: stop it
-            // and reap it now rather than leave a zombie.
-            // SAFETY: signalling and reaping our own, unreaped child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            kill_and_reap(pid);
             Err(e)
         }
     }
+}
+
+/// Stops and reaps a child for which no handle could be opened, rather
+/// than leave a process nobody can wait for, then a zombie.
+pub(super) fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: signalling our own, unreaped child. It cannot have been
+    // reaped by anyone else yet, so the pid is still its own.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Retried on EINTR; any other failure (ECHILD: SIGCHLD is ignored and
+    // the kernel reaped it) leaves nothing to do.
+    // SAFETY: waitpid on our own child with a NULL status pointer.
+    let _ = super::cvt_r(|| unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) });
 }
 
 /// Ends the process at once with `code`, running no exit handlers and no

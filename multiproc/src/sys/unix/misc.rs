@@ -119,3 +119,31 @@ pub(crate) fn image_base(addr: usize) -> Option<usize> {
     let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
     (found != 0).then_some(info.dli_fbase as usize)
 }
+
+/// The load address of the main executable (the object holding the
+/// program's entry point).
+pub(crate) fn main_image_base() -> Option<usize> {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
+    if entry == 0 { None } else { image_base(entry) }
+}
+
+/// The pid of the process at the other end of the Unix socket `fd` (as it
+/// was when the socket was created), without taking ownership of `fd`.
+pub(crate) fn socket_peer_pid(fd: i32) -> io::Result<u32> {
+    // SAFETY: an all-zero ucred is a valid out-value.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid out-pointers of the sizes given; a
+    // descriptor that is not a socket only makes the call fail.
+    super::cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.pid as u32)
+}

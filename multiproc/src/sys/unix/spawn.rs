@@ -62,8 +62,20 @@ pub(crate) fn spawn_self(boot: &Fd, marker: (&str, &str)) -> io::Result<ChildHan
     unsafe { libc::sigemptyset(empty.as_mut_ptr()) };
     // SAFETY: attr is initialised and `empty` was initialised just above.
     attr.check(unsafe { libc::posix_spawnattr_setsigmask(attr.as_ptr(), empty.as_ptr()) })?;
+    // A parent that ignores SIGCHLD would pass that on through exec, and
+    // the child's own children would then be reaped by the kernel, their
+    // exit status lost: the child starts with the default disposition.
+    let mut default = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset adds a valid signal.
+    unsafe {
+        libc::sigemptyset(default.as_mut_ptr());
+        libc::sigaddset(default.as_mut_ptr(), libc::SIGCHLD);
+    }
+    // SAFETY: attr is initialised and `default` was initialised just above.
+    attr.check(unsafe { libc::posix_spawnattr_setsigdefault(attr.as_ptr(), default.as_ptr()) })?;
+    let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
     // SAFETY: attr is initialised.
-    attr.check(unsafe { libc::posix_spawnattr_setflags(attr.as_ptr(), libc::POSIX_SPAWN_SETSIGMASK as _) })?;
+    attr.check(unsafe { libc::posix_spawnattr_setflags(attr.as_ptr(), flags as _) })?;
 
     let mut pid: libc::pid_t = 0;
     let mut spawn = |path: &CString| {
@@ -88,7 +100,7 @@ pub(crate) fn spawn_self(boot: &Fd, marker: (&str, &str)) -> io::Result<ChildHan
     if err != 0 {
         return Err(io::Error::from_raw_os_error(err));
     }
-    ChildHandle::open(pid as u32)
+    ChildHandle::open(pid as u32).inspect_err(|_| super::fork::kill_and_reap(pid))
 }
 
 fn cstring(s: OsString) -> io::Result<CString> {
