@@ -18,7 +18,8 @@
 //! pidfd readable → reap, read Outcome
 //! ```
 //!
-//! A child that dies before `Ready` is a bootstrap error with its exit
+//! A child killed by a signal before `Ready` is `ChildKilled`; one that
+//! exits before `Ready` is a bootstrap error with its exit
 //! status; one that does not send `Ready` within the bootstrap timeout (it
 //! is running `main` because the automatic entry is disabled and `init()`
 //! was not called) is killed and reported the same way. The parent never
@@ -73,7 +74,9 @@ static ENTRY_RAN: AtomicBool = AtomicBool::new(false);
 /// descriptor: the child makes it close-on-exec). The parent may have died
 /// since; the entry then ends the process rather than run `main`.
 fn is_spawned_child() -> bool {
-    let Some(value) = std::env::var_os(MARKER) else { return false };
+    let Some(value) = std::env::var_os(MARKER) else {
+        return false;
+    };
     let Some(parent) = value
         .to_str()
         .and_then(|v| v.strip_prefix(&format!("{PROTOCOL}:{}:", sys::BOOT_FD)))

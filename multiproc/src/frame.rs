@@ -9,11 +9,13 @@
 //! bytes 8..16 payload length, little-endian u64
 //! ```
 //!
-//! Payloads up to [`INLINE_MAX`] bytes follow the header in the stream.
+//! Payloads up to [`INLINE_MAX`] bytes follow the header in the stream, and
+//! so do the arguments of a spawned child of any size, streamed while the
+//! child reads them ([`send_stream`], bounded by the bootstrap timeout).
 //! Larger ones are written to an anonymous memory file whose descriptor
 //! travels with the header (`SCM_RIGHTS`); the reader copies it out with
 //! `pread` into a buffer backed by huge pages. That keeps
-//! every write small enough for the socket buffer (a sender never blocks on
+//! every such write small enough for the socket buffer (a sender never blocks on
 //! a reader that is not reading yet, so a child can exit as soon as its
 //! result is sent), and lets a large argument reach a new process with one
 //! copy into the file and no copy out of the socket.

@@ -75,9 +75,10 @@
 //! handle leaves the child running, as in Python. When a process exits
 //! normally (returning from `main`, `std::process::exit`) it waits for its
 //! non-daemonic children and terminates its daemonic ones; a daemonic child
-//! also dies when its parent is killed. Children inherit no descriptors but
-//! their standard streams and the library's own socket; their stdin is
-//! `/dev/null`.
+//! also dies when its parent is killed. Spawned children inherit no
+//! descriptors but their standard streams and the library's own socket;
+//! forked children keep what the parent had open, as `fork` does, less the
+//! library's own descriptors. Every child's stdin is `/dev/null`.
 //!
 //! # Python names
 //!

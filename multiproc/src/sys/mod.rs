@@ -1,33 +1,39 @@
 //! The operating-system boundary.
 //!
-//! Everything that talks to the kernel lives below this module, and every
-//! `unsafe` block of the crate except the target trampolines
-//! (`crate::target`) and the child entry constructor (`crate::bootstrap`)
-//! lives here. The backend is chosen once, below; the rest of the crate uses
-//! the names re-exported from `imp` and never mentions a platform type.
+//! Everything that talks to the kernel lives below this module. The crate's
+//! other `unsafe` code is small and listed in ARCHITECTURE.md: the target
+//! trampolines (`crate::target`), three items of `crate::bootstrap`, the
+//! fork call and the `unsafe fn` contract in `crate::process`, and the entry
+//! constructor in `lib.rs`. The backend is chosen once, below; the rest of
+//! the crate uses the names re-exported from `imp` and never mentions a
+//! platform type.
 //!
 //! # The contract a backend provides
 //!
-//! - `Fd`: an owned descriptor (close on drop), always close-on-exec.
-//! - `socketpair()`: a connected pair of stream sockets;
-//!   `Fd::send_frame` / `Fd::recv_some` move bytes and descriptors (`SCM_RIGHTS`).
-//! - `Memfd`: an anonymous, sealed-size memory file used for large payloads,
-//!   and `Mapping`: a read-only view of one.
+//! - `Fd`: an owned descriptor, always close-on-exec and numbered 3 or
+//!   above, closed on drop in the process that created it.
+//! - `socketpair()`: a connected pair of stream sockets; `Fd::send_frame`,
+//!   `Fd::recv_some`, `Fd::send_some`, `Fd::recv_exact_into` move bytes and
+//!   descriptors (`SCM_RIGHTS`).
+//! - `Memfd`: an anonymous memory file holding one large payload;
+//!   `read_file` copies one out; `buffer` makes a huge-page-advised buffer.
 //! - `ChildHandle`: a started child (pid + pidfd): `poll_exit(timeout)`,
 //!   `try_reap()`, `signal(sig)`.
-//! - `spawn_self(fd)`: re-execute the running binary with `fd` as descriptor 3,
-//!   `/dev/null` as stdin and every other descriptor closed.
-//! - `fork_child()`: fork; the child continues in the closure passed.
+//! - `spawn_self(fd, marker)`: re-execute the running binary with `fd` as
+//!   descriptor 3, `/dev/null` as stdin, every other descriptor closed and
+//!   `SIGCHLD` at its default.
+//! - `fork_child()`: fork; returns which side the caller is on.
 //! - `exit_now(code)`: leave the process at once (`_exit`).
 //! - process facts: `getpid`, `getppid`, `thread_count`, `cpu_count`,
-//!   `random_bytes`, `exe_identity`.
-//! - `ParentWatch`: a handle on another process (the parent) whose death can
-//!   be awaited.
+//!   `random_bytes`, `exe_identity`, `image_base`, `main_image_base`,
+//!   `socket_peer_pid`.
+//! - `ParentWatch`: a pidfd on this process's parent, whose death can be
+//!   awaited.
 //!
-//! Only Linux implements it today (`unix/`, which relies on pidfds, `memfd`
-//! and `close_range`). Other targets select `unsupported.rs`, which stops the
-//! build with a clear message rather than offering a crate whose every call
-//! fails.
+//! Only Linux implements it today (`unix/`, which relies on pidfds, memfd,
+//! and glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`). Other
+//! targets select `unsupported.rs`, which stops the build with a clear
+//! message rather than offering a crate whose every call fails.
 
 #[cfg(target_os = "linux")]
 #[path = "unix/mod.rs"]

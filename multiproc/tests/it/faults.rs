@@ -222,7 +222,38 @@ fn results_that_cannot_cross(m: StartMethod) {
     assert_eq!(p.exitcode(), Some(1));
 }
 
+fn with_stdout_and_stderr_closed(m: StartMethod) {
+    // SAFETY: dup/close/dup2 on this process's standard descriptors, which
+    // are restored below; the scenario runs alone in its own process.
+    let (saved_out, saved_err) = unsafe { (libc::dup(1), libc::dup(2)) };
+    // SAFETY: as above.
+    unsafe {
+        libc::close(1);
+        libc::close(2);
+    }
+    let mut p = builder(m).target_with(panicking, 5);
+    p.start().unwrap();
+    let result = p.join_timeout(DEADLINE);
+    // SAFETY: as above.
+    unsafe {
+        libc::dup2(saved_out, 1);
+        libc::dup2(saved_err, 2);
+        libc::close(saved_out);
+        libc::close(saved_err);
+    }
+    let e = result.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChildPanicked, "{e}");
+    assert_eq!(e.panic().unwrap().message(), "boom 5");
+}
+
+fn closed_standard_streams_in_the_parent(m: StartMethod) {
+    // Always isolated: closing this process's stderr would silence the
+    // test harness.
+    crate::support::run_isolated(with_stdout_and_stderr_closed, m);
+}
+
 per_method!(
+    closed_standard_streams_in_the_parent,
     panic_is_carried_back,
     exit_codes_follow_python,
     crashes_are_signals,

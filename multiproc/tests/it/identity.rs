@@ -182,17 +182,33 @@ fn foreign_handle(m: StartMethod) {
     let mut sibling = mp::Process::with_args(gated, rv.addr());
     sibling.start().unwrap();
     let gate = rv.wait_ready();
+    let watch = crate::support::PidWatch::open(sibling.pid().unwrap());
     // The fork child gets a copy of the sibling's handle: it is not that
     // process's parent and must not wait for it or start it.
     let mut copy = mp::Process::from_closure(move || {
-        let e = sibling.join_timeout(std::time::Duration::ZERO).unwrap_err();
-        (e.kind(), e.to_string())
+        let joined = sibling.join_timeout(std::time::Duration::ZERO).unwrap_err();
+        let killed = sibling.kill().unwrap_err();
+        (
+            joined.kind(),
+            killed.kind(),
+            joined.to_string(),
+            sibling.is_alive(),
+            sibling.exitcode(),
+        )
     });
     copy.start().unwrap();
-    let (kind, message) = copy.join_timeout(DEADLINE).unwrap();
-    assert_eq!(kind, ErrorKind::InvalidState, "{message}");
+    let (joined, killed, message, alive, exitcode) = copy.join_timeout(DEADLINE).unwrap();
+    assert_eq!(joined, ErrorKind::InvalidState, "{message}");
     assert!(message.contains("child process"), "{message}");
+    assert_eq!(killed, ErrorKind::InvalidState, "a copy must never signal");
+    assert!(!alive);
+    assert_eq!(exitcode, None);
+    assert!(
+        !watch.ended_within(std::time::Duration::ZERO),
+        "the copy's kill reached the real sibling"
+    );
     gate.open();
+    assert!(watch.ended_within(DEADLINE));
 }
 
 #[test]

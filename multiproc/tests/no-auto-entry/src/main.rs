@@ -11,6 +11,13 @@ fn child_pid() -> u32 {
 }
 
 fn main() {
+    if std::env::var_os("NOAUTO_SPAWN_BEFORE_INIT").is_some() {
+        // A spawned child running main without init() must not start a
+        // child of its own (that one would run main too, without end).
+        let mut p = mp::Process::new(child_pid);
+        let refused = matches!(p.start(), Err(e) if e.kind() == ErrorKind::Bootstrap);
+        std::process::exit(if refused { 42 } else { 43 });
+    }
     if std::env::var_os("NOAUTO_STALL_BEFORE_INIT").is_some() {
         // Models a program that forgot `init()`: its main runs on forever.
         loop {
@@ -36,4 +43,15 @@ fn main() {
     assert_eq!(e.kind(), ErrorKind::Bootstrap, "{e}");
     assert!(!p.is_alive());
     println!("missing entry: reported as {:?}: {e}", e.kind());
+
+    // SAFETY: single-threaded here; nothing else reads the environment.
+    unsafe {
+        std::env::remove_var("NOAUTO_STALL_BEFORE_INIT");
+        std::env::set_var("NOAUTO_SPAWN_BEFORE_INIT", "1");
+    }
+    let mut p = mp::Process::new(child_pid);
+    p.start().expect("start");
+    let e = p.join_timeout(Duration::from_secs(60)).expect_err("must not succeed");
+    assert_eq!(e.exit_status(), Some(mp::ExitStatus::Exited(42)), "the runaway spawn was not refused: {e}");
+    println!("spawn before the entry point: refused, no runaway chain");
 }
