@@ -223,6 +223,12 @@ pub(crate) fn take_panic(message: String) -> RemotePanic {
 /// Records location and backtrace of panics on the target's thread, then
 /// lets the previous hook print as usual.
 fn install_panic_hook() {
+    // Once per process image: a fork child inherits both the hook and this
+    // flag, and a second hook would capture every panic twice.
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if IN_TARGET.with(Cell::get) {

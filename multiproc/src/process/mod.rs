@@ -508,7 +508,8 @@ where
     /// Waits for the child to end and returns the target's result.
     ///
     /// It may be called again: it returns the same outcome each time (the
-    /// value is decoded anew from what the child sent).
+    /// value is decoded anew from the bytes the child sent, which the handle
+    /// keeps until it is closed or dropped).
     ///
     /// # Errors
     ///
