@@ -274,3 +274,53 @@ fn a_capturing_closure_cannot_run_under_spawn() {
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("fork"), "the message names the remedy: {e}");
 }
+
+extern "C" fn ignore_usr1(_: libc::c_int) {}
+
+fn interrupt_parent() -> u32 {
+    // SAFETY: kill(2) of this process's parent with a signal it handles.
+    unsafe { libc::kill(libc::getppid(), libc::SIGUSR1) };
+    7
+}
+
+fn join_survives_signals(m: StartMethod) {
+    // A handled signal interrupts the parent's wait (EINTR): join must
+    // retry rather than fail or lose the result.
+    let handler = ignore_usr1 as extern "C" fn(libc::c_int);
+    // SAFETY: installs a handler that does nothing; the scenario runs alone
+    // in its own process.
+    unsafe { libc::signal(libc::SIGUSR1, handler as libc::sighandler_t) };
+    for _ in 0..20 {
+        let mut p = builder(m).target(interrupt_parent);
+        p.start().unwrap();
+        assert_eq!(p.join_timeout(DEADLINE).unwrap(), 7);
+    }
+}
+
+fn signals_interrupting_join(m: StartMethod) {
+    // Always isolated: the handler is process-wide.
+    crate::support::run_isolated(join_survives_signals, m);
+}
+
+fn panic_to_a_redirected_stderr(path: String) {
+    let file = std::fs::File::create(&path).unwrap();
+    // SAFETY: dup2 of a file we own onto this process's stderr.
+    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 2) };
+    panic!("written to {path}");
+}
+
+fn panic_message_reaches_stderr(m: StartMethod) {
+    let path = std::env::temp_dir().join(format!("multiproc-stderr-{}-{m}.txt", std::process::id()));
+    let path = path.to_str().unwrap().to_owned();
+    let mut p = builder(m).target_with(panic_to_a_redirected_stderr, path.clone());
+    p.start().unwrap();
+    assert!(p.join_timeout(DEADLINE).unwrap_err().is_panic());
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // The child's panic report is on its stderr before it exits, with the
+    // source location.
+    assert!(text.contains("written to"), "{text}");
+    assert!(text.contains("faults.rs"), "{text}");
+}
+
+per_method!(signals_interrupting_join, panic_message_reaches_stderr);
