@@ -110,6 +110,9 @@ pub(crate) struct Boot {
     pub(crate) authkey: [u8; 32],
     pub(crate) parent_pid: u32,
     pub(crate) parent_name: String,
+    /// The parent's default start method, which the child adopts (as
+    /// Python's spawn children do), so grandchildren start the same way.
+    pub(crate) default_method: StartMethod,
 }
 
 /// How a target ended, as the child reports it.
@@ -405,6 +408,7 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
     };
     let parent = Arc::new(ParentRecord::new(boot.parent_pid, boot.parent_name));
+    crate::context::force_start_method(Some(boot.default_method));
     registry::become_child(
         Me {
             name: boot.name,

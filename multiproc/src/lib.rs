@@ -90,7 +90,10 @@
 //! | `p.terminate()`, `p.kill()`, `p.close()` | [`Process::terminate`], [`Process::kill`], [`Process::close`] |
 //! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
 //! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] |
-//! | `get_all_start_methods()` | [`StartMethod::all`] |
+//! | `get_all_start_methods()` | [`get_all_start_methods`] |
+//! | `set_start_method(m)`, `set_start_method(m, force=True)` | [`set_start_method`], [`force_start_method`] |
+//! | `get_start_method()`, `get_start_method(allow_none=True)` | [`get_start_method`], [`start_method_if_set`] |
+//! | `get_context(m)` | [`get_context`], then [`Context::builder`] / [`Context::process`] |
 //!
 //! # Feature flags
 //!
@@ -106,6 +109,7 @@
 
 mod bootstrap;
 mod codec;
+mod context;
 mod current;
 mod error;
 mod frame;
@@ -116,6 +120,10 @@ mod sys;
 mod target;
 
 pub use crate::{
+    context::{
+        Context, force_start_method, get_all_start_methods, get_context, get_start_method, set_start_method,
+        start_method_if_set,
+    },
     current::{
         ActiveChild, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
     },

@@ -77,8 +77,9 @@ impl ProcessBuilder {
         self
     }
 
-    /// Chooses how the child is created. The default is
-    /// [`StartMethod::Spawn`].
+    /// Chooses how the child is created. The default is this process's
+    /// default start method ([`get_start_method`](crate::get_start_method),
+    /// [`StartMethod::Spawn`] unless set otherwise).
     pub fn start_method(mut self, method: StartMethod) -> ProcessBuilder {
         self.method = Some(method);
         self
@@ -342,7 +343,7 @@ where
         }
         // Python reaps finished children at every start.
         registry::reap_finished();
-        let method = self.method.unwrap_or_default();
+        let method = self.method.unwrap_or_else(crate::context::get_start_method);
         let core = match method {
             StartMethod::Spawn => self.launch_spawn(&*call).map_err(|e| (e, Some(call)))?,
             StartMethod::Fork => self.launch_fork(call)?,
@@ -398,6 +399,7 @@ where
             authkey: me.authkey,
             parent_pid: sys::getpid(),
             parent_name: me.name.clone(),
+            default_method: crate::context::get_start_method(),
         });
         let boot = codec::encode_record(&boot);
         let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("failed to create the bootstrap socket", e))?;
@@ -666,7 +668,7 @@ impl<R> Process<R> {
     pub fn start_method(&self) -> StartMethod {
         match &self.state {
             State::Started(run) => run.method,
-            _ => self.method.unwrap_or_default(),
+            _ => self.method.unwrap_or_else(crate::context::get_start_method),
         }
     }
 
