@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys::RawStatus;
 
-pub(crate) const SIGTERM: i32 = libc::SIGTERM;
-pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+use crate::sys::signal_name;
+pub(crate) use crate::sys::{SIGKILL, SIGTERM};
 
 /// How a child process ended: Python's `exitcode`, structured.
 ///
@@ -78,29 +78,6 @@ impl ExitStatus {
             other => other.exitcode().to_string(),
         }
     }
-}
-
-fn signal_name(sig: i32) -> Option<&'static str> {
-    Some(match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGSYS => "SIGSYS",
-        _ => return None,
-    })
 }
 
 impl fmt::Display for ExitStatus {

@@ -147,3 +147,32 @@ pub(crate) fn socket_peer_pid(fd: i32) -> io::Result<u32> {
     })?;
     Ok(cred.pid as u32)
 }
+
+/// `SIGTERM`, which `Process::terminate` sends.
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// `SIGKILL`, which `Process::kill` sends.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// The name of a common signal, for messages.
+pub(crate) fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
+}
