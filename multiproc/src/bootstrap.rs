@@ -50,7 +50,7 @@ use crate::{
     frame::{self, Tag},
     registry::{self, Me, ParentRecord},
     start::StartMethod,
-    sys::{self, Fd},
+    sys::{self, Fd, ParentWatch},
     target,
 };
 
@@ -402,24 +402,61 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
         sys::exit_now(1);
     }
     let mut reader = frame::Reader::trusting_large_frames();
-    let (boot, args) = match read_boot(&sock, &mut reader) {
+    match reader.next_blocking(&sock) {
+        Ok(Some((Tag::Serve, _))) => crate::forkserver::serve(sock, reader),
+        Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, StartMethod::Spawn, None),
+        Ok(Some((tag, _))) => finish(
+            &sock,
+            Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {tag:?}")),
+        ),
+        Ok(None) | Err(frame::ReadError::Io(_)) => sys::exit_now(1),
+        Err(frame::ReadError::Protocol(e)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, e.0)),
+    }
+}
+
+/// A child forked by a fork server: `sock` is its bootstrap socket to its
+/// owner (its logical parent), `owner` a pidfd of that owner.
+pub(crate) fn forked_by_server(sock: Fd, owner: ParentWatch) -> ! {
+    let mut reader = frame::Reader::trusting_large_frames();
+    match reader.next_blocking(&sock) {
+        Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, StartMethod::ForkServer, Some(owner)),
+        Ok(Some((tag, _))) => finish(
+            &sock,
+            Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {tag:?}")),
+        ),
+        Ok(None) | Err(frame::ReadError::Io(_)) => sys::exit_now(1),
+        Err(frame::ReadError::Protocol(e)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, e.0)),
+    }
+}
+
+/// Runs a child described by its `Boot` record: reads its arguments,
+/// becomes the child, runs the target and leaves. Never returns.
+fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, method: StartMethod, owner: Option<ParentWatch>) -> ! {
+    let (boot, args) = match read_boot(&sock, &mut reader, &boot) {
         Ok(x) => x,
         Err(BootError::ParentGone) => sys::exit_now(1),
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
     };
-    let parent = Arc::new(ParentRecord::new(boot.parent_pid, boot.parent_name));
+    let owner_fd = owner.as_ref().map(ParentWatch::raw_fd);
+    let parent = Arc::new(match owner {
+        Some(watch) => ParentRecord::with_watch(boot.parent_pid, boot.parent_name, watch),
+        None => ParentRecord::new(boot.parent_pid, boot.parent_name),
+    });
     crate::context::force_start_method(Some(boot.default_method));
     registry::become_child(
         Me {
             name: boot.name,
             identity: boot.identity,
             daemon: boot.daemon,
-            start_method: Some(StartMethod::Spawn),
+            start_method: Some(method),
             authkey: boot.authkey,
             parent: Some(parent),
         },
         sock.raw(),
     );
+    if let Some(fd) = owner_fd {
+        registry::adopt_own_fd(fd);
+    }
     // A parent that died meanwhile is noticed when the outcome is sent.
     let _ = frame::send(&sock, Tag::Ready, &[]);
     prepare_child(&sock, boot.daemon);
@@ -437,16 +474,14 @@ enum BootError {
     Invalid(String),
 }
 
-fn read_boot(sock: &Fd, reader: &mut frame::Reader) -> Result<(Boot, Vec<u8>), BootError> {
+fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot, Vec<u8>), BootError> {
     let mut next = |want: Tag| match reader.next_blocking(sock) {
         Ok(Some((tag, payload))) if tag == want => Ok(payload),
         Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
         Ok(None) | Err(frame::ReadError::Io(_)) => Err(BootError::ParentGone),
         Err(frame::ReadError::Protocol(e)) => Err(BootError::Invalid(e.0)),
     };
-    let boot = next(Tag::Boot)?;
-    let boot: Boot =
-        codec::decode_record(&boot).map_err(|e| BootError::Invalid(format!("bad boot record: {}", e.0)))?;
+    let boot: Boot = codec::decode_record(boot).map_err(|e| BootError::Invalid(format!("bad boot record: {}", e.0)))?;
     if boot.protocol != PROTOCOL {
         return Err(BootError::Invalid(format!(
             "protocol {} from parent, {PROTOCOL} here",

@@ -28,6 +28,11 @@ use std::{collections::VecDeque, fmt, io, time::Duration};
 
 use crate::sys::{self, ChildHandle, Fd, Memfd, RecvSome};
 
+/// The send buffer asked for on bootstrap sockets: large enough that the
+/// frames of one start (at most two of [`INLINE_MAX`] bytes plus headers)
+/// never block a writer whose peer is not reading yet.
+pub(crate) const SOCKET_BUFFER: usize = 160 * 1024;
+
 /// Largest payload sent inline.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
 const HEADER: usize = 16;
@@ -45,13 +50,29 @@ pub(crate) enum Tag {
     Ready = 3,
     /// Child to parent: how the target ended.
     Outcome = 4,
+    /// Parent to a spawned process: become a fork server.
+    Serve = 5,
+    /// Owner to fork server: fork a child; carries the child's bootstrap
+    /// socket, a status socket and a pidfd of the owner.
+    Fork = 6,
+    /// Fork server to owner, on the status socket: the child's pid, with
+    /// its pidfd attached.
+    Pid = 7,
 }
 
 impl Tag {
     fn from_u8(b: u8) -> Option<Tag> {
-        [Tag::Boot, Tag::Args, Tag::Ready, Tag::Outcome]
-            .into_iter()
-            .find(|t| *t as u8 == b)
+        [
+            Tag::Boot,
+            Tag::Args,
+            Tag::Ready,
+            Tag::Outcome,
+            Tag::Serve,
+            Tag::Fork,
+            Tag::Pid,
+        ]
+        .into_iter()
+        .find(|t| *t as u8 == b)
     }
 }
 
@@ -78,10 +99,33 @@ fn header(tag: Tag, flags: u8, len: usize) -> [u8; HEADER] {
 /// Sends one frame, blocking until it is written.
 pub(crate) fn send(sock: &Fd, tag: Tag, payload: &[u8]) -> io::Result<()> {
     if payload.len() <= INLINE_MAX {
-        sock.send_frame(&header(tag, 0, payload.len()), payload, None)
+        sock.send_frame(&header(tag, 0, payload.len()), payload, &[])
     } else {
         let file = Memfd::with_contents(payload)?;
-        sock.send_frame(&header(tag, FLAG_FILE, payload.len()), &[], Some(file.fd().borrow()))
+        sock.send_frame(&header(tag, FLAG_FILE, payload.len()), &[], &[file.fd().borrow()])
+    }
+}
+
+/// Sends one small frame with descriptors attached.
+pub(crate) fn send_with_fds(
+    sock: &Fd,
+    tag: Tag,
+    payload: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    debug_assert!(payload.len() <= INLINE_MAX);
+    sock.send_frame(&header(tag, 0, payload.len()), payload, fds)
+}
+
+/// Takes the descriptors that arrived with the frames read so far.
+impl Reader {
+    pub(crate) fn take_fds(&mut self) -> Vec<Fd> {
+        self.fds.drain(..).collect()
+    }
+
+    /// `true` once the peer closed its end and every frame was taken.
+    pub(crate) fn at_end_empty(&self) -> bool {
+        self.eof && self.buf.is_empty()
     }
 }
 
@@ -101,7 +145,7 @@ pub(crate) fn send_stream(
     peer: &ChildHandle,
     stall: Duration,
 ) -> Result<(), StreamError> {
-    sock.send_frame(&header(tag, 0, payload.len()), &[], None)
+    sock.send_frame(&header(tag, 0, payload.len()), &[], &[])
         .map_err(|_| StreamError::Io)?;
     let mut rest = payload;
     while !rest.is_empty() {

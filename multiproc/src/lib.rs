@@ -112,6 +112,7 @@ mod codec;
 mod context;
 mod current;
 mod error;
+mod forkserver;
 mod frame;
 mod process;
 mod registry;

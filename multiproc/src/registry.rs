@@ -51,6 +51,16 @@ impl ParentRecord {
         }
     }
 
+    /// A record whose watch was opened by the parent itself and passed in
+    /// (a fork server's child, whose `getppid()` is the server).
+    pub(crate) fn with_watch(pid: u32, name: String, watch: ParentWatch) -> ParentRecord {
+        ParentRecord {
+            pid,
+            name,
+            watch: OnceLock::from(Some(watch)),
+        }
+    }
+
     /// A watch on the parent; `None` if it was gone when first asked
     /// (opening checks that the pid still names this process's parent, so a
     /// reused pid is never watched).

@@ -12,6 +12,7 @@ use crate::{Error, ErrorKind};
 /// |---|---|---|---|---|
 /// | [`Spawn`](StartMethod::Spawn) | re-executes the running binary | ≈ 1 ms, independent of the parent's size | safe | no |
 /// | [`Fork`](StartMethod::Fork) | `fork()`s the parent | ≈ 0.2 ms in a small parent, ≈ 30 µs more per MiB of touched memory | refused unless opted in | yes |
+/// | [`ForkServer`](StartMethod::ForkServer) | a server process forks on request | a fork of a small process, independent of the parent's size | safe | no |
 ///
 /// The default is [`Spawn`](StartMethod::Spawn): it works everywhere, in any
 /// parent.
@@ -28,6 +29,11 @@ pub enum StartMethod {
     /// Fork the calling process; the child runs the target in a copy of the
     /// parent's memory and leaves through `_exit`. POSIX only.
     Fork,
+    /// Ask a fork server to fork the child: a small, single-threaded copy of
+    /// the executable, started on first use, that forks on request. Starts
+    /// cost a fork of a small process whatever this process's size or
+    /// thread count; arguments and results are serialised as for spawn.
+    ForkServer,
 }
 
 impl StartMethod {
@@ -36,13 +42,14 @@ impl StartMethod {
         match self {
             StartMethod::Spawn => "spawn",
             StartMethod::Fork => "fork",
+            StartMethod::ForkServer => "forkserver",
         }
     }
 
     /// Every method available on this platform, the default first.
     #[doc(alias = "get_all_start_methods")]
     pub fn all() -> &'static [StartMethod] {
-        &[StartMethod::Spawn, StartMethod::Fork]
+        &[StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer]
     }
 }
 
@@ -63,7 +70,7 @@ impl FromStr for StartMethod {
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Unsupported,
-                    format!("cannot find start method {s:?}; available: spawn, fork"),
+                    format!("cannot find start method {s:?}; available: spawn, fork, forkserver"),
                 )
             })
     }

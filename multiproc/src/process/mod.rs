@@ -23,10 +23,7 @@ use crate::{
     target::{self, Call, ClosureCall, FnCall0, FnCall1},
 };
 
-/// The send buffer asked for on bootstrap sockets: large enough that the
-/// frames of one start (at most two of `frame::INLINE_MAX` bytes plus
-/// headers) never block a writer whose peer is not reading yet.
-const SOCKET_BUFFER: usize = 160 * 1024;
+use crate::frame::SOCKET_BUFFER;
 
 /// Options for a new [`Process`], in the manner of
 /// `std::thread::Builder`.
@@ -345,7 +342,9 @@ where
         registry::reap_finished();
         let method = self.method.unwrap_or_else(crate::context::get_start_method);
         let core = match method {
-            StartMethod::Spawn => self.launch_spawn(&*call).map_err(|e| (e, Some(call)))?,
+            StartMethod::Spawn | StartMethod::ForkServer => {
+                self.launch_spawn(&*call, method).map_err(|e| (e, Some(call)))?
+            }
             StartMethod::Fork => self.launch_fork(call)?,
         };
         let core = Arc::new(core);
@@ -361,7 +360,9 @@ where
         })
     }
 
-    fn launch_spawn(&self, call: &dyn Call) -> Result<ChildCore> {
+    /// Spawn, or a fork server's fork: either way the child gets its
+    /// target through the bootstrap socket.
+    fn launch_spawn(&self, call: &dyn Call, method: StartMethod) -> Result<ChildCore> {
         let Some((trampoline, target_offset, target_addr)) = call.entry() else {
             return Err(self.err(
                 ErrorKind::Unsupported,
@@ -402,16 +403,21 @@ where
             default_method: crate::context::get_start_method(),
         });
         let boot = codec::encode_record(&boot);
-        let (ours, theirs) = sys::socketpair().map_err(|e| Error::io("failed to create the bootstrap socket", e))?;
-        for s in [&ours, &theirs] {
-            // A smaller buffer only risks blocking a writer that is
-            // not read; the frames are small enough in practice.
-            let _ = s.set_send_buffer(SOCKET_BUFFER);
-        }
-        let marker_value = bootstrap::marker_value();
-        let handle = sys::spawn_self(&theirs, (MARKER, &marker_value))
-            .map_err(|e| Error::io("failed to spawn the child process", e).with_process(&self.name, None))?;
-        drop(theirs);
+        let (handle, ours) = match method {
+            StartMethod::ForkServer => crate::forkserver::request_child(self.bootstrap_timeout)
+                .map_err(|e| e.with_process(&self.name, None))?,
+            _ => {
+                let (ours, theirs) =
+                    sys::socketpair().map_err(|e| Error::io("failed to create the bootstrap socket", e))?;
+                // A smaller buffer only risks blocking a writer that is not
+                // read; the frames are small enough in practice.
+                let _ = theirs.set_send_buffer(SOCKET_BUFFER);
+                let handle = sys::spawn_self(&theirs, (MARKER, &bootstrap::marker_value()))
+                    .map_err(|e| Error::io("failed to spawn the child process", e).with_process(&self.name, None))?;
+                (handle, ours)
+            }
+        };
+        let _ = ours.set_send_buffer(SOCKET_BUFFER);
         // A child that died at once makes these fail (EPIPE); `join`
         // reports that as a bootstrap failure with the child's status.
         let sent = frame::send(&ours, Tag::Boot, &boot);
@@ -802,7 +808,7 @@ impl Running {
                     self.ready = true;
                     self.outcome = Some(payload);
                 }
-                Tag::Boot | Tag::Args => {
+                Tag::Boot | Tag::Args | Tag::Serve | Tag::Fork | Tag::Pid => {
                     return Err(Error::new(
                         ErrorKind::Bootstrap,
                         format!("the child sent an unexpected {tag:?} frame"),

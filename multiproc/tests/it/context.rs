@@ -62,7 +62,10 @@ fn default_method_scenario(_: ()) {
         "get_context(None) fixes the default"
     );
     assert_eq!(mp::start_method_if_set(), Some(StartMethod::Spawn));
-    assert_eq!(mp::get_all_start_methods(), [StartMethod::Spawn, StartMethod::Fork]);
+    assert_eq!(
+        mp::get_all_start_methods(),
+        [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer]
+    );
     assert_eq!("spawn".parse::<StartMethod>().unwrap(), StartMethod::Spawn);
 }
 

@@ -179,7 +179,7 @@ fn take_unserializable(_: Unserializable) {}
 fn arguments_that_fail_to_serialize_fail_start(m: StartMethod) {
     let mut p = builder(m).target_with(take_unserializable, Unserializable);
     match m {
-        StartMethod::Spawn => {
+        StartMethod::Spawn | StartMethod::ForkServer => {
             let e = p.start().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Serialize, "{e}");
             assert!(e.to_string().contains("Unserializable refuses"), "{e}");
@@ -278,8 +278,9 @@ fn a_capturing_closure_cannot_run_under_spawn() {
 extern "C" fn ignore_usr1(_: libc::c_int) {}
 
 fn interrupt_parent() -> u32 {
+    let parent = multiproc::parent_process().unwrap().pid() as libc::pid_t;
     // SAFETY: kill(2) of this process's parent with a signal it handles.
-    unsafe { libc::kill(libc::getppid(), libc::SIGUSR1) };
+    unsafe { libc::kill(parent, libc::SIGUSR1) };
     7
 }
 

@@ -44,17 +44,7 @@ fn children_inherit_no_descriptors(m: StartMethod) {
     sibling.join_timeout(DEADLINE).unwrap();
 
     assert_eq!(fds[0], (0, "/dev/null".to_owned()), "stdin is /dev/null: {fds:?}");
-    for f in &fds {
-        assert!(
-            !sibling_fds.contains(&f.1),
-            "the sibling's {f:?} leaked into the child: {fds:?}"
-        );
-    }
-    let own_sockets = fds
-        .iter()
-        .filter(|f| f.1.starts_with("socket:") && !before.iter().any(|b| b.1 == f.1))
-        .count();
-    assert_eq!(own_sockets, 1, "one socket of its own: {fds:?}");
+    let count = |kind: &str| fds.iter().filter(|f| f.1.starts_with(kind)).count();
     match m {
         StartMethod::Spawn => {
             let numbers: Vec<i32> = fds.iter().map(|f| f.0).collect();
@@ -64,9 +54,27 @@ fn children_inherit_no_descriptors(m: StartMethod) {
                 "a spawned child has stdio and its socket only: {fds:?}"
             );
         }
+        StartMethod::ForkServer => {
+            // Stdio, its socket, and the pidfd of its parent that the fork
+            // server passed on: nothing of the server's or the siblings'.
+            assert_eq!(fds.len(), 5, "{fds:?}");
+            assert_eq!((count("socket:"), count("anon_inode:[pidfd]")), (1, 1), "{fds:?}");
+        }
         // A fork child inherits what the parent had open, as fork does;
         // only the library's descriptors are closed.
-        _ => assert!(fds.iter().any(|f| f.0 == raw[0]), "{fds:?}"),
+        _ => {
+            for f in &fds {
+                assert!(
+                    !sibling_fds.contains(&f.1),
+                    "the sibling's {f:?} leaked into the child: {fds:?}"
+                );
+            }
+            let own = fds
+                .iter()
+                .filter(|f| f.1.starts_with("socket:") && !before.iter().any(|b| b.1 == f.1));
+            assert_eq!(own.count(), 1, "one socket of its own: {fds:?}");
+            assert!(fds.iter().any(|f| f.0 == raw[0]), "{fds:?}");
+        }
     }
     // SAFETY: closing the pipe opened above.
     unsafe {

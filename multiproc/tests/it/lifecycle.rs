@@ -10,10 +10,11 @@ fn builder(m: StartMethod) -> ProcessBuilder {
     ProcessBuilder::new().start_method(m)
 }
 
-fn report() -> (u32, u32, Option<StartMethod>) {
+fn report() -> (u32, u32, u32, Option<StartMethod>) {
     (
         std::process::id(),
         std::os::unix::process::parent_id(),
+        mp::parent_process().unwrap().pid(),
         mp::current_process().start_method(),
     )
 }
@@ -22,9 +23,13 @@ fn returns_value_and_child_facts(m: StartMethod) {
     let mut p = builder(m).target(report);
     assert_eq!(p.start_method(), m);
     p.start().unwrap();
-    let (pid, ppid, method) = p.join_timeout(DEADLINE).unwrap();
+    let (pid, ppid, parent, method) = p.join_timeout(DEADLINE).unwrap();
     assert_eq!(Some(pid), p.pid(), "the pid the handle reports is the child's own");
-    assert_eq!(ppid, std::process::id(), "the child's parent is this process");
+    assert_eq!(parent, std::process::id(), "the child's parent is this process");
+    if m != StartMethod::ForkServer {
+        // Under the fork server, as in Python, getppid() names the server.
+        assert_eq!(ppid, std::process::id());
+    }
     assert_eq!(method, Some(m), "the child ran under the requested start method");
     assert!(!p.is_alive());
     assert_eq!(p.exitcode(), Some(0));

@@ -18,7 +18,7 @@ use multiproc::{self as mp, StartMethod};
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Declares, for each scenario `fn name(m: StartMethod)`, one test per start
-/// method: `name::spawn` and `name::fork`.
+/// method: `name::spawn`, `name::fork` and `name::forkserver`.
 ///
 /// Fork scenarios run inside a spawned, single-threaded child: the test
 /// harness's own process is multithreaded, where `fork` is refused (see
@@ -36,6 +36,10 @@ macro_rules! per_method {
             #[test]
             fn fork() {
                 $crate::support::run_isolated(super::$name, multiproc::StartMethod::Fork)
+            }
+            #[test]
+            fn forkserver() {
+                $crate::support::run_direct(super::$name, multiproc::StartMethod::ForkServer)
             }
         }
     )*};

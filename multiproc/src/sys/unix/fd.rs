@@ -93,7 +93,7 @@ impl Fd {
 
     /// Sends `header` followed by `payload`, with `fd` attached to the
     /// first byte, blocking until everything is written.
-    pub(crate) fn send_frame(&self, header: &[u8], payload: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    pub(crate) fn send_frame(&self, header: &[u8], payload: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let mut parts = [header, payload];
         let mut first = true;
         while !parts[0].is_empty() || !parts[1].is_empty() {
@@ -112,8 +112,8 @@ impl Fd {
             let mut msg: libc::msghdr = unsafe { mem::zeroed() };
             msg.msg_iov = iov.as_mut_ptr();
             msg.msg_iovlen = iov.len();
-            if let (true, Some(fd)) = (first, fd) {
-                cmsg.put_fd(&mut msg, fd.as_raw_fd());
+            if first && !fds.is_empty() {
+                cmsg.put_fds(&mut msg, fds);
             }
             // SAFETY: msg points at live iovecs and control bytes for the call.
             let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL) })? as usize;
@@ -187,6 +187,14 @@ impl Fd {
         Ok((fds[0].revents != 0, fds[1].revents != 0))
     }
 
+    /// Waits until this descriptor is readable (or hung up) or `other`
+    /// (ignored if negative) becomes readable; returns `(self_ready,
+    /// other_ready)`, both false on timeout.
+    pub(crate) fn poll_readable_or(&self, other: i32, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
+        let ready = poll_readable_set(&[self.raw(), other], timeout)?;
+        Ok((ready[0], ready[1]))
+    }
+
     /// Reads what is available (blocking unless `nonblocking`) into the
     /// spare capacity of `buf`, collecting received descriptors into `fds`.
     pub(crate) fn recv_some(&self, buf: &mut Vec<u8>, fds: &mut Vec<Fd>, nonblocking: bool) -> io::Result<RecvSome> {
@@ -250,7 +258,7 @@ pub(crate) enum RecvSome {
     WouldBlock,
 }
 
-/// Ancillary-data buffer for one descriptor in, up to 16 out.
+/// Ancillary-data buffer for up to 16 descriptors each way.
 struct CmsgBuf {
     buf: [MaybeUninit<u64>; 16],
 }
@@ -262,9 +270,12 @@ impl CmsgBuf {
         }
     }
 
-    fn put_fd(&mut self, msg: &mut libc::msghdr, fd: RawFd) {
+    /// Attaches up to 16 descriptors.
+    fn put_fds(&mut self, msg: &mut libc::msghdr, fds: &[BorrowedFd<'_>]) {
+        assert!(fds.len() <= 16, "at most 16 descriptors per frame");
+        let bytes = mem::size_of_val(fds) as u32;
         // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<RawFd>() as u32) } as usize;
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         msg.msg_control = self.buf.as_mut_ptr().cast();
         msg.msg_controllen = space;
         // SAFETY: msg_control points at `space` zeroed bytes, enough for one header.
@@ -273,8 +284,13 @@ impl CmsgBuf {
         unsafe {
             (*hdr).cmsg_level = libc::SOL_SOCKET;
             (*hdr).cmsg_type = libc::SCM_RIGHTS;
-            (*hdr).cmsg_len = libc::CMSG_LEN(mem::size_of::<RawFd>() as u32) as usize;
-            libc::CMSG_DATA(hdr).cast::<RawFd>().write_unaligned(fd);
+            (*hdr).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            for (i, fd) in fds.iter().enumerate() {
+                libc::CMSG_DATA(hdr)
+                    .cast::<RawFd>()
+                    .add(i)
+                    .write_unaligned(fd.as_raw_fd());
+            }
         }
     }
 
@@ -334,4 +350,20 @@ pub(super) fn poll_one(fd: RawFd, events: libc::c_short, timeout: Option<Duratio
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Waits until any of `fds` (negative ones are ignored) is readable or hung
+/// up; returns which are, all false on timeout.
+pub(crate) fn poll_readable_set(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a valid array of pollfds of the given length.
+    cvt_r(|| unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, poll_millis(timeout)) })?;
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }

@@ -176,3 +176,10 @@ pub(crate) fn signal_name(sig: i32) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// Ignores `SIGINT` (`true`) or restores its default action (`false`).
+pub(crate) fn set_sigint_ignored(ignored: bool) {
+    let action = if ignored { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: setting a signal's disposition to SIG_IGN or SIG_DFL is always valid.
+    unsafe { libc::signal(libc::SIGINT, action) };
+}

@@ -13,12 +13,13 @@ mod misc;
 mod pidfd;
 mod spawn;
 
-pub(crate) use fd::{Fd, RecvSome, socketpair};
+pub(crate) use fd::{Fd, RecvSome, poll_readable_set, socketpair};
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
 pub(crate) use memfd::{Memfd, buffer, read_file};
 pub(crate) use misc::{
     SIGKILL, SIGTERM, atexit, close_inherited, cpu_count, exe_identity, getpid, getppid, ignore_sigpipe, image_base,
-    main_image_base, null_device, random_bytes, redirect, signal_name, socket_peer_pid, thread_count,
+    main_image_base, null_device, random_bytes, redirect, set_sigint_ignored, signal_name, socket_peer_pid,
+    thread_count,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
 pub(crate) use spawn::{BOOT_FD, spawn_self};

@@ -23,12 +23,21 @@ fn pidfd_open(pid: u32) -> io::Result<Fd> {
     Ok(unsafe { Fd::from_raw(raw as i32) })
 }
 
-/// A child of this process.
+/// A started child: a child of this process, or a child a fork server
+/// started for this process (whose exit status the server reports on a
+/// status socket, since only the server can reap it).
 #[derive(Debug)]
 pub(crate) struct ChildHandle {
     pid: u32,
     pidfd: Fd,
+    /// For a fork server's child: the socket the server writes its exit
+    /// status to (8 bytes: kind, value).
+    status: Option<Fd>,
 }
+
+/// How long to wait for a fork server's report once its child has ended:
+/// the server reaps at once; a server that died sends EOF.
+const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 impl ChildHandle {
     /// Opens a handle on `pid`, which must be an unreaped child of ours.
@@ -36,7 +45,48 @@ impl ChildHandle {
         Ok(ChildHandle {
             pid,
             pidfd: pidfd_open(pid)?,
+            status: None,
         })
+    }
+
+    /// A handle on a fork server's child, from the pidfd the server sent.
+    pub(crate) fn remote(pid: u32, pidfd: Fd, status: Fd) -> ChildHandle {
+        ChildHandle {
+            pid,
+            pidfd,
+            status: Some(status),
+        }
+    }
+
+    /// The exit status of a fork server's child that has ended.
+    fn remote_status(status: &Fd) -> RawStatus {
+        let mut buf = Vec::with_capacity(8);
+        if !matches!(poll_one(status.raw(), libc::POLLIN, Some(STATUS_WAIT)), Ok(true))
+            || status.recv_exact_into(&mut buf, 8).is_err()
+        {
+            // The server died (EOF) or never answered: the status is lost.
+            return RawStatus::Unknown;
+        }
+        let kind = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
+        let value = i32::from_le_bytes(buf[4..].try_into().expect("4 bytes"));
+        match kind {
+            0 => RawStatus::Exited(value),
+            1 => RawStatus::Signaled(value),
+            _ => RawStatus::Unknown,
+        }
+    }
+
+    /// The 8-byte record a fork server writes for `status`.
+    pub(crate) fn encode_status(status: RawStatus) -> [u8; 8] {
+        let (kind, value) = match status {
+            RawStatus::Exited(c) => (0u32, c),
+            RawStatus::Signaled(s) => (1, s),
+            RawStatus::Unknown => (2, 0),
+        };
+        let mut out = [0u8; 8];
+        out[..4].copy_from_slice(&kind.to_le_bytes());
+        out[4..].copy_from_slice(&value.to_le_bytes());
+        out
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -47,13 +97,25 @@ impl ChildHandle {
         self.pidfd.raw()
     }
 
+    /// A second descriptor for the child's pidfd, to send to another process.
+    pub(crate) fn pidfd_copy(&self) -> io::Result<Fd> {
+        self.pidfd.try_clone()
+    }
+
     /// Waits until the child has exited; `false` on timeout. Does not reap.
     pub(crate) fn poll_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
         poll_one(self.pidfd.raw(), libc::POLLIN, timeout)
     }
 
-    /// Reaps the child if it has exited.
+    /// Reaps the child if it has exited (for a fork server's child: reads
+    /// the status the server reports once the child has ended).
     pub(crate) fn try_reap(&self) -> io::Result<Option<RawStatus>> {
+        if let Some(status) = &self.status {
+            if !poll_one(self.pidfd.raw(), libc::POLLIN, Some(Duration::ZERO))? {
+                return Ok(None);
+            }
+            return Ok(Some(ChildHandle::remote_status(status)));
+        }
         // SAFETY: an all-zero siginfo_t is a valid out-value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let res = cvt_r(|| {
@@ -114,6 +176,16 @@ pub(crate) struct ParentWatch {
 }
 
 impl ParentWatch {
+    /// Watches the process `pidfd` refers to (received from that process).
+    pub(crate) fn from_pidfd(pidfd: Fd) -> ParentWatch {
+        ParentWatch { pidfd }
+    }
+
+    /// A pidfd of this very process, to hand to another one.
+    pub(crate) fn of_self() -> io::Result<Fd> {
+        pidfd_open(super::getpid())
+    }
+
     /// Watches `pid`, which must be this process's parent: fails if the
     /// parent is already gone (and `pid` could name another process).
     pub(crate) fn open_parent(pid: u32) -> io::Result<ParentWatch> {

@@ -1,0 +1,258 @@
+//! The fork server: fork-speed starts without forking this process.
+//!
+//! A server is this executable spawned once (lazily, on the first
+//! `ForkServer` start) and told to serve instead of running a target. It is
+//! single-threaded and small, so forking it is cheap and safe whatever this
+//! process's size and threads. One server serves one owner, over a
+//! socketpair: nothing can connect to it, and it exits when the owner's end
+//! closes (the owner exited, however).
+//!
+//! ```text
+//! owner                                   server                 child
+//! Fork frame + [boot socket,  ──────────▶ fork() ──────────────▶ reads Boot, Args from
+//!   status socket, owner pidfd]           Pid frame + pidfd ─┐   the boot socket, runs,
+//!                     ◀───────────────────────────────────────┘   sends Ready/Outcome
+//! Boot, Args ────────────────────────────────────────────────▶   to the owner directly
+//!                                         pidfd readable: reap,
+//!                     ◀─────────────────  8-byte exit status
+//! ```
+//!
+//! Results never pass through the server. If the server dies, its
+//! children's statuses are lost (`ExitStatus::Unknown`, never a hang) and
+//! the next start launches a new server.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    Error, ErrorKind, Result, bootstrap,
+    frame::{self, Tag},
+    registry,
+    sys::{self, ChildHandle, Fd, ForkSide, ParentWatch},
+};
+
+/// The running server of this process, if any.
+struct Server {
+    handle: ChildHandle,
+    control: Fd,
+    /// The process that started it: a fork child inherits a copy of this
+    /// record and must start its own server.
+    owner: u32,
+}
+
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+fn start_server() -> std::io::Result<Server> {
+    let (ours, theirs) = sys::socketpair()?;
+    let handle = sys::spawn_self(&theirs, (bootstrap::MARKER, &bootstrap::marker_value()))?;
+    drop(theirs);
+    frame::send(&ours, Tag::Serve, &[])?;
+    // A fork child of this process must not keep the server's descriptors.
+    registry::adopt_own_fd(ours.raw());
+    registry::adopt_own_fd(handle.raw_fd());
+    Ok(Server {
+        handle,
+        control: ours,
+        owner: sys::getpid(),
+    })
+}
+
+/// Asks the server (started or restarted as needed) for a new child.
+/// Returns the child's handle and this side of its bootstrap socket.
+pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
+    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let io = |what: &'static str| move |e| Error::io(what, e);
+    // One retry: a server found dead (killed, crashed) is replaced.
+    for attempt in 0..2 {
+        let stale = match &*guard {
+            Some(s) => s.owner != sys::getpid() || !matches!(s.handle.try_reap(), Ok(None)),
+            None => true,
+        };
+        if stale {
+            if let Some(old) = guard.take() {
+                if old.owner != sys::getpid() {
+                    // Inherited through fork: its descriptors were closed.
+                    std::mem::forget(old);
+                }
+            }
+            *guard = Some(start_server().map_err(io("failed to start the fork server"))?);
+        }
+        let server = guard.as_ref().expect("set just above");
+        let (ours, theirs) = sys::socketpair().map_err(io("failed to create the bootstrap socket"))?;
+        // See frame::SOCKET_BUFFER; a smaller buffer is not fatal.
+        let _ = theirs.set_send_buffer(frame::SOCKET_BUFFER);
+        let (status, status_theirs) = sys::socketpair().map_err(io("failed to create the status socket"))?;
+        let me = ParentWatch::of_self().map_err(io("failed to open a pidfd of this process"))?;
+        let sent = frame::send_with_fds(
+            &server.control,
+            Tag::Fork,
+            &[],
+            &[theirs.borrow(), status_theirs.borrow(), me.borrow()],
+        );
+        drop((theirs, status_theirs, me));
+        if sent.is_ok() {
+            match read_pid(&status, &server.handle, timeout) {
+                Ok((pid, pidfd)) => return Ok((ChildHandle::remote(pid, pidfd, status), ours)),
+                Err(e) if attempt == 1 => return Err(e),
+                Err(_) => {}
+            }
+        }
+        // The server is gone (or hung): forget it and try once more.
+        if let Some(old) = guard.take() {
+            let _ = old.handle.signal(sys::SIGKILL);
+            let _ = old.handle.poll_exit(Some(Duration::from_secs(5)));
+            let _ = old.handle.try_reap();
+        }
+    }
+    Err(Error::new(ErrorKind::Bootstrap, "the fork server failed twice"))
+}
+
+/// Reads the server's answer: the pid, with the child's pidfd attached.
+fn read_pid(status: &Fd, server: &ChildHandle, timeout: Duration) -> Result<(u32, Fd)> {
+    let deadline = Instant::now().checked_add(timeout);
+    let mut reader = frame::Reader::default();
+    loop {
+        let at_end = reader_at_end(&mut reader, status)?;
+        match reader.next() {
+            Ok(Some((Tag::Pid, payload))) if payload.len() == 4 => {
+                let pid = u32::from_le_bytes(payload[..].try_into().expect("4 bytes"));
+                let pidfd =
+                    reader.take_fds().into_iter().next().ok_or_else(|| {
+                        Error::new(ErrorKind::Bootstrap, "the fork server sent a pid without its pidfd")
+                    })?;
+                return Ok((pid, pidfd));
+            }
+            Ok(Some((tag, _))) => {
+                return Err(Error::new(
+                    ErrorKind::Bootstrap,
+                    format!("the fork server sent an unexpected {tag:?}"),
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Error::new(ErrorKind::Bootstrap, "the fork server broke the protocol").with_source(e)),
+        }
+        if at_end {
+            return Err(Error::new(
+                ErrorKind::Bootstrap,
+                "the fork server died before starting the child",
+            ));
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Err(Error::new(
+                ErrorKind::Bootstrap,
+                "the fork server did not answer in time",
+            ));
+        }
+        // Wake on the answer or on the server's death (whose end also
+        // closes the status socket: the next round sees EOF).
+        status
+            .poll_readable_or(server.raw_fd(), left)
+            .map_err(|e| Error::io("failed to wait for the fork server", e))?;
+    }
+}
+
+fn reader_at_end(reader: &mut frame::Reader, sock: &Fd) -> Result<bool> {
+    reader
+        .drain(sock)
+        .map_err(|e| Error::io("failed to read from the fork server", e))?;
+    Ok(reader.at_end_empty())
+}
+
+// ---------------------------------------------------------------------
+// The server.
+
+/// The server's loop, on `control` and what `reader` already holds of it.
+/// Never returns: exits when its owner's end closes.
+pub(crate) fn serve(control: Fd, mut reader: frame::Reader) -> ! {
+    // Ctrl-C in a terminal reaches the whole process group: the owner
+    // decides what to do about it, not its server.
+    sys::set_sigint_ignored(true);
+    // Children being served: handle (pidfd, reaping) and status socket.
+    let mut children: Vec<(ChildHandle, Fd)> = Vec::new();
+    let mut pending = true;
+    loop {
+        let mut fds = vec![control.raw()];
+        fds.extend(children.iter().map(|(h, _)| h.raw_fd()));
+        let ready = match sys::poll_readable_set(&fds, if pending { Some(Duration::ZERO) } else { None }) {
+            Ok(r) => r,
+            Err(_) => sys::exit_now(1),
+        };
+        if ready[0] || std::mem::take(&mut pending) {
+            if reader.drain(&control).is_err() {
+                sys::exit_now(1);
+            }
+            loop {
+                let tag = match reader.next() {
+                    Ok(Some((tag, _))) => tag,
+                    Ok(None) => break,
+                    // The owner is this library: a broken stream means
+                    // something is badly wrong; stop serving.
+                    Err(_) => sys::exit_now(1),
+                };
+                let passed = reader.take_fds();
+                if tag != Tag::Fork || passed.len() != 3 {
+                    // Not from our owner's library: ignore the request.
+                    continue;
+                }
+                let mut passed = passed.into_iter();
+                let (boot, status, owner) = (
+                    passed.next().expect("3 fds"),
+                    passed.next().expect("3 fds"),
+                    passed.next().expect("3 fds"),
+                );
+                fork_one(&control, &mut children, boot, status, owner);
+            }
+            if reader.at_end_empty() {
+                // The owner is gone: so is the reason to serve.
+                sys::exit_now(0);
+            }
+        }
+        children.retain(|(handle, status)| match handle.try_reap() {
+            Ok(Some(s)) => {
+                // An owner that went away cannot be told.
+                let _ = status.send_some(&ChildHandle::encode_status(s));
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        });
+    }
+}
+
+fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, boot: Fd, status: Fd, owner: Fd) {
+    // SAFETY: the server is single-threaded; the child only closes
+    // descriptors and then runs the child path, which leaves through
+    // `_exit`.
+    #[allow(unsafe_code)]
+    let side = unsafe { sys::fork_child() };
+    match side {
+        Ok(ForkSide::Child) => {
+            // The server's own descriptors must not live on in the child.
+            let mut server_fds = vec![control.raw(), status.raw()];
+            for (h, s) in children.iter() {
+                server_fds.extend([h.raw_fd(), s.raw()]);
+            }
+            sys::close_inherited(&server_fds);
+            sys::set_sigint_ignored(false);
+            bootstrap::forked_by_server(boot, ParentWatch::from_pidfd(owner))
+        }
+        Ok(ForkSide::Parent(handle)) => {
+            let pid = handle.pid().to_le_bytes();
+            let pidfd = handle.pidfd_copy();
+            let sent = match &pidfd {
+                Ok(fd) => frame::send_with_fds(&status, Tag::Pid, &pid, &[fd.borrow()]),
+                Err(_) => Err(std::io::ErrorKind::Other.into()),
+            };
+            if sent.is_err() {
+                // The owner cannot reach this child: stop it.
+                let _ = handle.signal(sys::SIGKILL);
+            }
+            children.push((handle, status));
+        }
+        // Fork failed: closing the status socket tells the owner (EOF).
+        Err(_) => drop(status),
+    }
+}
