@@ -20,6 +20,9 @@ pub(crate) enum Impl {
     Cpython,
     /// The `procspawn` crate.
     Procspawn,
+    /// This library's own spawn start method, as the baseline of its fork
+    /// server.
+    OwnSpawn,
 }
 
 impl Impl {
@@ -29,6 +32,7 @@ impl Impl {
             Impl::Floor => "floor",
             Impl::Cpython => "cpython",
             Impl::Procspawn => "procspawn",
+            Impl::OwnSpawn => "multiproc_spawn",
         }
     }
 }

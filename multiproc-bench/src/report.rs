@@ -58,6 +58,8 @@ fn target(name: &str, baseline: Impl) -> Option<Target> {
         ("process/start_join/fork", Impl::Floor) => t(2.0, "<= 2x the raw fork floor"),
         ("process/start_join/spawn", Impl::Cpython) => t(1.0 / 40.0, ">= 40x faster than CPython"),
         ("process/start_join/fork", Impl::Cpython) => t(1.0 / 5.0, ">= 5x faster than CPython"),
+        ("process/start_join/forkserver", Impl::OwnSpawn) => t(0.6, "<= 0.6x this library's own spawn"),
+        ("process/start_join/forkserver", Impl::Cpython) => t(1.0 / 20.0, "aim: >= 20x faster than CPython"),
         ("process/transfer_16MiB/spawn" | "process/transfer_16MiB/fork", Impl::Procspawn) => {
             t(0.25, ">= 4x faster than procspawn")
         }

@@ -67,6 +67,28 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
     ));
     group(opts, &mut out, opts.counts(300), spawn);
 
+    // 2b. The fork server, against this library's own spawn (its first
+    // start, which launches the server, is in the warm-up).
+    group(
+        opts,
+        &mut out,
+        opts.counts(300),
+        vec![
+            Bench::new(
+                "process/start_join/forkserver",
+                Impl::Multiproc,
+                "Process::new(noop) under forkserver: start + join",
+                || start_join(StartMethod::ForkServer),
+            ),
+            Bench::new(
+                "process/start_join/forkserver",
+                Impl::OwnSpawn,
+                "Process::new(noop) under spawn: start + join",
+                || start_join(StartMethod::Spawn),
+            ),
+        ],
+    );
+
     // 3. CPython, right after the Rust start rows.
     run_cpython(opts, &mut out);
 

@@ -256,3 +256,13 @@ fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, boot: Fd, statu
         Err(_) => drop(status),
     }
 }
+
+/// The pid of this process's fork server, if one runs (for tests and
+/// diagnostics).
+pub(crate) fn server_pid() -> Option<u32> {
+    let guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .as_ref()
+        .filter(|s| s.owner == sys::getpid())
+        .map(|s| s.handle.pid())
+}

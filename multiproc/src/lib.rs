@@ -152,6 +152,13 @@ pub fn init() {
     bootstrap::spawned_entry(false);
 }
 
+/// The pid of this process's fork server, if one is running. Not part of
+/// the API: for tests and diagnostics.
+#[doc(hidden)]
+pub fn __forkserver_pid() -> Option<u32> {
+    forkserver::server_pid()
+}
+
 #[cfg(feature = "auto-entry")]
 mod auto_entry {
     // The constructor runs before main in every process that links this

@@ -9,6 +9,7 @@ mod bootstrap;
 mod context;
 mod examples;
 mod faults;
+mod forkserver;
 mod hygiene;
 mod identity;
 mod lifecycle;

@@ -1,0 +1,160 @@
+//! The fork server's faults: killed between starts, killed with children in
+//! flight, started from a multithreaded parent, outlived by nothing, and
+//! unreachable by other processes.
+
+use std::time::Duration;
+
+use multiproc::{self as mp, ErrorKind, ExitStatus, ProcessBuilder, StartMethod};
+
+use crate::support::{DEADLINE, PidWatch, Rendezvous, block_forever, notify, ready_then_wait};
+
+fn fs() -> ProcessBuilder {
+    ProcessBuilder::new().start_method(StartMethod::ForkServer)
+}
+
+fn answer() -> u32 {
+    42
+}
+
+fn gated(addr: String) -> u32 {
+    ready_then_wait(&addr);
+    7
+}
+
+fn kill_server() -> u32 {
+    let pid = mp::__forkserver_pid().expect("a server runs after a forkserver start");
+    let watch = PidWatch::open(pid);
+    // SAFETY: kill(2) of this process's own fork server.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(watch.ended_within(DEADLINE));
+    pid
+}
+
+fn server_killed_between_and_during_starts(_: ()) {
+    let mut p = fs().target(answer);
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
+
+    // Killed between two starts: the next start launches a new server.
+    let first = kill_server();
+    let mut p = fs().target(answer);
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
+    assert_ne!(mp::__forkserver_pid(), Some(first), "a new server");
+
+    // Killed while a child is in flight: the child talks to this process
+    // directly, so its result still arrives; only its status is lost.
+    let rv = Rendezvous::new();
+    let mut p = fs().target_with(gated, rv.addr());
+    p.start().unwrap();
+    let gate = rv.wait_ready();
+    kill_server();
+    gate.open();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 7);
+    assert_eq!(
+        p.exit_status(),
+        Some(ExitStatus::Unknown),
+        "the server that could report it is gone"
+    );
+    // And the next start works again.
+    let mut p = fs().target(answer);
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
+}
+
+#[test]
+fn a_killed_server_is_replaced_and_never_hangs_its_children() {
+    crate::support::run_isolated(|_| server_killed_between_and_during_starts(()), StartMethod::Spawn);
+}
+
+#[test]
+fn starts_from_a_multithreaded_parent() {
+    let threads: Vec<_> = (0..4).map(|_| std::thread::spawn(std::thread::park)).collect();
+    let mut children: Vec<_> = (0..8).map(|_| fs().target(answer)).collect();
+    for p in &mut children {
+        p.start().unwrap();
+    }
+    for p in &mut children {
+        assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
+    }
+    for t in threads {
+        t.thread().unpark();
+        t.join().unwrap();
+    }
+}
+
+fn forever() {
+    block_forever()
+}
+
+fn owner_with_server_and_daemon(addr: String) {
+    let mut d = fs().daemon(true).target(forever);
+    d.start().unwrap();
+    notify(
+        &addr,
+        &format!("{} {}", mp::__forkserver_pid().unwrap(), d.pid().unwrap()),
+    );
+    block_forever()
+}
+
+#[test]
+fn the_server_and_daemons_end_with_their_owner() {
+    let rv = Rendezvous::new();
+    let mut owner = mp::Process::with_args(owner_with_server_and_daemon, rv.addr());
+    owner.start().unwrap();
+    let pids: Vec<u32> = rv.recv().split(' ').map(|s| s.parse().unwrap()).collect();
+    let (server, daemon) = (PidWatch::open(pids[0]), PidWatch::open(pids[1]));
+    assert!(!server.ended_within(Duration::ZERO) && !daemon.ended_within(Duration::ZERO));
+    owner.kill().unwrap();
+    assert_eq!(owner.join_timeout(DEADLINE).unwrap_err().kind(), ErrorKind::ChildKilled);
+    assert!(server.ended_within(DEADLINE), "the fork server outlived its owner");
+    assert!(daemon.ended_within(DEADLINE), "the daemon outlived its owner");
+}
+
+/// The sockets of `pid` and, for each, the flags and path /proc/net/unix
+/// lists.
+fn unix_sockets_of(pid: u32) -> Vec<(String, String)> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            t.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let inode = cols.get(6)?;
+            inodes
+                .contains(&inode.to_string())
+                .then(|| (cols[3].to_owned(), cols.get(7).unwrap_or(&"").to_string()))
+        })
+        .collect()
+}
+
+fn server_sockets(_: ()) -> Vec<(String, String)> {
+    let mut p = fs().target(answer);
+    p.start().unwrap();
+    p.join_timeout(DEADLINE).unwrap();
+    unix_sockets_of(mp::__forkserver_pid().unwrap())
+}
+
+#[test]
+fn nothing_can_connect_to_the_server() {
+    let mut p = mp::Process::with_args(server_sockets, ());
+    p.start().unwrap();
+    let sockets = p.join_timeout(DEADLINE).unwrap();
+    assert!(!sockets.is_empty());
+    for (flags, path) in &sockets {
+        // __SO_ACCEPTCON (0x10000) marks a listening socket; a path (or
+        // an abstract @name) would be reachable by name.
+        assert_ne!(flags, "00010000", "the server listens: {sockets:?}");
+        assert!(path.is_empty(), "the server has a named socket: {sockets:?}");
+    }
+}
