@@ -94,20 +94,19 @@ fn gated(addr: String) {
 
 fn active_children_lists_running_children(m: StartMethod) {
     let rv = Rendezvous::new();
-    let mut p = builder(m).name("listed").target_with(gated, rv.addr());
-    assert!(!mp::active_children().iter().any(|c| c.name() == "listed"));
+    // Tests run in parallel in this process: a name of its own.
+    let name = format!("listed-{m}");
+    let mut p = builder(m).name(name.clone()).target_with(gated, rv.addr());
+    assert!(!mp::active_children().iter().any(|c| c.name() == name));
     p.start().unwrap();
     let gate = rv.wait_ready();
-    let listed: Vec<_> = mp::active_children()
-        .into_iter()
-        .filter(|c| c.name() == "listed")
-        .collect();
+    let listed: Vec<_> = mp::active_children().into_iter().filter(|c| c.name() == name).collect();
     assert_eq!(listed.len(), 1);
     assert_eq!(Some(listed[0].pid()), p.pid());
     assert!(!listed[0].is_daemon());
     gate.open();
     p.join_timeout(DEADLINE).unwrap();
-    assert!(!mp::active_children().iter().any(|c| c.name() == "listed"));
+    assert!(!mp::active_children().iter().any(|c| c.name() == name));
 }
 
 per_method!(
