@@ -52,6 +52,10 @@
 //! in a large one, able to run capturing closures, and refused in a
 //! multithreaded parent unless you opt in through the `unsafe`
 //! [`ProcessBuilder::allow_fork_with_threads`].
+//! [`StartMethod::ForkServer`] asks a small single-threaded server (started
+//! on first use, one per process, gone when the process exits) to fork the
+//! child: fork-speed starts whatever the parent's size or threads.
+//! [`set_start_method`] changes the default for the whole process.
 //!
 //! # The child's entry point
 //!

@@ -15,7 +15,8 @@ use crate::{Error, ErrorKind};
 /// | [`ForkServer`](StartMethod::ForkServer) | a server process forks on request | a fork of a small process, independent of the parent's size | safe | no |
 ///
 /// The default is [`Spawn`](StartMethod::Spawn): it works everywhere, in any
-/// parent.
+/// parent, and a child's `getppid()` names its parent (under the fork
+/// server it names the server). See [`set_start_method`](crate::set_start_method).
 ///
 /// Names parse as Python spells them: `"spawn".parse::<StartMethod>()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
