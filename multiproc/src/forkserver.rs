@@ -44,11 +44,60 @@ struct Server {
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
+/// The code offset of the preload function for servers started from now
+/// on, if any.
+static PRELOAD: Mutex<Option<i64>> = Mutex::new(None);
+
+/// Sets the function new fork servers run before serving (Python's
+/// `set_forkserver_preload`).
+pub(crate) fn set_preload(preload: Option<fn()>) -> Result<()> {
+    let offset = match preload {
+        Some(f) => {
+            let addr = f as usize;
+            if !crate::target::in_same_image(addr) {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "the preload function lives in a shared library; the fork server can only run functions of the main executable",
+                ));
+            }
+            Some(crate::target::offset_of(addr))
+        }
+        None => None,
+    };
+    *PRELOAD.lock().unwrap_or_else(|e| e.into_inner()) = offset;
+    Ok(())
+}
+
+/// Starts this process's fork server if it does not run yet.
+pub(crate) fn ensure_running() -> Result<()> {
+    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    replace_if_stale(&mut guard)
+}
+
+fn replace_if_stale(guard: &mut Option<Server>) -> Result<()> {
+    let stale = match &*guard {
+        Some(s) => s.owner != sys::getpid() || !matches!(s.handle.try_reap(), Ok(None)),
+        None => true,
+    };
+    if stale {
+        if let Some(old) = guard.take() {
+            if old.owner != sys::getpid() {
+                // Inherited through fork: its descriptors were closed.
+                std::mem::forget(old);
+            }
+        }
+        *guard = Some(start_server().map_err(|e| Error::io("failed to start the fork server", e))?);
+    }
+    Ok(())
+}
+
 fn start_server() -> std::io::Result<Server> {
     let (ours, theirs) = sys::socketpair()?;
     let handle = sys::spawn_self(&theirs, (bootstrap::MARKER, &bootstrap::marker_value()))?;
     drop(theirs);
-    frame::send(&ours, Tag::Serve, &[])?;
+    let preload = *PRELOAD.lock().unwrap_or_else(|e| e.into_inner());
+    let payload = preload.map(i64::to_le_bytes);
+    frame::send(&ours, Tag::Serve, payload.as_ref().map_or(&[][..], |p| &p[..]))?;
     // A fork child of this process must not keep the server's descriptors.
     registry::adopt_own_fd(ours.raw());
     registry::adopt_own_fd(handle.raw_fd());
@@ -66,19 +115,7 @@ pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
     let io = |what: &'static str| move |e| Error::io(what, e);
     // One retry: a server found dead (killed, crashed) is replaced.
     for attempt in 0..2 {
-        let stale = match &*guard {
-            Some(s) => s.owner != sys::getpid() || !matches!(s.handle.try_reap(), Ok(None)),
-            None => true,
-        };
-        if stale {
-            if let Some(old) = guard.take() {
-                if old.owner != sys::getpid() {
-                    // Inherited through fork: its descriptors were closed.
-                    std::mem::forget(old);
-                }
-            }
-            *guard = Some(start_server().map_err(io("failed to start the fork server"))?);
-        }
+        replace_if_stale(&mut guard)?;
         let server = guard.as_ref().expect("set just above");
         let (ours, theirs) = sys::socketpair().map_err(io("failed to create the bootstrap socket"))?;
         // See frame::SOCKET_BUFFER; a smaller buffer is not fatal.
@@ -164,9 +201,23 @@ fn reader_at_end(reader: &mut frame::Reader, sock: &Fd) -> Result<bool> {
 // ---------------------------------------------------------------------
 // The server.
 
-/// The server's loop, on `control` and what `reader` already holds of it.
-/// Never returns: exits when its owner's end closes.
-pub(crate) fn serve(control: Fd, mut reader: frame::Reader) -> ! {
+/// The server's loop, on `control` and what `reader` already holds of it,
+/// after running the preload function named by `preload` (the `Serve`
+/// frame's payload: a code offset, or nothing). Never returns: exits when
+/// its owner's end closes.
+pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> ! {
+    if let Ok(offset) = <[u8; 8]>::try_from(preload) {
+        // SAFETY: the owner runs the same executable (this server was
+        // spawned from /proc/self/exe) and took the offset from a `fn()`
+        // in the main executable (`set_preload`).
+        #[allow(unsafe_code)]
+        let f = unsafe { crate::target::fn_at(i64::from_le_bytes(offset)) };
+        if std::panic::catch_unwind(f).is_err() {
+            // The owner's next request sees the server gone: a clear
+            // Bootstrap error, not a server missing its set-up.
+            sys::exit_now(1);
+        }
+    }
     // Ctrl-C in a terminal reaches the whole process group: the owner
     // decides what to do about it, not its server.
     sys::set_sigint_ignored(true);

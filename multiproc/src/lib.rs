@@ -156,6 +156,37 @@ pub fn init() {
     bootstrap::spawned_entry(false);
 }
 
+/// Starts this process's fork server now rather than at the first
+/// [`StartMethod::ForkServer`] start (which then costs a fork, not a spawn).
+///
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// multiproc::ensure_forkserver_running()?;
+/// let mut p = multiproc::ProcessBuilder::new()
+///     .start_method(multiproc::StartMethod::ForkServer)
+///     .target(|| 6 * 7);
+/// p.start()?;
+/// assert_eq!(p.join()?, 42);
+/// # Ok(()) }
+/// ```
+#[doc(alias = "ensure_running")]
+pub fn ensure_forkserver_running() -> Result<()> {
+    forkserver::ensure_running()
+}
+
+/// Sets a function that fork servers started from now on run once, before
+/// forking any child, so that every child starts with its work done
+/// (Python's `set_forkserver_preload`, with a function instead of module
+/// names). `None` removes it. A preload that panics ends the server, and
+/// the starts that needed it fail with [`ErrorKind::Bootstrap`].
+///
+/// # Errors
+///
+/// [`ErrorKind::Unsupported`] for a function outside the main executable.
+pub fn set_forkserver_preload(preload: Option<fn()>) -> Result<()> {
+    forkserver::set_preload(preload)
+}
+
 /// The pid of this process's fork server, if one is running. Not part of
 /// the API: for tests and diagnostics.
 #[doc(hidden)]

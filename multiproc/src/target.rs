@@ -80,6 +80,16 @@ pub(crate) unsafe fn trampoline_at(offset: i64) -> Trampoline {
     unsafe { std::mem::transmute::<usize, Trampoline>(addr) }
 }
 
+/// Turns an offset received from the parent back into a plain function.
+///
+/// # Safety
+/// `offset` must be the [`offset_of`] a `fn()` in a process running the
+/// same executable file.
+pub(crate) unsafe fn fn_at(offset: i64) -> fn() {
+    // SAFETY: per the contract, the address is that of a `fn()` in this image.
+    unsafe { std::mem::transmute::<usize, fn()>(addr_of(offset)) }
+}
+
 fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outcome {
     if !args.is_empty() {
         return Outcome::failed_args("a target without arguments received arguments".into());

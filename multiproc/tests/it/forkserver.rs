@@ -158,3 +158,43 @@ fn nothing_can_connect_to_the_server() {
         assert!(path.is_empty(), "the server has a named socket: {sockets:?}");
     }
 }
+
+static PRELOADED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn preload() {
+    PRELOADED.store(7, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn read_preloaded() -> u32 {
+    PRELOADED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn preload_scenario(_: ()) {
+    mp::set_forkserver_preload(Some(preload)).unwrap();
+    mp::ensure_forkserver_running().unwrap();
+    let server = mp::__forkserver_pid().expect("started explicitly");
+    let mut p = fs().target(read_preloaded);
+    p.start().unwrap();
+    assert_eq!(
+        p.join_timeout(DEADLINE).unwrap(),
+        7,
+        "the child starts with the server's preloaded state"
+    );
+    assert_eq!(
+        mp::__forkserver_pid(),
+        Some(server),
+        "the explicit server served the start"
+    );
+    assert_eq!(read_preloaded(), 0, "the preload ran in the server, not here");
+    // Spawned children do not run it.
+    let mut p = ProcessBuilder::new()
+        .start_method(StartMethod::Spawn)
+        .target(read_preloaded);
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 0);
+}
+
+#[test]
+fn a_preload_runs_once_in_the_server_before_its_children() {
+    crate::support::run_isolated(|_| preload_scenario(()), StartMethod::Spawn);
+}
