@@ -69,25 +69,7 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 2b. The fork server, against this library's own spawn (its first
     // start, which launches the server, is in the warm-up).
-    group(
-        opts,
-        &mut out,
-        opts.counts(300),
-        vec![
-            Bench::new(
-                "process/start_join/forkserver",
-                Impl::Multiproc,
-                "Process::new(noop) under forkserver: start + join",
-                || start_join(StartMethod::ForkServer),
-            ),
-            Bench::new(
-                "process/start_join/forkserver",
-                Impl::OwnSpawn,
-                "Process::new(noop) under spawn: start + join",
-                || start_join(StartMethod::Spawn),
-            ),
-        ],
-    );
+    group(opts, &mut out, opts.counts(300), forkserver_benches("process/start_join/forkserver"));
 
     // 3. CPython, right after the Rust start rows.
     run_cpython(opts, &mut out);
@@ -199,6 +181,23 @@ fn start_join_spawn_benches<'a>(name: &str, exe: &'a Path) -> Vec<Bench<'a>> {
     ]
 }
 
+fn forkserver_benches(name: &str) -> Vec<Bench<'static>> {
+    vec![
+        Bench::new(
+            name,
+            Impl::Multiproc,
+            "Process::new(noop) under forkserver: start + join",
+            || start_join(StartMethod::ForkServer),
+        ),
+        Bench::new(
+            name,
+            Impl::OwnSpawn,
+            "Process::new(noop) under spawn: start + join",
+            || start_join(StartMethod::Spawn),
+        ),
+    ]
+}
+
 /// Fork and spawn start+join, with their floors, while this process holds
 /// `mib` MiB of touched heap: `counts` for the fork pair and the spawn pair,
 /// measured apart (interleaved with the forks, the spawns pay for the
@@ -206,7 +205,8 @@ fn start_join_spawn_benches<'a>(name: &str, exe: &'a Path) -> Vec<Bench<'a>> {
 fn run_rss(opts: &Options, out: &mut Outcome, mib: usize, counts: [Counts; 2], exe: &Path) {
     let fork_name = format!("process/start_join_rss{mib}/fork");
     let spawn_name = format!("process/start_join_rss{mib}/spawn");
-    if !opts.wants(&fork_name) && !opts.wants(&spawn_name) {
+    let server_name = format!("process/start_join_rss{mib}/forkserver");
+    if !opts.wants(&fork_name) && !opts.wants(&spawn_name) && !opts.wants(&server_name) {
         return;
     }
     let ballast = payload(mib * MIB);
@@ -217,6 +217,7 @@ fn run_rss(opts: &Options, out: &mut Outcome, mib: usize, counts: [Counts; 2], e
         counts[1],
         note(start_join_spawn_benches(&spawn_name, exe), mib),
     );
+    group(opts, out, counts[1], note(forkserver_benches(&server_name), mib));
     drop(std::hint::black_box(ballast));
 }
 
