@@ -69,7 +69,12 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 2b. The fork server, against this library's own spawn (its first
     // start, which launches the server, is in the warm-up).
-    group(opts, &mut out, opts.counts(300), forkserver_benches("process/start_join/forkserver"));
+    group(
+        opts,
+        &mut out,
+        opts.counts(300),
+        forkserver_benches("process/start_join/forkserver"),
+    );
 
     // 3. CPython, right after the Rust start rows.
     run_cpython(opts, &mut out);
