@@ -42,6 +42,7 @@ fn panic_is_carried_back(m: StartMethod) {
     assert!(e.to_string().contains("boom 3"), "{e}");
 }
 
+#[allow(clippy::disallowed_methods)] // the behaviour under test
 fn exit_with(code: i32) {
     std::process::exit(code)
 }
