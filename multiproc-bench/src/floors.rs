@@ -22,6 +22,7 @@ const FLOOR_ENV: &str = "MULTIPROC_BENCH_FLOOR";
 
 /// In a floor child, does its job and exits; elsewhere returns at once.
 /// Must be the first thing `main` does.
+#[allow(clippy::disallowed_methods)] // a floor child ends like any small program
 pub(crate) fn child_entry() {
     let Some(job) = std::env::var_os(FLOOR_ENV) else {
         return;
