@@ -81,14 +81,25 @@ fn replace_if_stale(guard: &mut Option<Server>) -> Result<()> {
     };
     if stale {
         if let Some(old) = guard.take() {
-            if old.owner != sys::getpid() {
-                // Inherited through fork: its descriptors were closed.
-                std::mem::forget(old);
-            }
+            retire(old);
         }
         *guard = Some(start_server().map_err(|e| Error::io("failed to start the fork server", e))?);
     }
     Ok(())
+}
+
+/// Drops a server record: a copy inherited through fork is forgotten (the
+/// fork closed its descriptors), this process's own releases its
+/// descriptors from the registry before closing them.
+fn retire(old: Server) {
+    if old.owner != sys::getpid() {
+        std::mem::forget(old);
+        return;
+    }
+    registry::release_own_fd(old.control.raw());
+    registry::release_own_fd(old.handle.raw_fd());
+    // A server still running sees EOF and exits; reap it if it has.
+    let _ = old.handle.try_reap();
 }
 
 fn start_server() -> std::io::Result<Server> {
@@ -136,11 +147,12 @@ pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
                 Err(_) => {}
             }
         }
-        // The server is gone (or hung): forget it and try once more.
+        // The server is gone (or hung): stop it and try once more.
         if let Some(old) = guard.take() {
             let _ = old.handle.signal(sys::SIGKILL);
             let _ = old.handle.poll_exit(Some(Duration::from_secs(5)));
             let _ = old.handle.try_reap();
+            retire(old);
         }
     }
     Err(Error::new(ErrorKind::Bootstrap, "the fork server failed twice"))

@@ -192,6 +192,12 @@ pub(crate) fn adopt_own_fd(fd: i32) {
     with_state(|s| s.own_fds.push(fd));
 }
 
+/// Forgets a descriptor recorded by [`adopt_own_fd`], before it is closed:
+/// its number may then be reused, and a fork child must not close that.
+pub(crate) fn release_own_fd(fd: i32) {
+    with_state(|s| s.own_fds.retain(|&f| f != fd));
+}
+
 /// The identity and default name of the next child this process creates.
 pub(crate) fn next_identity() -> (Vec<u32>, String) {
     with_state(|s| {
@@ -300,7 +306,7 @@ impl ForkLock {
         let mut inherited: Vec<i32> = state
             .children
             .iter()
-            .flat_map(|c| [c.sock.raw(), c.handle.raw_fd()])
+            .flat_map(|c| std::iter::once(c.sock.raw()).chain(c.handle.raw_fds()))
             .collect();
         inherited.append(&mut state.own_fds);
         sys::close_inherited(&inherited);

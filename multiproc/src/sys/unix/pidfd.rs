@@ -97,6 +97,14 @@ impl ChildHandle {
         self.pidfd.raw()
     }
 
+    /// Every descriptor the handle holds (pidfd, and a fork server's status
+    /// socket).
+    pub(crate) fn raw_fds(&self) -> Vec<i32> {
+        std::iter::once(self.pidfd.raw())
+            .chain(self.status.as_ref().map(Fd::raw))
+            .collect()
+    }
+
     /// A second descriptor for the child's pidfd, to send to another process.
     pub(crate) fn pidfd_copy(&self) -> io::Result<Fd> {
         self.pidfd.try_clone()
