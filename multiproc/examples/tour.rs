@@ -223,6 +223,18 @@ fn main() -> Result<(), Box<dyn Error>> {
          died with it (the socket the daemon held is closed)"
     ));
 
+    // The fork server: fork-speed starts from a small server process.
+    let mut p = mp::ProcessBuilder::new()
+        .start_method(mp::StartMethod::ForkServer)
+        .target(whoami);
+    p.start()?;
+    let (_, pid, ppid, parent) = p.join_timeout(DEADLINE)?;
+    steps.say(format_args!(
+        "under the fork server, child {pid} was forked by a small server process: its getppid {ppid} names the \
+         server, its parent_process().pid {parent} names this process ({})",
+        std::process::id(),
+    ));
+
     // The module-level functions.
     let methods: Vec<String> = mp::StartMethod::all().iter().map(ToString::to_string).collect();
     steps.say(format_args!(

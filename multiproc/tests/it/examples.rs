@@ -193,7 +193,7 @@ fn tour_runs_every_step() {
         let prefix = format!("{}. ", i + 1);
         assert!(line.starts_with(&prefix), "line {} is not numbered: {line:?}", i + 1);
     }
-    assert_eq!(run.lines.len(), 14, "the tour's steps: {:#?}", run.lines);
+    assert_eq!(run.lines.len(), 15, "the tour's steps: {:#?}", run.lines);
     let all = run.lines.join("\n");
     let facts = [
         // The seed's model.
