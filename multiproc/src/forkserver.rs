@@ -22,7 +22,10 @@
 //! the next start launches a new server.
 
 use std::{
-    sync::Mutex,
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -34,7 +37,7 @@ use crate::{
 };
 
 /// The running server of this process, if any.
-struct Server {
+pub(crate) struct Server {
     handle: ChildHandle,
     control: Fd,
     /// The process that started it: a fork child inherits a copy of this
@@ -46,7 +49,15 @@ static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 /// The code offset of the preload function for servers started from now
 /// on, if any.
-static PRELOAD: Mutex<Option<i64>> = Mutex::new(None);
+static PRELOAD: AtomicI64 = AtomicI64::new(NO_PRELOAD);
+const NO_PRELOAD: i64 = i64::MIN;
+
+/// Locks the server record for the duration of a fork, so that a fork
+/// child never inherits it locked by a thread that did not come along. It
+/// is only ever held briefly (never while waiting for the server).
+pub(crate) fn lock_for_fork() -> MutexGuard<'static, Option<Server>> {
+    SERVER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Sets the function new fork servers run before serving (Python's
 /// `set_forkserver_preload`).
@@ -64,7 +75,7 @@ pub(crate) fn set_preload(preload: Option<fn()>) -> Result<()> {
         }
         None => None,
     };
-    *PRELOAD.lock().unwrap_or_else(|e| e.into_inner()) = offset;
+    PRELOAD.store(offset.unwrap_or(NO_PRELOAD), Ordering::Relaxed);
     Ok(())
 }
 
@@ -106,8 +117,8 @@ fn start_server() -> std::io::Result<Server> {
     let (ours, theirs) = sys::socketpair()?;
     let handle = sys::spawn_self(&theirs, (bootstrap::MARKER, &bootstrap::marker_value()))?;
     drop(theirs);
-    let preload = *PRELOAD.lock().unwrap_or_else(|e| e.into_inner());
-    let payload = preload.map(i64::to_le_bytes);
+    let preload = PRELOAD.load(Ordering::Relaxed);
+    let payload = (preload != NO_PRELOAD).then(|| preload.to_le_bytes());
     frame::send(&ours, Tag::Serve, payload.as_ref().map_or(&[][..], |p| &p[..]))?;
     // A fork child of this process must not keep the server's descriptors.
     registry::adopt_own_fd(ours.raw());
@@ -122,33 +133,49 @@ fn start_server() -> std::io::Result<Server> {
 /// Asks the server (started or restarted as needed) for a new child.
 /// Returns the child's handle and this side of its bootstrap socket.
 pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let io = |what: &'static str| move |e| Error::io(what, e);
     // One retry: a server found dead (killed, crashed) is replaced.
     for attempt in 0..2 {
-        replace_if_stale(&mut guard)?;
-        let server = guard.as_ref().expect("set just above");
         let (ours, theirs) = sys::socketpair().map_err(io("failed to create the bootstrap socket"))?;
         // See frame::SOCKET_BUFFER; a smaller buffer is not fatal.
         let _ = theirs.set_send_buffer(frame::SOCKET_BUFFER);
         let (status, status_theirs) = sys::socketpair().map_err(io("failed to create the status socket"))?;
         let me = ParentWatch::of_self().map_err(io("failed to open a pidfd of this process"))?;
-        let sent = frame::send_with_fds(
-            &server.control,
-            Tag::Fork,
-            &[],
-            &[theirs.borrow(), status_theirs.borrow(), me.borrow()],
-        );
+        // The lock covers only finding the server and sending the request:
+        // the answer comes on this request's own status socket, so other
+        // threads (and forks) need not wait for it.
+        let (sent, server_pid, server_pidfd) = {
+            let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+            replace_if_stale(&mut guard)?;
+            let server = guard.as_ref().expect("set just above");
+            let sent = frame::send_with_fds(
+                &server.control,
+                Tag::Fork,
+                &[],
+                &[theirs.borrow(), status_theirs.borrow(), me.borrow()],
+            );
+            (
+                sent,
+                server.handle.pid(),
+                server.handle.pidfd_copy().map_err(io("failed to copy a pidfd"))?,
+            )
+        };
         drop((theirs, status_theirs, me));
         if sent.is_ok() {
-            match read_pid(&status, &server.handle, timeout) {
-                Ok((pid, pidfd)) => return Ok((ChildHandle::remote(pid, pidfd, status), ours)),
+            match read_pid(&status, &server_pidfd, timeout) {
+                Ok((pid, pidfd, leftover)) => return Ok((ChildHandle::remote(pid, pidfd, status, leftover), ours)),
                 Err(e) if attempt == 1 => return Err(e),
                 Err(_) => {}
             }
         }
-        // The server is gone (or hung): stop it and try once more.
-        if let Some(old) = guard.take() {
+        // The server is gone (or hung): stop it, unless another thread
+        // already replaced it, and try once more.
+        let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+        if guard
+            .as_ref()
+            .is_some_and(|s| s.handle.pid() == server_pid && s.owner == sys::getpid())
+        {
+            let old = guard.take().expect("checked just above");
             let _ = old.handle.signal(sys::SIGKILL);
             let _ = old.handle.poll_exit(Some(Duration::from_secs(5)));
             let _ = old.handle.try_reap();
@@ -158,8 +185,10 @@ pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
     Err(Error::new(ErrorKind::Bootstrap, "the fork server failed twice"))
 }
 
-/// Reads the server's answer: the pid, with the child's pidfd attached.
-fn read_pid(status: &Fd, server: &ChildHandle, timeout: Duration) -> Result<(u32, Fd)> {
+/// Reads the server's answer: the pid, with the child's pidfd attached,
+/// and any bytes that followed it (the start of the exit status, if the
+/// child has already ended).
+fn read_pid(status: &Fd, server: &Fd, timeout: Duration) -> Result<(u32, Fd, Vec<u8>)> {
     let deadline = Instant::now().checked_add(timeout);
     let mut reader = frame::Reader::default();
     loop {
@@ -171,7 +200,7 @@ fn read_pid(status: &Fd, server: &ChildHandle, timeout: Duration) -> Result<(u32
                     reader.take_fds().into_iter().next().ok_or_else(|| {
                         Error::new(ErrorKind::Bootstrap, "the fork server sent a pid without its pidfd")
                     })?;
-                return Ok((pid, pidfd));
+                return Ok((pid, pidfd, reader.into_leftover()));
             }
             Ok(Some((tag, _))) => {
                 return Err(Error::new(
@@ -198,7 +227,7 @@ fn read_pid(status: &Fd, server: &ChildHandle, timeout: Duration) -> Result<(u32
         // Wake on the answer or on the server's death (whose end also
         // closes the status socket: the next round sees EOF).
         status
-            .poll_readable_or(server.raw_fd(), left)
+            .poll_readable_or(server.raw(), left)
             .map_err(|e| Error::io("failed to wait for the fork server", e))?;
     }
 }
@@ -255,7 +284,9 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                     // something is badly wrong; stop serving.
                     Err(_) => sys::exit_now(1),
                 };
-                let passed = reader.take_fds();
+                // Several requests may arrive in one read: each takes its own
+                // three descriptors, in order.
+                let passed = reader.take_n_fds(3);
                 if tag != Tag::Fork || passed.len() != 3 {
                     // Not from our owner's library: ignore the request.
                     continue;

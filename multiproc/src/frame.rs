@@ -123,6 +123,19 @@ impl Reader {
         self.fds.drain(..).collect()
     }
 
+    /// Takes the next `n` descriptors in arrival order (those of the frame
+    /// just taken: each frame's descriptors arrive with its first byte), or
+    /// fewer if fewer arrived.
+    pub(crate) fn take_n_fds(&mut self, n: usize) -> Vec<Fd> {
+        let n = n.min(self.fds.len());
+        self.fds.drain(..n).collect()
+    }
+
+    /// The bytes read past the last frame taken.
+    pub(crate) fn into_leftover(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// `true` once the peer closed its end and every frame was taken.
     pub(crate) fn at_end_empty(&self) -> bool {
         self.eof && self.buf.is_empty()

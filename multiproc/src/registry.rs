@@ -289,13 +289,19 @@ fn libc_sigkill() -> i32 {
 }
 
 /// The registry, locked, for the duration of a fork.
-pub(crate) struct ForkLock(MutexGuard<'static, Option<State>>);
+pub(crate) struct ForkLock(
+    MutexGuard<'static, Option<State>>,
+    // Declared second, dropped second: released after the registry.
+    #[allow(dead_code)] MutexGuard<'static, Option<crate::forkserver::Server>>,
+);
 
 /// Locks the registry so that no other thread holds it across a fork.
 pub(crate) fn fork_locked() -> ForkLock {
+    // Same order as everywhere else: the server record, then the registry.
+    let server = crate::forkserver::lock_for_fork();
     let mut guard = lock(&STATE);
     guard.get_or_insert_with(|| State::new(main_identity()));
-    ForkLock(guard)
+    ForkLock(guard, server)
 }
 
 impl ForkLock {

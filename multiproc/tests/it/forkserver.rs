@@ -198,3 +198,24 @@ fn preload_scenario(_: ()) {
 fn a_preload_runs_once_in_the_server_before_its_children() {
     crate::support::run_isolated(|_| preload_scenario(()), StartMethod::Spawn);
 }
+
+#[test]
+fn concurrent_starts_from_several_threads() {
+    // Requests from several threads reach the server together; each must
+    // get its own child and status.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..25 {
+                    let mut p = fs().target(answer);
+                    p.start().unwrap();
+                    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
+                    assert_eq!(p.exit_status(), Some(ExitStatus::Exited(0)));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

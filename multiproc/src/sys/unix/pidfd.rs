@@ -31,8 +31,8 @@ pub(crate) struct ChildHandle {
     pid: u32,
     pidfd: Fd,
     /// For a fork server's child: the socket the server writes its exit
-    /// status to (8 bytes: kind, value).
-    status: Option<Fd>,
+    /// status to (8 bytes: kind, value), and the bytes of it already read.
+    status: Option<(Fd, Vec<u8>)>,
 }
 
 /// How long to wait for a fork server's report once its child has ended:
@@ -50,19 +50,21 @@ impl ChildHandle {
     }
 
     /// A handle on a fork server's child, from the pidfd the server sent.
-    pub(crate) fn remote(pid: u32, pidfd: Fd, status: Fd) -> ChildHandle {
+    pub(crate) fn remote(pid: u32, pidfd: Fd, status: Fd, already_read: Vec<u8>) -> ChildHandle {
         ChildHandle {
             pid,
             pidfd,
-            status: Some(status),
+            status: Some((status, already_read)),
         }
     }
 
     /// The exit status of a fork server's child that has ended.
-    fn remote_status(status: &Fd) -> RawStatus {
+    fn remote_status(status: &Fd, already_read: &[u8]) -> RawStatus {
         let mut buf = Vec::with_capacity(8);
-        if !matches!(poll_one(status.raw(), libc::POLLIN, Some(STATUS_WAIT)), Ok(true))
-            || status.recv_exact_into(&mut buf, 8).is_err()
+        buf.extend_from_slice(&already_read[..already_read.len().min(8)]);
+        if buf.len() < 8
+            && (!matches!(poll_one(status.raw(), libc::POLLIN, Some(STATUS_WAIT)), Ok(true))
+                || status.recv_exact_into(&mut buf, 8).is_err())
         {
             // The server died (EOF) or never answered: the status is lost.
             return RawStatus::Unknown;
@@ -101,7 +103,7 @@ impl ChildHandle {
     /// socket).
     pub(crate) fn raw_fds(&self) -> Vec<i32> {
         std::iter::once(self.pidfd.raw())
-            .chain(self.status.as_ref().map(Fd::raw))
+            .chain(self.status.as_ref().map(|(s, _)| s.raw()))
             .collect()
     }
 
@@ -118,11 +120,11 @@ impl ChildHandle {
     /// Reaps the child if it has exited (for a fork server's child: reads
     /// the status the server reports once the child has ended).
     pub(crate) fn try_reap(&self) -> io::Result<Option<RawStatus>> {
-        if let Some(status) = &self.status {
+        if let Some((status, already_read)) = &self.status {
             if !poll_one(self.pidfd.raw(), libc::POLLIN, Some(Duration::ZERO))? {
                 return Ok(None);
             }
-            return Ok(Some(ChildHandle::remote_status(status)));
+            return Ok(Some(ChildHandle::remote_status(status, already_read)));
         }
         // SAFETY: an all-zero siginfo_t is a valid out-value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
