@@ -297,7 +297,10 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                     passed.next().expect("3 fds"),
                     passed.next().expect("3 fds"),
                 );
-                fork_one(&control, &mut children, boot, status, owner);
+                // Descriptors of requests still queued belong to other
+                // children: the one forked now must not keep them.
+                let queued = reader.pending_fds();
+                fork_one(&control, &mut children, &queued, (boot, status, owner));
             }
             if reader.at_end_empty() {
                 // The owner is gone: so is the reason to serve.
@@ -316,7 +319,7 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
     }
 }
 
-fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, boot: Fd, status: Fd, owner: Fd) {
+fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32], (boot, status, owner): (Fd, Fd, Fd)) {
     // SAFETY: the server is single-threaded; the child only closes
     // descriptors and then runs the child path, which leaves through
     // `_exit`.
@@ -326,6 +329,7 @@ fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, boot: Fd, statu
         Ok(ForkSide::Child) => {
             // The server's own descriptors must not live on in the child.
             let mut server_fds = vec![control.raw(), status.raw()];
+            server_fds.extend_from_slice(queued);
             for (h, s) in children.iter() {
                 server_fds.extend([h.raw_fd(), s.raw()]);
             }

@@ -123,6 +123,11 @@ impl Reader {
         self.fds.drain(..).collect()
     }
 
+    /// The numbers of the descriptors received but not yet taken.
+    pub(crate) fn pending_fds(&self) -> Vec<i32> {
+        self.fds.iter().map(Fd::raw).collect()
+    }
+
     /// Takes the next `n` descriptors in arrival order (those of the frame
     /// just taken: each frame's descriptors arrive with its first byte), or
     /// fewer if fewer arrived.
