@@ -349,13 +349,13 @@ pub(crate) fn fork_child_main(
     parent: (u32, String),
     (ours, theirs, devnull): (Fd, Fd, Fd),
     call: Box<dyn target::Call>,
-    after_threads: bool,
+    (after_threads, keep): (bool, Option<Vec<i32>>),
 ) -> ! {
     let body = std::panic::AssertUnwindSafe(move || {
         ours.close_now();
         me.parent = Some(Arc::new(ParentRecord::new(parent.0, parent.1)));
         let daemon = me.daemon;
-        lock.become_fork_child(me, theirs.raw());
+        lock.become_fork_child(me, theirs.raw(), keep.as_deref());
         // Python gives children /dev/null as stdin; if that fails the
         // inherited stdin stays, which is harmless.
         let _ = sys::redirect(&devnull, 0);
@@ -432,7 +432,7 @@ pub(crate) fn forked_by_server(sock: Fd, owner: ParentWatch) -> ! {
 /// Runs a child described by its `Boot` record: reads its arguments,
 /// becomes the child, runs the target and leaves. Never returns.
 fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, method: StartMethod, owner: Option<ParentWatch>) -> ! {
-    let (boot, args) = match read_boot(&sock, &mut reader, &boot) {
+    let (boot, args, fds) = match read_boot(&sock, &mut reader, &boot) {
         Ok(x) => x,
         Err(BootError::ParentGone) => sys::exit_now(1),
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
@@ -465,7 +465,7 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, method: StartMe
     #[allow(unsafe_code)]
     let trampoline = unsafe { target::trampoline_at(boot.trampoline) };
     let target_addr = target::addr_of(boot.target);
-    let outcome = trampoline(target_addr, args);
+    let outcome = trampoline(target_addr, args, fds);
     finish(&sock, outcome)
 }
 
@@ -474,7 +474,9 @@ enum BootError {
     Invalid(String),
 }
 
-fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot, Vec<u8>), BootError> {
+/// The boot record, the encoded arguments and the descriptors of the
+/// endpoints among them (they arrive with the `Args` frame).
+fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot, Vec<u8>, Vec<Fd>), BootError> {
     let mut next = |want: Tag| match reader.next_blocking(sock) {
         Ok(Some((tag, payload))) if tag == want => Ok(payload),
         Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
@@ -502,7 +504,7 @@ fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot
         }
     }
     let args = next(Tag::Args)?;
-    Ok((boot, args))
+    Ok((boot, args, reader.take_fds()))
 }
 
 /// How long a spawned child may take to reach the entry point by default.

@@ -95,3 +95,91 @@ fn decode_serde<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Descriptors that travel beside an encoded value.
+///
+/// An endpoint (a `Connection`, a `Queue`) serialises as the *index* of its
+/// descriptor in a side list, and the list travels as `SCM_RIGHTS` with the
+/// bytes (or, under `fork`, needs no travel at all). The list exists only
+/// while this module encodes or decodes a value for the library, held in a
+/// thread-local: an endpoint serialised by anything else (a JSON file, say)
+/// fails with an error that says where it can go instead. Nested use (a
+/// `Serialize` impl that itself sends through the library) saves and
+/// restores the outer list.
+pub(crate) mod fds {
+    use std::{cell::RefCell, os::fd::RawFd};
+
+    use crate::sys::{Fd, MAX_FDS};
+
+    thread_local! {
+        static DRY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        static OUT: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+        static IN: RefCell<Option<Vec<Option<Fd>>>> = const { RefCell::new(None) };
+    }
+
+    const NOT_HERE: &str = "multiproc endpoints (Connection, Queue, ...) can only be serialized by multiproc itself: \
+                            pass them as process arguments or send them through a Connection or Queue";
+
+    /// Runs `f` with an export list; returns its value and the descriptors
+    /// the encoded value refers to (borrowed from the value: send them
+    /// before it is dropped).
+    pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
+        let saved = OUT.with(|o| o.borrow_mut().replace(Vec::new()));
+        let r = f();
+        let list = OUT
+            .with(|o| std::mem::replace(&mut *o.borrow_mut(), saved))
+            .unwrap_or_default();
+        (r, list)
+    }
+
+    /// Lists the descriptors a value refers to without sending it: `f`
+    /// encodes the value and says whether that worked. Endpoints serialise
+    /// without side effects then (a connection keeps its buffered bytes).
+    pub(crate) fn list(f: impl FnOnce() -> bool) -> Option<Vec<RawFd>> {
+        let was = DRY.with(|d| d.replace(true));
+        let (ok, list) = collect(f);
+        DRY.with(|d| d.set(was));
+        ok.then_some(list)
+    }
+
+    /// `true` while [`list`] runs.
+    pub(crate) fn dry_run() -> bool {
+        DRY.with(|d| d.get())
+    }
+
+    /// Runs `f` with `fds` available to [`import`]; descriptors it did not
+    /// take are closed.
+    pub(crate) fn supply<R>(fds: Vec<Fd>, f: impl FnOnce() -> R) -> R {
+        let saved = IN.with(|i| i.borrow_mut().replace(fds.into_iter().map(Some).collect()));
+        let r = f();
+        IN.with(|i| *i.borrow_mut() = saved);
+        r
+    }
+
+    /// Registers `fd` for the value being encoded; returns its index.
+    pub(crate) fn export(fd: RawFd) -> Result<u32, String> {
+        OUT.with(|o| match &mut *o.borrow_mut() {
+            None => Err(NOT_HERE.to_owned()),
+            Some(list) if list.len() >= MAX_FDS => Err(format!(
+                "one message can carry at most {MAX_FDS} endpoints' descriptors"
+            )),
+            Some(list) => {
+                list.push(fd);
+                Ok((list.len() - 1) as u32)
+            }
+        })
+    }
+
+    /// Takes the descriptor at `index` of the list that came with the value
+    /// being decoded.
+    pub(crate) fn import(index: u32) -> Result<Fd, String> {
+        IN.with(|i| match &mut *i.borrow_mut() {
+            None => Err(NOT_HERE.to_owned()),
+            Some(list) => list
+                .get_mut(index as usize)
+                .and_then(Option::take)
+                .map(Fd::into_endpoint)
+                .ok_or_else(|| format!("descriptor {index} of the message is missing or was taken twice")),
+        })
+    }
+}

@@ -52,8 +52,27 @@ pub enum ErrorKind {
     /// may be retried.
     Timeout,
     /// The call does not fit the object's state (starting a process twice,
-    /// joining before starting, closing a running process, ...).
+    /// joining before starting, closing a running process, using a closed
+    /// queue, ...).
     InvalidState,
+    /// The other end of a channel is gone: every process holding it closed
+    /// it or died (Python's `EOFError`).
+    Disconnected,
+    /// Bytes from a peer broke the channel's framing (a message cut short by
+    /// a writer's death, a corrupted header, a message over the reader's
+    /// size limit). The channel is unusable afterwards.
+    Protocol,
+    /// A [`Listener`](crate::Listener) or [`Client`](crate::Client) peer did
+    /// not prove it knows the authentication key (Python's
+    /// `AuthenticationError`).
+    Authentication,
+    /// A message did not fit the caller's buffer; [`Error::message_bytes`]
+    /// holds the whole message, which was consumed (Python's
+    /// `BufferTooShort`).
+    BufferTooShort,
+    /// An argument is out of its range (an offset past a buffer's end, a
+    /// zero-sized queue bound, ...).
+    InvalidInput,
 }
 
 /// A panic that happened in another process, as that process saw it.
@@ -129,6 +148,7 @@ struct Inner {
     panic: Option<RemotePanic>,
     status: Option<ExitStatus>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    bytes: Option<Vec<u8>>,
 }
 
 impl Error {
@@ -142,6 +162,7 @@ impl Error {
                 panic: None,
                 status: None,
                 source: None,
+                bytes: None,
             }),
         }
     }
@@ -164,6 +185,21 @@ impl Error {
     pub(crate) fn with_panic(mut self, panic: RemotePanic) -> Error {
         self.inner.panic = Some(panic);
         self
+    }
+
+    pub(crate) fn with_bytes(mut self, bytes: Vec<u8>) -> Error {
+        self.inner.bytes = Some(bytes);
+        self
+    }
+
+    /// The message that did not fit, for [`ErrorKind::BufferTooShort`].
+    pub fn message_bytes(&self) -> Option<&[u8]> {
+        self.inner.bytes.as_deref()
+    }
+
+    /// `true` for [`ErrorKind::Disconnected`].
+    pub fn is_disconnected(&self) -> bool {
+        self.kind() == ErrorKind::Disconnected
     }
 
     pub(crate) fn with_status(mut self, status: ExitStatus) -> Error {
@@ -253,7 +289,10 @@ impl From<Error> for io::Error {
         let kind = match e.kind() {
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
-            ErrorKind::InvalidState => io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidState | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::Disconnected => io::ErrorKind::UnexpectedEof,
+            ErrorKind::Authentication => io::ErrorKind::PermissionDenied,
+            ErrorKind::Protocol => io::ErrorKind::InvalidData,
             ErrorKind::Serialize | ErrorKind::Deserialize => io::ErrorKind::InvalidData,
             _ => io::ErrorKind::Other,
         };

@@ -152,7 +152,7 @@ pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
                 &server.control,
                 Tag::Fork,
                 &[],
-                &[theirs.borrow(), status_theirs.borrow(), me.borrow()],
+                &[theirs.raw(), status_theirs.raw(), me.raw()],
             );
             (
                 sent,
@@ -341,7 +341,7 @@ fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32],
             let pid = handle.pid().to_le_bytes();
             let pidfd = handle.pidfd_copy();
             let sent = match &pidfd {
-                Ok(fd) => frame::send_with_fds(&status, Tag::Pid, &pid, &[fd.borrow()]),
+                Ok(fd) => frame::send_with_fds(&status, Tag::Pid, &pid, &[fd.raw()]),
                 Err(_) => Err(std::io::ErrorKind::Other.into()),
             };
             if sent.is_err() {

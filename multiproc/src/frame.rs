@@ -102,17 +102,12 @@ pub(crate) fn send(sock: &Fd, tag: Tag, payload: &[u8]) -> io::Result<()> {
         sock.send_frame(&header(tag, 0, payload.len()), payload, &[])
     } else {
         let file = Memfd::with_contents(payload)?;
-        sock.send_frame(&header(tag, FLAG_FILE, payload.len()), &[], &[file.fd().borrow()])
+        sock.send_frame(&header(tag, FLAG_FILE, payload.len()), &[], &[file.fd().raw()])
     }
 }
 
 /// Sends one small frame with descriptors attached.
-pub(crate) fn send_with_fds(
-    sock: &Fd,
-    tag: Tag,
-    payload: &[u8],
-    fds: &[std::os::fd::BorrowedFd<'_>],
-) -> io::Result<()> {
+pub(crate) fn send_with_fds(sock: &Fd, tag: Tag, payload: &[u8], fds: &[std::os::fd::RawFd]) -> io::Result<()> {
     debug_assert!(payload.len() <= INLINE_MAX);
     sock.send_frame(&header(tag, 0, payload.len()), payload, fds)
 }
@@ -159,11 +154,11 @@ impl Reader {
 pub(crate) fn send_stream(
     sock: &Fd,
     tag: Tag,
-    payload: &[u8],
+    (payload, fds): (&[u8], &[std::os::fd::RawFd]),
     peer: &ChildHandle,
     stall: Duration,
 ) -> Result<(), StreamError> {
-    sock.send_frame(&header(tag, 0, payload.len()), &[], &[])
+    sock.send_frame(&header(tag, 0, payload.len()), &[], fds)
         .map_err(|_| StreamError::Io)?;
     let mut rest = payload;
     while !rest.is_empty() {

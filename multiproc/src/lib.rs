@@ -112,7 +112,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod bootstrap;
+mod channel_error;
 mod codec;
+mod connection;
 mod context;
 mod current;
 mod error;
@@ -125,6 +127,8 @@ mod sys;
 mod target;
 
 pub use crate::{
+    channel_error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
+    connection::{Connection, pipe},
     context::{
         Context, force_start_method, get_all_start_methods, get_context, get_start_method, set_start_method,
         start_method_if_set,

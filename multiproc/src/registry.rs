@@ -13,7 +13,8 @@
 //! close its siblings' descriptors by number.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, Once, OnceLock},
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, Once, OnceLock, Weak, atomic::AtomicBool},
     time::Duration,
 };
 
@@ -132,6 +133,10 @@ struct State {
     /// Descriptors of this process's own identity (its bootstrap socket,
     /// its watch on its parent), which a fork child must not keep.
     own_fds: Vec<i32>,
+    /// Live connections' descriptors and their revocation flags: a fork
+    /// child keeps only the connections it was given (see
+    /// [`ForkLock::become_fork_child`]).
+    endpoints: HashMap<i32, Weak<AtomicBool>>,
 }
 
 impl State {
@@ -141,8 +146,25 @@ impl State {
             counter: 0,
             children: Vec::new(),
             own_fds: Vec::new(),
+            endpoints: HashMap::new(),
         }
     }
+}
+
+/// Records a live connection's descriptor; `revoked` is set in a fork
+/// child that was not given it, whose descriptor is then closed.
+pub(crate) fn endpoint_opened(fd: i32, revoked: &Arc<AtomicBool>) {
+    with_state(|s| s.endpoints.insert(fd, Arc::downgrade(revoked)));
+}
+
+/// `true` while this process holds any connection.
+pub(crate) fn any_endpoints() -> bool {
+    with_state(|s| !s.endpoints.is_empty())
+}
+
+/// Forgets a connection's descriptor before it is closed.
+pub(crate) fn endpoint_closed(fd: i32) {
+    with_state(|s| s.endpoints.remove(&fd));
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -307,8 +329,28 @@ pub(crate) fn fork_locked() -> ForkLock {
 impl ForkLock {
     /// In a fork child: close the descriptors of the parent's other
     /// children, forget those children, and become `me`.
-    pub(crate) fn become_fork_child(mut self, me: Me, own_fd: i32) {
+    ///
+    /// With `keep` (the descriptors of the connections among the target's
+    /// arguments), also close every other connection this process holds:
+    /// its copy in the child would otherwise keep the peer from ever seeing
+    /// the end of the stream. Without it (a closure, whose captures cannot
+    /// be listed), every connection stays, as in Python.
+    pub(crate) fn become_fork_child(mut self, me: Me, own_fd: i32, keep: Option<&[i32]>) {
         let state = self.0.as_mut().expect("initialised by fork_locked");
+        if let Some(keep) = keep {
+            let mut closing = Vec::new();
+            state.endpoints.retain(|fd, revoked| {
+                if keep.contains(fd) {
+                    return true;
+                }
+                if let Some(flag) = revoked.upgrade() {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    closing.push(*fd);
+                }
+                false
+            });
+            sys::close_inherited(&closing);
+        }
         let mut inherited: Vec<i32> = state
             .children
             .iter()

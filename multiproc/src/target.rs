@@ -27,6 +27,7 @@
 use std::{
     any::Any,
     borrow::Cow,
+    os::fd::RawFd,
     panic::{self, AssertUnwindSafe},
 };
 
@@ -35,11 +36,12 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     bootstrap::{self, Outcome},
     codec::{self, CodecError},
+    sys::Fd,
 };
 
 /// The non-generic signature of every trampoline: target address and
 /// encoded arguments in, outcome out.
-pub(crate) type Trampoline = fn(usize, Vec<u8>) -> Outcome;
+pub(crate) type Trampoline = fn(usize, Vec<u8>, Vec<Fd>) -> Outcome;
 
 /// The reference point for code offsets. Never called.
 #[inline(never)]
@@ -90,8 +92,8 @@ pub(crate) unsafe fn fn_at(offset: i64) -> fn() {
     unsafe { std::mem::transmute::<usize, fn()>(addr_of(offset)) }
 }
 
-fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outcome {
-    if !args.is_empty() {
+fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>, fds: Vec<Fd>) -> Outcome {
+    if !args.is_empty() || !fds.is_empty() {
         return Outcome::failed_args("a target without arguments received arguments".into());
     }
     // SAFETY: the parent took `target` from a `fn() -> R` and named this
@@ -100,14 +102,20 @@ fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outc
     run_caught(move || Ok(f()))
 }
 
-fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Outcome {
+fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    target: usize,
+    args: Vec<u8>,
+    fds: Vec<Fd>,
+) -> Outcome {
     // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
     // trampoline with the same `A` and `R` (see `FnCall1::entry`).
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
-    run_caught(move || match codec::decode_owned::<A>(args) {
-        Ok(args) => Ok(f(args)),
-        Err(CodecError(e)) => Err(Outcome::failed_args(e)),
-    })
+    run_caught(
+        move || match codec::fds::supply(fds, || codec::decode_owned::<A>(args)) {
+            Ok(args) => Ok(f(args)),
+            Err(CodecError(e)) => Err(Outcome::failed_args(e)),
+        },
+    )
 }
 
 /// Runs `f` and encodes its value, turning a panic anywhere in user code
@@ -141,8 +149,12 @@ pub(crate) trait Call: Send {
     /// How a spawned child finds the code: (trampoline, target) offsets, or
     /// `None` for a closure, which only `fork` can carry.
     fn entry(&self) -> Option<(i64, i64, usize)>;
-    /// The encoded arguments for a spawned child.
-    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError>;
+    /// The encoded arguments for a spawned child, and the descriptors of
+    /// the endpoints among them.
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError>;
+    /// The descriptors of the connections among the arguments, for a fork
+    /// child to keep; `None` when they cannot be listed (a closure).
+    fn endpoint_fds(&self) -> Option<Vec<RawFd>>;
     /// Runs the target in this process (a fork child).
     fn run_here(self: Box<Self>) -> Outcome;
 }
@@ -158,8 +170,11 @@ impl<R: Serialize + 'static> Call for FnCall0<R> {
         let target = self.f as usize;
         Some((offset_of(tramp), offset_of(target), target))
     }
-    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError> {
-        Ok(Cow::Borrowed(&[]))
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError> {
+        Ok((Cow::Borrowed(&[]), Vec::new()))
+    }
+    fn endpoint_fds(&self) -> Option<Vec<RawFd>> {
+        Some(Vec::new())
     }
     fn run_here(self: Box<Self>) -> Outcome {
         let f = self.f;
@@ -179,8 +194,17 @@ impl<A: Serialize + DeserializeOwned + Send + 'static, R: Serialize + 'static> C
         let target = self.f as usize;
         Some((offset_of(tramp), offset_of(target), target))
     }
-    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError> {
-        codec::encode(&self.args)
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError> {
+        let (bytes, fds) = codec::fds::collect(|| codec::encode(&self.args));
+        Ok((bytes?, fds))
+    }
+    fn endpoint_fds(&self) -> Option<Vec<RawFd>> {
+        // An argument that does not encode cannot be listed: keep every
+        // connection then, as a closure does.
+        if !crate::registry::any_endpoints() {
+            return Some(Vec::new());
+        }
+        codec::fds::list(|| codec::encode(&self.args).is_ok())
     }
     fn run_here(self: Box<Self>) -> Outcome {
         let FnCall1 { f, args } = *self;
@@ -197,8 +221,11 @@ impl<F: FnOnce() -> R + Send + 'static, R: Serialize + 'static> Call for Closure
     fn entry(&self) -> Option<(i64, i64, usize)> {
         None
     }
-    fn encode_args(&self) -> Result<Cow<'_, [u8]>, CodecError> {
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError> {
         Err(CodecError("a closure cannot be sent to a spawned process".into()))
+    }
+    fn endpoint_fds(&self) -> Option<Vec<RawFd>> {
+        None
     }
     fn run_here(self: Box<Self>) -> Outcome {
         let f = self.f;

@@ -385,7 +385,7 @@ where
                 "the target (or this library) lives in a shared library; spawn can only run functions of the main executable",
             ));
         }
-        let args = call.encode_args().map_err(|CodecError(e)| {
+        let (args, fds) = call.encode_args().map_err(|CodecError(e)| {
             self.err(ErrorKind::Serialize, format!("failed to serialize the arguments: {e}"))
         })?;
         let exe = sys::exe_identity().map_err(|e| Error::io("cannot identify the running executable", e))?;
@@ -424,7 +424,7 @@ where
         if sent.is_ok() && args.len() > frame::INLINE_MAX {
             // Large arguments stream into the child as it reads them.
             if let Err(frame::StreamError::Timeout) =
-                frame::send_stream(&ours, Tag::Args, &args, &handle, self.bootstrap_timeout)
+                frame::send_stream(&ours, Tag::Args, (&args, &fds), &handle, self.bootstrap_timeout)
             {
                 // The child is alive but not reading: it never reached the
                 // entry point. Stop it here rather than hand out a process
@@ -446,7 +446,7 @@ where
                 return Err(e);
             }
         } else if sent.is_ok() {
-            let _ = frame::send(&ours, Tag::Args, &args);
+            let _ = frame::send_with_fds(&ours, Tag::Args, &args, &fds);
         }
         Ok(ChildCore::new(handle, ours, self.name.clone(), self.daemon))
     }
@@ -479,6 +479,9 @@ where
             Ok(x) => x,
             Err(e) => return Err((Error::io("failed to prepare the fork", e), Some(call))),
         };
+        // The connections among the arguments (user code may run here, so
+        // before the registry is locked).
+        let keep = call.endpoint_fds();
         // Output buffered before the fork must not be written twice.
         bootstrap::flush_std_streams();
         let lock = registry::fork_locked();
@@ -502,9 +505,14 @@ where
                 drop(lock);
                 Err((Error::io("fork failed", e), Some(call)))
             }
-            Ok(ForkSide::Child) => {
-                bootstrap::fork_child_main(lock, child_me, parent, (ours, theirs, devnull), call, threads > 1)
-            }
+            Ok(ForkSide::Child) => bootstrap::fork_child_main(
+                lock,
+                child_me,
+                parent,
+                (ours, theirs, devnull),
+                call,
+                (threads > 1, keep),
+            ),
             Ok(ForkSide::Parent(handle)) => {
                 drop(lock);
                 drop(theirs);

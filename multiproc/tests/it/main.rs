@@ -6,6 +6,7 @@
 mod support;
 
 mod bootstrap;
+mod connection;
 mod context;
 mod examples;
 mod faults;

@@ -47,12 +47,31 @@ impl Fd {
         fd.try_clone().unwrap_or(fd)
     }
 
+    /// The same descriptor, owned as an endpoint's (a user-visible
+    /// Connection or Queue): closed on drop in whichever process drops it,
+    /// because such a value reaches a fork child only by being moved into
+    /// it, and the child then owns its copy of the descriptor.
+    pub(crate) fn into_endpoint(mut self) -> Fd {
+        Fd {
+            fd: self.fd.take(),
+            owner: 0,
+        }
+    }
+
     pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
     }
 
     pub(crate) fn borrow(&self) -> BorrowedFd<'_> {
         self.fd.as_ref().expect("an Fd is only emptied by Drop").as_fd()
+    }
+
+    /// Gives up the descriptor without closing it (its number was closed
+    /// already, behind this value's back).
+    pub(crate) fn forget(mut self) {
+        if let Some(fd) = self.fd.take() {
+            let _ = fd.into_raw_fd();
+        }
     }
 
     /// Closes the descriptor now, even in a fork child that inherited it.
@@ -91,9 +110,12 @@ impl Fd {
         .map(drop)
     }
 
-    /// Sends `header` followed by `payload`, with `fd` attached to the
+    /// Sends `header` followed by `payload`, with `fds` attached to the
     /// first byte, blocking until everything is written.
-    pub(crate) fn send_frame(&self, header: &[u8], payload: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    ///
+    /// The descriptors are raw numbers owned by values the caller holds
+    /// across the call (an [`Fd`], an endpoint being sent).
+    pub(crate) fn send_frame(&self, header: &[u8], payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
         let mut parts = [header, payload];
         let mut first = true;
         while !parts[0].is_empty() || !parts[1].is_empty() {
@@ -145,6 +167,13 @@ impl Fd {
         Ok(())
     }
 
+    /// Shuts down one or both directions of a socket (`libc::SHUT_RD`,
+    /// `SHUT_WR`, `SHUT_RDWR`), for every process holding it.
+    pub(crate) fn shutdown(&self, how: libc::c_int) -> io::Result<()> {
+        // SAFETY: shutdown on an open descriptor.
+        cvt(unsafe { libc::shutdown(self.raw(), how) }).map(drop)
+    }
+
     /// Writes as much of `bytes` as the socket takes without blocking;
     /// `Ok(0)` when its buffer is full.
     pub(crate) fn send_some(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -187,6 +216,12 @@ impl Fd {
         Ok((fds[0].revents != 0, fds[1].revents != 0))
     }
 
+    /// Waits until this descriptor is readable or hung up; `false` on
+    /// timeout (`None` waits forever).
+    pub(crate) fn poll_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        poll_one(self.raw(), libc::POLLIN, timeout)
+    }
+
     /// Waits until this descriptor is readable (or hung up) or `other`
     /// (ignored if negative) becomes readable; returns `(self_ready,
     /// other_ready)`, both false on timeout.
@@ -201,10 +236,22 @@ impl Fd {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
+        self.recv_upto(buf, usize::MAX, fds, nonblocking)
+    }
+
+    /// Like [`recv_some`](Fd::recv_some), reading at most `limit` bytes
+    /// into the spare capacity of `buf` (which the caller reserved).
+    pub(crate) fn recv_upto(
+        &self,
+        buf: &mut Vec<u8>,
+        limit: usize,
+        fds: &mut Vec<Fd>,
+        nonblocking: bool,
+    ) -> io::Result<RecvSome> {
         let spare = buf.spare_capacity_mut();
         let mut iov = [libc::iovec {
             iov_base: spare.as_mut_ptr().cast(),
-            iov_len: spare.len(),
+            iov_len: spare.len().min(limit),
         }];
         let mut cmsg = CmsgBuf::new();
         // SAFETY: an all-zero msghdr is a valid empty message.
@@ -240,7 +287,7 @@ impl AsFd for Fd {
 impl Drop for Fd {
     fn drop(&mut self) {
         if let Some(fd) = self.fd.take() {
-            if self.owner != super::getpid() {
+            if self.owner != 0 && self.owner != super::getpid() {
                 // A copy inherited through fork whose number was closed or
                 // reused in this process: closing it could close someone
                 // else's descriptor.
@@ -258,21 +305,26 @@ pub(crate) enum RecvSome {
     WouldBlock,
 }
 
-/// Ancillary-data buffer for up to 16 descriptors each way.
+/// The most descriptors one message carries (the kernel's `SCM_MAX_FD`).
+pub(crate) const MAX_FDS: usize = 253;
+
+/// Ancillary-data buffer for up to [`MAX_FDS`] descriptors each way: a
+/// receive buffer smaller than what was sent would make the kernel drop
+/// (close) the surplus.
 struct CmsgBuf {
-    buf: [MaybeUninit<u64>; 16],
+    buf: [MaybeUninit<u64>; 2 + MAX_FDS.div_ceil(2)],
 }
 
 impl CmsgBuf {
     fn new() -> CmsgBuf {
         CmsgBuf {
-            buf: [MaybeUninit::zeroed(); 16],
+            buf: [MaybeUninit::zeroed(); 2 + MAX_FDS.div_ceil(2)],
         }
     }
 
-    /// Attaches up to 16 descriptors.
-    fn put_fds(&mut self, msg: &mut libc::msghdr, fds: &[BorrowedFd<'_>]) {
-        assert!(fds.len() <= 16, "at most 16 descriptors per frame");
+    /// Attaches up to [`MAX_FDS`] descriptors (callers check the count).
+    fn put_fds(&mut self, msg: &mut libc::msghdr, fds: &[RawFd]) {
+        assert!(fds.len() <= MAX_FDS, "at most MAX_FDS descriptors per frame");
         let bytes = mem::size_of_val(fds) as u32;
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
@@ -286,10 +338,7 @@ impl CmsgBuf {
             (*hdr).cmsg_type = libc::SCM_RIGHTS;
             (*hdr).cmsg_len = libc::CMSG_LEN(bytes) as usize;
             for (i, fd) in fds.iter().enumerate() {
-                libc::CMSG_DATA(hdr)
-                    .cast::<RawFd>()
-                    .add(i)
-                    .write_unaligned(fd.as_raw_fd());
+                libc::CMSG_DATA(hdr).cast::<RawFd>().add(i).write_unaligned(*fd);
             }
         }
     }

@@ -11,9 +11,10 @@ mod fork;
 mod memfd;
 mod misc;
 mod pidfd;
+mod shmring;
 mod spawn;
 
-pub(crate) use fd::{Fd, RecvSome, poll_readable_set, socketpair};
+pub(crate) use fd::{Fd, MAX_FDS, RecvSome, poll_readable_set, socketpair};
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
 pub(crate) use memfd::{Memfd, buffer, read_file};
 pub(crate) use misc::{
@@ -22,6 +23,8 @@ pub(crate) use misc::{
     thread_count,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
+#[allow(unused_imports, reason = "until the queue uses it")]
+pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_self};
 
 use std::io;

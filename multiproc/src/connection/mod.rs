@@ -1,0 +1,485 @@
+//! Message streams between processes: [`pipe`] and [`Connection`]
+//! (Python's `multiprocessing.connection`).
+//!
+//! # Design
+//!
+//! A connection is one end of a Unix stream socket pair (also for a one-way
+//! pipe, whose ends are shut down in the unused direction: only a socket
+//! can carry descriptors, and passing endpoints is the point). Each message
+//! is a 16-byte header and its payload:
+//!
+//! ```text
+//! bytes 0..2   magic "mp"          bytes 4..6  descriptors attached (u16 LE)
+//! byte  2      version (1)         bytes 6..8  zero
+//! byte  3      flags (zero)        bytes 8..16 payload length (u64 LE)
+//! ```
+//!
+//! A send is one `sendmsg` of header and payload (descriptors ride on its
+//! first byte), under a per-connection lock so that threads sharing a
+//! connection never interleave their messages. The receiver reads whatever
+//! the socket holds into a buffer and cuts messages out of it, so a burst
+//! of small messages costs one system call, not two per message; a large
+//! message is read straight into its own buffer. Lengths are not trusted:
+//! a buffer grows with the bytes that actually arrive, so a corrupted
+//! header costs an error, not an allocation. A message cut short by the
+//! writer's end, a bad header, or a message over the caller's limit leaves
+//! the connection *broken*: every later receive reports it.
+//!
+//! Passing a connection (as a process argument, or inside a message) sends
+//! its descriptor with `SCM_RIGHTS` (see `crate::codec::fds`); bytes it had
+//! buffered but not yet delivered move with it, so nothing is received
+//! twice or lost.
+
+mod wire;
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
+
+use crate::{
+    channel_error::{RecvError, RecvFailure, RecvTimeoutError, SendError, TryRecvError},
+    codec::{self, CodecError},
+    error::{Error, ErrorKind, Result},
+    registry,
+    sys::{self, Fd},
+};
+
+pub(crate) use wire::Rx;
+
+/// Creates a pair of connected [`Connection`]s (Python's `Pipe(duplex)`).
+///
+/// With `duplex`, both ends send and receive. Without it, the first end
+/// only receives and the second only sends, as in Python.
+///
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let (a, b) = multiproc::pipe(true)?;
+/// a.send(vec![1, 2, 3])?;
+/// assert_eq!(b.recv::<Vec<i32>>()?, [1, 2, 3]);
+/// b.send_bytes(b"")?; // empty messages are messages
+/// assert_eq!(a.recv_bytes()?, b"");
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Io`] when the system has no descriptor to spare.
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    let (a, b) = sys::socketpair().map_err(|e| Error::io("failed to create a socket pair", e))?;
+    let (a, b) = (a.into_endpoint(), b.into_endpoint());
+    if duplex {
+        return Ok((Connection::new(a, true, true), Connection::new(b, true, true)));
+    }
+    a.shutdown(libc::SHUT_WR)
+        .and_then(|()| b.shutdown(libc::SHUT_RD))
+        .map_err(|e| Error::io("failed to make the pipe one-way", e))?;
+    Ok((Connection::new(a, true, false), Connection::new(b, false, true)))
+}
+
+/// One end of a message stream between processes.
+///
+/// Messages are either values (any serde type: [`send`](Self::send),
+/// [`recv`](Self::recv)) or raw bytes ([`send_bytes`](Self::send_bytes),
+/// [`recv_bytes`](Self::recv_bytes)); a value is its encoded bytes, so the
+/// two mix. A message is never merged with another or split, empty
+/// messages are kept, and lengths are 64-bit.
+///
+/// A connection is `Send` and `Sync`: threads may share one, sends are
+/// whole messages, and receives take turns. It travels to another process
+/// as a target's argument or inside a message sent on another connection or
+/// queue, under every start method; the receiving process may pass it on.
+///
+/// When every copy of the other end is closed (or every process holding
+/// one has died), a receive returns [`RecvError::Disconnected`] once the
+/// messages already sent are consumed, and a send returns
+/// [`SendError::Disconnected`]: never a hang.
+pub struct Connection {
+    /// `None` only while dropping.
+    fd: Option<Fd>,
+    readable: bool,
+    writable: bool,
+    rx: Mutex<Rx>,
+    tx: Mutex<()>,
+    /// Set in a fork child that was not given this connection: the
+    /// library closed the child's copy of the descriptor (see
+    /// `crate::registry::ForkLock::become_fork_child`).
+    revoked: Arc<AtomicBool>,
+}
+
+impl Connection {
+    fn new(fd: Fd, readable: bool, writable: bool) -> Connection {
+        Connection::with_rx(fd, readable, writable, Rx::default())
+    }
+
+    fn with_rx(fd: Fd, readable: bool, writable: bool, rx: Rx) -> Connection {
+        let revoked = Arc::new(AtomicBool::new(false));
+        registry::endpoint_opened(fd.raw(), &revoked);
+        Connection {
+            fd: Some(fd),
+            readable,
+            writable,
+            rx: Mutex::new(rx),
+            tx: Mutex::new(()),
+            revoked,
+        }
+    }
+
+    /// The descriptor, unless this is a fork child's copy of a connection
+    /// the child was not given.
+    fn fd(&self) -> Result<&Fd> {
+        if self.revoked.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "this connection belongs to the parent process: a fork child holds only the connections passed to it",
+            ));
+        }
+        Ok(self.fd.as_ref().expect("set until drop"))
+    }
+
+    /// A second handle on the same end (Python's pickled copy, std's
+    /// `try_clone`): for sending from two places, or for handing one copy
+    /// to another process while keeping this one. Its receive buffer starts
+    /// empty, so receive through one handle only.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] when no descriptor is left.
+    pub fn try_clone(&self) -> Result<Connection> {
+        let fd = self
+            .fd()?
+            .try_clone()
+            .map_err(|e| Error::io("failed to duplicate the connection", e))?;
+        Ok(Connection::new(fd.into_endpoint(), self.readable, self.writable))
+    }
+
+    /// `true` if this end can receive.
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// `true` if this end can send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Closes this end (dropping it does the same). The other end sees
+    /// [`RecvError::Disconnected`] once every copy of this end is closed.
+    pub fn close(self) {}
+
+    /// Sends `value` as one message.
+    ///
+    /// The value is encoded here, so an error in its `Serialize` is
+    /// returned at once, with the value. A value holding endpoints (other
+    /// connections, queues) sends their descriptors along.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] when the other end is gone;
+    /// [`SendError::Failed`] with [`ErrorKind::Serialize`],
+    /// [`ErrorKind::InvalidState`] (a receive-only end) or
+    /// [`ErrorKind::Io`].
+    pub fn send<T: Serialize + 'static>(&self, value: T) -> std::result::Result<(), SendError<T>> {
+        let (bytes, fds) = codec::fds::collect(|| codec::encode(&value));
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(CodecError(e)) => {
+                let e = Error::new(ErrorKind::Serialize, format!("failed to serialize the message: {e}"));
+                return Err(SendError::Failed(value, e));
+            }
+        };
+        match self.send_message(&bytes, &fds) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Disconnected => {
+                drop(bytes);
+                Err(SendError::Disconnected(value))
+            }
+            Err(e) => {
+                drop(bytes);
+                Err(SendError::Failed(value, e))
+            }
+        }
+    }
+
+    /// Sends `bytes` as one message (Python's `send_bytes`; slice the
+    /// buffer for its `offset` and `size`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`send`](Self::send).
+    pub fn send_bytes<'a>(&self, bytes: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
+        match self.send_message(bytes, &[]) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Disconnected => Err(SendError::Disconnected(bytes)),
+            Err(e) => Err(SendError::Failed(bytes, e)),
+        }
+    }
+
+    fn send_message(&self, payload: &[u8], fds: &[RawFd]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::new(ErrorKind::InvalidState, "connection is read-only"));
+        }
+        let fd = self.fd()?;
+        let header = wire::header(payload.len() as u64, fds.len());
+        let _turn = lock(&self.tx);
+        fd.send_frame(&header, payload, fds).map_err(wire::send_error)
+    }
+
+    /// Receives one value, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] when the other end is gone and every
+    /// message was received; [`RecvError::Failed`] with
+    /// [`ErrorKind::Deserialize`] (the message is consumed),
+    /// [`ErrorKind::Protocol`] (a corrupted or cut stream),
+    /// [`ErrorKind::InvalidState`] (a send-only end) or [`ErrorKind::Io`].
+    pub fn recv<T: DeserializeOwned + 'static>(&self) -> std::result::Result<T, RecvError> {
+        self.recv_value(None).map_err(RecvError::from)
+    }
+
+    /// Receives one value, waiting at most `timeout`. A timeout never
+    /// loses data: a message half received stays for the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvTimeoutError::Timeout`], and as for [`recv`](Self::recv).
+    pub fn recv_timeout<T: DeserializeOwned + 'static>(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<T, RecvTimeoutError> {
+        self.recv_value(Some(deadline(timeout))).map_err(RecvTimeoutError::from)
+    }
+
+    /// Receives one value if a whole message is already here.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`], and as for [`recv`](Self::recv).
+    pub fn try_recv<T: DeserializeOwned + 'static>(&self) -> std::result::Result<T, TryRecvError> {
+        self.recv_value(Some(Instant::now())).map_err(TryRecvError::from)
+    }
+
+    fn recv_value<T: DeserializeOwned + 'static>(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<T, RecvFailure> {
+        let (bytes, fds) = self.recv_message(deadline, None)?;
+        codec::fds::supply(fds, || codec::decode_owned::<T>(bytes)).map_err(|CodecError(e)| {
+            RecvFailure::Failed(Error::new(
+                ErrorKind::Deserialize,
+                format!("failed to deserialize the message: {e}"),
+            ))
+        })
+    }
+
+    /// Receives one message as bytes (Python's `recv_bytes`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv`](Self::recv).
+    pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
+        Ok(self.recv_message(None, None)?.0)
+    }
+
+    /// Receives one message as bytes, refusing one longer than `max_len`
+    /// (Python's `recv_bytes(maxlength)`): a longer message is an
+    /// [`ErrorKind::Protocol`] error and leaves the connection broken, since
+    /// its bytes would otherwise be read as the next message.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv`](Self::recv).
+    pub fn recv_bytes_max(&self, max_len: usize) -> std::result::Result<Vec<u8>, RecvError> {
+        Ok(self.recv_message(None, Some(max_len))?.0)
+    }
+
+    /// Receives one message as bytes, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> std::result::Result<Vec<u8>, RecvTimeoutError> {
+        Ok(self.recv_message(Some(deadline(timeout)), None)?.0)
+    }
+
+    /// Receives one message into `buf` at byte `offset`; returns its length
+    /// (Python's `recv_bytes_into`).
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_bytes(b"abc")?;
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(b.recv_bytes_into(&mut buf, 2)?, 3);
+    /// assert_eq!(&buf[..5], b"\0\0abc");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an offset past the end (nothing is
+    /// received); [`ErrorKind::BufferTooShort`] when the message does not fit:
+    /// it is consumed and available from [`Error::message_bytes`]; and as
+    /// for [`recv`](Self::recv).
+    pub fn recv_bytes_into(&self, buf: &mut [u8], offset: usize) -> std::result::Result<usize, RecvError> {
+        if offset > buf.len() {
+            return Err(RecvError::Failed(Error::new(
+                ErrorKind::InvalidInput,
+                format!("offset {offset} is past the end of a {}-byte buffer", buf.len()),
+            )));
+        }
+        let (msg, _fds) = self.recv_message(None, None)?;
+        let room = buf.len() - offset;
+        if msg.len() > room {
+            let text = format!("a {}-byte message does not fit in {room} bytes", msg.len());
+            return Err(RecvError::Failed(
+                Error::new(ErrorKind::BufferTooShort, text).with_bytes(msg),
+            ));
+        }
+        buf[offset..offset + msg.len()].copy_from_slice(&msg);
+        Ok(msg.len())
+    }
+
+    /// `true` when a whole message (or the end of the stream) can be
+    /// received without waiting; waits up to `timeout` for one (`None`:
+    /// as long as it takes). Never consumes a message.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidState`] for a send-only end, [`ErrorKind::Io`].
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        if !self.readable {
+            return Err(Error::new(ErrorKind::InvalidState, "connection is write-only"));
+        }
+        let fd = self.fd()?;
+        let deadline = timeout.map(deadline);
+        let mut rx = lock(&self.rx);
+        rx.poll(fd, deadline)
+    }
+
+    fn recv_message(
+        &self,
+        deadline: Option<Instant>,
+        max_len: Option<usize>,
+    ) -> std::result::Result<wire::Message, RecvFailure> {
+        if !self.readable {
+            return Err(RecvFailure::Failed(Error::new(
+                ErrorKind::InvalidState,
+                "connection is write-only",
+            )));
+        }
+        let fd = self.fd().map_err(RecvFailure::Failed)?;
+        let mut rx = lock(&self.rx);
+        rx.next_message(fd, deadline, max_len)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    // A timeout too large to represent means "practically never".
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let fd = self.fd.take().expect("set until drop");
+        if self.revoked.load(Ordering::Relaxed) {
+            fd.forget();
+        } else {
+            registry::endpoint_closed(fd.raw());
+        }
+    }
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("set until drop").borrow()
+    }
+}
+
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_ref().expect("set until drop").raw()
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.as_raw_fd())
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+/// What a connection is on the wire: descriptor indexes (see
+/// `crate::codec::fds`) and the bytes it had received but not delivered.
+#[derive(Serialize, Deserialize)]
+struct Passed {
+    fd: u32,
+    readable: bool,
+    writable: bool,
+    buffered: Vec<u8>,
+    buffered_fds: Vec<u32>,
+}
+
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let fd = self.fd().map_err(S::Error::custom)?;
+        if codec::fds::dry_run() {
+            let index = codec::fds::export(fd.raw()).map_err(S::Error::custom)?;
+            return (index, self.readable, self.writable).serialize(s);
+        }
+        let mut rx = lock(&self.rx);
+        let (buffered, fds) = rx.take_for_passing().map_err(S::Error::custom)?;
+        let mut buffered_fds = Vec::with_capacity(fds.len());
+        for fd in fds {
+            buffered_fds.push(codec::fds::export(fd).map_err(S::Error::custom)?);
+        }
+        let passed = Passed {
+            fd: codec::fds::export(fd.raw()).map_err(S::Error::custom)?,
+            readable: self.readable,
+            writable: self.writable,
+            buffered,
+            buffered_fds,
+        };
+        passed.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Connection, D::Error> {
+        use serde::de::Error as _;
+        let p = Passed::deserialize(d)?;
+        let fd = codec::fds::import(p.fd).map_err(D::Error::custom)?;
+        let mut fds = VecDeque::with_capacity(p.buffered_fds.len());
+        for i in p.buffered_fds {
+            fds.push_back(codec::fds::import(i).map_err(D::Error::custom)?);
+        }
+        Ok(Connection::with_rx(
+            fd,
+            p.readable,
+            p.writable,
+            Rx::with_buffered(p.buffered, fds),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

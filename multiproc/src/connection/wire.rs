@@ -1,0 +1,330 @@
+//! The message format of a [`Connection`](super::Connection) and its
+//! receiving side: a buffer that cuts messages out of a byte stream.
+
+use std::{collections::VecDeque, io, os::fd::RawFd, time::Instant};
+
+use crate::{
+    channel_error::RecvFailure,
+    error::{Error, ErrorKind},
+    sys::{self, Fd, MAX_FDS, RecvSome},
+};
+
+/// Size of a message header.
+pub(crate) const HEADER: usize = 16;
+const MAGIC: [u8; 2] = *b"mp";
+const VERSION: u8 = 1;
+/// Messages at least this large are read straight into their own buffer.
+const DIRECT_MIN: usize = 64 * 1024;
+/// A length up to this is believed at once (one allocation); beyond it a
+/// buffer grows with the bytes that arrive, so a corrupted header cannot
+/// make the reader allocate much more than the peer really sent.
+const TRUSTED_LEN: usize = 64 << 20;
+/// How much a read asks the socket for when the buffer runs low.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The header of a message of `len` bytes carrying `nfds` descriptors.
+pub(crate) fn header(len: u64, nfds: usize) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..2].copy_from_slice(&MAGIC);
+    h[2] = VERSION;
+    h[4..6].copy_from_slice(&(nfds as u16).to_le_bytes());
+    h[8..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// Parses a header: `(descriptors, payload length)`.
+pub(crate) fn parse_header(h: &[u8]) -> Result<(usize, u64), String> {
+    if h[..2] != MAGIC || h[2] != VERSION || h[3] != 0 || h[6..8] != [0, 0] {
+        return Err("corrupted message header".into());
+    }
+    let nfds = u16::from_le_bytes([h[4], h[5]]) as usize;
+    if nfds > MAX_FDS {
+        return Err(format!("message header announces {nfds} descriptors"));
+    }
+    Ok((nfds, u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"))))
+}
+
+/// The error of a failed send.
+pub(crate) fn send_error(e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
+            Error::new(ErrorKind::Disconnected, "the other end of the connection is closed")
+        }
+        _ => Error::io("failed to send a message", e),
+    }
+}
+
+fn protocol(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Protocol, msg.into())
+}
+
+/// A received message: its payload and the descriptors that came with it.
+pub(crate) type Message = (Vec<u8>, Vec<Fd>);
+
+/// A large message being read into its own buffer.
+#[derive(Debug)]
+struct Partial {
+    nfds: usize,
+    len: usize,
+    payload: Vec<u8>,
+}
+
+/// The receiving state of a connection.
+#[derive(Debug, Default)]
+pub(crate) struct Rx {
+    /// Received bytes; `buf[pos..]` are not yet delivered.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Descriptors received, in arrival order (each message's arrive with
+    /// its first byte, so they queue in message order).
+    fds: VecDeque<Fd>,
+    partial: Option<Partial>,
+    eof: bool,
+    broken: Option<String>,
+    /// Descriptors handed to a message that passes this connection on;
+    /// kept open until that message is sent.
+    retired: Vec<Fd>,
+}
+
+impl Rx {
+    /// The state of a connection that arrived with undelivered bytes.
+    pub(crate) fn with_buffered(buf: Vec<u8>, fds: VecDeque<Fd>) -> Rx {
+        Rx {
+            buf,
+            fds,
+            ..Rx::default()
+        }
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Gives up the undelivered bytes and descriptors to a copy of the
+    /// connection being passed to another process.
+    pub(crate) fn take_for_passing(&mut self) -> Result<(Vec<u8>, Vec<RawFd>), String> {
+        if self.partial.is_some() {
+            return Err("a connection cannot be passed while a message is half received".into());
+        }
+        if let Some(why) = &self.broken {
+            return Err(format!("a broken connection cannot be passed: {why}"));
+        }
+        let bytes = self.available().to_vec();
+        self.buf.clear();
+        self.pos = 0;
+        self.retired = self.fds.drain(..).collect();
+        Ok((bytes, self.retired.iter().map(Fd::raw).collect()))
+    }
+
+    /// `true` when a whole message (or the end, or a broken state) is
+    /// buffered, so a receive would not wait.
+    pub(crate) fn has_message_or_end(&self) -> bool {
+        if self.broken.is_some() || self.eof {
+            return true;
+        }
+        if self.partial.is_some() {
+            return false;
+        }
+        let avail = self.available();
+        if avail.len() < HEADER {
+            return false;
+        }
+        match parse_header(&avail[..HEADER]) {
+            Ok((_, len)) => (avail.len() - HEADER) as u64 >= len,
+            Err(_) => true,
+        }
+    }
+
+    /// Waits until [`has_message_or_end`](Rx::has_message_or_end) or the
+    /// deadline, reading what arrives.
+    pub(crate) fn poll(&mut self, fd: &Fd, deadline: Option<Instant>) -> crate::Result<bool> {
+        loop {
+            if self.has_message_or_end() {
+                return Ok(true);
+            }
+            if self.partial.is_some() {
+                // A large message is half read: finishing it is a receive.
+                return Ok(false);
+            }
+            match self.fill(fd, true) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => return Err(Error::io("failed to read from the connection", e)),
+            }
+            if !wait_readable(fd, deadline).map_err(|e| Error::io("failed to wait on the connection", e))? {
+                return Ok(self.has_message_or_end());
+            }
+        }
+    }
+
+    /// Reads once; `false` when nothing was available (non-blocking).
+    fn fill(&mut self, fd: &Fd, nonblocking: bool) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.pos > 0 && (self.pos == self.buf.len() || self.pos >= self.buf.capacity() / 2) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let mut fds = Vec::new();
+        let got = fd.recv_upto(&mut self.buf, usize::MAX, &mut fds, nonblocking)?;
+        self.fds.extend(fds);
+        Ok(match got {
+            RecvSome::Data(_) => true,
+            RecvSome::Eof => {
+                self.eof = true;
+                true
+            }
+            RecvSome::WouldBlock => false,
+        })
+    }
+
+    fn broken(&mut self, why: String) -> RecvFailure {
+        self.broken = Some(why.clone());
+        RecvFailure::Failed(protocol(why))
+    }
+
+    /// The next whole message and its descriptors.
+    pub(crate) fn next_message(
+        &mut self,
+        fd: &Fd,
+        deadline: Option<Instant>,
+        max_len: Option<usize>,
+    ) -> Result<Message, RecvFailure> {
+        self.retired.clear();
+        loop {
+            if let Some(why) = &self.broken {
+                return Err(RecvFailure::Failed(protocol(format!(
+                    "the connection is broken: {why}"
+                ))));
+            }
+            if self.partial.is_some() {
+                if let Some(done) = self.continue_partial(fd, deadline)? {
+                    return Ok(done);
+                }
+                continue;
+            }
+            let avail = self.available();
+            if avail.len() >= HEADER {
+                let (nfds, len) = match parse_header(&avail[..HEADER]) {
+                    Ok(x) => x,
+                    Err(why) => return Err(self.broken(why)),
+                };
+                let len = match usize::try_from(len) {
+                    Ok(l) if max_len.is_none_or(|m| l <= m) => l,
+                    _ => {
+                        let why = match max_len {
+                            Some(m) => format!("a {len}-byte message exceeds the {m}-byte limit"),
+                            None => format!("a {len}-byte message cannot be held in memory"),
+                        };
+                        return Err(self.broken(why));
+                    }
+                };
+                if avail.len() - HEADER >= len {
+                    let payload = avail[HEADER..HEADER + len].to_vec();
+                    self.pos += HEADER + len;
+                    return self.with_fds(payload, nfds);
+                }
+                if len >= DIRECT_MIN {
+                    let have = avail.len() - HEADER;
+                    let mut payload = sys::buffer(len.min(TRUSTED_LEN).max(have))
+                        .map_err(|e| RecvFailure::Failed(Error::io("cannot allocate a message buffer", e)))?;
+                    payload.extend_from_slice(&avail[HEADER..]);
+                    self.pos = self.buf.len();
+                    self.partial = Some(Partial { nfds, len, payload });
+                    continue;
+                }
+            }
+            if self.eof {
+                return if self.available().is_empty() {
+                    Err(RecvFailure::Disconnected)
+                } else {
+                    Err(self.broken("the stream ended inside a message (the writer died or closed mid-send)".into()))
+                };
+            }
+            self.read_more(fd, deadline)?;
+        }
+    }
+
+    /// Blocks for more bytes (or returns `Timeout`).
+    fn read_more(&mut self, fd: &Fd, deadline: Option<Instant>) -> Result<(), RecvFailure> {
+        let io_err = |e| RecvFailure::Failed(Error::io("failed to read from the connection", e));
+        match deadline {
+            // Without a deadline a blocking read is one system call.
+            None => {
+                self.fill(fd, false).map_err(io_err)?;
+            }
+            Some(d) => {
+                if !self.fill(fd, true).map_err(io_err)? {
+                    if !wait_readable(fd, Some(d)).map_err(io_err)? {
+                        return Err(RecvFailure::Timeout);
+                    }
+                    self.fill(fd, true).map_err(io_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn continue_partial(&mut self, fd: &Fd, deadline: Option<Instant>) -> Result<Option<Message>, RecvFailure> {
+        let io_err = |e| RecvFailure::Failed(Error::io("failed to read from the connection", e));
+        let p = self.partial.as_mut().expect("checked by the caller");
+        let want = p.len - p.payload.len();
+        if want == 0 {
+            let p = self.partial.take().expect("checked just above");
+            return self.with_fds(p.payload, p.nfds).map(Some);
+        }
+        if p.payload.capacity() == p.payload.len() {
+            // Grow with what arrives: at most doubling, never past `len`.
+            let more = want.min(p.payload.len().max(READ_CHUNK));
+            p.payload
+                .try_reserve_exact(more)
+                .map_err(|_| RecvFailure::Failed(Error::new(ErrorKind::Io, "cannot allocate a message buffer")))?;
+        }
+        let mut fds = Vec::new();
+        let nonblocking = deadline.is_some();
+        let got = fd
+            .recv_upto(&mut p.payload, want, &mut fds, nonblocking)
+            .map_err(io_err)?;
+        self.fds.extend(fds);
+        match got {
+            RecvSome::Data(_) => Ok(None),
+            RecvSome::Eof => {
+                self.eof = true;
+                self.partial = None;
+                Err(self.broken("the stream ended inside a message (the writer died or closed mid-send)".into()))
+            }
+            RecvSome::WouldBlock => {
+                if wait_readable(fd, deadline).map_err(io_err)? {
+                    Ok(None)
+                } else {
+                    Err(RecvFailure::Timeout)
+                }
+            }
+        }
+    }
+
+    fn with_fds(&mut self, payload: Vec<u8>, nfds: usize) -> Result<Message, RecvFailure> {
+        if self.fds.len() < nfds {
+            return Err(self.broken(format!(
+                "a message announces {nfds} descriptors but {} arrived",
+                self.fds.len()
+            )));
+        }
+        Ok((payload, self.fds.drain(..nfds).collect()))
+    }
+}
+
+/// Waits for readability until `deadline` (`None`: forever).
+fn wait_readable(fd: &Fd, deadline: Option<Instant>) -> io::Result<bool> {
+    let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    fd.poll_readable(timeout)
+}
+
+#[cfg(test)]
+pub(crate) fn feed_for_test(rx: &mut Rx, bytes: &[u8]) {
+    rx.buf.extend_from_slice(bytes);
+}
