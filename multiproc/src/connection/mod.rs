@@ -30,6 +30,8 @@
 //! buffered but not yet delivered move with it, so nothing is received
 //! twice or lost.
 
+mod auth;
+mod listener;
 mod wire;
 
 use std::{
@@ -159,6 +161,12 @@ impl Connection {
             .try_clone()
             .map_err(|e| Error::io("failed to duplicate the connection", e))?;
         Ok(Connection::new(fd.into_endpoint(), self.readable, self.writable))
+    }
+
+    /// A connection over an accepted or connected stream socket.
+    #[allow(dead_code, reason = "used by the coming Listener and Client")]
+    pub(crate) fn from_socket(fd: Fd) -> Connection {
+        Connection::new(fd.into_endpoint(), true, true)
     }
 
     /// `true` if this end can receive.

@@ -1,0 +1,1 @@
+//! Mutual HMAC-SHA256 challenge-response (Python 3.12's protocol).

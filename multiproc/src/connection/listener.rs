@@ -1,0 +1,1 @@
+//! `Listener` and `Client`: connections by address (Unix socket or TCP), authenticated.
