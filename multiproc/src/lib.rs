@@ -121,6 +121,7 @@ mod error;
 mod forkserver;
 mod frame;
 mod process;
+mod queue;
 mod registry;
 mod start;
 mod sys;
@@ -128,7 +129,7 @@ mod target;
 
 pub use crate::{
     channel_error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
-    connection::{Connection, pipe},
+    connection::{Connection, QUEUE_SLICE, Waitable, pipe, wait},
     context::{
         Context, force_start_method, get_all_start_methods, get_context, get_start_method, set_start_method,
         start_method_if_set,
@@ -138,6 +139,7 @@ pub use crate::{
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     process::{ExitStatus, Process, ProcessBuilder, spawn},
+    queue::{JoinableQueue, Queue, SimpleQueue},
     start::StartMethod,
 };
 

@@ -32,6 +32,7 @@
 
 mod auth;
 mod listener;
+mod wait;
 mod wire;
 
 use std::{
@@ -55,6 +56,7 @@ use crate::{
     sys::{self, Fd},
 };
 
+pub use wait::{QUEUE_SLICE, Waitable, wait};
 pub(crate) use wire::Rx;
 
 /// Creates a pair of connected [`Connection`]s (Python's `Pipe(duplex)`).
@@ -372,6 +374,13 @@ impl Connection {
         let deadline = timeout.map(deadline);
         let mut rx = lock(&self.rx);
         rx.poll(fd, deadline)
+    }
+
+    /// For [`wait`]: `Some(true)` when a message, the end of the stream or
+    /// an error is buffered; `None` while another thread is receiving.
+    pub(crate) fn ready_now(&self) -> Option<bool> {
+        let rx = self.rx.try_lock().ok()?;
+        Some(rx.has_message_or_end())
     }
 
     fn recv_message(

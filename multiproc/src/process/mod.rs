@@ -717,6 +717,15 @@ impl<R> Process<R> {
         }
     }
 
+    /// A descriptor that becomes readable when the child ends (Python's
+    /// `sentinel`; a pidfd, so a grandchild holding inherited descriptors
+    /// cannot keep it from firing). `None` before start, and in a process
+    /// other than the one that started the child. Give it, or the process
+    /// itself, to [`wait`](crate::wait).
+    pub fn sentinel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.own_child().map(|run| run.core.handle.pidfd())
+    }
+
     /// How the child ended; `None` before start and while it runs.
     pub fn exit_status(&self) -> Option<ExitStatus> {
         match &self.state {

@@ -14,3 +14,4 @@ mod forkserver;
 mod hygiene;
 mod identity;
 mod lifecycle;
+mod queue;

@@ -174,6 +174,29 @@ impl Fd {
         cvt(unsafe { libc::shutdown(self.raw(), how) }).map(drop)
     }
 
+    /// Sends one datagram with `fds` attached, without blocking; `Ok(false)`
+    /// when the socket's buffer is full.
+    pub(crate) fn try_send_datagram(&self, bytes: &[u8], fds: &[RawFd]) -> io::Result<bool> {
+        let mut iov = [libc::iovec {
+            iov_base: bytes.as_ptr() as *mut _,
+            iov_len: bytes.len(),
+        }];
+        let mut cmsg = CmsgBuf::new();
+        // SAFETY: an all-zero msghdr is a valid empty message.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            cmsg.put_fds(&mut msg, fds);
+        }
+        // SAFETY: msg points at a live iovec and control bytes for the call.
+        match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) }) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes as much of `bytes` as the socket takes without blocking;
     /// `Ok(0)` when its buffer is full.
     pub(crate) fn send_some(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -370,16 +393,19 @@ impl CmsgBuf {
 
 /// A connected pair of close-on-exec stream sockets.
 pub(crate) fn socketpair() -> io::Result<(Fd, Fd)> {
+    pair(libc::SOCK_STREAM)
+}
+
+/// A connected pair of close-on-exec sequenced-packet sockets: each send
+/// is one datagram, received whole by exactly one reader.
+pub(crate) fn seqpacket_pair() -> io::Result<(Fd, Fd)> {
+    pair(libc::SOCK_SEQPACKET)
+}
+
+fn pair(kind: libc::c_int) -> io::Result<(Fd, Fd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid out-array of two ints.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
     // SAFETY: socketpair returned two new descriptors we own.
     Ok(unsafe { (Fd::from_raw(fds[0]), Fd::from_raw(fds[1])) })
 }

@@ -14,7 +14,7 @@ mod pidfd;
 mod shmring;
 mod spawn;
 
-pub(crate) use fd::{Fd, MAX_FDS, RecvSome, poll_readable_set, socketpair};
+pub(crate) use fd::{Fd, MAX_FDS, RecvSome, poll_readable_set, seqpacket_pair, socketpair};
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
 pub(crate) use memfd::{Memfd, buffer, read_file};
 pub(crate) use misc::{
@@ -23,7 +23,6 @@ pub(crate) use misc::{
     thread_count,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
-#[allow(unused_imports, reason = "until the queue uses it")]
 pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_self};
 

@@ -99,6 +99,11 @@ impl ChildHandle {
         self.pidfd.raw()
     }
 
+    /// The pidfd, readable once the child has ended.
+    pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.borrow()
+    }
+
     /// Every descriptor the handle holds (pidfd, and a fork server's status
     /// socket).
     pub(crate) fn raw_fds(&self) -> Vec<i32> {

@@ -129,11 +129,6 @@
 //! error instead of a deadlock. The mutex is error-checking: a ring call
 //! made from inside one of its own callbacks is an error, not a deadlock.
 
-#![cfg_attr(
-    not(test),
-    allow(dead_code, reason = "the queue that uses this module is not written yet")
-)]
-
 use std::{
     cell::UnsafeCell,
     ffi::CStr,

@@ -1,0 +1,76 @@
+use std::time::Duration;
+
+use super::{JoinableQueue, Queue, SimpleQueue};
+use crate::ErrorKind;
+
+#[test]
+fn fifo_len_and_bound() {
+    let q: Queue<u32> = Queue::bounded(3).unwrap();
+    assert!(q.is_empty() && !q.is_full());
+    for i in 0..3 {
+        q.try_put(i).unwrap();
+    }
+    assert_eq!(q.len(), 3);
+    assert!(q.is_full());
+    assert_eq!(q.try_put(9).unwrap_err().into_inner(), 9);
+    assert!(q.put_timeout(9, Duration::from_millis(20)).unwrap_err().is_timeout());
+    assert_eq!(q.get().unwrap(), 0);
+    q.put(3).unwrap();
+    assert_eq!((1..4).map(|_| q.try_get().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(q.try_get().unwrap_err().is_empty());
+    assert!(q.get_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+}
+
+#[test]
+fn zero_bound_is_refused() {
+    assert_eq!(Queue::<u8>::bounded(0).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn large_and_empty_items() {
+    let q: Queue<Vec<u8>> = Queue::new().unwrap();
+    let big: Vec<u8> = (0..(3 << 20)).map(|i: u32| i as u8).collect();
+    q.put(Vec::new()).unwrap();
+    q.put(big.clone()).unwrap();
+    q.put(vec![1]).unwrap();
+    assert_eq!(q.get().unwrap(), b"");
+    assert!(q.get().unwrap() == big);
+    assert_eq!(q.get().unwrap(), [1]);
+}
+
+#[test]
+fn closed_queue_refuses_use() {
+    let q: SimpleQueue<u8> = SimpleQueue::new().unwrap();
+    q.put(1).unwrap();
+    q.close();
+    q.close();
+    assert_eq!(q.put(2).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(q.get().unwrap_err().kind(), ErrorKind::InvalidState);
+}
+
+#[test]
+fn task_done_counts() {
+    let q: JoinableQueue<u8> = JoinableQueue::new().unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    assert_eq!(
+        q.join_timeout(Duration::from_millis(10)).unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    q.get().unwrap();
+    q.task_done().unwrap();
+    q.get().unwrap();
+    q.task_done().unwrap();
+    q.join_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidState);
+}
+
+#[test]
+fn connections_travel_through_a_queue() {
+    let q: Queue<crate::Connection> = Queue::new().unwrap();
+    let (a, b) = crate::pipe(true).unwrap();
+    q.put(b).unwrap();
+    let b = q.get().unwrap();
+    a.send(5u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 5);
+}
