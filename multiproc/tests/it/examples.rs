@@ -19,7 +19,13 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Longest a build may take (a cold build of the examples included).
 const BUILD_DEADLINE: Duration = Duration::from_secs(600);
 
-const EXAMPLES: [&str; 4] = ["seed_1_pids", "seed_2_is_alive", "seed_3_parent_process", "tour"];
+const EXAMPLES: [&str; 5] = [
+    "seed_1_pids",
+    "seed_2_is_alive",
+    "seed_3_parent_process",
+    "tour",
+    "channels",
+];
 
 /// `<target>/<profile>`, the directory holding this test binary's `deps`.
 fn profile_dir() -> PathBuf {
@@ -227,4 +233,18 @@ fn tour_runs_every_step() {
         "the panicking child prints its panic on stderr:\n{}",
         run.stderr
     );
+}
+
+#[test]
+fn channels_example_talks_to_its_children() {
+    let run = run("channels");
+    let expected = [
+        "1. echo: BONJOUR",
+        "2. the echo process ended when the pipe closed: exitcode Some(0)",
+        "3. all jobs done, squares: [1, 4, 9, 16, 25, 36, 49, 64, 81, 100]",
+        "4. wait() says the connection is ready first: true",
+        "5. hello from process <child>",
+        "6. every process joined; queue empty: true",
+    ];
+    assert_eq!(run.lines, expected, "stderr:\n{}", run.stderr);
 }
