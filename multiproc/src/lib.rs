@@ -57,6 +57,41 @@
 //! child: fork-speed starts whatever the parent's size or threads.
 //! [`set_start_method`] changes the default for the whole process.
 //!
+//! # Channels
+//!
+//! Processes talk through [`pipe`] ([`Connection`]: values or raw bytes,
+//! whole messages, [`Connection::poll`]), [`Queue`] (many producers and
+//! consumers in any processes, optionally bounded; also [`SimpleQueue`] and
+//! [`JoinableQueue`]), and, by address, `Listener` and `Client` with an
+//! authentication key. [`wait`] watches connections, queues and processes
+//! together. Endpoints are passed to a child as (part of) its argument, or
+//! sent through another connection or queue, under every start method:
+//!
+//! ```
+//! use multiproc::{self as mp, Connection};
+//!
+//! fn doubler(conn: Connection) {
+//!     while let Ok(x) = conn.recv::<i64>() {
+//!         conn.send(2 * x).unwrap();
+//!     }
+//! }
+//!
+//! # fn main() -> mp::Result<()> {
+//! let (ours, theirs) = mp::pipe(true)?;
+//! let mut p = mp::Process::with_args(doubler, theirs);
+//! p.start()?;
+//! ours.send(21i64)?;
+//! assert_eq!(ours.recv::<i64>()?, 42);
+//! drop(ours); // the child's recv sees the end of the stream and returns
+//! p.join()?;
+//! # Ok(()) }
+//! ```
+//!
+//! A peer that closes or dies is an error ([`ErrorKind::Disconnected`],
+//! or [`ErrorKind::Protocol`] for a message cut short), never a hang; a
+//! queue's `put` has delivered its item when it returns; channel errors
+//! hand an unsent value back, in the manner of crossbeam-channel.
+//!
 //! # The child's entry point
 //!
 //! Nothing needs to be called in `main`. With the default `auto-entry`
