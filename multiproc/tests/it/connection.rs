@@ -299,3 +299,33 @@ fn threads_share_a_connection_without_interleaving() {
         }
     });
 }
+
+fn return_own_end(_: ()) -> Connection {
+    mp::pipe(true).unwrap().0
+}
+
+#[test]
+fn returning_an_endpoint_is_a_clear_error() {
+    let mut p = mp::ProcessBuilder::new().target_with(return_own_end, ());
+    p.start().unwrap();
+    let e = p.join_timeout(DEADLINE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Serialize, "{e}");
+    assert!(e.to_string().contains("send them through a Connection or Queue"), "{e}");
+}
+
+/// Run with `cargo test --release -p multiproc --test integration -- --ignored over_4_gib`
+/// on a machine with 10 GiB of free memory.
+#[test]
+#[ignore = "needs about 9 GiB of memory and a few seconds"]
+fn a_message_over_4_gib_round_trips() {
+    let (a, b) = mp::pipe(true).unwrap();
+    let len = (4usize << 30) + 12345;
+    let msg: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    let got = std::thread::scope(|s| {
+        let reader = s.spawn(|| b.recv_bytes_timeout(Duration::from_secs(600)).unwrap());
+        a.send_bytes(&msg).unwrap();
+        reader.join().unwrap()
+    });
+    assert_eq!(got.len(), len);
+    assert!(got == msg);
+}
