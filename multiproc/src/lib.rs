@@ -164,7 +164,9 @@ mod target;
 
 pub use crate::{
     channel_error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
-    connection::{Connection, QUEUE_SLICE, Waitable, pipe, wait},
+    connection::{
+        Address, Client, ClientBuilder, Connection, Listener, ListenerBuilder, QUEUE_SLICE, Waitable, pipe, wait,
+    },
     context::{
         Context, force_start_method, get_all_start_methods, get_context, get_start_method, set_start_method,
         start_method_if_set,

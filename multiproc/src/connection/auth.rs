@@ -1,1 +1,289 @@
 //! Mutual HMAC-SHA256 challenge-response (Python 3.12's protocol).
+//!
+//! # Design
+//!
+//! Each side proves that it knows the key without sending it: one side
+//! delivers a challenge, the other answers it, then the roles swap
+//! ([`Listener`](super::Listener) delivers first, the client answers
+//! first). The messages are those of CPython 3.12+
+//! (`multiprocessing.connection.deliver_challenge` / `answer_challenge`):
+//!
+//! ```text
+//! deliverer -> answerer   "#CHALLENGE#" + "{sha256}" + 40 random bytes
+//! answerer  -> deliverer  "{sha256}" + HMAC-SHA256(key, "{sha256}" + the 40 bytes)
+//! deliverer -> answerer   "#WELCOME#" or "#FAILURE#"
+//! ```
+//!
+//! The HMAC covers the `{sha256}` prefix, so a peer cannot downgrade the
+//! digest. Only SHA-256 is spoken: Python's legacy HMAC-MD5 and its other
+//! digests are refused with a clear error. The framing is this crate's
+//! (a Python process could not talk to a `Connection` anyway).
+//!
+//! Until the handshake succeeds the peer is untrusted, so every message is
+//! a raw byte message (nothing is deserialised), at most
+//! [`MESSAGE_MAX`] bytes (a longer one is a [`ErrorKind::Protocol`] error
+//! before any of it is buffered), descriptors it attaches are closed, and
+//! the whole handshake has one deadline: a silent or slow peer costs at most
+//! that long. Digests are compared in constant time (`hmac`'s
+//! `verify_slice`).
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::Connection;
+use crate::{
+    channel_error::{RecvFailure, SendError},
+    error::{Error, ErrorKind, Result},
+    sys,
+};
+
+/// The longest message accepted during the handshake (Python's
+/// `recv_bytes(256)`).
+pub(crate) const MESSAGE_MAX: usize = 256;
+/// How long a handshake may take unless configured otherwise.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CHALLENGE: &[u8] = b"#CHALLENGE#";
+const WELCOME: &[u8] = b"#WELCOME#";
+const FAILURE: &[u8] = b"#FAILURE#";
+const DIGEST: &[u8] = b"{sha256}";
+/// Random bytes in a challenge (Python's `MESSAGE_LENGTH`).
+const NONCE_LEN: usize = 40;
+/// Digest names Python 3.12 accepts, to tell "unsupported" from "garbage".
+const PYTHON_DIGESTS: [&[u8]; 5] = [b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"];
+/// Python's legacy (pre-3.12) challenge and response lengths.
+const LEGACY_LENGTHS: [usize; 2] = [20, 16];
+
+/// One handshake's deadline.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Handshake {
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Handshake {
+    /// A handshake that must be over `timeout` from now.
+    pub(crate) fn new(timeout: Duration) -> Handshake {
+        Handshake {
+            deadline: super::deadline(timeout),
+            timeout,
+        }
+    }
+
+    /// The listener's side: challenge the client, then answer its challenge.
+    pub(crate) fn accept(self, conn: &Connection, key: &[u8]) -> Result<()> {
+        self.deliver_challenge(conn, key)?;
+        self.answer_challenge(conn, key)
+    }
+
+    /// The client's side: answer the listener's challenge, then challenge it.
+    pub(crate) fn connect(self, conn: &Connection, key: &[u8]) -> Result<()> {
+        self.answer_challenge(conn, key)?;
+        self.deliver_challenge(conn, key)
+    }
+
+    fn deliver_challenge(self, conn: &Connection, key: &[u8]) -> Result<()> {
+        let mut message = [0u8; DIGEST.len() + NONCE_LEN];
+        message[..DIGEST.len()].copy_from_slice(DIGEST);
+        sys::random_bytes(&mut message[DIGEST.len()..])
+            .map_err(|e| Error::io("failed to make an authentication challenge", e))?;
+        send(conn, &[CHALLENGE, &message[..]].concat())?;
+        let response = self.recv(conn, "a response to the authentication challenge")?;
+        match verify(key, &message, &response) {
+            Ok(()) => send(conn, WELCOME),
+            Err(e) => {
+                // Tell the peer why it is dropped, as Python does; if it is
+                // gone already, the failed check is still the error to report.
+                let _ = conn.send_bytes(FAILURE);
+                Err(e)
+            }
+        }
+    }
+
+    fn answer_challenge(self, conn: &Connection, key: &[u8]) -> Result<()> {
+        let challenge = self.recv(conn, "an authentication challenge")?;
+        let Some(message) = challenge.strip_prefix(CHALLENGE) else {
+            return Err(auth(format!(
+                "expected an authentication challenge, got a {}-byte message that is not one \
+                 (does the peer use an authentication key?)",
+                challenge.len()
+            )));
+        };
+        if !message.starts_with(DIGEST) {
+            return Err(auth(match digest_name(message) {
+                Some(name) => format!("the authentication challenge asks for {name}; only sha256 is supported"),
+                None if LEGACY_LENGTHS.contains(&message.len()) => {
+                    "the authentication challenge is a legacy HMAC-MD5 one; only sha256 is supported".into()
+                }
+                None => "the authentication challenge names no digest".into(),
+            }));
+        }
+        if message.len() < DIGEST.len() + LEGACY_LENGTHS[0] {
+            return Err(auth(format!(
+                "the authentication challenge is too short ({} bytes)",
+                message.len()
+            )));
+        }
+        send(
+            conn,
+            &[DIGEST, &hmac(key, message).finalize().into_bytes()[..]].concat(),
+        )?;
+        let verdict = self.recv(conn, "the verdict on the authentication response")?;
+        if verdict != WELCOME {
+            return Err(auth(
+                "digest sent was rejected (the peer has a different authentication key)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The next message, at most [`MESSAGE_MAX`] bytes, before the deadline.
+    fn recv(self, conn: &Connection, what: &str) -> Result<Vec<u8>> {
+        match conn.recv_message(Some(self.deadline), Some(MESSAGE_MAX)) {
+            // Descriptors from a peer that is not authenticated are closed.
+            Ok((bytes, _fds)) => Ok(bytes),
+            Err(RecvFailure::Timeout) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "timed out waiting for {what} from the peer (the authentication deadline is {:?})",
+                    self.timeout
+                ),
+            )),
+            Err(RecvFailure::Disconnected) => Err(closed()),
+            Err(RecvFailure::Failed(e)) if e.kind() == ErrorKind::Protocol => Err(Error::new(
+                ErrorKind::Protocol,
+                format!("the peer sent something other than {what}"),
+            )
+            .with_source(e)),
+            Err(RecvFailure::Failed(e)) => Err(e),
+        }
+    }
+}
+
+fn send(conn: &Connection, bytes: &[u8]) -> Result<()> {
+    match conn.send_bytes(bytes) {
+        Ok(()) => Ok(()),
+        Err(SendError::Disconnected(_)) => Err(closed()),
+        Err(SendError::Failed(_, e)) => Err(e),
+    }
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac
+}
+
+/// Checks `response` against the challenge `message` we sent.
+fn verify(key: &[u8], message: &[u8], response: &[u8]) -> Result<()> {
+    let Some(tag) = response.strip_prefix(DIGEST) else {
+        return Err(auth(match digest_name(response) {
+            Some(name) => format!("the authentication response uses {name}; only sha256 is supported"),
+            None if LEGACY_LENGTHS.contains(&response.len()) => {
+                "the authentication response is a legacy HMAC-MD5 one; only sha256 is supported".into()
+            }
+            None => "the response to the authentication challenge is not a digest \
+                     (does the peer use an authentication key?)"
+                .into(),
+        }));
+    };
+    hmac(key, message)
+        .verify_slice(tag)
+        .map_err(|_| auth("digest received was wrong (the peer has a different authentication key)"))
+}
+
+/// The name in a `{name}` prefix, if it is one of Python's digests.
+fn digest_name(message: &[u8]) -> Option<&str> {
+    let rest = message.strip_prefix(b"{")?;
+    let end = rest.iter().take(9).position(|&b| b == b'}')?;
+    let name = &rest[..end];
+    PYTHON_DIGESTS
+        .contains(&name)
+        .then(|| std::str::from_utf8(name).expect("digest names are ASCII"))
+}
+
+fn auth(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::Authentication, message)
+}
+
+fn closed() -> Error {
+    auth("the peer closed the connection during authentication")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Digests computed by CPython:
+    /// `hmac.new(key, b'{sha256}' + bytes(range(40)), 'sha256').hexdigest()`.
+    #[test]
+    fn digests_match_python() {
+        let message: Vec<u8> = [DIGEST, &(0..40).collect::<Vec<u8>>()].concat();
+        for (key, expected) in [
+            (
+                &b"secret key"[..],
+                "de660527caa52c2d8313422ff6496f5aa46b4ddfca5f20b8da5748f901d3dd5b",
+            ),
+            (b"", "d18b190a737f779d3125c4a2dfddcebf933e2f2713bc92fbe386ca25df9fd7af"),
+            (
+                &[b'k'; 100][..],
+                "92a28f957d705592e88ca4ee0f82e4b409c0458d65e1d7d224d9e27f259b7007",
+            ),
+        ] {
+            assert_eq!(hex(&hmac(key, &message).finalize().into_bytes()), expected);
+            let response = [DIGEST, &hmac(key, &message).finalize().into_bytes()[..]].concat();
+            verify(key, &message, &response).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_responses_are_authentication_errors() {
+        let message = [DIGEST, &[7u8; NONCE_LEN][..]].concat();
+        let good = [DIGEST, &hmac(b"k", &message).finalize().into_bytes()[..]].concat();
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        for (response, needle) in [
+            (&flipped[..], "digest received was wrong"),
+            (&good[..good.len() - 1], "digest received was wrong"),
+            (b"{md5}0123456789abcdef", "uses md5"),
+            (&[0u8; 16][..], "legacy"),
+            (b"hello", "not a digest"),
+        ] {
+            let e = verify(b"k", &message, response).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Authentication);
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        let e = verify(b"other key", &message, &good).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+    }
+
+    #[test]
+    fn handshake_over_a_pipe() {
+        let (a, b) = super::super::pipe(true).unwrap();
+        let t = std::thread::spawn(move || {
+            let r = Handshake::new(Duration::from_secs(60)).connect(&b, b"key");
+            (r, b)
+        });
+        Handshake::new(Duration::from_secs(60)).accept(&a, b"key").unwrap();
+        let (r, b) = t.join().unwrap();
+        r.unwrap();
+        // The connection carries messages afterwards.
+        b.send_bytes(b"after").unwrap();
+        assert_eq!(a.recv_bytes().unwrap(), b"after");
+    }
+
+    #[test]
+    fn silence_times_out() {
+        let (a, _b) = super::super::pipe(true).unwrap();
+        let e = Handshake::new(Duration::from_millis(50))
+            .accept(&a, b"key")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    }
+}

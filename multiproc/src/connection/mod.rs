@@ -56,6 +56,7 @@ use crate::{
     sys::{self, Fd},
 };
 
+pub use listener::{Address, Client, ClientBuilder, Listener, ListenerBuilder};
 pub use wait::{QUEUE_SLICE, Waitable, wait};
 pub(crate) use wire::Rx;
 
@@ -166,7 +167,6 @@ impl Connection {
     }
 
     /// A connection over an accepted or connected stream socket.
-    #[allow(dead_code, reason = "used by the coming Listener and Client")]
     pub(crate) fn from_socket(fd: Fd) -> Connection {
         Connection::new(fd.into_endpoint(), true, true)
     }
@@ -347,7 +347,18 @@ impl Connection {
                 format!("offset {offset} is past the end of a {}-byte buffer", buf.len()),
             )));
         }
-        let (msg, _fds) = self.recv_message(None, None)?;
+        if !self.readable {
+            return Err(RecvError::Failed(Error::new(
+                ErrorKind::InvalidState,
+                "connection is write-only",
+            )));
+        }
+        let fd = self.fd().map_err(RecvError::Failed)?;
+        let direct = lock(&self.rx).next_message_into(fd, &mut buf[offset..])?;
+        let msg = match direct {
+            Ok(len) => return Ok(len),
+            Err((msg, _fds)) => msg,
+        };
         let room = buf.len() - offset;
         if msg.len() > room {
             let text = format!("a {}-byte message does not fit in {room} bytes", msg.len());

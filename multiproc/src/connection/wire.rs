@@ -249,6 +249,53 @@ impl Rx {
         }
     }
 
+    /// The next message, read straight into `out` when it is large and fits
+    /// (no intermediate buffer): `Ok(len)`; otherwise the whole message as
+    /// [`next_message`](Rx::next_message) returns it, for the caller to copy
+    /// or to report as too long.
+    pub(crate) fn next_message_into(&mut self, fd: &Fd, out: &mut [u8]) -> Result<Result<usize, Message>, RecvFailure> {
+        self.retired.clear();
+        loop {
+            if self.broken.is_some() || self.partial.is_some() || self.available().len() >= HEADER || self.eof {
+                break;
+            }
+            self.read_more(fd, None)?;
+        }
+        let direct = self.broken.is_none()
+            && self.partial.is_none()
+            && self.available().len() >= HEADER
+            && match parse_header(&self.available()[..HEADER]) {
+                Ok((_, len)) => len >= DIRECT_MIN as u64 && len <= out.len() as u64,
+                Err(_) => false,
+            };
+        if !direct {
+            return self.next_message(fd, None, None).map(Err);
+        }
+        let (nfds, len) = parse_header(&self.available()[..HEADER]).expect("checked above");
+        let len = len as usize;
+        let have = (self.available().len() - HEADER).min(len);
+        out[..have].copy_from_slice(&self.available()[HEADER..HEADER + have]);
+        self.pos += HEADER + have;
+        let mut done = have;
+        while done < len {
+            let mut fds = Vec::new();
+            let got = fd
+                .recv_into(&mut out[done..len], &mut fds, false)
+                .map_err(|e| RecvFailure::Failed(Error::io("failed to read from the connection", e)))?;
+            self.fds.extend(fds);
+            match got {
+                RecvSome::Data(n) => done += n,
+                RecvSome::Eof | RecvSome::WouldBlock => {
+                    self.eof = true;
+                    return Err(
+                        self.broken("the stream ended inside a message (the writer died or closed mid-send)".into())
+                    );
+                }
+            }
+        }
+        self.with_fds(Vec::new(), nfds).map(|_| Ok(len))
+    }
+
     /// Blocks for more bytes (or returns `Timeout`).
     fn read_more(&mut self, fd: &Fd, deadline: Option<Instant>) -> Result<(), RecvFailure> {
         let io_err = |e| RecvFailure::Failed(Error::io("failed to read from the connection", e));

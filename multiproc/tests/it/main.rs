@@ -14,4 +14,5 @@ mod forkserver;
 mod hygiene;
 mod identity;
 mod lifecycle;
+mod listener;
 mod queue;

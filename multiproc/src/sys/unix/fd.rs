@@ -272,9 +272,25 @@ impl Fd {
         nonblocking: bool,
     ) -> io::Result<RecvSome> {
         let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(limit);
+        let got = self.recv_raw(spare.as_mut_ptr().cast(), len, fds, nonblocking)?;
+        if let RecvSome::Data(n) = got {
+            // SAFETY: the kernel initialised the first `n` spare bytes.
+            unsafe { buf.set_len(buf.len() + n) };
+        }
+        Ok(got)
+    }
+
+    /// Like [`recv_upto`](Fd::recv_upto), into an initialised slice.
+    pub(crate) fn recv_into(&self, buf: &mut [u8], fds: &mut Vec<Fd>, nonblocking: bool) -> io::Result<RecvSome> {
+        self.recv_raw(buf.as_mut_ptr(), buf.len(), fds, nonblocking)
+    }
+
+    /// One `recvmsg` into `len` writable bytes at `ptr`.
+    fn recv_raw(&self, ptr: *mut u8, len: usize, fds: &mut Vec<Fd>, nonblocking: bool) -> io::Result<RecvSome> {
         let mut iov = [libc::iovec {
-            iov_base: spare.as_mut_ptr().cast(),
-            iov_len: spare.len().min(limit),
+            iov_base: ptr.cast(),
+            iov_len: len,
         }];
         let mut cmsg = CmsgBuf::new();
         // SAFETY: an all-zero msghdr is a valid empty message.
@@ -284,19 +300,19 @@ impl Fd {
         msg.msg_control = cmsg.buf.as_mut_ptr().cast();
         msg.msg_controllen = mem::size_of_val(&cmsg.buf);
         let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: msg describes writable memory owned by `buf` and `cmsg`.
+        // SAFETY: msg describes `len` writable bytes at `ptr` (the callers'
+        // contract) and the control buffer `cmsg`.
         let n = match cvt_r(|| unsafe { libc::recvmsg(self.raw(), &mut msg, flags) }) {
             Ok(n) => n as usize,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RecvSome::WouldBlock),
             Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Ok(RecvSome::Eof),
             Err(e) => return Err(e),
         };
+        let before = fds.len();
         cmsg.take_fds(&msg, fds);
-        if n == 0 && fds.is_empty() {
+        if n == 0 && fds.len() == before {
             return Ok(RecvSome::Eof);
         }
-        // SAFETY: the kernel initialised the first `n` spare bytes.
-        unsafe { buf.set_len(buf.len() + n) };
         Ok(RecvSome::Data(n))
     }
 }

@@ -10,6 +10,7 @@ mod fd;
 mod fork;
 mod memfd;
 mod misc;
+mod net;
 mod pidfd;
 mod shmring;
 mod spawn;
@@ -21,6 +22,9 @@ pub(crate) use misc::{
     SIGKILL, SIGTERM, atexit, close_inherited, cpu_count, exe_identity, getpid, getppid, ignore_sigpipe, image_base,
     main_image_base, null_device, random_bytes, redirect, set_sigint_ignored, signal_name, socket_peer_pid,
     thread_count,
+};
+pub(crate) use net::{
+    PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
 pub(crate) use shmring::{RingError, ShmRing};

@@ -1,0 +1,394 @@
+//! Stream sockets by address: Unix (a filesystem path or a Linux abstract
+//! name) and TCP, for `Listener` and `Client`.
+//!
+//! Every socket is created close-on-exec atomically (`SOCK_CLOEXEC`,
+//! `accept4(SOCK_CLOEXEC)`). A listening socket is non-blocking, so that
+//! an accept racing another thread for the same connection never blocks
+//! past its deadline; accepted and connected sockets are blocking, as a
+//! connection expects.
+
+use std::{
+    ffi::OsStr,
+    io, mem,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::{Fd, cvt, cvt_r, fd::poll_one};
+
+/// The longest Unix socket path or abstract name, in bytes (`sun_path`
+/// holds 108 bytes: a path needs its NUL, a name its leading NUL).
+pub(crate) const UNIX_NAME_MAX: usize = 107;
+
+/// An address to bind or connect to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SockAddr<'a> {
+    Path(&'a Path),
+    Abstract(&'a [u8]),
+    Inet(SocketAddr),
+}
+
+/// The address of an accepted peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PeerAddr {
+    /// A Unix socket that was never bound (the usual client).
+    Unnamed,
+    Path(PathBuf),
+    Abstract(Vec<u8>),
+    Inet(SocketAddr),
+}
+
+/// A `sockaddr` ready for the kernel.
+struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl RawAddr {
+    fn empty() -> RawAddr {
+        RawAddr {
+            // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+            storage: unsafe { mem::zeroed() },
+            len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
+    fn ptr(&self) -> *const libc::sockaddr {
+        (&self.storage as *const libc::sockaddr_storage).cast()
+    }
+
+    fn ptr_mut(&mut self) -> *mut libc::sockaddr {
+        (&mut self.storage as *mut libc::sockaddr_storage).cast()
+    }
+
+    fn family(&self) -> libc::c_int {
+        libc::c_int::from(self.storage.ss_family)
+    }
+}
+
+fn encode(addr: SockAddr<'_>) -> io::Result<RawAddr> {
+    let mut raw = RawAddr::empty();
+    match addr {
+        SockAddr::Path(path) => encode_unix(&mut raw, path.as_os_str().as_bytes(), false)?,
+        SockAddr::Abstract(name) => encode_unix(&mut raw, name, true)?,
+        SockAddr::Inet(SocketAddr::V4(a)) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { raw.ptr_mut().cast::<libc::sockaddr_in>().write(sin) };
+            raw.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        }
+        SockAddr::Inet(SocketAddr::V6(a)) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { raw.ptr_mut().cast::<libc::sockaddr_in6>().write(sin6) };
+            raw.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        }
+    }
+    Ok(raw)
+}
+
+fn encode_unix(raw: &mut RawAddr, name: &[u8], abstract_name: bool) -> io::Result<()> {
+    if name.len() > UNIX_NAME_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a Unix socket name has at most {UNIX_NAME_MAX} bytes, this one has {}",
+                name.len()
+            ),
+        ));
+    }
+    if !abstract_name && (name.is_empty() || name.contains(&0)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket path must be non-empty and contain no NUL byte",
+        ));
+    }
+    // SAFETY: an all-zero sockaddr_un is valid; the storage is larger than
+    // and aligned for it.
+    let sun = unsafe { &mut *raw.ptr_mut().cast::<libc::sockaddr_un>() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let start = usize::from(abstract_name);
+    for (dst, &src) in sun.sun_path[start..].iter_mut().zip(name) {
+        *dst = src as libc::c_char;
+    }
+    let base = mem::size_of::<libc::sa_family_t>();
+    // A path is passed with its NUL; an abstract name is exactly its bytes
+    // after the leading NUL.
+    raw.len = (base + start + name.len() + usize::from(!abstract_name)) as libc::socklen_t;
+    Ok(())
+}
+
+fn decode(raw: &RawAddr) -> PeerAddr {
+    match raw.family() {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
+            let sin = unsafe { &*raw.ptr().cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            PeerAddr::Inet(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
+            let sin6 = unsafe { &*raw.ptr().cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            PeerAddr::Inet(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        libc::AF_UNIX => {
+            // SAFETY: the kernel wrote a sockaddr_un for AF_UNIX.
+            let sun = unsafe { &*raw.ptr().cast::<libc::sockaddr_un>() };
+            let base = mem::size_of::<libc::sa_family_t>();
+            let n = (raw.len as usize).saturating_sub(base).min(sun.sun_path.len());
+            let bytes: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
+            match bytes.split_first() {
+                None => PeerAddr::Unnamed,
+                Some((0, name)) => PeerAddr::Abstract(name.to_vec()),
+                Some(_) => {
+                    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                    PeerAddr::Path(PathBuf::from(OsStr::from_bytes(&bytes[..end])))
+                }
+            }
+        }
+        _ => PeerAddr::Unnamed,
+    }
+}
+
+fn family(addr: SockAddr<'_>) -> libc::c_int {
+    match addr {
+        SockAddr::Path(_) | SockAddr::Abstract(_) => libc::AF_UNIX,
+        SockAddr::Inet(SocketAddr::V4(_)) => libc::AF_INET,
+        SockAddr::Inet(SocketAddr::V6(_)) => libc::AF_INET6,
+    }
+}
+
+/// A close-on-exec stream socket of the family of `addr`; non-blocking
+/// if asked.
+fn stream_socket(addr: SockAddr<'_>, nonblocking: bool) -> io::Result<Fd> {
+    let flags = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: socket takes plain integers.
+    let raw = cvt(unsafe { libc::socket(family(addr), flags, 0) })?;
+    // SAFETY: socket returned a new descriptor we own.
+    Ok(unsafe { Fd::from_raw(raw) })
+}
+
+/// A non-blocking socket of the family of `addr`, bound to it (with
+/// `SO_REUSEADDR` for TCP, so that a port in `TIME_WAIT` can be bound
+/// again, as Python does), not yet listening.
+pub(crate) fn bound_socket(addr: SockAddr<'_>) -> io::Result<Fd> {
+    let raw = encode(addr)?;
+    let fd = stream_socket(addr, true)?;
+    if let SockAddr::Inet(_) = addr {
+        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    }
+    // SAFETY: raw holds a valid address of `raw.len` bytes.
+    cvt(unsafe { libc::bind(fd.raw(), raw.ptr(), raw.len) })?;
+    Ok(fd)
+}
+
+/// Marks a bound socket as listening.
+pub(crate) fn listen(fd: &Fd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen on an open descriptor.
+    cvt(unsafe { libc::listen(fd.raw(), backlog) }).map(drop)
+}
+
+/// The address a TCP socket is bound to (its port, when it asked for 0).
+pub(crate) fn local_inet_addr(fd: &Fd) -> io::Result<SocketAddr> {
+    let mut raw = RawAddr::empty();
+    // SAFETY: raw is writable storage of `raw.len` bytes.
+    cvt(unsafe { libc::getsockname(fd.raw(), raw.ptr_mut(), &mut raw.len) })?;
+    match decode(&raw) {
+        PeerAddr::Inet(a) => Ok(a),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a TCP socket")),
+    }
+}
+
+/// Takes one pending connection from a non-blocking listening socket:
+/// `None` when there is none (or it was reset before it was taken). The
+/// new socket is blocking and close-on-exec.
+pub(crate) fn accept(listener: &Fd) -> io::Result<Option<(Fd, PeerAddr)>> {
+    let mut raw = RawAddr::empty();
+    // SAFETY: raw is writable storage of `raw.len` bytes.
+    let res = cvt_r(|| unsafe { libc::accept4(listener.raw(), raw.ptr_mut(), &mut raw.len, libc::SOCK_CLOEXEC) });
+    match res {
+        // SAFETY: accept4 returned a new descriptor we own.
+        Ok(fd) => Ok(Some((unsafe { Fd::from_raw(fd) }, decode(&raw)))),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ECONNABORTED)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A blocking, close-on-exec stream socket connected to `addr`, waiting at
+/// most `timeout` (`None`: as long as the system does) for the connection.
+/// Running out of time is an [`io::ErrorKind::TimedOut`] error.
+pub(crate) fn connect(addr: SockAddr<'_>, timeout: Option<Duration>) -> io::Result<Fd> {
+    let raw = encode(addr)?;
+    match addr {
+        SockAddr::Inet(_) => connect_inet(addr, &raw, timeout),
+        SockAddr::Path(_) | SockAddr::Abstract(_) => connect_unix(addr, &raw, timeout),
+    }
+}
+
+/// TCP: a non-blocking connect, a wait for writability, then the socket is
+/// made blocking again.
+fn connect_inet(addr: SockAddr<'_>, raw: &RawAddr, timeout: Option<Duration>) -> io::Result<Fd> {
+    let fd = stream_socket(addr, true)?;
+    // SAFETY: raw holds a valid address of `raw.len` bytes.
+    match cvt(unsafe { libc::connect(fd.raw(), raw.ptr(), raw.len) }) {
+        Ok(_) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
+            // Interrupted or not, the connection proceeds in the background.
+            if !poll_one(fd.raw(), libc::POLLOUT, timeout)? {
+                return Err(timed_out());
+            }
+            let err = get_int_option(&fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    set_blocking(&fd)?;
+    Ok(fd)
+}
+
+/// Unix: a blocking connect only waits while the listener's backlog is
+/// full, for at most the socket's send timeout, after which it fails with
+/// `EAGAIN`; the timeout is cleared afterwards (it would bound every send).
+fn connect_unix(addr: SockAddr<'_>, raw: &RawAddr, timeout: Option<Duration>) -> io::Result<Fd> {
+    let fd = stream_socket(addr, false)?;
+    // A timeout too large to represent leaves the wait unbounded.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        if let Some(d) = deadline {
+            // Zero would mean "no timeout": wait at least a microsecond.
+            let left = d.saturating_duration_since(Instant::now());
+            set_send_timeout(&fd, Some(left.max(Duration::from_micros(1))))?;
+        }
+        // SAFETY: raw holds a valid address of `raw.len` bytes.
+        match cvt(unsafe { libc::connect(fd.raw(), raw.ptr(), raw.len) }) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && deadline.is_some() => return Err(timed_out()),
+            Err(e) => return Err(e),
+        }
+    }
+    if deadline.is_some() {
+        set_send_timeout(&fd, None)?;
+    }
+    Ok(fd)
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the connection was not established in time")
+}
+
+/// Sets `SO_SNDTIMEO` (`None` clears it).
+fn set_send_timeout(fd: &Fd, timeout: Option<Duration>) -> io::Result<()> {
+    let timeout = timeout.unwrap_or(Duration::ZERO);
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: tv is a timeval living across the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn set_blocking(fd: &Fd) -> io::Result<()> {
+    // SAFETY: F_GETFL on an open descriptor.
+    let flags = cvt(unsafe { libc::fcntl(fd.raw(), libc::F_GETFL) })?;
+    // SAFETY: F_SETFL with flags read just above.
+    cvt(unsafe { libc::fcntl(fd.raw(), libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Turns Nagle's algorithm off on a TCP socket: a message is one write, and
+/// the authentication handshake is a ping-pong of small ones.
+pub(crate) fn set_nodelay(fd: &Fd) -> io::Result<()> {
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+fn set_int_option(fd: &Fd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: value is a c_int living across the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.raw(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+fn get_int_option(fd: &Fd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are writable and live across the call.
+    cvt(unsafe { libc::getsockopt(fd.raw(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len) })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_names_round_trip() {
+        for (addr, peer) in [
+            (
+                SockAddr::Path(Path::new("/tmp/x.sock")),
+                PeerAddr::Path("/tmp/x.sock".into()),
+            ),
+            (
+                SockAddr::Abstract(b"name\0with nul"),
+                PeerAddr::Abstract(b"name\0with nul".to_vec()),
+            ),
+            (SockAddr::Abstract(b""), PeerAddr::Abstract(Vec::new())),
+        ] {
+            assert_eq!(decode(&encode(addr).unwrap()), peer);
+        }
+        let long = vec![b'a'; UNIX_NAME_MAX + 1];
+        assert_eq!(
+            encode(SockAddr::Abstract(&long)).err().unwrap().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert!(encode(SockAddr::Path(Path::new(""))).is_err());
+    }
+
+    #[test]
+    fn inet_addresses_round_trip() {
+        for a in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%2]:1"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(decode(&encode(SockAddr::Inet(a)).unwrap()), PeerAddr::Inet(a));
+        }
+    }
+}
