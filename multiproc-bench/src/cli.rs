@@ -6,7 +6,9 @@ usage: multiproc-bench [--json] [--quick] [--iters N] [FILTER]
   --json      one JSON object per line instead of a table
   --quick     smoke run: 1 warm-up and 2 samples per row (CI)
   --iters N   N samples per row (default: a count chosen per row)
-  FILTER      only rows whose name contains FILTER, e.g. start_join/fork
+  FILTER      only rows whose name contains FILTER, or one of its
+              comma-separated parts: start_join/fork, pipe/,queue/
+              (channel rows keep their floors)
 ";
 
 /// What the command line asked for.
@@ -55,7 +57,9 @@ impl Options {
 
     /// Whether the row called `name` is to be measured.
     pub(crate) fn wants(&self, name: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| name.contains(f))
+        self.filter
+            .as_deref()
+            .is_none_or(|f| f.split(',').any(|part| !part.is_empty() && name.contains(part)))
     }
 
     /// Warm-up runs and samples for a row whose full run takes `full`
@@ -115,5 +119,8 @@ mod tests {
         assert!(parse(&["--nope"]).is_err());
         assert!(parse(&["a", "b"]).is_err());
         assert!(parse(&[]).unwrap().wants("anything"));
+        let both = parse(&["pipe/,queue/"]).unwrap();
+        assert!(both.wants("pipe/oneway_64B/fork") && both.wants("queue/echo_64B/spawn"));
+        assert!(!both.wants("process/start_join/fork"));
     }
 }

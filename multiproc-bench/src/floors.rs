@@ -8,6 +8,10 @@
 //!   stdin/stdout (the smallest "send the task, get the result" exchange),
 //!   or streaming a buffer through a pipe into a `Vec` in the child.
 //! - fork: raw `fork()`, `_exit(0)` in the child, `waitpid` in the parent.
+//! - channels: a bare socket pair or pipe between this process and a forked
+//!   child, carrying the same traffic as a channel row ([`transport`]).
+
+pub(crate) mod transport;
 
 use std::{
     io::{self, Read, Write},

@@ -37,13 +37,55 @@ impl Impl {
     }
 }
 
+/// What a row's samples are and how the report shows them. Samples are
+/// always times per operation in microseconds, so that medians and ratios
+/// work the same for every row; a rate row is shown as a rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Unit {
+    /// The time of one operation.
+    Time,
+    /// The time per message, shown as messages per second.
+    Msgs,
+    /// The time per message of this many bytes, shown as GB/s (1e9 B/s).
+    Bytes(u64),
+}
+
+impl Unit {
+    /// Whether the row is shown as a rate (higher is better).
+    pub(crate) fn is_rate(self) -> bool {
+        self != Unit::Time
+    }
+
+    /// A time per operation in microseconds, in this unit's terms:
+    /// messages per second or GB/s for rates, unchanged for times.
+    pub(crate) fn value(self, us: f64) -> f64 {
+        match self {
+            Unit::Time => us,
+            Unit::Msgs => 1e6 / us,
+            Unit::Bytes(b) => b as f64 / (us * 1e3),
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Unit::Time => "us",
+            Unit::Msgs => "msg/s",
+            Unit::Bytes(_) => "GB/s",
+        }
+    }
+}
+
 /// One timed operation; `run` returns the time of one sample (its own
-/// set-up, such as filling an argument buffer, left out).
+/// set-up, such as filling an argument buffer, left out), which covers
+/// `ops` operations.
 pub(crate) struct Bench<'a> {
     pub(crate) name: String,
     pub(crate) imp: Impl,
     pub(crate) desc: String,
     pub(crate) run: Box<dyn FnMut() -> Result<Duration, String> + 'a>,
+    /// Operations per sample: a sample is recorded as its time over this.
+    pub(crate) ops: u64,
+    pub(crate) unit: Unit,
 }
 
 impl<'a> Bench<'a> {
@@ -58,7 +100,16 @@ impl<'a> Bench<'a> {
             imp,
             desc: desc.into(),
             run: Box::new(run),
+            ops: 1,
+            unit: Unit::Time,
         }
+    }
+
+    /// A bench whose samples each time `ops` operations, shown in `unit`.
+    pub(crate) fn per(mut self, ops: u64, unit: Unit) -> Bench<'a> {
+        self.ops = ops.max(1);
+        self.unit = unit;
+        self
     }
 }
 
@@ -68,6 +119,8 @@ pub(crate) struct Row {
     pub(crate) name: String,
     pub(crate) imp: Impl,
     pub(crate) desc: String,
+    pub(crate) unit: Unit,
+    /// Of the time per operation, in microseconds.
     pub(crate) stats: Stats,
     /// In the order taken: sample `i` of every row of one group was taken
     /// in the same round.
@@ -79,11 +132,12 @@ pub(crate) struct Row {
 
 impl Row {
     /// A row measured outside any interleaved group.
-    pub(crate) fn apart(name: String, imp: Impl, desc: String, samples: Vec<f64>) -> Option<Row> {
+    pub(crate) fn apart(name: String, imp: Impl, desc: String, unit: Unit, samples: Vec<f64>) -> Option<Row> {
         Some(Row {
             name,
             imp,
             desc,
+            unit,
             stats: Stats::of(&samples)?,
             samples,
             group: None,
@@ -151,7 +205,7 @@ pub(crate) fn run_group(mut benches: Vec<Bench<'_>>, counts: Counts) -> (Vec<Row
             }
             let b = &mut benches[i];
             match (b.run)() {
-                Ok(d) if timed => samples[i].push(d.as_secs_f64() * 1e6),
+                Ok(d) if timed => samples[i].push(d.as_secs_f64() * 1e6 / b.ops as f64),
                 Ok(_) => {}
                 Err(e) => {
                     failed[i] = true;
@@ -170,6 +224,7 @@ pub(crate) fn run_group(mut benches: Vec<Bench<'_>>, counts: Counts) -> (Vec<Row
                 name: b.name,
                 imp: b.imp,
                 desc: b.desc,
+                unit: b.unit,
                 stats,
                 samples: s,
                 group: Some(group),
@@ -189,6 +244,17 @@ mod tests {
         let s = Stats::of(&[3.0, 1.0, 2.0]).unwrap();
         assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
         assert_eq!(Stats::of(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+    }
+
+    #[test]
+    fn rates() {
+        let benches = vec![Bench::new("r", Impl::Floor, "", || Ok(Duration::from_micros(40))).per(4, Unit::Msgs)];
+        let (rows, _) = run_group(benches, Counts { warmup: 0, samples: 1 });
+        assert_eq!((rows[0].stats.median, rows[0].unit), (10.0, Unit::Msgs));
+        assert_eq!(Unit::Msgs.value(10.0), 100_000.0);
+        assert_eq!(Unit::Bytes(1 << 20).value(1000.0), 1.048576);
+        assert_eq!(Unit::Time.value(3.0), 3.0);
+        assert!(Unit::Bytes(1).is_rate() && !Unit::Time.is_rate());
     }
 
     #[test]

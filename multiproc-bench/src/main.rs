@@ -1,20 +1,31 @@
 //! Benchmarks for `multiproc`, each measured next to its baselines in the
 //! same run: the machine's floors (a bare re-exec of this binary, a raw
-//! `fork`), CPython's `multiprocessing` and the `procspawn` crate.
+//! `fork`, a bare socket pair or pipe), CPython's `multiprocessing` and the
+//! `procspawn` crate.
 //!
 //! ```text
 //! cargo run --release -p multiproc-bench -- [--json] [--quick] [--iters N] [FILTER]
 //! ```
 //!
+//! Rows are named `<area>/<operation>/<start method>`: `process/...`
+//! (start + join, argument transfer) and the channel rows `pipe/...` and
+//! `queue/...` (see [`channels`]), whose floors are `<area>/<operation>/raw_*`.
+//!
 //! `--json` prints one JSON object per row (`name`, `impl`, `unit`,
-//! `median`, `min`, `max`, `n`, plus `desc`), then one `ratio_vs_*` row per
-//! comparison (unit `x`: multiproc's median time over the baseline's, lower
-//! is better, with its `target` and whether it was met). Without it, a table.
-//! `--quick` is a smoke run (one warm-up and two samples per row) that only
-//! checks that every row still works. FILTER keeps the rows whose name
-//! contains it. Progress and skipped rows are reported on stderr; the exit
-//! status is 1 if any row failed or FILTER matched none.
+//! `median`, `min`, `max`, `n`, plus `desc`; a rate row has unit `msg/s` or
+//! `GB/s`, its `min` is the lowest rate, `per_op_us` its median time per
+//! message, and a row whose own rate has a target carries `target`,
+//! `target_desc` and `pass`), then one `ratio_vs_*` row per comparison
+//! (unit `x`: multiproc's median time over the baseline's, lower is better,
+//! with its `target` and whether it was met; for a rate row also
+//! `rate_ratio`, multiproc's rate over the baseline's). Without it, a table.
+//! `--quick` is a smoke run (one warm-up and two samples per row, and
+//! shorter channel samples) that only checks that every row still works.
+//! FILTER keeps the rows whose name contains it, or any of its
+//! comma-separated parts (with the floors of the channel rows it keeps). Progress and skipped rows are reported on
+//! stderr; the exit status is 1 if any row failed or FILTER matched none.
 
+mod channels;
 mod cli;
 mod cpython;
 mod floors;
@@ -50,10 +61,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let ratios = report::ratios(&outcome.rows);
+    let goals = report::goals(&outcome.rows);
     if opts.json {
-        report::print_json(&outcome.rows, &ratios);
+        report::print_json(&outcome.rows, &ratios, &goals);
     } else {
-        report::print_table(&outcome.rows, &ratios, &opts);
+        report::print_table(&outcome.rows, &ratios, &goals, &opts);
     }
     if outcome.failures.is_empty() {
         ExitCode::SUCCESS

@@ -14,6 +14,7 @@ use std::{
 use multiproc::{ProcessBuilder, StartMethod};
 
 use crate::{
+    channels,
     cli::{Counts, Options},
     cpython, floors,
     harness::{self, Bench, Impl, Row},
@@ -128,12 +129,21 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
         ),
     ];
     group(opts, &mut out, opts.counts(50), transfer);
+
+    // 6. Pipes and queues: children started once per row, so the heap no
+    // longer matters.
+    channels::run_all(opts, &mut out);
     out
 }
 
 /// Runs the benches of `benches` that `opts` selects, interleaved.
 fn group(opts: &Options, out: &mut Outcome, counts: Counts, benches: Vec<Bench<'_>>) {
     let benches: Vec<_> = benches.into_iter().filter(|b| opts.wants(&b.name)).collect();
+    run_benches(out, counts, benches);
+}
+
+/// Runs `benches` interleaved, with progress on stderr.
+pub(crate) fn run_benches(out: &mut Outcome, counts: Counts, benches: Vec<Bench<'_>>) {
     if benches.is_empty() {
         return;
     }
