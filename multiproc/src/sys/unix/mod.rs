@@ -11,6 +11,7 @@ mod fork;
 mod memfd;
 mod misc;
 mod pidfd;
+mod shm;
 mod shmring;
 mod spawn;
 
