@@ -159,6 +159,7 @@ mod process;
 mod queue;
 mod registry;
 mod start;
+mod sync;
 mod sys;
 mod target;
 
@@ -176,6 +177,10 @@ pub use crate::{
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
     start::StartMethod,
+    sync::{
+        AcquireError, Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard,
+        Semaphore, SemaphoreGuard,
+    },
 };
 
 /// The explicit child entry point, for programs built without the

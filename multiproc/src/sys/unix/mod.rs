@@ -14,6 +14,7 @@ mod pidfd;
 mod shm;
 mod shmring;
 mod spawn;
+mod sync;
 
 pub(crate) use fd::{Fd, MAX_FDS, RecvSome, poll_readable_set, seqpacket_pair, socketpair};
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
@@ -24,8 +25,10 @@ pub(crate) use misc::{
     thread_count,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
+pub(crate) use shm::passed;
 pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_self};
+pub(crate) use sync::{Acquired, Kind as SyncKind, SyncError, SyncMem};
 
 use std::io;
 
