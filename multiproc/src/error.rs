@@ -62,7 +62,7 @@ pub enum ErrorKind {
     /// a writer's death, a corrupted header, a message over the reader's
     /// size limit). The channel is unusable afterwards.
     Protocol,
-    /// A [`Listener`](crate::Listener) or [`Client`](crate::Client) peer did
+    /// A `Listener` or `Client` peer did
     /// not prove it knows the authentication key (Python's
     /// `AuthenticationError`).
     Authentication,

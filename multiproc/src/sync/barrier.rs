@@ -33,7 +33,7 @@ use crate::{
 /// A wait that times out, [`abort`](Self::abort), [`reset`](Self::reset)
 /// while parties wait, and the death of a waiting party break the barrier:
 /// the waiters get [`ErrorKind::BrokenBarrier`], as does every wait until
-/// a reset. There is no `action` (see [the module docs](crate::sync)).
+/// a reset. There is no `action` (see [the module docs](crate#synchronisation)).
 #[derive(Clone)]
 pub struct Barrier {
     mem: Arc<SyncMem>,

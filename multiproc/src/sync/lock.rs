@@ -33,7 +33,7 @@ use crate::{
 ///
 /// A holder that dies (process or thread) is reported to the next
 /// acquirer as [`AcquireError::OwnerDied`] (see [the module
-/// docs](crate::sync)). Unlike Python's, only the holding thread may
+/// docs](crate#synchronisation)). Unlike Python's, only the holding thread may
 /// release it.
 #[derive(Clone)]
 pub struct Lock {

@@ -906,10 +906,8 @@ impl SyncMem {
         }
         let h = self.hdr();
         for s in slots {
-            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), 0) {
-                if s.state.swap(FREE, SeqCst) == WAITING {
-                    h.nwaiting.fetch_sub(1, SeqCst);
-                }
+            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), 0) && s.state.swap(FREE, SeqCst) == WAITING {
+                h.nwaiting.fetch_sub(1, SeqCst);
             }
         }
         slots
