@@ -344,9 +344,29 @@ fn alive(pid: u32, tid: u32, start: u64) -> bool {
     }
 }
 
+thread_local! {
+    /// [`may_spin`]'s last answer and how many more calls reuse it.
+    static SPIN_OK: Cell<(bool, u32)> = const { Cell::new((false, 0)) };
+}
+
 /// Whether this thread may run on more than one CPU (spinning only helps
-/// when the peer runs at the same time).
+/// when the peer runs at the same time). The answer is reused for 64 calls:
+/// asking the kernel costs a system call per wait otherwise.
 fn may_spin() -> bool {
+    SPIN_OK.with(|c| {
+        let (ok, left) = c.get();
+        if left > 0 {
+            c.set((ok, left - 1));
+            return ok;
+        }
+        let ok = affinity_allows_spin();
+        c.set((ok, 63));
+        ok
+    })
+}
+
+/// Asks the kernel whether this thread may run on more than one CPU.
+fn affinity_allows_spin() -> bool {
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
     // SAFETY: set is a valid out-pointer of the size passed.
