@@ -33,6 +33,7 @@ mod harness;
 mod peers;
 mod report;
 mod rows;
+mod sync_rows;
 
 use std::process::ExitCode;
 

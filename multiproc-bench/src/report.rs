@@ -161,6 +161,7 @@ fn target(name: &str, base_name: &str, baseline: Impl) -> Option<Target> {
         ("process/transfer_16MiB/spawn" | "process/transfer_16MiB/fork", Impl::Procspawn) => {
             t(0.25, ">= 4x faster than procspawn")
         }
+        ("sync/handoff_pinned" | "sync/handoff", Impl::Floor) => t(1.3, "<= 1.3x the raw futex ping-pong"),
         _ => None,
     }
 }
@@ -365,7 +366,9 @@ pub(crate) fn print_json(rows: &[Row], ratios: &[Ratio], goals: &[Goal]) {
 
 /// A time in microseconds, in a readable unit.
 fn time(us: f64) -> String {
-    if us < 1e3 {
+    if us < 1.0 {
+        format!("{:.1} ns", us * 1e3)
+    } else if us < 1e3 {
         format!("{us:.1} µs")
     } else if us < 1e6 {
         format!("{:.2} ms", us / 1e3)

@@ -18,7 +18,7 @@ use crate::{
     cli::{Counts, Options},
     cpython, floors,
     harness::{self, Bench, Impl, Row},
-    peers,
+    peers, sync_rows,
 };
 
 const MIB: usize = 1 << 20;
@@ -76,6 +76,11 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
         opts.counts(300),
         forkserver_benches("process/start_join/forkserver"),
     );
+
+    // 2c. Synchronisation primitives (their own module).
+    for (counts, benches) in sync_rows::groups(opts) {
+        group(opts, &mut out, counts, benches);
+    }
 
     // 3. CPython, right after the Rust start rows.
     run_cpython(opts, &mut out);

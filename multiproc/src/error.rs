@@ -62,7 +62,7 @@ pub enum ErrorKind {
     /// a writer's death, a corrupted header, a message over the reader's
     /// size limit). The channel is unusable afterwards.
     Protocol,
-    /// A [`Listener`](crate::Listener) or [`Client`](crate::Client) peer did
+    /// A `Listener` or `Client` peer did
     /// not prove it knows the authentication key (Python's
     /// `AuthenticationError`).
     Authentication,
@@ -73,6 +73,16 @@ pub enum ErrorKind {
     /// An argument is out of its range (an offset past a buffer's end, a
     /// zero-sized queue bound, ...).
     InvalidInput,
+    /// A process or thread died holding a [`Lock`](crate::Lock) or
+    /// [`RLock`](crate::RLock), or semaphore permits that an acquisition
+    /// reclaimed. The lock was acquired all the same: see
+    /// [`AcquireError::OwnerDied`](crate::AcquireError::OwnerDied), which
+    /// carries the guard. The data it protects may be half updated.
+    OwnerDied,
+    /// A [`Barrier`](crate::Barrier) is broken: aborted, reset while this
+    /// party waited, timed out, or a party died while waiting (Python's
+    /// `BrokenBarrierError`).
+    BrokenBarrier,
 }
 
 /// A panic that happened in another process, as that process saw it.

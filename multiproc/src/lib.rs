@@ -92,6 +92,43 @@
 //! queue's `put` has delivered its item when it returns; channel errors
 //! hand an unsent value back, in the manner of crossbeam-channel.
 //!
+//! # Synchronisation
+//!
+//! [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`],
+//! [`Condition`] and [`Barrier`] work across processes, passed like
+//! channels. Each lives in an anonymous sealed memory file (no named
+//! semaphore to leak). Acquiring returns a guard, or, Python-style,
+//! `acquire_unguarded` and `release`. A process (or thread) that dies holding
+//! a lock or a guarded semaphore permit never blocks the others: the next
+//! acquirer gets [`AcquireError::OwnerDied`], which holds the guard
+//! ([`AcquireError::recover`] takes it); a barrier whose party dies breaks
+//! ([`ErrorKind::BrokenBarrier`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use multiproc::{self as mp, Lock, Event};
+//!
+//! fn child((lock, done): (Lock, Event)) {
+//!     let _guard = lock.acquire().unwrap();
+//!     done.set();
+//! }
+//!
+//! # fn main() -> mp::Result<()> {
+//! let (lock, done) = (Lock::new()?, Event::new()?);
+//! let mut p = mp::Process::with_args(child, (lock.clone(), done.clone()));
+//! p.start()?;
+//! assert!(done.wait_timeout(Duration::from_secs(30)));
+//! p.join()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Differences from Python: a `Lock` is released by the thread that holds
+//! it (Python lets anyone release it; a [`Semaphore`] of 1 does that here),
+//! and acquiring it again from that thread is an error instead of a
+//! deadlock; only guarded semaphore permits are reclaimed from dead
+//! processes; a `Barrier` has no `action` (the party whose wait returns 0
+//! can run it). The design is in `src/sync/mod.rs`.
+//!
 //! # The child's entry point
 //!
 //! Nothing needs to be called in `main`. With the default `auto-entry`
@@ -159,6 +196,7 @@ mod process;
 mod queue;
 mod registry;
 mod start;
+mod sync;
 mod sys;
 mod target;
 
@@ -178,6 +216,10 @@ pub use crate::{
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
     start::StartMethod,
+    sync::{
+        AcquireError, Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard,
+        Semaphore, SemaphoreGuard,
+    },
 };
 
 /// The explicit child entry point, for programs built without the

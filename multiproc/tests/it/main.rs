@@ -16,3 +16,4 @@ mod identity;
 mod lifecycle;
 mod listener;
 mod queue;
+mod sync;

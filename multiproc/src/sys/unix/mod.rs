@@ -12,8 +12,10 @@ mod memfd;
 mod misc;
 mod net;
 mod pidfd;
+mod shm;
 mod shmring;
 mod spawn;
+mod sync;
 
 pub(crate) use fd::{Fd, MAX_FDS, RecvSome, poll_readable_set, seqpacket_pair, socketpair};
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
@@ -27,8 +29,10 @@ pub(crate) use net::{
     PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
+pub(crate) use shm::passed;
 pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_self};
+pub(crate) use sync::{Acquired, Kind as SyncKind, SyncError, SyncMem};
 
 use std::io;
 

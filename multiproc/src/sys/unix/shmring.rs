@@ -131,7 +131,6 @@
 
 use std::{
     cell::UnsafeCell,
-    ffi::CStr,
     fmt, io,
     mem::{self, MaybeUninit},
     ptr::{self, NonNull},
@@ -145,7 +144,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Fd, cvt, cvt_r};
+use super::{
+    Fd, cvt_r,
+    shm::{
+        check_sealed, create_memfd, file_size, futex_wait, futex_wake_all, init_mutex, invalid, map_shared, passed,
+        realtime_after,
+    },
+};
 
 /// Size of the control file.
 const CONTROL_SIZE: usize = 4096;
@@ -341,25 +346,6 @@ impl Drop for ControlMap {
         // SAFETY: unmapping our own mapping; no reference into it outlives `self`.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), CONTROL_SIZE) };
     }
-}
-
-/// Maps `len` bytes of `fd`, shared, readable and writable.
-fn map_shared(fd: &Fd, len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: a fresh mapping chosen by the kernel touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.raw(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(NonNull::new(p.cast()).expect("mmap does not return a null mapping"))
 }
 
 /// This handle's mapping of the data file.
@@ -592,7 +578,7 @@ impl ShmRing {
             libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
         )?;
         let control = ControlMap::new(&control_fd)?;
-        init_mutex(control.get().mutex.get())?;
+        init_mutex(control.get().mutex.get(), libc::PTHREAD_MUTEX_ERRORCHECK)?;
         let hdr = &control.get().hdr;
         hdr.version.store(VERSION, Relaxed);
         hdr.layout.store(mem::size_of::<Control>() as u32, Relaxed);
@@ -620,12 +606,17 @@ impl ShmRing {
     /// file's size is checked against the ring's capacity before each
     /// (re)mapping. Anything else is an `InvalidData` error.
     pub(crate) fn from_fds(control: Fd, data: Fd) -> io::Result<ShmRing> {
-        let c = check_sealed(&control, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW, 0, "control")?;
+        let c = check_sealed(
+            &control,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            0,
+            "the queue's control",
+        )?;
         let d = check_sealed(
             &data,
             libc::F_SEAL_SHRINK,
             libc::F_SEAL_GROW | libc::F_SEAL_WRITE,
-            "data",
+            "the queue's data",
         )?;
         if (c.st_dev, c.st_ino) == (d.st_dev, d.st_ino) {
             return Err(invalid("the queue's control and data descriptors are the same file"));
@@ -813,7 +804,7 @@ impl ShmRing {
             }
             hdr.put_waiters.fetch_add(1, SeqCst);
             if hdr.put_seq.load(SeqCst) == seen {
-                futex_wait(&hdr.put_seq, seen, deadline);
+                futex_wait(&hdr.put_seq, seen, deadline, SLICE);
             }
             hdr.put_waiters.fetch_sub(1, SeqCst);
             if hdr.put_seq.load(SeqCst) == seen && !passed(deadline) {
@@ -984,7 +975,7 @@ impl ShmRing {
         let hdr = self.hdr();
         for word in [&hdr.put_seq, &hdr.get_seq, &hdr.done_seq] {
             word.fetch_add(1, SeqCst);
-            futex_wake(word);
+            futex_wake_all(word);
         }
     }
 
@@ -1155,7 +1146,7 @@ impl<'a> Locked<'a> {
         let (word, waiters) = self.ring.event(event);
         word.fetch_add(1, SeqCst);
         if waiters.load(SeqCst) != 0 {
-            futex_wake(word);
+            futex_wake_all(word);
         }
     }
 
@@ -1184,7 +1175,7 @@ impl<'a> Locked<'a> {
         }
         if word.load(SeqCst) == seen {
             waiters.fetch_add(1, SeqCst);
-            futex_wait(word, seen, deadline);
+            futex_wait(word, seen, deadline, SLICE);
             waiters.fetch_sub(1, SeqCst);
         }
         ring.lock(deadline)
@@ -1231,143 +1222,6 @@ impl<'a> Locked<'a> {
         self.commit();
         Ok(())
     }
-}
-
-/// Whether `deadline` has passed.
-fn passed(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
-}
-
-/// Sleeps while `word` holds `seen`, at most one slice and not past
-/// `deadline`; returns on a wake, a change, a signal or the timeout alike.
-fn futex_wait(word: &AtomicU32, seen: u32, deadline: Option<Instant>) {
-    let left = match deadline {
-        None => SLICE,
-        Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
-    };
-    if left.is_zero() {
-        return;
-    }
-    let ts = libc::timespec {
-        tv_sec: left.as_secs() as libc::time_t,
-        tv_nsec: left.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: word is a live, aligned u32 in a shared mapping; ts is a valid
-    // relative timeout. Shared (not _PRIVATE) because other processes wake
-    // it through their own mappings.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            seen,
-            &ts as *const libc::timespec,
-            ptr::null::<u32>(),
-            0u32,
-        )
-    };
-}
-
-/// Wakes every sleeper on `word`.
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: word is a live, aligned u32 in a shared mapping.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            ptr::null::<libc::timespec>(),
-            ptr::null::<u32>(),
-            0u32,
-        )
-    };
-}
-
-/// The `CLOCK_REALTIME` instant `after` from now, for
-/// `pthread_mutex_timedlock`.
-fn realtime_after(after: Duration) -> libc::timespec {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: now is a valid out-pointer; CLOCK_REALTIME always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    let nanos = now.tv_nsec as u64 + u64::from(after.subsec_nanos());
-    libc::timespec {
-        tv_sec: now.tv_sec + after.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
-        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-    }
-}
-
-/// Initialises a process-shared, robust, error-checking mutex at `m`.
-fn init_mutex(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
-    /// A pthread return code as a result.
-    fn check(rc: libc::c_int) -> io::Result<()> {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(rc))
-        }
-    }
-    let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    // SAFETY: attr is writable storage for an attribute object.
-    check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
-    let a = attr.as_mut_ptr();
-    // SAFETY: a is initialised; m points at zeroed, writable, shared memory
-    // that no one else uses yet. The attribute is destroyed on every path.
-    let res = unsafe {
-        check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))
-            .and_then(|()| check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST)))
-            .and_then(|()| check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK)))
-            .and_then(|()| check(libc::pthread_mutex_init(m, a)))
-    };
-    // SAFETY: a was initialised above.
-    unsafe { libc::pthread_mutexattr_destroy(a) };
-    res
-}
-
-/// A new memory file of `size` bytes with `seals` applied.
-fn create_memfd(name: &CStr, size: u64, seals: libc::c_int) -> io::Result<Fd> {
-    // SAFETY: name is NUL-terminated.
-    let raw = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
-    // SAFETY: memfd_create returned a new descriptor we own.
-    let fd = unsafe { Fd::from_raw(raw) };
-    // SAFETY: ftruncate on our descriptor.
-    cvt_r(|| unsafe { libc::ftruncate(fd.raw(), size as libc::off_t) })?;
-    // SAFETY: F_ADD_SEALS on our descriptor.
-    cvt(unsafe { libc::fcntl(fd.raw(), libc::F_ADD_SEALS, seals) })?;
-    Ok(fd)
-}
-
-/// `fstat` of `fd`.
-fn stat(fd: &Fd) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: st is a valid out-pointer.
-    cvt(unsafe { libc::fstat(fd.raw(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded and filled it.
-    Ok(unsafe { st.assume_init() })
-}
-
-/// The size of the file `fd`.
-fn file_size(fd: &Fd) -> io::Result<u64> {
-    Ok(stat(fd)?.st_size as u64)
-}
-
-/// Checks that `fd` is a regular memory file carrying every seal of `must`
-/// and none of `must_not`; returns its `fstat`.
-fn check_sealed(fd: &Fd, must: libc::c_int, must_not: libc::c_int, what: &str) -> io::Result<libc::stat> {
-    let st = stat(fd)?;
-    // SAFETY: F_GET_SEALS reads flags of an open descriptor.
-    let have = unsafe { libc::fcntl(fd.raw(), libc::F_GET_SEALS) };
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG || have == -1 || have & must != must || have & must_not != 0 {
-        return Err(invalid(&format!(
-            "the queue's {what} descriptor is not a suitably sealed memory file"
-        )));
-    }
-    Ok(st)
-}
-
-/// An `InvalidData` error.
-fn invalid(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
 
 /// A ring error as an `io::Error`, for constructors.

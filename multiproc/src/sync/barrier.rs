@@ -1,0 +1,136 @@
+//! [`Barrier`].
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use super::{by_descriptor, create_error, error};
+use crate::{
+    connection::deadline,
+    error::{Error, ErrorKind, Result},
+    sys::{SyncKind, SyncMem},
+};
+
+/// A rendezvous of a fixed number of parties in any processes (Python's
+/// `multiprocessing.Barrier`, with `threading.Barrier`'s semantics).
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Barrier, Process};
+///
+/// fn party(b: Barrier) -> usize {
+///     b.wait_timeout(Duration::from_secs(30)).unwrap()
+/// }
+///
+/// # fn main() -> multiproc::Result<()> {
+/// let b = Barrier::new(2)?;
+/// let mut p = Process::with_args(party, b.clone());
+/// p.start()?;
+/// let mine = b.wait_timeout(Duration::from_secs(30))?;
+/// let theirs = p.join()?;
+/// assert_eq!(mine + theirs, 1); // indexes 0 and 1
+/// # Ok(()) }
+/// ```
+///
+/// A wait that times out, [`abort`](Self::abort), [`reset`](Self::reset)
+/// while parties wait, and the death of a waiting party break the barrier:
+/// the waiters get [`ErrorKind::BrokenBarrier`], as does every wait until
+/// a reset. There is no `action` (see [the module docs](crate#synchronisation)).
+#[derive(Clone)]
+pub struct Barrier {
+    mem: Arc<SyncMem>,
+}
+
+impl Barrier {
+    /// A barrier for `parties` parties.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for 0 parties or more than the
+    /// barrier's table holds (about 500);
+    /// [`ErrorKind::Io`] when the system refuses the shared memory.
+    pub fn new(parties: usize) -> Result<Barrier> {
+        if parties == 0 || parties > 500 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("a barrier needs 1 to 500 parties, not {parties}"),
+            ));
+        }
+        let mem = SyncMem::new(SyncKind::Barrier, parties as u64, 0).map_err(|e| create_error("barrier", e))?;
+        Ok(Barrier { mem: Arc::new(mem) })
+    }
+
+    /// Waits until `parties` parties wait; returns this party's arrival
+    /// index, `0..parties` (exactly one party of each pass gets 0).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BrokenBarrier`] as described above.
+    pub fn wait(&self) -> Result<usize> {
+        self.mem
+            .bar_wait(None)
+            .map(|i| i as usize)
+            .map_err(|e| error(e, "barrier"))
+    }
+
+    /// Like [`wait`](Self::wait), for at most `timeout`; a timeout breaks
+    /// the barrier.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BrokenBarrier`], also on timeout (Python's
+    /// `BrokenBarrierError`).
+    #[doc(alias = "wait")]
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
+        self.mem
+            .bar_wait(Some(deadline(timeout)))
+            .map(|i| i as usize)
+            .map_err(|e| error(e, "barrier"))
+    }
+
+    /// Breaks the barrier: current and later waits fail until a reset.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] if its internal lock fails.
+    pub fn abort(&self) -> Result<()> {
+        self.mem.bar_abort().map_err(|e| error(e, "barrier"))
+    }
+
+    /// Returns the barrier to its initial, unbroken state; parties waiting
+    /// now get [`ErrorKind::BrokenBarrier`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] if its internal lock fails.
+    pub fn reset(&self) -> Result<()> {
+        self.mem.bar_reset().map_err(|e| error(e, "barrier"))
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> usize {
+        self.mem.bar_state().0 as usize
+    }
+
+    /// The number of parties waiting now.
+    pub fn n_waiting(&self) -> usize {
+        self.mem.bar_state().1 as usize
+    }
+
+    /// Whether the barrier is broken (Python's `broken`).
+    #[doc(alias = "broken")]
+    pub fn is_broken(&self) -> bool {
+        self.mem.bar_state().2
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (parties, waiting, broken) = self.mem.bar_state();
+        f.debug_struct("Barrier")
+            .field("parties", &parties)
+            .field("n_waiting", &waiting)
+            .field("broken", &broken)
+            .finish()
+    }
+}
+
+by_descriptor!(Barrier, Barrier, |mem| Barrier { mem });

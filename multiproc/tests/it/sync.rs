@@ -1,0 +1,578 @@
+//! Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier
+//! across processes, under every start method (CPython's SYNC cases where
+//! they apply), and what happens when a holder or a party is killed.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use multiproc::{
+    self as mp, AcquireError, Barrier, BoundedSemaphore, Condition, ErrorKind, Event, Lock, Queue, RLock, Semaphore,
+    StartMethod,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::support::{DEADLINE, block_forever, open_fds};
+
+fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> mp::Process<R>
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    let mut p = mp::ProcessBuilder::new().start_method(m).target_with(f, args);
+    p.start().expect("start");
+    p
+}
+
+/// Kills `p` and reaps it.
+fn kill<R: Serialize + DeserializeOwned + 'static>(mut p: mp::Process<R>) {
+    p.kill().expect("kill");
+    let e = p.join_timeout(DEADLINE).err().expect("a killed child has no result");
+    assert_eq!(e.kind(), ErrorKind::ChildKilled, "{e}");
+}
+
+/// Waits (bounded by DEADLINE) until `f` holds; for states that have no
+/// event to wait on (a barrier's count of waiters).
+fn until(mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < end, "condition not reached before the deadline");
+        thread::yield_now();
+    }
+}
+
+// ----- Lock -----
+
+fn contend((lock, log): (Lock, Queue<String>)) {
+    // The parent holds it: a try fails, a short timed wait times out.
+    assert!(lock.try_acquire().unwrap_err().is_timeout());
+    assert!(
+        lock.acquire_timeout(Duration::from_millis(20))
+            .unwrap_err()
+            .is_timeout()
+    );
+    log.put("child saw it held".into()).unwrap();
+    let _g = lock.acquire_timeout(DEADLINE).unwrap();
+    log.put("child holds it".into()).unwrap();
+}
+
+/// SYNC-01: the lock excludes across processes; the child gets it only
+/// after the parent's release.
+fn lock_excludes_across_processes(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    let log: Queue<String> = Queue::new().unwrap();
+    let g = lock.acquire().unwrap();
+    let mut p = start(m, contend, (lock.clone(), log.clone()));
+    assert_eq!(log.get_timeout(DEADLINE).unwrap(), "child saw it held");
+    log.put("parent releases".into()).unwrap();
+    drop(g);
+    p.join_timeout(DEADLINE).unwrap();
+    assert_eq!(log.get_timeout(DEADLINE).unwrap(), "parent releases");
+    assert_eq!(log.get_timeout(DEADLINE).unwrap(), "child holds it");
+    assert!(!lock.is_locked());
+}
+
+fn hold_lock_forever((lock, held): (Lock, Event)) {
+    let _g = lock.acquire().unwrap();
+    held.set();
+    block_forever()
+}
+
+/// A holder killed while holding the lock: the next acquirer is told, and
+/// the lock then works normally.
+fn lock_holder_killed(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = start(m, hold_lock_forever, (lock.clone(), held.clone()));
+    assert!(held.wait_timeout(DEADLINE));
+    assert!(lock.try_acquire().unwrap_err().is_timeout());
+    kill(p);
+    let t = Instant::now();
+    let e = lock.acquire_timeout(DEADLINE).unwrap_err();
+    assert!(e.is_owner_died(), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::OwnerDied);
+    let g = e.recover().unwrap();
+    assert!(t.elapsed() < DEADLINE);
+    assert!(lock.is_held_by_me());
+    drop(g);
+    drop(lock.acquire().expect("a recovered lock is healthy"));
+}
+
+fn release_foreign((lock, tried): (Lock, Event)) -> (ErrorKind, ErrorKind) {
+    let not_owner = lock.release().unwrap_err().kind();
+    tried.set();
+    let g = lock.acquire_timeout(DEADLINE).unwrap();
+    drop(g);
+    (not_owner, lock.release().unwrap_err().kind())
+}
+
+/// Python lets another process release a Lock; here only the holder may
+/// (documented), and an unlocked lock's release is an error (SYNC-01).
+fn lock_release_rules(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    lock.acquire_unguarded(None).unwrap();
+    // This thread holds it: a blocking acquire is an error, not a deadlock.
+    let e = lock.acquire().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState, "{e}");
+    let tried = Event::new().unwrap();
+    let mut p = start(m, release_foreign, (lock.clone(), tried.clone()));
+    // The child's release fails while we hold it; then it waits for it.
+    assert!(tried.wait_timeout(DEADLINE));
+    assert!(lock.is_held_by_me());
+    lock.release().unwrap();
+    let (foreign, unlocked) = p.join_timeout(DEADLINE).unwrap();
+    assert_eq!(foreign, ErrorKind::InvalidState);
+    assert_eq!(unlocked, ErrorKind::InvalidState);
+    let e = lock.release().unwrap_err();
+    assert!(e.to_string().contains("released too many times"), "{e}");
+}
+
+// ----- RLock -----
+
+fn hold_rlock_forever((lock, held): (RLock, Event)) {
+    let a = lock.acquire().unwrap();
+    let b = lock.acquire().unwrap();
+    assert_eq!(lock.depth(), 2);
+    held.set();
+    let _keep = (a, b);
+    block_forever()
+}
+
+fn rlock_holder_killed(m: StartMethod) {
+    let lock = RLock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = start(m, hold_rlock_forever, (lock.clone(), held.clone()));
+    assert!(held.wait_timeout(DEADLINE));
+    kill(p);
+    let g = match lock.acquire_timeout(DEADLINE) {
+        Err(AcquireError::OwnerDied(g)) => g,
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+    assert_eq!(lock.depth(), 1);
+    drop(g);
+    assert!(!lock.is_locked());
+    let _a = lock.acquire().unwrap();
+    let _b = lock.acquire().unwrap();
+    assert_eq!(lock.depth(), 2);
+}
+
+fn rlock_release_foreign(lock: RLock) -> ErrorKind {
+    lock.release().unwrap_err().kind()
+}
+
+/// RLock recursion; a release by a thread or process that does not own it
+/// is an error.
+fn rlock_recursion_and_ownership(m: StartMethod) {
+    let lock = RLock::new().unwrap();
+    let a = lock.acquire().unwrap();
+    let b = lock.try_acquire().unwrap();
+    lock.acquire_unguarded(Some(Duration::ZERO)).unwrap();
+    assert_eq!(lock.depth(), 3);
+    let mut p = start(m, rlock_release_foreign, lock.clone());
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), ErrorKind::InvalidState);
+    let other = lock.clone();
+    let e = thread::spawn(move || other.release().unwrap_err().to_string())
+        .join()
+        .unwrap();
+    assert!(e.contains("not owned by thread"), "{e}");
+    lock.release().unwrap();
+    drop(b);
+    drop(a);
+    assert!(!lock.is_locked());
+    assert_eq!(lock.release().unwrap_err().kind(), ErrorKind::InvalidState);
+}
+
+// ----- Semaphore -----
+
+fn hold_permit_forever((sem, held): (Semaphore, Event)) {
+    let _g = sem.acquire().unwrap();
+    held.set();
+    block_forever()
+}
+
+/// A process killed holding a permit (taken through a guard): a waiter
+/// reclaims it and is told.
+fn semaphore_holder_killed(m: StartMethod) {
+    let sem = Semaphore::new(1).unwrap();
+    let held = Event::new().unwrap();
+    let p = start(m, hold_permit_forever, (sem.clone(), held.clone()));
+    assert!(held.wait_timeout(DEADLINE));
+    assert_eq!(sem.get_value(), 0);
+    kill(p);
+    let e = sem.acquire_timeout(DEADLINE).unwrap_err();
+    assert!(e.is_owner_died(), "{e:?}");
+    let g = e.recover().unwrap();
+    assert_eq!(sem.get_value(), 0);
+    drop(g);
+    assert_eq!(sem.get_value(), 1);
+    drop(sem.try_acquire().unwrap());
+}
+
+fn signal((sem, n): (Semaphore, usize)) {
+    for _ in 0..n {
+        sem.release().unwrap();
+    }
+}
+
+/// A semaphore as a signal: released by a child, unbounded above.
+fn semaphore_released_by_another_process(m: StartMethod) {
+    let sem = Semaphore::new(0).unwrap();
+    let mut p = start(m, signal, (sem.clone(), 5));
+    for _ in 0..5 {
+        sem.acquire_unguarded(Some(DEADLINE)).unwrap();
+    }
+    p.join_timeout(DEADLINE).unwrap();
+    assert!(sem.try_acquire().unwrap_err().is_timeout());
+    sem.release().unwrap();
+    sem.release().unwrap();
+    assert_eq!(sem.get_value(), 2);
+}
+
+fn take_one(sem: BoundedSemaphore) {
+    sem.acquire_unguarded(Some(DEADLINE)).unwrap();
+}
+
+/// SYNC-05: a bounded semaphore refuses a release above its initial value.
+fn bounded_semaphore_over_release(m: StartMethod) {
+    let sem = BoundedSemaphore::new(2).unwrap();
+    let mut p = start(m, take_one, sem.clone());
+    p.join_timeout(DEADLINE).unwrap();
+    assert_eq!(sem.get_value(), 1);
+    sem.release().unwrap();
+    let e = sem.release().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState);
+    assert_eq!(e.to_string(), "semaphore or lock released too many times");
+    assert_eq!(sem.get_value(), 2);
+    assert_eq!(sem.bound(), 2);
+}
+
+// ----- Event -----
+
+fn set_after((go, ev): (Event, Event)) {
+    assert!(go.wait_timeout(DEADLINE));
+    ev.set();
+}
+
+/// SYNC-15: an event set in a child wakes waiters (threads) in the parent.
+fn event_set_in_a_child_wakes_the_parent(m: StartMethod) {
+    let ev = Event::new().unwrap();
+    let go = Event::new().unwrap();
+    assert!(!ev.is_set());
+    assert!(!ev.wait_timeout(Duration::ZERO));
+    let mut p = start(m, set_after, (go.clone(), ev.clone()));
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let ev = ev.clone();
+            thread::spawn(move || ev.wait_timeout(DEADLINE))
+        })
+        .collect();
+    go.set();
+    assert!(ev.wait_timeout(DEADLINE));
+    for w in waiters {
+        assert!(w.join().unwrap());
+    }
+    p.join_timeout(DEADLINE).unwrap();
+    assert!(ev.is_set());
+    ev.clear();
+    assert!(!ev.is_set());
+}
+
+// ----- Condition -----
+
+fn cond_waiter((cond, sleeping, woken): (Condition, Queue<u32>, Queue<bool>)) {
+    let g = cond.acquire().unwrap();
+    sleeping.put(std::process::id()).unwrap();
+    let notified = g.wait_timeout(DEADLINE).unwrap();
+    woken.put(notified).unwrap();
+}
+
+/// SYNC-07/09: waiters in children; notify(n) wakes exactly n, in order.
+fn condition_notify_across_processes(m: StartMethod) {
+    let cond = Condition::new().unwrap();
+    let sleeping: Queue<u32> = Queue::new().unwrap();
+    let woken: Queue<bool> = Queue::new().unwrap();
+    let mut ps: Vec<_> = (0..3)
+        .map(|_| start(m, cond_waiter, (cond.clone(), sleeping.clone(), woken.clone())))
+        .collect();
+    for _ in 0..3 {
+        sleeping.get_timeout(DEADLINE).unwrap();
+    }
+    // Each waiter announced itself holding the lock and released it only
+    // by waiting: once we hold it, all three wait.
+    {
+        let g = cond.acquire().unwrap();
+        assert!(woken.is_empty());
+        g.notify(2).unwrap();
+    }
+    assert!(woken.get_timeout(DEADLINE).unwrap());
+    assert!(woken.get_timeout(DEADLINE).unwrap());
+    {
+        let g = cond.acquire().unwrap();
+        assert!(woken.is_empty(), "notify(2) woke more than 2");
+        g.notify_all().unwrap();
+    }
+    assert!(woken.get_timeout(DEADLINE).unwrap());
+    for p in &mut ps {
+        p.join_timeout(DEADLINE).unwrap();
+    }
+    // Waiting or notifying without the lock is an error.
+    assert_eq!(cond.notify(1).unwrap_err().kind(), ErrorKind::InvalidState);
+    match cond.wait_timeout(Duration::ZERO) {
+        Err(AcquireError::Failed(e)) => assert_eq!(e.kind(), ErrorKind::InvalidState),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // With the lock: a zero timeout returns false (SYNC-13).
+    let g = cond.acquire().unwrap();
+    assert!(!g.wait_timeout(Duration::ZERO).unwrap());
+    assert!(!g.wait_timeout(Duration::from_millis(10)).unwrap());
+}
+
+fn count_up((cond, state): (Condition, Semaphore)) {
+    for _ in 0..4 {
+        let g = cond.acquire().unwrap();
+        state.release().unwrap();
+        g.notify_all().unwrap();
+    }
+}
+
+/// SYNC-11: wait_for a predicate on state changed by a child.
+fn condition_wait_for(m: StartMethod) {
+    let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    let state = Semaphore::new(0).unwrap();
+    let g = cond.acquire().unwrap();
+    let mut p = start(m, count_up, (cond.clone(), state.clone()));
+    assert!(g.wait_for(|| state.get_value() == 4, Some(DEADLINE)).unwrap());
+    assert!(
+        !g.wait_for(|| state.get_value() == 5, Some(Duration::from_millis(10)))
+            .unwrap()
+    );
+    drop(g);
+    p.join_timeout(DEADLINE).unwrap();
+}
+
+// ----- Barrier -----
+
+fn party(b: Barrier) -> usize {
+    b.wait_timeout(DEADLINE).unwrap()
+}
+
+/// SYNC-17: three parties in three processes; distinct indexes, one 0.
+fn barrier_of_three(m: StartMethod) {
+    let b = Barrier::new(3).unwrap();
+    for _pass in 0..2 {
+        let ps: Vec<_> = (0..2).map(|_| start(m, party, b.clone())).collect();
+        let mut got = vec![b.wait_timeout(DEADLINE).unwrap()];
+        for mut p in ps {
+            got.push(p.join_timeout(DEADLINE).unwrap());
+        }
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(b.n_waiting(), 0);
+        assert!(!b.is_broken());
+    }
+}
+
+fn wait_forever(b: Barrier) {
+    let _ = b.wait();
+    block_forever()
+}
+
+/// A party killed while waiting breaks the barrier for the others.
+fn barrier_party_killed(m: StartMethod) {
+    let b = Barrier::new(3).unwrap();
+    let p = start(m, wait_forever, b.clone());
+    until(|| b.n_waiting() == 1);
+    kill(p);
+    let t = Instant::now();
+    let e = b.wait_timeout(DEADLINE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenBarrier, "{e}");
+    assert!(t.elapsed() < DEADLINE / 4, "took {:?}", t.elapsed());
+    assert!(b.is_broken());
+    assert_eq!(b.wait().unwrap_err().kind(), ErrorKind::BrokenBarrier);
+    b.reset().unwrap();
+    assert!(!b.is_broken());
+}
+
+fn wait_kind(b: Barrier) -> ErrorKind {
+    b.wait_timeout(DEADLINE).unwrap_err().kind()
+}
+
+/// SYNC-21: reset and abort break the current waiters; after a reset the
+/// barrier works again.
+fn barrier_abort_and_reset(m: StartMethod) {
+    let b = Barrier::new(2).unwrap();
+    let mut p = start(m, wait_kind, b.clone());
+    until(|| b.n_waiting() == 1);
+    b.reset().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), ErrorKind::BrokenBarrier);
+    assert!(!b.is_broken());
+    let mut p = start(m, party, b.clone());
+    let mine = b.wait_timeout(DEADLINE).unwrap();
+    assert_eq!(mine + p.join_timeout(DEADLINE).unwrap(), 1);
+    let mut p = start(m, wait_kind, b.clone());
+    until(|| b.n_waiting() == 1);
+    b.abort().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), ErrorKind::BrokenBarrier);
+    assert!(b.is_broken());
+    assert_eq!(b.wait().unwrap_err().kind(), ErrorKind::BrokenBarrier);
+}
+
+/// SYNC-23: a party whose wait times out breaks the barrier.
+fn barrier_timeout(m: StartMethod) {
+    let b = Barrier::new(3).unwrap();
+    let mut p = start(m, wait_kind, b.clone());
+    until(|| b.n_waiting() == 1);
+    let e = b.wait_timeout(Duration::from_millis(20)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenBarrier);
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), ErrorKind::BrokenBarrier);
+}
+
+// ----- passing objects around -----
+
+fn grandchild((lock, ev): (Lock, Event)) {
+    drop(lock.acquire_timeout(DEADLINE).unwrap());
+    ev.set();
+}
+
+fn middle((m, q): (StartMethod, Queue<(Lock, Event)>)) {
+    let (lock, ev) = q.get_timeout(DEADLINE).unwrap();
+    let mut p = start(m, grandchild, (lock, ev));
+    p.join_timeout(DEADLINE).unwrap();
+}
+
+/// Objects travel through a queue to a child, then to a grandchild.
+fn objects_through_a_queue_to_a_grandchild(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    let ev = Event::new().unwrap();
+    let q: Queue<(Lock, Event)> = Queue::new().unwrap();
+    let mut p = start(m, middle, (m, q.clone()));
+    let g = lock.acquire().unwrap();
+    q.put((lock.clone(), ev.clone())).unwrap();
+    assert!(!ev.wait_timeout(Duration::from_millis(10)));
+    drop(g);
+    assert!(ev.wait_timeout(DEADLINE));
+    p.join_timeout(DEADLINE).unwrap();
+}
+
+per_method!(
+    lock_excludes_across_processes,
+    lock_holder_killed,
+    lock_release_rules,
+    rlock_holder_killed,
+    rlock_recursion_and_ownership,
+    semaphore_holder_killed,
+    semaphore_released_by_another_process,
+    bounded_semaphore_over_release,
+    event_set_in_a_child_wakes_the_parent,
+    condition_notify_across_processes,
+    condition_wait_for,
+    barrier_of_three,
+    barrier_party_killed,
+    barrier_abort_and_reset,
+    barrier_timeout,
+    objects_through_a_queue_to_a_grandchild,
+);
+
+// ----- in one process -----
+
+/// SYNC-25: a barrier of one passes at once, twice.
+#[test]
+fn barrier_of_one() {
+    let b = Barrier::new(1).unwrap();
+    assert_eq!(b.wait().unwrap(), 0);
+    assert_eq!(b.wait().unwrap(), 0);
+    assert_eq!(Barrier::new(0).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+/// A thread that exits holding a lock is reported like a dead process.
+#[test]
+fn thread_exiting_with_the_lock() {
+    let lock = Lock::new().unwrap();
+    let l = lock.clone();
+    thread::spawn(move || std::mem::forget(l.acquire().unwrap()))
+        .join()
+        .unwrap();
+    let e = lock.acquire_timeout(DEADLINE).unwrap_err();
+    assert!(e.is_owner_died());
+    assert!(lock.is_held_by_me());
+    // Dropping the error drops the guard it carries.
+    drop(e);
+    assert!(!lock.is_locked());
+}
+
+/// Many threads incrementing a counter under the lock never overlap.
+#[test]
+fn lock_excludes_threads() {
+    let lock = Lock::new().unwrap();
+    let inside = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let ts: Vec<_> = (0..4)
+        .map(|_| {
+            let (lock, inside) = (lock.clone(), inside.clone());
+            thread::spawn(move || {
+                for _ in 0..2000 {
+                    let _g = lock.acquire().unwrap();
+                    assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+}
+
+/// SYNC-09 with threads: six waiters, notify(2), notify(4), notify(3).
+#[test]
+fn condition_notify_n_threads() {
+    let cond = Condition::new().unwrap();
+    let woken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sleeping = Semaphore::new(0).unwrap();
+    let ts: Vec<_> = (0..6)
+        .map(|_| {
+            let (cond, woken, sleeping) = (cond.clone(), woken.clone(), sleeping.clone());
+            thread::spawn(move || {
+                let g = cond.acquire().unwrap();
+                sleeping.release().unwrap();
+                assert!(g.wait_timeout(DEADLINE).unwrap());
+                woken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for _ in 0..6 {
+        sleeping.acquire_unguarded(Some(DEADLINE)).unwrap();
+    }
+    let load = || woken.load(std::sync::atomic::Ordering::SeqCst);
+    cond.acquire().unwrap().notify(2).unwrap();
+    until(|| load() == 2);
+    cond.acquire().unwrap().notify(4).unwrap();
+    until(|| load() == 6);
+    cond.acquire().unwrap().notify(3).unwrap();
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert_eq!(load(), 6);
+}
+
+/// Creating and dropping objects leaves no descriptor behind.
+#[test]
+fn no_descriptor_leak() {
+    // Warm up anything created once per process.
+    drop(Condition::new().unwrap());
+    let before = open_fds().len();
+    for _ in 0..1000 {
+        let l = Lock::new().unwrap();
+        let r = RLock::new().unwrap();
+        let s = BoundedSemaphore::new(2).unwrap();
+        let e = Event::new().unwrap();
+        let c = Condition::with_rlock(r.clone()).unwrap();
+        let b = Barrier::new(2).unwrap();
+        drop(l.acquire().unwrap());
+        drop(s.acquire().unwrap());
+        e.set();
+        drop((l, r, s, e, c, b));
+    }
+    let after = open_fds().len();
+    assert!(after <= before, "{before} descriptors before, {after} after");
+}
