@@ -158,6 +158,7 @@ mod frame;
 mod process;
 mod queue;
 mod registry;
+mod shared_memory;
 mod start;
 mod sys;
 mod target;
@@ -175,6 +176,7 @@ pub use crate::{
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
+    shared_memory::SharedMemory,
     start::StartMethod,
 };
 

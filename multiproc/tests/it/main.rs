@@ -15,3 +15,4 @@ mod hygiene;
 mod identity;
 mod lifecycle;
 mod queue;
+mod shared_memory;

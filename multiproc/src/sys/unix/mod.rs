@@ -11,6 +11,7 @@ mod fork;
 mod memfd;
 mod misc;
 mod pidfd;
+mod shm;
 mod shmring;
 mod spawn;
 
@@ -23,6 +24,10 @@ pub(crate) use misc::{
     thread_count,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
+pub(crate) use shm::{
+    Locked, MUTEX_SIZE, Mapping, RobustMutex, file_size, ignore_group_signals, is_size_sealed, memfd_sealed,
+    shm_attach, shm_create, shm_unlink,
+};
 pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_self};
 
