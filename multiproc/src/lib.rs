@@ -159,6 +159,7 @@ mod process;
 mod queue;
 mod registry;
 mod shared_memory;
+mod sharedctypes;
 mod start;
 mod sys;
 mod target;
@@ -177,6 +178,7 @@ pub use crate::{
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
     shared_memory::SharedMemory,
+    sharedctypes::{Array, ArrayGuard, LockError, RawArray, RawValue, Value, ValueGuard},
     start::StartMethod,
 };
 

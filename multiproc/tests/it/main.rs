@@ -16,3 +16,4 @@ mod identity;
 mod lifecycle;
 mod queue;
 mod shared_memory;
+mod sharedctypes;
