@@ -2,6 +2,8 @@
 
 Run by multiproc-bench (src/cpython.rs) as
     python3 cpython.py WARMUP METHOD=N [METHOD=N ...]
+or (src/shm_rows.rs) as
+    python3 cpython.py shm WARMUP N MIB
 Prints one JSON object per start method on stdout:
     {"name": "process/start_join/<method>", "samples_us": [...]}
 and notes on stderr. Timing as in shared/baselines/py_mp.py: from the
@@ -31,9 +33,58 @@ def start_join(ctx):
     return dt
 
 
+MIB = 1 << 20
+
+
+def shm_child(name, size):
+    """Attach by name, fill with 0x01 in 1 MiB slice assignments."""
+    from multiprocessing import shared_memory
+    shm = shared_memory.SharedMemory(name=name)
+    pat = b"\x01" * MIB
+    buf = shm.buf
+    for off in range(0, size, MIB):
+        buf[off:off + MIB] = pat
+    del buf
+    shm.close()
+
+
+def shm_round(ctx, size):
+    """SharedMemory(create=True) + child writes it all + parent crc32, as
+    in shared/baselines/py_mp.py; close and unlink are not timed."""
+    import zlib
+    from multiprocessing import shared_memory
+    t0 = time.perf_counter_ns()
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    p = ctx.Process(target=shm_child, args=(shm.name, size))
+    p.start()
+    p.join()
+    crc = zlib.crc32(shm.buf)
+    dt = (time.perf_counter_ns() - t0) / 1e3
+    shm.close()
+    shm.unlink()
+    if p.exitcode != 0 or crc == 0:
+        raise SystemExit(f"shm child exited with {p.exitcode}")
+    return dt
+
+
+def main_shm():
+    """python3 cpython.py shm WARMUP N MIB: spawn method."""
+    import json
+
+    warmup, n, mib = (int(a) for a in sys.argv[2:5])
+    ctx = mp.get_context("spawn")
+    for _ in range(warmup):
+        shm_round(ctx, mib * MIB)
+    samples = [shm_round(ctx, mib * MIB) for _ in range(n)]
+    rec = {"name": f"shm/{mib}MiB_fresh/spawn", "samples_us": samples}
+    print(json.dumps(rec), flush=True)
+
+
 def main():
     import json
 
+    if sys.argv[1] == "shm":
+        return main_shm()
     warmup = int(sys.argv[1])
     for spec in sys.argv[2:]:
         method, n = spec.split("=")

@@ -63,7 +63,7 @@ fn target(name: &str, baseline: Impl) -> Option<Target> {
         ("process/transfer_16MiB/spawn" | "process/transfer_16MiB/fork", Impl::Procspawn) => {
             t(0.25, ">= 4x faster than procspawn")
         }
-        _ => None,
+        _ => crate::shm_rows::target(name, baseline).and_then(|(max, why)| t(max, why)),
     }
 }
 
