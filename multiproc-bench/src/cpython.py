@@ -1,6 +1,7 @@
 """CPython multiprocessing, measured for multiproc-bench (src/cpython.rs).
 
-Two modes:
+Three modes (the third, `python3 cpython.py shm WARMUP N MIB`, is run by
+src/shm_rows.rs):
 
     python3 cpython.py start_join WARMUP METHOD=N [METHOD=N ...]
 
@@ -266,10 +267,59 @@ def main_channels(args):
         print(json.dumps({"name": row["name"], "samples_us": out}), flush=True)
 
 
+MIB = 1 << 20
+
+
+def shm_child(name, size):
+    """Attach by name, fill with 0x01 in 1 MiB slice assignments."""
+    from multiprocessing import shared_memory
+    shm = shared_memory.SharedMemory(name=name)
+    pat = b"\x01" * MIB
+    buf = shm.buf
+    for off in range(0, size, MIB):
+        buf[off:off + MIB] = pat
+    del buf
+    shm.close()
+
+
+def shm_round(ctx, size):
+    """SharedMemory(create=True) + child writes it all + parent crc32, as
+    in shared/baselines/py_mp.py; close and unlink are not timed."""
+    import zlib
+    from multiprocessing import shared_memory
+    t0 = time.perf_counter_ns()
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    p = ctx.Process(target=shm_child, args=(shm.name, size))
+    p.start()
+    p.join()
+    crc = zlib.crc32(shm.buf)
+    dt = (time.perf_counter_ns() - t0) / 1e3
+    shm.close()
+    shm.unlink()
+    if p.exitcode != 0 or crc == 0:
+        raise SystemExit(f"shm child exited with {p.exitcode}")
+    return dt
+
+
+def main_shm(args):
+    """python3 cpython.py shm WARMUP N MIB: spawn method."""
+    import json
+
+    warmup, n, mib = (int(a) for a in args[:3])
+    ctx = mp.get_context("spawn")
+    for _ in range(warmup):
+        shm_round(ctx, mib * MIB)
+    samples = [shm_round(ctx, mib * MIB) for _ in range(n)]
+    rec = {"name": f"shm/{mib}MiB_fresh/spawn", "samples_us": samples}
+    print(json.dumps(rec), flush=True)
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "start_join":
         main_start_join(args)
+    elif mode == "shm":
+        return main_shm(args)
     elif mode == "channels":
         main_channels(args)
     else:

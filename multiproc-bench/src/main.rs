@@ -33,6 +33,7 @@ mod harness;
 mod peers;
 mod report;
 mod rows;
+mod shm_rows;
 mod sync_rows;
 
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
     // First of all: a re-executed copy of this binary measuring the floor
     // does its one job and exits.
     floors::child_entry();
+    shm_rows::child_entry();
     // procspawn's children run `main` up to here, then never return.
     procspawn::init();
 

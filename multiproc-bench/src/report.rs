@@ -162,7 +162,7 @@ fn target(name: &str, base_name: &str, baseline: Impl) -> Option<Target> {
             t(0.25, ">= 4x faster than procspawn")
         }
         ("sync/handoff_pinned" | "sync/handoff", Impl::Floor) => t(1.3, "<= 1.3x the raw futex ping-pong"),
-        _ => None,
+        _ => crate::shm_rows::target(name, baseline).and_then(|(max, why)| t(max, why)),
     }
 }
 

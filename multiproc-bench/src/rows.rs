@@ -18,7 +18,7 @@ use crate::{
     cli::{Counts, Options},
     cpython, floors,
     harness::{self, Bench, Impl, Row},
-    peers, sync_rows,
+    peers, shm_rows, sync_rows,
 };
 
 const MIB: usize = 1 << 20;
@@ -138,7 +138,32 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
     // 6. Pipes and queues: children started once per row, so the heap no
     // longer matters.
     channels::run_all(opts, &mut out);
+
+    // 7. Shared memory, 256 MiB (see shm_rows).
+    run_shm(opts, &mut out, exe);
     out
+}
+
+fn run_shm(opts: &Options, out: &mut Outcome, exe: &Path) {
+    if !opts.wants(shm_rows::FRESH) && !opts.wants(shm_rows::REUSED) {
+        return;
+    }
+    match shm_rows::benches(exe) {
+        Ok([fresh, reused]) => {
+            group(opts, out, opts.counts(15), fresh);
+            group(opts, out, opts.counts(15), reused);
+        }
+        Err(e) => out.failures.push(format!("shared memory rows: {e}")),
+    }
+    if opts.wants(shm_rows::FRESH) {
+        let c = opts.counts(15);
+        eprintln!("multiproc-bench: CPython shared_memory ({} samples)", c.samples);
+        match shm_rows::cpython(c.warmup.min(3), c.samples) {
+            Ok(Some(row)) => out.rows.push(row),
+            Ok(None) => eprintln!("multiproc-bench: CPython shared_memory row skipped: no python3"),
+            Err(e) => out.failures.push(format!("CPython shared_memory row: {e}")),
+        }
+    }
 }
 
 /// Runs the benches of `benches` that `opts` selects, interleaved.

@@ -404,6 +404,7 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
     let mut reader = frame::Reader::trusting_large_frames();
     match reader.next_blocking(&sock) {
         Ok(Some((Tag::Serve, preload))) => crate::forkserver::serve(sock, reader, &preload),
+        Ok(Some((Tag::Track, _))) => crate::shared_memory::tracker::serve(reader.take_fds()),
         Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, StartMethod::Spawn, None),
         Ok(Some((tag, _))) => finish(
             &sock,

@@ -58,6 +58,10 @@ pub(crate) enum Tag {
     /// Fork server to owner, on the status socket: the child's pid, with
     /// its pidfd attached.
     Pid = 7,
+    /// Parent to a spawned process: become this parent's shared-memory
+    /// cleanup tracker; carries a sequenced-packet socket and a pidfd of
+    /// the parent.
+    Track = 8,
 }
 
 impl Tag {
@@ -70,6 +74,7 @@ impl Tag {
             Tag::Serve,
             Tag::Fork,
             Tag::Pid,
+            Tag::Track,
         ]
         .into_iter()
         .find(|t| *t as u8 == b)

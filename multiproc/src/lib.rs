@@ -195,6 +195,8 @@ mod frame;
 mod process;
 mod queue;
 mod registry;
+mod shared_memory;
+mod sharedctypes;
 mod start;
 mod sync;
 mod sys;
@@ -215,6 +217,8 @@ pub use crate::{
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
+    shared_memory::SharedMemory,
+    sharedctypes::{Array, ArrayGuard, LockError, RawArray, RawValue, Value, ValueGuard},
     start::StartMethod,
     sync::{
         AcquireError, Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard,

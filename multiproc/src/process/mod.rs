@@ -825,7 +825,7 @@ impl Running {
                     self.ready = true;
                     self.outcome = Some(payload);
                 }
-                Tag::Boot | Tag::Args | Tag::Serve | Tag::Fork | Tag::Pid => {
+                Tag::Boot | Tag::Args | Tag::Serve | Tag::Fork | Tag::Pid | Tag::Track => {
                     return Err(Error::new(
                         ErrorKind::Bootstrap,
                         format!("the child sent an unexpected {tag:?} frame"),

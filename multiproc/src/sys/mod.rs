@@ -29,6 +29,11 @@
 //!   `socket_peer_pid`.
 //! - `ParentWatch`: a pidfd on this process's parent, whose death can be
 //!   awaited.
+//! - shared memory: `Mapping` (a shared mapping of a whole file, accessed
+//!   by raw copies or as atomics), `memfd_sealed` (an anonymous segment
+//!   sealed at its size), `shm_create`/`shm_attach`/`shm_unlink` (named
+//!   segments), `RobustMutex` (a process-shared robust mutex inside a
+//!   mapping), `ignore_group_signals` (for the cleanup tracker).
 //!
 //! Only Linux implements it today (`unix/`, which relies on pidfds, memfd,
 //! and glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`). Other

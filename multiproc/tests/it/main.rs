@@ -16,4 +16,6 @@ mod identity;
 mod lifecycle;
 mod listener;
 mod queue;
+mod shared_memory;
+mod sharedctypes;
 mod sync;

@@ -12,6 +12,7 @@ mod memfd;
 mod misc;
 mod net;
 mod pidfd;
+mod segment;
 mod shm;
 mod shmring;
 mod spawn;
@@ -29,6 +30,10 @@ pub(crate) use net::{
     PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
 };
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
+pub(crate) use segment::{
+    Locked, MUTEX_SIZE, Mapping, RobustMutex, file_size, ignore_group_signals, is_size_sealed, memfd_sealed,
+    shm_attach, shm_create, shm_unlink,
+};
 pub(crate) use shm::passed;
 pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_self};

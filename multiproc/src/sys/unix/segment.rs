@@ -1,0 +1,438 @@
+//! Shared memory segments: sealed memory files, POSIX named segments
+//! (`shm_open` in `/dev/shm`), their mappings, and the robust
+//! process-shared mutex that `Value` and `Array` keep inside theirs.
+//!
+//! A [`Mapping`] never hands out a Rust reference to the shared bytes on
+//! its own: other processes may write them at any time, so its safe
+//! accessors copy with raw pointers ([`Mapping::copy_out`],
+//! [`Mapping::copy_in`], [`Mapping::fill`]) or view the bytes as atomics
+//! ([`Mapping::atomic_bytes`]). Plain slices exist only behind `unsafe`
+//! calls whose callers promise exclusion.
+
+use std::{
+    ffi::CString,
+    io,
+    mem::MaybeUninit,
+    ptr::{self, NonNull},
+    sync::atomic::AtomicU8,
+    time::Duration,
+};
+
+use super::{Fd, cvt, cvt_r};
+
+/// A shared, readable and writable mapping of a whole file, unmapped on
+/// drop.
+///
+/// Invariant: `ptr` starts `len > 0` mapped bytes, page-aligned, that stay
+/// mapped as long as `self` lives.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes anyway;
+// every access through `Mapping` is a raw copy, an atomic access, or an
+// `unsafe` call whose caller guarantees exclusion, so sharing the handle
+// between threads adds nothing another process could not do.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+/// Ranges at least this long are faulted in with one
+/// `MADV_POPULATE_WRITE` before a bulk write: one call instead of one page
+/// fault per 4 KiB page.
+const POPULATE_MIN: usize = 4 << 20;
+
+impl Mapping {
+    /// Maps the first `len` bytes of `fd` (`len > 0`).
+    pub(crate) fn new(fd: &Fd, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot map zero bytes"));
+        }
+        // SAFETY: a fresh mapping chosen by the kernel touches no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.raw(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: NonNull::new(p.cast()).expect("mmap does not return a null mapping"),
+            len,
+        })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Panics unless `[off, off + n)` lies inside the mapping (callers
+    /// check ranges first and report their own errors).
+    fn check(&self, off: usize, n: usize) {
+        assert!(
+            off.checked_add(n).is_some_and(|end| end <= self.len),
+            "range checked by the caller"
+        );
+    }
+
+    /// Copies `out.len()` bytes at `off` into `out`.
+    pub(crate) fn copy_out(&self, off: usize, out: &mut [u8]) {
+        self.check(off, out.len());
+        // SAFETY: the source range is inside the mapping (checked), the
+        // destination is a distinct, writable Rust slice. No reference to
+        // the shared bytes is created; a concurrent writer can only make
+        // the copied bytes a mix of old and new.
+        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), out.as_mut_ptr(), out.len()) };
+    }
+
+    /// Copies `src` to the bytes at `off`.
+    pub(crate) fn copy_in(&self, off: usize, src: &[u8]) {
+        self.check(off, src.len());
+        self.populate(off, src.len());
+        // SAFETY: the destination range is inside the mapping (checked) and
+        // writable; the source is a distinct Rust slice. No reference to
+        // the shared bytes is created.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len()) };
+    }
+
+    /// Sets `n` bytes at `off` to `byte`.
+    pub(crate) fn fill(&self, off: usize, n: usize, byte: u8) {
+        self.check(off, n);
+        self.populate(off, n);
+        // SAFETY: the range is inside the mapping (checked) and writable;
+        // no reference to the shared bytes is created.
+        unsafe { ptr::write_bytes(self.ptr.as_ptr().add(off), byte, n) };
+    }
+
+    /// Faults in the pages of a large range about to be written. Only a
+    /// hint: a kernel without `MADV_POPULATE_WRITE` (before 5.14) or a
+    /// failure leaves the writes to fault the pages in one by one.
+    fn populate(&self, off: usize, n: usize) {
+        if n < POPULATE_MIN {
+            return;
+        }
+        let start = self.ptr.as_ptr() as usize + off;
+        let aligned = start.next_multiple_of(4096);
+        let end = (start + n) & !4095;
+        if end > aligned {
+            // SAFETY: the page-aligned range lies inside our mapping;
+            // populating changes no contents.
+            unsafe { libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_POPULATE_WRITE) };
+        }
+    }
+
+    /// The mapped bytes as atomics: sound whatever other processes do.
+    pub(crate) fn atomic_bytes(&self) -> &[AtomicU8] {
+        // SAFETY: AtomicU8 has the size and alignment of u8 and any bit
+        // pattern is valid; the bytes stay mapped while `self` is borrowed;
+        // atomics may be accessed concurrently by anyone.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU8>(), self.len) }
+    }
+
+    /// The mapped bytes as a plain slice.
+    ///
+    /// # Safety
+    /// Nothing (another process, another mapping, a `bytes_mut` slice)
+    /// may write the bytes while the slice lives.
+    pub(crate) unsafe fn bytes(&self) -> &[u8] {
+        // SAFETY: the bytes are mapped while `self` is borrowed; the caller
+        // excludes writers.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The mapped bytes as a mutable slice.
+    ///
+    /// # Safety
+    /// Nothing else may read or write the bytes while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self) -> &mut [u8] {
+        // SAFETY: the bytes are mapped while `self` is borrowed; the caller
+        // guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; nothing borrowed from it
+        // outlives `self`. A failure (impossible for a valid range) would
+        // only leak address space.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Seals an anonymous segment carries: its size is fixed, so no process
+/// can truncate it under another's mapping (which would be `SIGBUS`).
+const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// A new memory file of `size` bytes, sealed at that size, close-on-exec.
+pub(crate) fn memfd_sealed(size: usize) -> io::Result<Fd> {
+    // SAFETY: the name is a NUL-terminated literal.
+    let raw =
+        cvt(unsafe { libc::memfd_create(c"multiproc-shm".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+    // SAFETY: memfd_create returned a new descriptor we own.
+    let fd = unsafe { Fd::from_raw(raw) };
+    let size = libc::off_t::try_from(size).map_err(|_| too_large())?;
+    // SAFETY: ftruncate on our descriptor.
+    cvt_r(|| unsafe { libc::ftruncate(fd.raw(), size) })?;
+    // SAFETY: F_ADD_SEALS on our descriptor.
+    cvt(unsafe { libc::fcntl(fd.raw(), libc::F_ADD_SEALS, SIZE_SEALS) })?;
+    Ok(fd)
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "the size does not fit a file offset")
+}
+
+/// Whether `fd` is a memory file sealed at its size.
+pub(crate) fn is_size_sealed(fd: &Fd) -> bool {
+    // SAFETY: F_GET_SEALS reads flags of an open descriptor.
+    let have = unsafe { libc::fcntl(fd.raw(), libc::F_GET_SEALS) };
+    have != -1 && have & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) == libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
+}
+
+/// The size of the regular file `fd`; an error for anything else.
+pub(crate) fn file_size(fd: &Fd) -> io::Result<u64> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is a valid out-pointer.
+    cvt(unsafe { libc::fstat(fd.raw(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded and filled it.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the descriptor is not a shared memory file",
+        ));
+    }
+    Ok(st.st_size as u64)
+}
+
+/// `/name` for `shm_open`; `name` has been validated (no `/`, no NUL).
+fn posix_name(name: &str) -> io::Result<CString> {
+    CString::new(format!("/{name}")).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the name contains NUL"))
+}
+
+/// Creates the named segment `name` of `size` bytes, failing with
+/// `AlreadyExists` if the name is taken. The new file is unlinked again
+/// if it cannot be sized.
+pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<Fd> {
+    let path = posix_name(name)?;
+    let size = libc::off_t::try_from(size).map_err(|_| too_large())?;
+    // SAFETY: path is NUL-terminated.
+    let raw = cvt_r(|| unsafe {
+        libc::shm_open(
+            path.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    })?;
+    // SAFETY: shm_open returned a new descriptor we own.
+    let fd = unsafe { Fd::from_raw(raw) };
+    // SAFETY: ftruncate on our descriptor.
+    if let Err(e) = cvt_r(|| unsafe { libc::ftruncate(fd.raw(), size) }) {
+        // The name is ours (O_EXCL) and useless unsized; an unlink failure
+        // leaves nothing better to do than report the first error.
+        let _ = shm_unlink(name);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Opens the existing named segment `name` for reading and writing.
+pub(crate) fn shm_attach(name: &str) -> io::Result<Fd> {
+    let path = posix_name(name)?;
+    // SAFETY: path is NUL-terminated.
+    let raw = cvt_r(|| unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
+    // SAFETY: shm_open returned a new descriptor we own.
+    Ok(unsafe { Fd::from_raw(raw) })
+}
+
+/// Removes the name `name` from `/dev/shm` (mappings stay valid).
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    let path = posix_name(name)?;
+    // SAFETY: path is NUL-terminated.
+    cvt(unsafe { libc::shm_unlink(path.as_ptr()) }).map(drop)
+}
+
+/// What locking a [`RobustMutex`] gave.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// Locked normally.
+    Yes,
+    /// Locked, after its previous owner died holding it; the mutex has been
+    /// made consistent again.
+    OwnerDied,
+    /// Not locked: busy past the deadline (or at once, for a try).
+    Busy,
+}
+
+/// A process-shared, robust, error-checking `pthread_mutex_t` at a fixed
+/// address inside a [`Mapping`].
+///
+/// Invariant: `ptr` points at an initialised mutex in shared memory that
+/// stays mapped as long as this value lives (the owner of the mapping
+/// keeps both).
+#[derive(Debug)]
+pub(crate) struct RobustMutex {
+    ptr: *mut libc::pthread_mutex_t,
+}
+
+// SAFETY: a process-shared pthread mutex is meant to be used from any
+// thread of any process.
+unsafe impl Send for RobustMutex {}
+// SAFETY: as above.
+unsafe impl Sync for RobustMutex {}
+
+/// Bytes a [`RobustMutex`] takes.
+pub(crate) const MUTEX_SIZE: usize = size_of::<libc::pthread_mutex_t>();
+
+/// A pthread return code as a result.
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+impl RobustMutex {
+    /// Initialises a new mutex at byte `off` of `map`, which nobody else
+    /// uses yet.
+    pub(crate) fn init(map: &Mapping, off: usize) -> io::Result<RobustMutex> {
+        let m = Self::at(map, off);
+        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: attr is writable storage for an attribute object.
+        check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
+        let a = attr.as_mut_ptr();
+        // SAFETY: a is initialised; m.ptr points at aligned, writable,
+        // shared memory that no one else uses yet. The attribute is
+        // destroyed on every path.
+        let res = unsafe {
+            check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))
+                .and_then(|()| check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST)))
+                .and_then(|()| check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK)))
+                .and_then(|()| check(libc::pthread_mutex_init(m.ptr, a)))
+        };
+        // SAFETY: a was initialised above.
+        unsafe { libc::pthread_mutexattr_destroy(a) };
+        res.map(|()| m)
+    }
+
+    /// The mutex another process initialised at byte `off` of `map`.
+    pub(crate) fn attach(map: &Mapping, off: usize) -> RobustMutex {
+        Self::at(map, off)
+    }
+
+    fn at(map: &Mapping, off: usize) -> RobustMutex {
+        map.check(off, MUTEX_SIZE);
+        assert_eq!(off % align_of::<libc::pthread_mutex_t>(), 0, "mutex offset is aligned");
+        RobustMutex {
+            ptr: map.as_ptr().wrapping_add(off).cast(),
+        }
+    }
+
+    /// Locks, waiting up to `timeout` (`None`: forever, zero: a try).
+    /// Reports a dead previous owner (the mutex is made consistent first)
+    /// and refuses a relock by the owning thread (`EDEADLK`).
+    pub(crate) fn lock(&self, timeout: Option<Duration>) -> io::Result<Locked> {
+        let m = self.ptr;
+        let rc = match timeout {
+            // SAFETY: m is an initialised process-shared mutex (invariant).
+            None => unsafe { libc::pthread_mutex_lock(m) },
+            // SAFETY: as above.
+            Some(t) if t.is_zero() => unsafe { libc::pthread_mutex_trylock(m) },
+            Some(t) => {
+                // SAFETY: as above.
+                let rc = unsafe { libc::pthread_mutex_trylock(m) };
+                if rc == libc::EBUSY {
+                    let at = realtime_after(t);
+                    // SAFETY: as above; `at` is a valid timespec.
+                    unsafe { libc::pthread_mutex_timedlock(m, &at) }
+                } else {
+                    rc
+                }
+            }
+        };
+        match rc {
+            0 => Ok(Locked::Yes),
+            libc::EBUSY | libc::ETIMEDOUT => Ok(Locked::Busy),
+            libc::EOWNERDEAD => {
+                // SAFETY: EOWNERDEAD hands us the mutex; marking it
+                // consistent keeps it usable for everyone.
+                check(unsafe { libc::pthread_mutex_consistent(m) })?;
+                Ok(Locked::OwnerDied)
+            }
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Unlocks a mutex this thread holds.
+    pub(crate) fn unlock(&self) {
+        // SAFETY: m is initialised and held by this thread (callers unlock
+        // only from the guard that locked it).
+        let rc = unsafe { libc::pthread_mutex_unlock(self.ptr) };
+        debug_assert_eq!(rc, 0, "unlocking a mutex this thread holds");
+    }
+}
+
+/// `CLOCK_REALTIME` `after` from now, for `pthread_mutex_timedlock` (libc
+/// 0.2 does not expose glibc's `pthread_mutex_clocklock`; a jump of the
+/// wall clock shortens or lengthens the wait).
+fn realtime_after(after: Duration) -> libc::timespec {
+    let mut now = MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: now is a valid out-pointer; CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, now.as_mut_ptr()) };
+    // SAFETY: clock_gettime filled it.
+    let now = unsafe { now.assume_init() };
+    let nanos = (now.tv_sec as u128) * 1_000_000_000 + now.tv_nsec as u128 + after.as_nanos();
+    let secs = (nanos / 1_000_000_000).min(libc::time_t::MAX as u128);
+    libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Makes this process (a cleanup tracker) ignore `SIGINT` and `SIGTERM`:
+/// Ctrl-C or a `killpg` reaches the whole process group, and the tracker
+/// must outlive its owner to clean up after it.
+pub(crate) fn ignore_group_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: setting a signal's disposition to SIG_IGN is always valid.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+impl Mapping {
+    /// Reads a `T` at byte `off` with one volatile load (a concurrent
+    /// writer can tear a `T` wider than a machine word).
+    pub(crate) fn load<T: bytemuck::Pod>(&self, off: usize) -> T {
+        self.check(off, size_of::<T>());
+        let p = self.ptr.as_ptr().wrapping_add(off).cast::<T>();
+        assert!(p.is_aligned(), "offset checked by the caller");
+        // SAFETY: in bounds (checked), aligned (checked), and any bit
+        // pattern is a valid `T` (Pod); a volatile access makes no
+        // assumption about other writers.
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes `v` at byte `off` with one volatile store.
+    pub(crate) fn store<T: bytemuck::Pod>(&self, off: usize, v: T) {
+        self.check(off, size_of::<T>());
+        let p = self.ptr.as_ptr().wrapping_add(off).cast::<T>();
+        assert!(p.is_aligned(), "offset checked by the caller");
+        // SAFETY: in bounds and aligned (checked) writable shared memory.
+        unsafe { p.write_volatile(v) }
+    }
+}
