@@ -218,7 +218,7 @@ pub use crate::{
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
     shared_memory::SharedMemory,
-    sharedctypes::{Array, ArrayGuard, LockError, RawArray, RawValue, Value, ValueGuard},
+    sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard},
     start::StartMethod,
     sync::{
         AcquireError, Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard,

@@ -28,11 +28,11 @@
 //! process-shared `pthread_mutex_t` in the same memory file, kept
 //! self-contained (not a general [`Lock`](https://docs.python.org/3/library/multiprocessing.html#multiprocessing.Lock)
 //! object). When a holder dies holding it, the next locker gets
-//! [`LockError::OwnerDied`] *with the guard*: the lock is already usable
+//! [`AcquireError::OwnerDied`] *with the guard*: the lock is already usable
 //! again, the data is whatever the dead holder left (any bit pattern is a
 //! valid `T`, but an update may be half done). Only that one locker is
 //! told, not every later one (unlike std's `Mutex` poisoning, which stays).
-//! [`LockError::recover`] turns it into the guard for callers that do not
+//! [`AcquireError::recover`] turns it into the guard for callers that do not
 //! care. Relocking from the thread that holds the lock is an error, not a
 //! deadlock. `+=` through a guard is atomic with respect to other lockers
 //! (Python's `v.value += 1` is not, without `get_lock()`).
@@ -57,6 +57,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
     Error, ErrorKind, Result, codec,
+    sync::AcquireError,
     sys::{self, Fd, Locked, MUTEX_SIZE, Mapping, RobustMutex},
 };
 
@@ -306,96 +307,11 @@ enum LockFail {
     Failed(Error),
 }
 
-/// Why [`Value::lock`] or [`Array::lock`] did not simply return a guard.
-pub enum LockError<G> {
-    /// The lock's previous holder died holding it. The guard is yours: the
-    /// lock is usable again, and the data is whatever the dead holder left
-    /// (possibly half updated).
-    OwnerDied(G),
-    /// The lock stayed busy until the deadline (or at once, for a try).
-    Timeout,
-    /// Locking failed: [`ErrorKind::InvalidState`] when this thread already
-    /// holds the lock, [`ErrorKind::Io`] otherwise.
-    Failed(Error),
-}
-
-impl<G> LockError<G> {
-    /// The guard of an [`OwnerDied`](Self::OwnerDied), an [`Error`]
-    /// otherwise: for callers that accept whatever a dead holder left.
-    ///
-    /// ```
-    /// # fn main() -> multiproc::Result<()> {
-    /// let v = multiproc::Value::new(1u32)?;
-    /// let g = v.lock().or_else(multiproc::LockError::recover)?;
-    /// assert_eq!(*g, 1);
-    /// # Ok(()) }
-    /// ```
-    pub fn recover(self) -> Result<G> {
-        match self {
-            LockError::OwnerDied(g) => Ok(g),
-            other => Err(other.into_error()),
-        }
-    }
-
-    /// `true` for [`OwnerDied`](Self::OwnerDied).
-    pub fn is_owner_died(&self) -> bool {
-        matches!(self, LockError::OwnerDied(_))
-    }
-
-    fn into_error(self) -> Error {
-        match self {
-            LockError::OwnerDied(_) => Error::new(
-                ErrorKind::InvalidState,
-                "the previous holder of the shared value's lock died holding it",
-            ),
-            LockError::Timeout => Error::new(ErrorKind::Timeout, "the shared value's lock stayed busy"),
-            LockError::Failed(e) => e,
-        }
-    }
-
-    fn from_fail(f: LockFail) -> LockError<G> {
-        match f {
-            LockFail::Timeout => LockError::Timeout,
-            LockFail::Failed(e) => LockError::Failed(e),
-        }
-    }
-}
-
-impl<G> fmt::Debug for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            LockError::Timeout => f.write_str("Timeout"),
-            LockError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-        }
-    }
-}
-
-impl<G> fmt::Display for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str("the previous holder of the lock died holding it"),
-            LockError::Timeout => f.write_str("the lock stayed busy"),
-            LockError::Failed(e) => fmt::Display::fmt(e, f),
-        }
-    }
-}
-
-impl<G> std::error::Error for LockError<G> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LockError::Failed(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// So that `value.lock()?` works in a function returning [`Result`]: an
-/// [`OwnerDied`](LockError::OwnerDied) becomes an
-/// [`ErrorKind::InvalidState`] error (the lock is released).
-impl<G> From<LockError<G>> for Error {
-    fn from(e: LockError<G>) -> Error {
-        e.into_error()
+/// A lock failure without a guard yet.
+fn from_fail<G>(f: LockFail) -> AcquireError<G> {
+    match f {
+        LockFail::Timeout => AcquireError::Timeout,
+        LockFail::Failed(e) => AcquireError::Failed(e),
     }
 }
 
@@ -403,11 +319,11 @@ impl<G> From<LockError<G>> for Error {
 fn guard_result<G>(
     r: std::result::Result<bool, LockFail>,
     g: impl FnOnce() -> G,
-) -> std::result::Result<G, LockError<G>> {
+) -> std::result::Result<G, AcquireError<G>> {
     match r {
         Ok(false) => Ok(g()),
-        Ok(true) => Err(LockError::OwnerDied(g())),
-        Err(f) => Err(LockError::from_fail(f)),
+        Ok(true) => Err(AcquireError::OwnerDied(g())),
+        Err(f) => Err(from_fail(f)),
     }
 }
 
@@ -466,12 +382,12 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     ///
-    /// [`LockError::OwnerDied`] (with the guard) when the previous holder
-    /// died holding the lock; [`LockError::Failed`] when this thread
+    /// [`AcquireError::OwnerDied`] (with the guard) when the previous holder
+    /// died holding the lock; [`AcquireError::Failed`] when this thread
     /// already holds it.
     #[doc(alias = "get_lock")]
     #[doc(alias = "acquire")]
-    pub fn lock(&self) -> std::result::Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+    pub fn lock(&self) -> std::result::Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
         self.lock_with(None)
     }
 
@@ -479,11 +395,11 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     ///
-    /// As for `lock`, and [`LockError::Timeout`].
+    /// As for `lock`, and [`AcquireError::Timeout`].
     pub fn lock_timeout(
         &self,
         timeout: Duration,
-    ) -> std::result::Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+    ) -> std::result::Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
         self.lock_with(Some(timeout))
     }
 
@@ -491,12 +407,15 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     ///
-    /// As for `lock`, and [`LockError::Timeout`] when the lock is busy.
-    pub fn try_lock(&self) -> std::result::Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+    /// As for `lock`, and [`AcquireError::Timeout`] when the lock is busy.
+    pub fn try_lock(&self) -> std::result::Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
         self.lock_with(Some(Duration::ZERO))
     }
 
-    fn lock_with(&self, t: Option<Duration>) -> std::result::Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+    fn lock_with(
+        &self,
+        t: Option<Duration>,
+    ) -> std::result::Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
         guard_result(self.shared.lock(t), || ValueGuard {
             shared: &self.shared,
             _not_send: PhantomData,
@@ -510,7 +429,7 @@ impl<T: Pod> Value<T> {
     ///
     /// As for [`lock`](Self::lock), except `OwnerDied`.
     pub fn load(&self) -> Result<T> {
-        Ok(*self.lock().or_else(LockError::recover)?)
+        Ok(*self.lock().or_else(AcquireError::recover)?)
     }
 
     /// Replaces the value under the lock (Python's `v.value = x`).
@@ -519,7 +438,7 @@ impl<T: Pod> Value<T> {
     ///
     /// As for [`load`](Self::load).
     pub fn store(&self, v: T) -> Result<()> {
-        *self.lock().or_else(LockError::recover)? = v;
+        *self.lock().or_else(AcquireError::recover)? = v;
         Ok(())
     }
 }
@@ -642,7 +561,7 @@ impl<T: Pod> Array<T> {
     /// As for [`Value::lock`].
     #[doc(alias = "get_lock")]
     #[doc(alias = "acquire")]
-    pub fn lock(&self) -> std::result::Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+    pub fn lock(&self) -> std::result::Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
         self.lock_with(None)
     }
 
@@ -650,11 +569,11 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     ///
-    /// As for `lock`, and [`LockError::Timeout`].
+    /// As for `lock`, and [`AcquireError::Timeout`].
     pub fn lock_timeout(
         &self,
         timeout: Duration,
-    ) -> std::result::Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+    ) -> std::result::Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
         self.lock_with(Some(timeout))
     }
 
@@ -662,12 +581,15 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     ///
-    /// As for `lock`, and [`LockError::Timeout`] when the lock is busy.
-    pub fn try_lock(&self) -> std::result::Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+    /// As for `lock`, and [`AcquireError::Timeout`] when the lock is busy.
+    pub fn try_lock(&self) -> std::result::Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
         self.lock_with(Some(Duration::ZERO))
     }
 
-    fn lock_with(&self, t: Option<Duration>) -> std::result::Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+    fn lock_with(
+        &self,
+        t: Option<Duration>,
+    ) -> std::result::Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
         guard_result(self.shared.lock(t), || ArrayGuard {
             shared: &self.shared,
             _not_send: PhantomData,
@@ -681,7 +603,7 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`Value::load`].
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        Ok(self.lock().or_else(LockError::recover)?.to_vec())
+        Ok(self.lock().or_else(AcquireError::recover)?.to_vec())
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use multiproc::{self as mp, Array, LockError, RawArray, RawValue, StartMethod, Value};
+use multiproc::{self as mp, AcquireError, Array, RawArray, RawValue, StartMethod, Value};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::support::{self, DEADLINE, Rendezvous};
@@ -103,11 +103,11 @@ fn holder_killed_owner_died(m: StartMethod) {
     let rv = Rendezvous::new();
     let mut p = start(m, hold_and_block, (arr.clone(), rv.addr()));
     assert_eq!(rv.recv(), "locked");
-    assert!(matches!(arr.try_lock(), Err(LockError::Timeout)));
+    assert!(matches!(arr.try_lock(), Err(AcquireError::Timeout)));
     p.kill().unwrap();
     let _ = p.join_timeout(DEADLINE).unwrap_err();
     match arr.lock_timeout(DEADLINE) {
-        Err(LockError::OwnerDied(mut g)) => {
+        Err(AcquireError::OwnerDied(mut g)) => {
             assert_eq!(g[0], 7);
             g[1] = 1;
         }
@@ -144,12 +144,12 @@ fn relock_is_an_error() {
     let v = Value::new(1u8).unwrap();
     let _g = v.lock().unwrap();
     match v.lock() {
-        Err(LockError::Failed(e)) => assert_eq!(e.kind(), mp::ErrorKind::InvalidState),
+        Err(AcquireError::Failed(e)) => assert_eq!(e.kind(), mp::ErrorKind::InvalidState),
         other => panic!("expected an error, got {:?}", other.map(|g| *g)),
     }
     assert!(matches!(
         v.lock_timeout(Duration::from_millis(1)),
-        Err(LockError::Failed(_))
+        Err(AcquireError::Failed(_))
     ));
 }
 
