@@ -42,8 +42,10 @@
 //! read half-updated), bulk operations are raw copies. No reference to the
 //! shared data is ever handed out.
 //!
-//! A guard must not be leaked (`mem::forget`) and its value dropped: the
-//! thread's robust-mutex list would keep the address of an unmapped mutex.
+//! A leaked guard (`mem::forget`) keeps the lock held forever, as with any
+//! mutex; dropping the last handle of a value whose lock a thread of this
+//! process still holds leaves its memory mapped until the process exits
+//! (glibc keeps the held mutex's address on the thread's robust list).
 
 use std::{
     fmt,
@@ -123,6 +125,16 @@ struct Shared<T> {
     data: usize,
     mutex: Option<RobustMutex>,
     _t: PhantomData<T>,
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // A lock still held by a thread of this process (a leaked guard)
+        // is on that thread's robust list: its memory must stay mapped.
+        if self.mutex.as_ref().is_some_and(RobustMutex::held_by_this_process) {
+            self.map.keep_mapped();
+        }
+    }
 }
 
 impl<T: Pod> Shared<T> {

@@ -117,7 +117,44 @@ fn holder_killed_owner_died(m: StartMethod) {
     assert_eq!(&g[..2], &[7, 1]);
 }
 
-per_method!(child_writes_parent_reads, counter_under_lock, holder_killed_owner_died);
+/// Leaks guards of values and arrays, drops the values, then locks and
+/// unlocks others: the leaked locks stay on glibc's robust list of this
+/// thread, so their memory must stay mapped.
+fn drop_locked_then_lock_others(_: ()) -> u32 {
+    let older = Value::new(1u64).unwrap();
+    let g0 = older.lock().unwrap();
+    let v = Value::new(2u32).unwrap();
+    std::mem::forget(v.lock().unwrap());
+    drop(v);
+    let a = Array::from_slice(&[1u8, 2, 3]).unwrap();
+    std::mem::forget(a.lock().unwrap());
+    drop(a);
+    // Releasing the older lock walks the robust list past the newer,
+    // dropped ones.
+    drop(g0);
+    let fresh: Vec<Value<u32>> = (0..64).map(|i| Value::new(i).unwrap()).collect();
+    for f in &fresh {
+        *f.lock().unwrap() += 1;
+    }
+    let again = Array::<u16>::new(4).unwrap();
+    again.lock().unwrap()[0] = 9;
+    7
+}
+
+/// C-1: dropping a value whose lock this process holds (a leaked guard)
+/// does not unmap the lock under glibc's robust list (the child would
+/// crash).
+fn drop_locked_value_is_safe(m: StartMethod) {
+    let mut p = start(m, drop_locked_then_lock_others, ());
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 7);
+}
+
+per_method!(
+    child_writes_parent_reads,
+    counter_under_lock,
+    holder_killed_owner_died,
+    drop_locked_value_is_safe
+);
 
 /// Out-of-range indexes: `None`, an error, or a panic for `[]`.
 #[test]

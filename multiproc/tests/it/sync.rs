@@ -455,6 +455,50 @@ fn objects_through_a_queue_to_a_grandchild(m: StartMethod) {
     p.join_timeout(DEADLINE).unwrap();
 }
 
+/// Drops the last handle of locks that this thread still holds (without
+/// a guard, or through a leaked guard), then locks and unlocks others: the
+/// held locks sit on glibc's robust list of this thread, which must never
+/// point at unmapped memory (nor at new objects mapped where the dropped
+/// ones were).
+fn drop_held_then_lock_others(_: ()) -> u32 {
+    let older = Lock::new().unwrap();
+    let g0 = older.acquire().unwrap();
+    let l = Lock::new().unwrap();
+    l.acquire_unguarded(None).unwrap();
+    drop(l);
+    let r = RLock::new().unwrap();
+    r.acquire_unguarded(None).unwrap();
+    std::mem::forget(r.acquire().unwrap());
+    drop(r);
+    let c = Condition::new().unwrap();
+    std::mem::forget(c.acquire().unwrap());
+    drop(c);
+    // Releasing the older lock walks the robust list past the newer,
+    // dropped ones.
+    drop(g0);
+    let fresh: Vec<Lock> = (0..64).map(|_| Lock::new().unwrap()).collect();
+    for f in &fresh {
+        drop(f.acquire().unwrap());
+    }
+    let held: Vec<RLock> = (0..8).map(|_| RLock::new().unwrap()).collect();
+    for h in &held {
+        std::mem::forget(h.acquire().unwrap());
+    }
+    let again = Lock::new().unwrap();
+    drop(again.acquire().unwrap());
+    for h in &held {
+        h.release().unwrap();
+    }
+    7
+}
+
+/// C-1: dropping a lock that this process still holds does not unmap it
+/// under glibc's robust list (the child would crash).
+fn drop_held_lock_is_safe(m: StartMethod) {
+    let mut p = start(m, drop_held_then_lock_others, ());
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 7);
+}
+
 per_method!(
     lock_excludes_across_processes,
     lock_holder_killed,
@@ -472,6 +516,7 @@ per_method!(
     barrier_abort_and_reset,
     barrier_timeout,
     objects_through_a_queue_to_a_grandchild,
+    drop_held_lock_is_safe,
 );
 
 // ----- in one process -----

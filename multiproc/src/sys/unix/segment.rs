@@ -29,6 +29,8 @@ use super::{Fd, cvt, cvt_r};
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Left mapped on drop (see [`Mapping::keep_mapped`]).
+    keep: bool,
 }
 
 // SAFETY: the mapping is plain memory shared with other processes anyway;
@@ -67,6 +69,7 @@ impl Mapping {
         Ok(Mapping {
             ptr: NonNull::new(p.cast()).expect("mmap does not return a null mapping"),
             len,
+            keep: false,
         })
     }
 
@@ -164,8 +167,22 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Leaves the memory mapped when `self` is dropped (a deliberate leak
+    /// of address space): for a mapping holding a robust mutex that a
+    /// thread of this process still holds, because glibc keeps the mutex's
+    /// address on that thread's robust list and walks the list on every
+    /// later robust lock and unlock.
+    pub(crate) fn keep_mapped(&mut self) {
+        self.keep = true;
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         // SAFETY: unmapping our own mapping; nothing borrowed from it
         // outlives `self`. A failure (impossible for a valid range) would
         // only leak address space.
@@ -376,6 +393,18 @@ impl RobustMutex {
             }
             e => Err(io::Error::from_raw_os_error(e)),
         }
+    }
+
+    /// Whether a thread of this process holds the mutex (so that it is on
+    /// that thread's robust list, and its memory must stay mapped).
+    pub(crate) fn held_by_this_process(&self) -> bool {
+        // SAFETY: glibc's pthread_mutex_t begins with the mutex's futex word
+        // (`__lock`, an aligned int changed only atomically); for a robust
+        // mutex the robust-futex ABI makes it the owner's thread id plus
+        // flag bits. An atomic read races with nobody.
+        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.cast::<u32>()) };
+        let tid = word.load(std::sync::atomic::Ordering::SeqCst) & 0x3fff_ffff;
+        super::sync::held_by_this_process(tid)
     }
 
     /// Unlocks a mutex this thread holds.

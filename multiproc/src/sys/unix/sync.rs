@@ -241,9 +241,30 @@ unsafe impl Sync for SyncMem {}
 
 impl Drop for SyncMem {
     fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping; no reference into it outlives `self`.
+        // A thread of this process that still holds the mutex (a lock
+        // acquired without a guard, a leaked guard) keeps it on glibc's
+        // robust list of that thread, which glibc walks on every later
+        // robust lock and unlock: unmapping would leave the list pointing
+        // at unmapped memory (or whatever is mapped there next). Leave the
+        // small mapping in place then; the descriptor is still closed.
+        if held_by_this_process(self.owner()) {
+            return;
+        }
+        // SAFETY: unmapping our own mapping; no reference into it outlives
+        // `self`, and no thread of this process holds its mutex (above).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), SIZE) };
     }
+}
+
+/// Whether `tid` (a robust mutex's owner, 0: none) is a live thread of
+/// this process, so that the mutex is on that thread's robust list and its
+/// memory must stay mapped.
+pub(crate) fn held_by_this_process(tid: u32) -> bool {
+    if tid == 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the thread exists in our thread group.
+    unsafe { libc::syscall(libc::SYS_tgkill, super::getpid() as libc::pid_t, tid as libc::pid_t, 0) == 0 }
 }
 
 impl fmt::Debug for SyncMem {
