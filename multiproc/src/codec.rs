@@ -21,7 +21,10 @@
 //!
 //! Both sides run the same monomorphised code, so no tag says which path was
 //! taken. Decoding never trusts lengths beyond the input: a corrupted payload
-//! is an error, never an unbounded allocation.
+//! is an error, never an unbounded allocation (see `decode_limited`). A
+//! value nested thousands of levels deep (a long recursive list) can still
+//! overflow the receiving thread's stack, as with most serde formats;
+//! bincode has no depth limit.
 
 use std::{any::Any, borrow::Cow};
 
@@ -37,9 +40,7 @@ pub(crate) fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a record of the library's own.
 pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG)
-        .map(|(v, _)| v)
-        .map_err(|e| CodecError(e.to_string()))
+    decode_limited::<T>(bytes).map(|(v, _)| v)
 }
 
 /// Why a value could not be encoded or decoded.
@@ -80,13 +81,41 @@ pub(crate) fn decode_owned<T: DeserializeOwned + 'static>(bytes: Vec<u8>) -> Res
     Ok(*special.downcast::<T>().expect("the type was compared just above"))
 }
 
+/// Decodes with a limit on what bincode may allocate.
+///
+/// bincode 2 allocates a string's (or a byte buffer's) announced length
+/// before it reads the bytes, so a corrupted length prefix would make it
+/// allocate anything up to `u64::MAX` (a panic, or an abort when the
+/// allocation fails). With a limit, every allocation and every primitive
+/// read is *claimed* against it first. Valid input never claims more than
+/// 16 bytes per input byte (a one-byte varint can become a `u128`; a string
+/// claims exactly its bytes), so a limit of 16 times the input cannot
+/// refuse a valid value, and a corrupted one allocates at most that much.
+/// The limit is a type parameter, hence a few fixed sizes rather than the
+/// exact figure; inputs over 4 GiB decode without one.
+fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    fn with<T: DeserializeOwned, const N: usize>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG.with_limit::<N>())
+            .map_err(|e| CodecError(e.to_string()))
+    }
+    let need = bytes.len().saturating_mul(16).saturating_add(4096);
+    if need <= 16 << 20 {
+        with::<T, { 16 << 20 }>(bytes)
+    } else if need <= 1 << 30 {
+        with::<T, { 1 << 30 }>(bytes)
+    } else if need <= 1 << 36 {
+        with::<T, { 1 << 36 }>(bytes)
+    } else {
+        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))
+    }
+}
+
 fn is<T: 'static, U: 'static>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>()
 }
 
 fn decode_serde<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))?;
+    let (value, used) = decode_limited::<T>(bytes)?;
     if used != bytes.len() {
         return Err(CodecError(format!("{} unexpected trailing bytes", bytes.len() - used)));
     }

@@ -496,6 +496,9 @@ impl<'de> Deserialize<'de> for Connection {
         use serde::de::Error as _;
         let p = Passed::deserialize(d)?;
         let fd = codec::fds::import(p.fd).map_err(D::Error::custom)?;
+        if !fd.is_socket() {
+            return Err(D::Error::custom("the descriptor sent as a Connection is not a socket"));
+        }
         let mut fds = VecDeque::with_capacity(p.buffered_fds.len());
         for i in p.buffered_fds {
             fds.push_back(codec::fds::import(i).map_err(D::Error::custom)?);

@@ -122,8 +122,8 @@ impl Rx {
         if self.broken.is_some() || self.eof {
             return true;
         }
-        if self.partial.is_some() {
-            return false;
+        if let Some(p) = &self.partial {
+            return p.payload.len() == p.len;
         }
         let avail = self.available();
         if avail.len() < HEADER {
@@ -143,8 +143,13 @@ impl Rx {
                 return Ok(true);
             }
             if self.partial.is_some() {
-                // A large message is half read: finishing it is a receive.
-                return Ok(false);
+                // A large message is half read: read on into its buffer.
+                match self.advance_partial(fd, deadline) {
+                    Ok(()) => continue,
+                    Err(RecvFailure::Timeout) => return Ok(false),
+                    // The end or a broken stream is something to receive.
+                    Err(_) => return Ok(true),
+                }
             }
             match self.fill(fd, true) {
                 Ok(true) => continue,
@@ -201,10 +206,17 @@ impl Rx {
                     "the connection is broken: {why}"
                 ))));
             }
-            if self.partial.is_some() {
-                if let Some(done) = self.continue_partial(fd, deadline)? {
-                    return Ok(done);
+            if let Some(p) = &self.partial {
+                if let Some(max) = max_len.filter(|&m| p.len > m) {
+                    let why = format!("a {}-byte message exceeds the {max}-byte limit", p.len);
+                    self.partial = None;
+                    return Err(self.broken(why));
                 }
+                if p.payload.len() == p.len {
+                    let p = self.partial.take().expect("checked just above");
+                    return self.with_fds(p.payload, p.nfds);
+                }
+                self.advance_partial(fd, deadline)?;
                 continue;
             }
             let avail = self.available();
@@ -316,13 +328,14 @@ impl Rx {
         Ok(())
     }
 
-    fn continue_partial(&mut self, fd: &Fd, deadline: Option<Instant>) -> Result<Option<Message>, RecvFailure> {
+    /// Reads more of the large message in progress (once, or waits for
+    /// the deadline); its completion is for the caller to see.
+    fn advance_partial(&mut self, fd: &Fd, deadline: Option<Instant>) -> Result<(), RecvFailure> {
         let io_err = |e| RecvFailure::Failed(Error::io("failed to read from the connection", e));
         let p = self.partial.as_mut().expect("checked by the caller");
         let want = p.len - p.payload.len();
         if want == 0 {
-            let p = self.partial.take().expect("checked just above");
-            return self.with_fds(p.payload, p.nfds).map(Some);
+            return Ok(());
         }
         if p.payload.capacity() == p.payload.len() {
             // Grow with what arrives: at most doubling, never past `len`.
@@ -338,7 +351,7 @@ impl Rx {
             .map_err(io_err)?;
         self.fds.extend(fds);
         match got {
-            RecvSome::Data(_) => Ok(None),
+            RecvSome::Data(_) => Ok(()),
             RecvSome::Eof => {
                 self.eof = true;
                 self.partial = None;
@@ -346,7 +359,7 @@ impl Rx {
             }
             RecvSome::WouldBlock => {
                 if wait_readable(fd, deadline).map_err(io_err)? {
-                    Ok(None)
+                    Ok(())
                 } else {
                     Err(RecvFailure::Timeout)
                 }

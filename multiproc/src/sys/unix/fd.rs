@@ -167,6 +167,14 @@ impl Fd {
         Ok(())
     }
 
+    /// `true` when the descriptor is a socket.
+    pub(crate) fn is_socket(&self) -> bool {
+        // SAFETY: an all-zero stat is a valid out-value.
+        let mut st: libc::stat = unsafe { mem::zeroed() };
+        // SAFETY: st is a valid out-pointer for the call.
+        cvt(unsafe { libc::fstat(self.raw(), &mut st) }).is_ok() && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    }
+
     /// Shuts down one or both directions of a socket (`libc::SHUT_RD`,
     /// `SHUT_WR`, `SHUT_RDWR`), for every process holding it.
     pub(crate) fn shutdown(&self, how: libc::c_int) -> io::Result<()> {
