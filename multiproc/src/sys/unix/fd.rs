@@ -205,6 +205,25 @@ impl Fd {
         }
     }
 
+    /// Copies the start of the next datagram into `buf` without taking it
+    /// (nor any descriptor attached to it); `None` when there is none.
+    pub(crate) fn peek_datagram(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: buf is writable memory of the given length.
+        let res = cvt_r(|| unsafe {
+            libc::recv(
+                self.raw(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        });
+        match res {
+            Ok(n) => Ok(Some(n as usize)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes as much of `bytes` as the socket takes without blocking;
     /// `Ok(0)` when its buffer is full.
     pub(crate) fn send_some(&self, bytes: &[u8]) -> io::Result<usize> {
