@@ -146,7 +146,9 @@ impl registry::Revoke for Shared {
 /// Turn-taking between the threads receiving on one connection.
 #[derive(Default)]
 struct Turn {
-    busy: Mutex<bool>,
+    /// Whether a receive has the turn, and how many wait for it (so that
+    /// the common case, nobody waiting, costs no wake-up system call).
+    state: Mutex<(bool, usize)>,
     freed: Condvar,
 }
 
@@ -156,28 +158,31 @@ struct TurnGuard<'a>(&'a Turn);
 impl Turn {
     /// Waits for the turn until `deadline`; `None` when it did not come.
     fn take(&self, deadline: Option<Instant>) -> Option<TurnGuard<'_>> {
-        let mut busy = lock(&self.busy);
-        while *busy {
-            busy = match deadline {
-                None => self.freed.wait(busy).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    self.freed.wait_timeout(busy, left).unwrap_or_else(|e| e.into_inner()).0
-                }
+        let mut state = lock(&self.state);
+        while state.0 {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return None;
+            }
+            state.1 += 1;
+            state = match left {
+                None => self.freed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => self.freed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0,
             };
+            state.1 -= 1;
         }
-        *busy = true;
+        state.0 = true;
         Some(TurnGuard(self))
     }
 }
 
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.busy) = false;
-        self.0.freed.notify_one();
+        let mut state = lock(&self.0.state);
+        state.0 = false;
+        if state.1 > 0 {
+            self.0.freed.notify_all();
+        }
     }
 }
 
