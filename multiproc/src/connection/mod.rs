@@ -167,7 +167,12 @@ impl Turn {
             state.1 += 1;
             state = match left {
                 None => self.freed.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(left) => self.freed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0,
+                Some(left) => {
+                    self.freed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
             };
             state.1 -= 1;
         }
