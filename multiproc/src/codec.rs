@@ -21,7 +21,10 @@
 //!
 //! Both sides run the same monomorphised code, so no tag says which path was
 //! taken. Decoding never trusts lengths beyond the input: a corrupted payload
-//! is an error, never an unbounded allocation.
+//! is an error, never an unbounded allocation (see `decode_limited`). A
+//! value nested thousands of levels deep (a long recursive list) can still
+//! overflow the receiving thread's stack, as with most serde formats;
+//! bincode has no depth limit.
 
 use std::{any::Any, borrow::Cow};
 
@@ -37,9 +40,7 @@ pub(crate) fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a record of the library's own.
 pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG)
-        .map(|(v, _)| v)
-        .map_err(|e| CodecError(e.to_string()))
+    decode_limited::<T>(bytes).map(|(v, _)| v)
 }
 
 /// Why a value could not be encoded or decoded.
@@ -80,13 +81,41 @@ pub(crate) fn decode_owned<T: DeserializeOwned + 'static>(bytes: Vec<u8>) -> Res
     Ok(*special.downcast::<T>().expect("the type was compared just above"))
 }
 
+/// Decodes with a limit on what bincode may allocate.
+///
+/// bincode 2 allocates a string's (or a byte buffer's) announced length
+/// before it reads the bytes, so a corrupted length prefix would make it
+/// allocate anything up to `u64::MAX` (a panic, or an abort when the
+/// allocation fails). With a limit, every allocation and every primitive
+/// read is *claimed* against it first. Valid input never claims more than
+/// 16 bytes per input byte (a one-byte varint can become a `u128`; a string
+/// claims exactly its bytes), so a limit of 16 times the input cannot
+/// refuse a valid value, and a corrupted one allocates at most that much.
+/// The limit is a type parameter, hence a few fixed sizes rather than the
+/// exact figure; inputs over 4 GiB decode without one.
+fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    fn with<T: DeserializeOwned, const N: usize>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG.with_limit::<N>())
+            .map_err(|e| CodecError(e.to_string()))
+    }
+    let need = bytes.len().saturating_mul(16).saturating_add(4096);
+    if need <= 16 << 20 {
+        with::<T, { 16 << 20 }>(bytes)
+    } else if need <= 1 << 30 {
+        with::<T, { 1 << 30 }>(bytes)
+    } else if need <= 1 << 36 {
+        with::<T, { 1 << 36 }>(bytes)
+    } else {
+        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))
+    }
+}
+
 fn is<T: 'static, U: 'static>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>()
 }
 
 fn decode_serde<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))?;
+    let (value, used) = decode_limited::<T>(bytes)?;
     if used != bytes.len() {
         return Err(CodecError(format!("{} unexpected trailing bytes", bytes.len() - used)));
     }
@@ -111,35 +140,73 @@ pub(crate) mod fds {
 
     use crate::sys::{Fd, MAX_FDS};
 
+    /// The descriptors an encoded value refers to, and what to do once the
+    /// value has really been sent.
+    #[derive(Default)]
+    pub(crate) struct Exported {
+        /// Borrowed from the value: send them before it is dropped.
+        pub(crate) fds: Vec<RawFd>,
+        on_sent: Vec<Box<dyn FnOnce()>>,
+    }
+
+    impl Exported {
+        /// The value was sent: run the deferred effects of its endpoints
+        /// (a passed connection forgets the bytes it had buffered, which
+        /// the message now carries). Dropping an `Exported` instead leaves
+        /// every endpoint as it was, so a failed send loses nothing.
+        pub(crate) fn sent(self) {
+            for f in self.on_sent {
+                f();
+            }
+        }
+    }
+
     thread_local! {
         static DRY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-        static OUT: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+        static OUT: RefCell<Option<Exported>> = const { RefCell::new(None) };
         static IN: RefCell<Option<Vec<Option<Fd>>>> = const { RefCell::new(None) };
     }
 
     const NOT_HERE: &str = "multiproc endpoints (Connection, Queue, ...) can only be serialized by multiproc itself: \
                             pass them as process arguments or send them through a Connection or Queue";
 
-    /// Runs `f` with an export list; returns its value and the descriptors
-    /// the encoded value refers to (borrowed from the value: send them
-    /// before it is dropped).
-    pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
-        let saved = OUT.with(|o| o.borrow_mut().replace(Vec::new()));
+    /// Puts a thread-local back as it was on drop, so that a panicking
+    /// `Serialize` or `Deserialize` does not leave this call's list behind.
+    struct Restore<T: 'static> {
+        key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+        saved: Option<Option<T>>,
+    }
+
+    impl<T: 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            if let Some(saved) = self.saved.take() {
+                self.key.with(|k| *k.borrow_mut() = saved);
+            }
+        }
+    }
+
+    /// Runs `f` with an export list; returns its value and what the encoded
+    /// value refers to.
+    pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Exported) {
+        let saved = OUT.with(|o| o.borrow_mut().replace(Exported::default()));
+        let restore = Restore {
+            key: &OUT,
+            saved: Some(saved),
+        };
         let r = f();
-        let list = OUT
-            .with(|o| std::mem::replace(&mut *o.borrow_mut(), saved))
-            .unwrap_or_default();
+        let list = OUT.with(|o| o.borrow_mut().take()).unwrap_or_default();
+        drop(restore);
         (r, list)
     }
 
     /// Lists the descriptors a value refers to without sending it: `f`
     /// encodes the value and says whether that worked. Endpoints serialise
-    /// without side effects then (a connection keeps its buffered bytes).
+    /// without side effects then.
     pub(crate) fn list(f: impl FnOnce() -> bool) -> Option<Vec<RawFd>> {
         let was = DRY.with(|d| d.replace(true));
         let (ok, list) = collect(f);
         DRY.with(|d| d.set(was));
-        ok.then_some(list)
+        ok.then_some(list.fds)
     }
 
     /// `true` while [`list`] runs.
@@ -151,21 +218,35 @@ pub(crate) mod fds {
     /// take are closed.
     pub(crate) fn supply<R>(fds: Vec<Fd>, f: impl FnOnce() -> R) -> R {
         let saved = IN.with(|i| i.borrow_mut().replace(fds.into_iter().map(Some).collect()));
+        let restore = Restore {
+            key: &IN,
+            saved: Some(saved),
+        };
         let r = f();
-        IN.with(|i| *i.borrow_mut() = saved);
+        drop(restore);
         r
+    }
+
+    /// Defers `f` until the value being encoded has been sent (see
+    /// [`Exported::sent`]).
+    pub(crate) fn on_sent(f: Box<dyn FnOnce()>) {
+        OUT.with(|o| {
+            if let Some(list) = &mut *o.borrow_mut() {
+                list.on_sent.push(f);
+            }
+        });
     }
 
     /// Registers `fd` for the value being encoded; returns its index.
     pub(crate) fn export(fd: RawFd) -> Result<u32, String> {
         OUT.with(|o| match &mut *o.borrow_mut() {
             None => Err(NOT_HERE.to_owned()),
-            Some(list) if list.len() >= MAX_FDS => Err(format!(
+            Some(list) if list.fds.len() >= MAX_FDS => Err(format!(
                 "one message can carry at most {MAX_FDS} endpoints' descriptors"
             )),
             Some(list) => {
-                list.push(fd);
-                Ok((list.len() - 1) as u32)
+                list.fds.push(fd);
+                Ok((list.fds.len() - 1) as u32)
             }
         })
     }

@@ -14,7 +14,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, Once, OnceLock, Weak, atomic::AtomicBool},
+    sync::{Arc, Mutex, MutexGuard, Once, OnceLock, Weak},
     time::Duration,
 };
 
@@ -136,7 +136,7 @@ struct State {
     /// Live connections' descriptors and their revocation flags: a fork
     /// child keeps only the connections it was given (see
     /// [`ForkLock::become_fork_child`]).
-    endpoints: HashMap<i32, Weak<AtomicBool>>,
+    endpoints: HashMap<i32, Weak<dyn Revoke>>,
 }
 
 impl State {
@@ -151,10 +151,18 @@ impl State {
     }
 }
 
-/// Records a live connection's descriptor; `revoked` is set in a fork
+/// What a fork child does to a connection it was not given.
+pub(crate) trait Revoke: Send + Sync {
+    /// Marks the connection unusable and closes the descriptors it holds
+    /// besides its own (those it received and buffered). Runs in the fork
+    /// child, with no other thread.
+    fn revoke(&self);
+}
+
+/// Records a live connection's descriptor; `owner` is revoked in a fork
 /// child that was not given it, whose descriptor is then closed.
-pub(crate) fn endpoint_opened(fd: i32, revoked: &Arc<AtomicBool>) {
-    with_state(|s| s.endpoints.insert(fd, Arc::downgrade(revoked)));
+pub(crate) fn endpoint_opened(fd: i32, owner: Weak<dyn Revoke>) {
+    with_state(|s| s.endpoints.insert(fd, owner));
 }
 
 /// `true` while this process holds any connection.
@@ -339,17 +347,20 @@ impl ForkLock {
         let state = self.0.as_mut().expect("initialised by fork_locked");
         if let Some(keep) = keep {
             let mut closing = Vec::new();
-            state.endpoints.retain(|fd, revoked| {
+            state.endpoints.retain(|fd, owner| {
                 if keep.contains(fd) {
                     return true;
                 }
-                if let Some(flag) = revoked.upgrade() {
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(owner) = owner.upgrade() {
+                    owner.revoke();
                     closing.push(*fd);
                 }
                 false
             });
-            sys::close_inherited(&closing);
+            // The numbers stay taken (by /dev/null) while the revoked
+            // objects exist, so that nothing else gets them: the objects
+            // still answer `as_raw_fd`.
+            sys::reserve_closed(&closing);
         }
         let mut inherited: Vec<i32> = state
             .children

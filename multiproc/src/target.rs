@@ -150,8 +150,8 @@ pub(crate) trait Call: Send {
     /// `None` for a closure, which only `fork` can carry.
     fn entry(&self) -> Option<(i64, i64, usize)>;
     /// The encoded arguments for a spawned child, and the descriptors of
-    /// the endpoints among them.
-    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError>;
+    /// the endpoints among them (`Exported::sent` once they are sent).
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, codec::fds::Exported), CodecError>;
     /// The descriptors of the connections among the arguments, for a fork
     /// child to keep; `None` when they cannot be listed (a closure).
     fn endpoint_fds(&self) -> Option<Vec<RawFd>>;
@@ -170,8 +170,8 @@ impl<R: Serialize + 'static> Call for FnCall0<R> {
         let target = self.f as usize;
         Some((offset_of(tramp), offset_of(target), target))
     }
-    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError> {
-        Ok((Cow::Borrowed(&[]), Vec::new()))
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, codec::fds::Exported), CodecError> {
+        Ok((Cow::Borrowed(&[]), codec::fds::Exported::default()))
     }
     fn endpoint_fds(&self) -> Option<Vec<RawFd>> {
         Some(Vec::new())
@@ -194,7 +194,7 @@ impl<A: Serialize + DeserializeOwned + Send + 'static, R: Serialize + 'static> C
         let target = self.f as usize;
         Some((offset_of(tramp), offset_of(target), target))
     }
-    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError> {
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, codec::fds::Exported), CodecError> {
         let (bytes, fds) = codec::fds::collect(|| codec::encode(&self.args));
         Ok((bytes?, fds))
     }
@@ -221,7 +221,7 @@ impl<F: FnOnce() -> R + Send + 'static, R: Serialize + 'static> Call for Closure
     fn entry(&self) -> Option<(i64, i64, usize)> {
         None
     }
-    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, Vec<RawFd>), CodecError> {
+    fn encode_args(&self) -> Result<(Cow<'_, [u8]>, codec::fds::Exported), CodecError> {
         Err(CodecError("a closure cannot be sent to a spawned process".into()))
     }
     fn endpoint_fds(&self) -> Option<Vec<RawFd>> {

@@ -27,8 +27,9 @@
 //! nobody else can enter the directory, the file is never reachable with
 //! looser permissions, and no process-wide `umask` change is needed (it
 //! would race with other threads creating files). A socket on an explicit
-//! path gets the permissions the `umask` gives, as with `std`'s
-//! `UnixListener`. A listener removes its socket file (and the directory it
+//! path is made `0600` the same way, before it listens (Python leaves it
+//! to the `umask`): connecting needs write permission on the socket, so
+//! only the owner (and root) can connect. A listener removes its socket file (and the directory it
 //! made) when dropped, in the process that created it only: a fork child
 //! holding a copy leaves them alone, as Python's finalizer does.
 
@@ -495,6 +496,13 @@ impl ListenerBuilder {
                     Address::Unix(path) => Some(SocketFiles::new(Some(path.clone()), None)),
                     _ => None,
                 };
+                if let Address::Unix(path) = &address {
+                    // Owner-only before it listens: nobody can connect
+                    // before `listen`, so no moment exists where the socket
+                    // accepts others.
+                    fs::set_permissions(path, Permissions::from_mode(0o600))
+                        .map_err(|e| Error::io(format!("failed to make {} private", path.display()), e))?;
+                }
                 let address = match address {
                     Address::Tcp(_) => Address::Tcp(
                         sys::local_inet_addr(&fd).map_err(|e| Error::io("failed to read the bound TCP address", e))?,

@@ -40,7 +40,7 @@ use std::{
     fmt,
     os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Condvar, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -112,12 +112,83 @@ pub struct Connection {
     fd: Option<Fd>,
     readable: bool,
     writable: bool,
-    rx: Mutex<Rx>,
+    /// The receiving state; held only by the thread whose turn it is.
+    shared: Arc<Shared>,
+    /// Receives take turns: a receive waits for its turn until its
+    /// deadline, so that a receive blocked in the kernel in one thread
+    /// never makes another thread's timeout late.
+    turn: Turn,
     tx: Mutex<()>,
+}
+
+/// The part of a connection that outlives a call: the receive buffer (a
+/// passed copy's deferred effect drains it) and the revocation flag.
+struct Shared {
+    rx: Mutex<Rx>,
     /// Set in a fork child that was not given this connection: the
-    /// library closed the child's copy of the descriptor (see
-    /// `crate::registry::ForkLock::become_fork_child`).
-    revoked: Arc<AtomicBool>,
+    /// library pointed the child's copy of the descriptor at `/dev/null`
+    /// (see `crate::registry::ForkLock::become_fork_child`).
+    revoked: AtomicBool,
+}
+
+impl registry::Revoke for Shared {
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::Relaxed);
+        // No other thread runs in the fork child; a lock held by a thread
+        // of the parent at the fork (allowed only with the unsafe opt-in)
+        // is left alone.
+        if let Ok(mut rx) = self.rx.try_lock() {
+            rx.close_buffered_fds();
+        }
+    }
+}
+
+/// Turn-taking between the threads receiving on one connection.
+#[derive(Default)]
+struct Turn {
+    /// Whether a receive has the turn, and how many wait for it (so that
+    /// the common case, nobody waiting, costs no wake-up system call).
+    state: Mutex<(bool, usize)>,
+    freed: Condvar,
+}
+
+/// The turn of one receive; the next waiting receive goes when it drops.
+struct TurnGuard<'a>(&'a Turn);
+
+impl Turn {
+    /// Waits for the turn until `deadline`; `None` when it did not come.
+    fn take(&self, deadline: Option<Instant>) -> Option<TurnGuard<'_>> {
+        let mut state = lock(&self.state);
+        while state.0 {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return None;
+            }
+            state.1 += 1;
+            state = match left {
+                None => self.freed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    self.freed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+            state.1 -= 1;
+        }
+        state.0 = true;
+        Some(TurnGuard(self))
+    }
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.0 = false;
+        if state.1 > 0 {
+            self.0.freed.notify_all();
+        }
+    }
 }
 
 impl Connection {
@@ -126,22 +197,26 @@ impl Connection {
     }
 
     fn with_rx(fd: Fd, readable: bool, writable: bool, rx: Rx) -> Connection {
-        let revoked = Arc::new(AtomicBool::new(false));
-        registry::endpoint_opened(fd.raw(), &revoked);
+        let shared = Arc::new(Shared {
+            rx: Mutex::new(rx),
+            revoked: AtomicBool::new(false),
+        });
+        let weak: std::sync::Weak<dyn registry::Revoke> = Arc::downgrade(&shared) as _;
+        registry::endpoint_opened(fd.raw(), weak);
         Connection {
             fd: Some(fd),
             readable,
             writable,
-            rx: Mutex::new(rx),
+            shared,
+            turn: Turn::default(),
             tx: Mutex::new(()),
-            revoked,
         }
     }
 
     /// The descriptor, unless this is a fork child's copy of a connection
     /// the child was not given.
     fn fd(&self) -> Result<&Fd> {
-        if self.revoked.load(Ordering::Relaxed) {
+        if self.shared.revoked.load(Ordering::Relaxed) {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "this connection belongs to the parent process: a fork child holds only the connections passed to it",
@@ -198,7 +273,7 @@ impl Connection {
     /// [`ErrorKind::InvalidState`] (a receive-only end) or
     /// [`ErrorKind::Io`].
     pub fn send<T: Serialize + 'static>(&self, value: T) -> std::result::Result<(), SendError<T>> {
-        let (bytes, fds) = codec::fds::collect(|| codec::encode(&value));
+        let (bytes, exported) = codec::fds::collect(|| codec::encode(&value));
         let bytes = match bytes {
             Ok(b) => b,
             Err(CodecError(e)) => {
@@ -206,8 +281,11 @@ impl Connection {
                 return Err(SendError::Failed(value, e));
             }
         };
-        match self.send_message(&bytes, &fds) {
-            Ok(()) => Ok(()),
+        match self.send_message(&bytes, &exported.fds) {
+            Ok(()) => {
+                exported.sent();
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::Disconnected => {
                 drop(bytes);
                 Err(SendError::Disconnected(value))
@@ -354,7 +432,8 @@ impl Connection {
             )));
         }
         let fd = self.fd().map_err(RecvError::Failed)?;
-        let direct = lock(&self.rx).next_message_into(fd, &mut buf[offset..])?;
+        let _turn = self.turn.take(None);
+        let direct = lock(&self.shared.rx).next_message_into(fd, &mut buf[offset..])?;
         let msg = match direct {
             Ok(len) => return Ok(len),
             Err((msg, _fds)) => msg,
@@ -383,14 +462,21 @@ impl Connection {
         }
         let fd = self.fd()?;
         let deadline = timeout.map(deadline);
-        let mut rx = lock(&self.rx);
+        let Some(_turn) = self.turn.take(deadline) else {
+            // Another thread is receiving until the deadline.
+            return Ok(false);
+        };
+        let mut rx = lock(&self.shared.rx);
         rx.poll(fd, deadline)
     }
 
     /// For [`wait`]: `Some(true)` when a message, the end of the stream or
     /// an error is buffered; `None` while another thread is receiving.
     pub(crate) fn ready_now(&self) -> Option<bool> {
-        let rx = self.rx.try_lock().ok()?;
+        if self.shared.revoked.load(Ordering::Relaxed) {
+            return Some(true);
+        }
+        let rx = self.shared.rx.try_lock().ok()?;
         Some(rx.has_message_or_end())
     }
 
@@ -406,7 +492,10 @@ impl Connection {
             )));
         }
         let fd = self.fd().map_err(RecvFailure::Failed)?;
-        let mut rx = lock(&self.rx);
+        let Some(_turn) = self.turn.take(deadline) else {
+            return Err(RecvFailure::Timeout);
+        };
+        let mut rx = lock(&self.shared.rx);
         rx.next_message(fd, deadline, max_len)
     }
 }
@@ -425,7 +514,7 @@ pub(crate) fn deadline(timeout: Duration) -> Instant {
 impl Drop for Connection {
     fn drop(&mut self) {
         let fd = self.fd.take().expect("set until drop");
-        if self.revoked.load(Ordering::Relaxed) {
+        if self.shared.revoked.load(Ordering::Relaxed) {
             fd.forget();
         } else {
             registry::endpoint_closed(fd.raw());
@@ -474,14 +563,22 @@ impl Serialize for Connection {
             let index = codec::fds::export(fd.raw()).map_err(S::Error::custom)?;
             return (index, self.readable, self.writable).serialize(s);
         }
-        let mut rx = lock(&self.rx);
-        let (buffered, fds) = rx.take_for_passing().map_err(S::Error::custom)?;
+        // The index first: a serializer that is not the library's fails
+        // here, before anything else.
+        let index = codec::fds::export(fd.raw()).map_err(S::Error::custom)?;
+        let (buffered, fds) = lock(&self.shared.rx).passing_view().map_err(S::Error::custom)?;
         let mut buffered_fds = Vec::with_capacity(fds.len());
-        for fd in fds {
-            buffered_fds.push(codec::fds::export(fd).map_err(S::Error::custom)?);
+        for fd in &fds {
+            buffered_fds.push(codec::fds::export(*fd).map_err(S::Error::custom)?);
         }
+        // The undelivered bytes travel with the copy; this end forgets them
+        // only once the copy has really been sent (a failed send loses
+        // nothing).
+        let (n_bytes, n_fds) = (buffered.len(), fds.len());
+        let shared = self.shared.clone();
+        codec::fds::on_sent(Box::new(move || lock(&shared.rx).discard_passed(n_bytes, n_fds)));
         let passed = Passed {
-            fd: codec::fds::export(fd.raw()).map_err(S::Error::custom)?,
+            fd: index,
             readable: self.readable,
             writable: self.writable,
             buffered,
@@ -496,6 +593,9 @@ impl<'de> Deserialize<'de> for Connection {
         use serde::de::Error as _;
         let p = Passed::deserialize(d)?;
         let fd = codec::fds::import(p.fd).map_err(D::Error::custom)?;
+        if !fd.is_socket() {
+            return Err(D::Error::custom("the descriptor sent as a Connection is not a socket"));
+        }
         let mut fds = VecDeque::with_capacity(p.buffered_fds.len());
         for i in p.buffered_fds {
             fds.push_back(codec::fds::import(i).map_err(D::Error::custom)?);

@@ -116,6 +116,8 @@ pub fn wait(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<u
     let fds: Vec<RawFd> = objects
         .iter()
         .map(|o| match o.0 {
+            // A send-only end never has anything to receive.
+            Kind::Connection(c) if !c.readable() => -1,
             Kind::Connection(c) => c.as_raw_fd(),
             Kind::Fd(Some(fd)) => fd,
             Kind::Fd(None) | Kind::Queue(_) => -1,
@@ -127,7 +129,7 @@ pub fn wait(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<u
             .iter()
             .enumerate()
             .filter(|(_, o)| match o.0 {
-                Kind::Connection(c) => c.ready_now() == Some(true),
+                Kind::Connection(c) => c.readable() && c.ready_now() == Some(true),
                 Kind::Queue(q) => q.ready_now(),
                 Kind::Fd(None) => true,
                 Kind::Fd(Some(_)) => false,

@@ -81,9 +81,6 @@ pub(crate) struct Rx {
     partial: Option<Partial>,
     eof: bool,
     broken: Option<String>,
-    /// Descriptors handed to a message that passes this connection on;
-    /// kept open until that message is sent.
-    retired: Vec<Fd>,
 }
 
 impl Rx {
@@ -100,20 +97,36 @@ impl Rx {
         &self.buf[self.pos..]
     }
 
-    /// Gives up the undelivered bytes and descriptors to a copy of the
-    /// connection being passed to another process.
-    pub(crate) fn take_for_passing(&mut self) -> Result<(Vec<u8>, Vec<RawFd>), String> {
+    /// The undelivered bytes and descriptors, for a copy of the connection
+    /// being passed to another process. Nothing is removed here: see
+    /// [`discard_passed`](Rx::discard_passed), once the copy was sent.
+    pub(crate) fn passing_view(&self) -> Result<(Vec<u8>, Vec<RawFd>), String> {
         if self.partial.is_some() {
             return Err("a connection cannot be passed while a message is half received".into());
         }
         if let Some(why) = &self.broken {
             return Err(format!("a broken connection cannot be passed: {why}"));
         }
-        let bytes = self.available().to_vec();
-        self.buf.clear();
-        self.pos = 0;
-        self.retired = self.fds.drain(..).collect();
-        Ok((bytes, self.retired.iter().map(Fd::raw).collect()))
+        Ok((self.available().to_vec(), self.fds.iter().map(Fd::raw).collect()))
+    }
+
+    /// Forgets the `bytes` undelivered bytes and `fds` descriptors that a
+    /// passed copy of the connection took with it.
+    pub(crate) fn discard_passed(&mut self, bytes: usize, fds: usize) {
+        self.pos += bytes.min(self.buf.len() - self.pos);
+        let n = fds.min(self.fds.len());
+        self.fds.drain(..n);
+    }
+
+    /// Closes the descriptors buffered here (a fork child's copy of a
+    /// connection it was not given).
+    pub(crate) fn close_buffered_fds(&mut self) {
+        for fd in self.fds.drain(..) {
+            fd.close_now();
+        }
+        if let Some(p) = self.partial.take() {
+            drop(p);
+        }
     }
 
     /// `true` when a whole message (or the end, or a broken state) is
@@ -122,8 +135,8 @@ impl Rx {
         if self.broken.is_some() || self.eof {
             return true;
         }
-        if self.partial.is_some() {
-            return false;
+        if let Some(p) = &self.partial {
+            return p.payload.len() == p.len;
         }
         let avail = self.available();
         if avail.len() < HEADER {
@@ -143,8 +156,13 @@ impl Rx {
                 return Ok(true);
             }
             if self.partial.is_some() {
-                // A large message is half read: finishing it is a receive.
-                return Ok(false);
+                // A large message is half read: read on into its buffer.
+                match self.advance_partial(fd, deadline) {
+                    Ok(()) => continue,
+                    Err(RecvFailure::Timeout) => return Ok(false),
+                    // The end or a broken stream is something to receive.
+                    Err(_) => return Ok(true),
+                }
             }
             match self.fill(fd, true) {
                 Ok(true) => continue,
@@ -194,17 +212,23 @@ impl Rx {
         deadline: Option<Instant>,
         max_len: Option<usize>,
     ) -> Result<Message, RecvFailure> {
-        self.retired.clear();
         loop {
             if let Some(why) = &self.broken {
                 return Err(RecvFailure::Failed(protocol(format!(
                     "the connection is broken: {why}"
                 ))));
             }
-            if self.partial.is_some() {
-                if let Some(done) = self.continue_partial(fd, deadline)? {
-                    return Ok(done);
+            if let Some(p) = &self.partial {
+                if let Some(max) = max_len.filter(|&m| p.len > m) {
+                    let why = format!("a {}-byte message exceeds the {max}-byte limit", p.len);
+                    self.partial = None;
+                    return Err(self.broken(why));
                 }
+                if p.payload.len() == p.len {
+                    let p = self.partial.take().expect("checked just above");
+                    return self.with_fds(p.payload, p.nfds);
+                }
+                self.advance_partial(fd, deadline)?;
                 continue;
             }
             let avail = self.available();
@@ -254,7 +278,6 @@ impl Rx {
     /// [`next_message`](Rx::next_message) returns it, for the caller to copy
     /// or to report as too long.
     pub(crate) fn next_message_into(&mut self, fd: &Fd, out: &mut [u8]) -> Result<Result<usize, Message>, RecvFailure> {
-        self.retired.clear();
         loop {
             if self.broken.is_some() || self.partial.is_some() || self.available().len() >= HEADER || self.eof {
                 break;
@@ -279,9 +302,15 @@ impl Rx {
         let mut done = have;
         while done < len {
             let mut fds = Vec::new();
-            let got = fd
-                .recv_into(&mut out[done..len], &mut fds, false)
-                .map_err(|e| RecvFailure::Failed(Error::io("failed to read from the connection", e)))?;
+            let got = match fd.recv_into(&mut out[done..len], &mut fds, false) {
+                Ok(got) => got,
+                Err(e) => {
+                    // The stream is cut inside a message: nothing after it
+                    // can be read as a message any more.
+                    self.broken = Some(format!("a read failed inside a message: {e}"));
+                    return Err(RecvFailure::Failed(Error::io("failed to read from the connection", e)));
+                }
+            };
             self.fds.extend(fds);
             match got {
                 RecvSome::Data(n) => done += n,
@@ -316,13 +345,14 @@ impl Rx {
         Ok(())
     }
 
-    fn continue_partial(&mut self, fd: &Fd, deadline: Option<Instant>) -> Result<Option<Message>, RecvFailure> {
+    /// Reads more of the large message in progress (once, or waits for
+    /// the deadline); its completion is for the caller to see.
+    fn advance_partial(&mut self, fd: &Fd, deadline: Option<Instant>) -> Result<(), RecvFailure> {
         let io_err = |e| RecvFailure::Failed(Error::io("failed to read from the connection", e));
         let p = self.partial.as_mut().expect("checked by the caller");
         let want = p.len - p.payload.len();
         if want == 0 {
-            let p = self.partial.take().expect("checked just above");
-            return self.with_fds(p.payload, p.nfds).map(Some);
+            return Ok(());
         }
         if p.payload.capacity() == p.payload.len() {
             // Grow with what arrives: at most doubling, never past `len`.
@@ -338,7 +368,7 @@ impl Rx {
             .map_err(io_err)?;
         self.fds.extend(fds);
         match got {
-            RecvSome::Data(_) => Ok(None),
+            RecvSome::Data(_) => Ok(()),
             RecvSome::Eof => {
                 self.eof = true;
                 self.partial = None;
@@ -346,7 +376,7 @@ impl Rx {
             }
             RecvSome::WouldBlock => {
                 if wait_readable(fd, deadline).map_err(io_err)? {
-                    Ok(None)
+                    Ok(())
                 } else {
                     Err(RecvFailure::Timeout)
                 }

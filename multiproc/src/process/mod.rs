@@ -423,9 +423,10 @@ where
         let sent = frame::send(&ours, Tag::Boot, &boot);
         if sent.is_ok() && args.len() > frame::INLINE_MAX {
             // Large arguments stream into the child as it reads them.
-            if let Err(frame::StreamError::Timeout) =
-                frame::send_stream(&ours, Tag::Args, (&args, &fds), &handle, self.bootstrap_timeout)
-            {
+            let streamed = frame::send_stream(&ours, Tag::Args, (&args, &fds.fds), &handle, self.bootstrap_timeout);
+            if streamed.is_ok() {
+                fds.sent();
+            } else if let Err(frame::StreamError::Timeout) = streamed {
                 // The child is alive but not reading: it never reached the
                 // entry point. Stop it here rather than hand out a process
                 // that can only fail.
@@ -445,8 +446,8 @@ where
                 }
                 return Err(e);
             }
-        } else if sent.is_ok() {
-            let _ = frame::send_with_fds(&ours, Tag::Args, &args, &fds);
+        } else if sent.is_ok() && frame::send_with_fds(&ours, Tag::Args, &args, &fds.fds).is_ok() {
+            fds.sent();
         }
         Ok(ChildCore::new(handle, ours, self.name.clone(), self.daemon))
     }

@@ -20,15 +20,23 @@
 //!   was never removed. See the ring's module for the commit protocol.
 //! - `len` is exact: the committed count, kept in shared memory.
 //! - Unbounded queues grow their memory as needed; nothing blocks a put
-//!   but the bound the caller chose.
+//!   but the bound the caller chose, and, for items that carry descriptors,
+//!   the room of the side channel below (the kernel's socket buffer: a few
+//!   hundred such items with `net.core.wmem_max` at its usual 208 KiB),
+//!   where a put waits, within its deadline, for getters to take some.
 //!
 //! Items that carry descriptors (a [`Connection`](crate::Connection) or
 //! another queue inside the item) send them over a sequenced-packet socket
-//! pair held by every user of the queue, as one datagram tagged with a
-//! token that the record also holds; both happen under the ring's lock, so
-//! datagrams and records stay in the same order. A getter that finds a
-//! datagram with another token (left by a putter that died before
-//! committing) closes its descriptors and skips it.
+//! pair held by every user of the queue, as one datagram tagged with the
+//! index the ring gives the record and a token that the record also holds;
+//! both happen under the ring's lock, so datagrams and records stay in the
+//! same order. A getter only takes the datagram of its own record: one with
+//! an older index, or the same index and another token, was left by a
+//! putter that died before committing (its descriptors are closed); one
+//! with a later index belongs to a later record and stays. So a getter
+//! that dies after taking a record's datagram loses that item's
+//! descriptors only (the next getter of that record is told), never those
+//! of the items behind it.
 //!
 //! A record is the encoded item followed by a 12-byte trailer (descriptor
 //! count, token), at the end so that a byte buffer is handed to the caller
@@ -54,7 +62,7 @@ use crate::{
     codec::{self, CodecError},
     connection::deadline,
     error::{Error, ErrorKind, Result},
-    sys::{self, Fd, RecvSome, RingError, ShmRing},
+    sys::{self, Fd, RingError, ShmRing},
 };
 
 /// Initial size of a queue's shared ring; it doubles as needed.
@@ -109,20 +117,40 @@ impl Core {
         trailer[..4].copy_from_slice(&(fds.len() as u32).to_le_bytes());
         trailer[4..].copy_from_slice(&token.to_le_bytes());
         let side = &self.side_tx;
-        let mut send_fds = || {
-            if fds.is_empty() || side.try_send_datagram(&token.to_le_bytes(), fds)? {
-                Ok(())
-            } else {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    "too many items carrying descriptors are waiting in this queue",
-                ))
+        loop {
+            let mut side_full = false;
+            // Under the ring's lock: the datagram is tagged with the index
+            // the record is about to get, so that getters can tell it from
+            // one left by a putter that died before committing.
+            let mut send_fds = |index: u64| {
+                if fds.is_empty() {
+                    return Ok(());
+                }
+                let mut tag = [0u8; 16];
+                tag[..8].copy_from_slice(&index.to_le_bytes());
+                tag[8..].copy_from_slice(&token.to_le_bytes());
+                if side.try_send_datagram(&tag, fds)? {
+                    Ok(())
+                } else {
+                    side_full = true;
+                    Err(std::io::Error::from(std::io::ErrorKind::WouldBlock))
+                }
+            };
+            match self.ring.push(&[bytes, &trailer], deadline, &mut send_fds) {
+                Ok(()) => return Ok(()),
+                Err(RingError::Timeout) => return Err(PutFail::Timeout),
+                Err(RingError::Io(_)) if side_full => {
+                    // Too many items carrying descriptors are waiting: wait
+                    // (without the ring's lock) for getters to take some.
+                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    match side.poll_writable_or(-1, left) {
+                        Ok((true, _)) => continue,
+                        Ok(_) => return Err(PutFail::Timeout),
+                        Err(e) => return Err(PutFail::Failed(Error::io("queue put failed", e))),
+                    }
+                }
+                Err(e) => return Err(PutFail::Failed(ring_error(e, "put"))),
             }
-        };
-        match self.ring.push(&[bytes, &trailer], deadline, &mut send_fds) {
-            Ok(()) => Ok(()),
-            Err(RingError::Timeout) => Err(PutFail::Timeout),
-            Err(e) => Err(PutFail::Failed(ring_error(e, "put"))),
         }
     }
 
@@ -132,13 +160,13 @@ impl Core {
         let mut fds = Vec::new();
         let mut lost = false;
         let side = &self.side_rx;
-        let mut take_fds = |record: &[u8]| {
+        let mut take_fds = |record: &[u8], index: u64| {
             let Some((n, token)) = trailer_of(record) else {
                 // Reported below, after the record is removed.
                 return Ok(());
             };
             if n > 0 {
-                lost = !receive_tagged(side, token, &mut fds)?;
+                lost = !receive_tagged(side, index, token, &mut fds)?;
             }
             Ok(())
         };
@@ -172,22 +200,35 @@ fn trailer_of(record: &[u8]) -> Option<(u32, u64)> {
     ))
 }
 
-/// Receives the datagram tagged `token` from the side channel, skipping
-/// (and closing the descriptors of) older ones left by putters that died;
-/// `false` if it is not there.
-fn receive_tagged(side: &Fd, token: u64, out: &mut Vec<Fd>) -> std::io::Result<bool> {
+/// Receives the datagram of record `index` (tagged `token`) from the side
+/// channel; `false` if it is not there (a getter that died while taking
+/// this record took its datagram with it). Datagrams of older indexes, or
+/// of this index with another token, were left by putters that died before
+/// committing: they are taken and their descriptors closed. A datagram of
+/// a later record is left for that record's getter.
+fn receive_tagged(side: &Fd, index: u64, token: u64, out: &mut Vec<Fd>) -> std::io::Result<bool> {
     loop {
+        let mut tag = [0u8; 16];
+        match side.peek_datagram(&mut tag)? {
+            Some(16) => {}
+            // Nothing there, or not one of ours: nothing to take.
+            _ => return Ok(false),
+        }
+        let at = u64::from_le_bytes(tag[..8].try_into().expect("8 bytes"));
+        let its_token = u64::from_le_bytes(tag[8..].try_into().expect("8 bytes"));
+        // Wrapping distance: indexes only grow.
+        let ahead = at.wrapping_sub(index) as i64;
+        if ahead > 0 {
+            return Ok(false);
+        }
         let mut buf = Vec::with_capacity(16);
         let mut fds = Vec::new();
-        match side.recv_upto(&mut buf, 16, &mut fds, true)? {
-            RecvSome::Data(_) if buf.len() == 8 && u64::from_le_bytes(buf[..8].try_into().expect("8")) == token => {
-                *out = fds;
-                return Ok(true);
-            }
-            // A stale datagram: its descriptors close as `fds` drops.
-            RecvSome::Data(_) => continue,
-            RecvSome::Eof | RecvSome::WouldBlock => return Ok(false),
+        side.recv_upto(&mut buf, 16, &mut fds, true)?;
+        if ahead == 0 && its_token == token {
+            *out = fds;
+            return Ok(true);
         }
+        // A stale datagram: its descriptors close as `fds` drops.
     }
 }
 
@@ -281,7 +322,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     }
 
     fn put_inner(&self, value: T, deadline: Option<Instant>) -> std::result::Result<(), (T, PutFail)> {
-        let (bytes, fds) = codec::fds::collect(|| codec::encode(&value));
+        let (bytes, exported) = codec::fds::collect(|| codec::encode(&value));
         let bytes = match bytes {
             Ok(b) => b,
             Err(CodecError(e)) => {
@@ -289,9 +330,15 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
                 return Err((value, PutFail::Failed(e)));
             }
         };
-        let r = self.core.put_bytes(&bytes, &fds, deadline);
+        let r = self.core.put_bytes(&bytes, &exported.fds, deadline);
         drop(bytes);
-        r.map_err(|f| (value, f))
+        match r {
+            Ok(()) => {
+                exported.sent();
+                Ok(())
+            }
+            Err(f) => Err((value, f)),
+        }
     }
 
     /// Puts `value`, waiting while the queue is full.

@@ -74,3 +74,24 @@ fn connections_travel_through_a_queue() {
     a.send(5u8).unwrap();
     assert_eq!(b.recv::<u8>().unwrap(), 5);
 }
+
+/// A getter that died after taking an item's descriptors (simulated by
+/// taking the datagram here) costs that item only, not the items behind.
+#[test]
+fn a_lost_datagram_costs_one_item_only() {
+    let q: Queue<crate::Connection> = Queue::new().unwrap();
+    let (a1, b1) = crate::pipe(true).unwrap();
+    let (a2, b2) = crate::pipe(true).unwrap();
+    q.put(b1).unwrap();
+    q.put(b2).unwrap();
+    let mut buf = Vec::with_capacity(16);
+    let mut fds = Vec::new();
+    q.core.side_rx.recv_upto(&mut buf, 16, &mut fds, true).unwrap();
+    assert_eq!(fds.len(), 1, "took the first item's datagram");
+    let e = q.try_get().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    let b2 = q.try_get().unwrap();
+    a2.send(2u8).unwrap();
+    assert_eq!(b2.recv::<u8>().unwrap(), 2);
+    drop(a1);
+}

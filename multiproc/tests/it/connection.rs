@@ -329,3 +329,103 @@ fn a_message_over_4_gib_round_trips() {
     assert_eq!(got.len(), len);
     assert!(got == msg);
 }
+
+/// A pass that fails (a foreign serializer, a closed carrier, a full
+/// queue) leaves the connection's buffered messages where they were.
+#[test]
+fn a_failed_pass_loses_no_buffered_message() {
+    let (a, b) = mp::pipe(true).unwrap();
+    a.send(1u8).unwrap();
+    a.send(2u8).unwrap();
+    assert!(b.poll(Some(DEADLINE)).unwrap(), "both messages are buffered in b now");
+    // (a) a serializer that is not the library's
+    assert!(bincode::serde::encode_to_vec(&b, bincode::config::standard()).is_err());
+    // (b) a carrier whose other end is gone
+    let (carrier, gone) = mp::pipe(true).unwrap();
+    drop(gone);
+    let b = match carrier.send(b) {
+        Err(mp::SendError::Disconnected(b)) => b,
+        other => panic!("{other:?}"),
+    };
+    // (c) a full queue
+    let q: mp::Queue<Connection> = mp::Queue::bounded(1).unwrap();
+    q.put(mp::pipe(true).unwrap().0).unwrap();
+    let b = q.try_put(b).unwrap_err().into_inner();
+    assert_eq!(b.recv_timeout::<u8>(DEADLINE).unwrap(), 1);
+    assert_eq!(b.recv_timeout::<u8>(DEADLINE).unwrap(), 2);
+}
+
+/// A receive blocked in one thread does not make another thread's timed
+/// call late.
+#[test]
+fn a_blocked_receive_does_not_hold_up_other_threads_timeouts() {
+    let (a, b) = mp::pipe(true).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| b.recv_bytes().unwrap());
+        // Whichever thread gets the first turn, the timed calls return.
+        s.spawn(|| {
+            let polled = b.poll(Some(Duration::from_millis(50)));
+            let got = b.recv_bytes_timeout(Duration::from_millis(50));
+            tx.send((polled.is_ok(), got.is_err())).unwrap();
+        });
+        let done = rx.recv_timeout(DEADLINE);
+        a.send_bytes(b"release the blocked receive").unwrap();
+        a.send_bytes(b"and a second, for whoever is left").unwrap();
+        assert_eq!(done, Ok((true, true)), "the timed calls waited on the blocked one");
+    });
+}
+
+fn hold_until_told(c: Connection) {
+    let _ = c.recv_timeout::<()>(DEADLINE);
+}
+
+/// A fork child is not given connections buffered inside other
+/// connections either: the peer sees the end of the stream.
+fn buffered_descriptors_are_not_kept_by_a_child(m: StartMethod) {
+    let (a, b) = mp::pipe(true).unwrap();
+    let (r, w) = mp::pipe(false).unwrap();
+    a.send(w).unwrap();
+    assert!(b.poll(Some(DEADLINE)).unwrap(), "w is buffered in b");
+    let (hold, held) = mp::pipe(true).unwrap();
+    let mut p = start(m, hold_until_told, held);
+    let w: Connection = b.recv_timeout(DEADLINE).unwrap();
+    drop(w);
+    let e = r.recv_bytes_timeout(DEADLINE).unwrap_err();
+    assert!(e.is_disconnected(), "{e}");
+    hold.send(()).unwrap();
+    p.join_timeout(DEADLINE).unwrap();
+}
+
+static GLOBAL: std::sync::OnceLock<Connection> = std::sync::OnceLock::new();
+
+fn use_the_global(_: ()) -> (bool, Option<mp::ErrorKind>) {
+    // Set in the parent; a spawned child is a fresh process without it.
+    let Some(c) = GLOBAL.get() else {
+        return (false, None);
+    };
+    let ready = mp::wait(&[c.into()], Some(Duration::ZERO)).unwrap() == [0];
+    (ready, c.recv_timeout::<u8>(Duration::ZERO).err().map(|e| e.kind()))
+}
+
+/// Under fork a connection the child was not given is unusable there (not
+/// a stale number pointing at something else), and wait() reports it
+/// ready, so that its error surfaces.
+fn a_fork_child_cannot_use_connections_it_was_not_given(m: StartMethod) {
+    let (a, b) = mp::pipe(true).unwrap();
+    a.send(5u8).unwrap();
+    let _ = GLOBAL.set(b);
+    let mut p = start(m, use_the_global, ());
+    let (ready, err) = p.join_timeout(DEADLINE).unwrap();
+    if m == StartMethod::Fork {
+        assert!(ready);
+        assert_eq!(err, Some(ErrorKind::InvalidState));
+    } else {
+        assert_eq!((ready, err), (false, None));
+    }
+}
+
+per_method!(
+    buffered_descriptors_are_not_kept_by_a_child,
+    a_fork_child_cannot_use_connections_it_was_not_given,
+);

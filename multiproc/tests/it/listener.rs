@@ -406,7 +406,13 @@ fn default_socket_is_private_and_removed_on_drop() {
 fn explicit_path_is_removed_on_close_and_nothing_answers_there() {
     let listener = listen(Family::Path, None);
     let path = socket_path(&listener);
-    assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "owner-only, whatever the umask"
+    );
     listener.close();
     assert!(!path.exists());
     let e = Client::connect(path.as_path(), None).unwrap_err();

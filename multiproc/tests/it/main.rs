@@ -11,6 +11,7 @@ mod context;
 mod examples;
 mod faults;
 mod forkserver;
+mod fuzz;
 mod hygiene;
 mod identity;
 mod lifecycle;

@@ -167,6 +167,14 @@ impl Fd {
         Ok(())
     }
 
+    /// `true` when the descriptor is a socket.
+    pub(crate) fn is_socket(&self) -> bool {
+        // SAFETY: an all-zero stat is a valid out-value.
+        let mut st: libc::stat = unsafe { mem::zeroed() };
+        // SAFETY: st is a valid out-pointer for the call.
+        cvt(unsafe { libc::fstat(self.raw(), &mut st) }).is_ok() && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    }
+
     /// Shuts down one or both directions of a socket (`libc::SHUT_RD`,
     /// `SHUT_WR`, `SHUT_RDWR`), for every process holding it.
     pub(crate) fn shutdown(&self, how: libc::c_int) -> io::Result<()> {
@@ -193,6 +201,25 @@ impl Fd {
         match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) }) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the start of the next datagram into `buf` without taking it
+    /// (nor any descriptor attached to it); `None` when there is none.
+    pub(crate) fn peek_datagram(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: buf is writable memory of the given length.
+        let res = cvt_r(|| unsafe {
+            libc::recv(
+                self.raw(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        });
+        match res {
+            Ok(n) => Ok(Some(n as usize)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -183,3 +183,21 @@ pub(crate) fn set_sigint_ignored(ignored: bool) {
     // SAFETY: setting a signal's disposition to SIG_IGN or SIG_DFL is always valid.
     unsafe { libc::signal(libc::SIGINT, action) };
 }
+
+/// Points each of `fds` at `/dev/null` (close-on-exec): the objects that
+/// hold those numbers lose what they referred to, but the numbers stay
+/// taken, so no later descriptor can be mistaken for them. Falls back to
+/// closing them.
+pub(crate) fn reserve_closed(fds: &[i32]) {
+    let null = match null_device() {
+        Ok(n) => n,
+        Err(_) => return close_inherited(fds),
+    };
+    for &fd in fds {
+        // SAFETY: dup3 onto a number this process holds (an inherited
+        // endpoint), replacing it atomically.
+        if unsafe { libc::dup3(null.raw(), fd, libc::O_CLOEXEC) } < 0 {
+            close_inherited(&[fd]);
+        }
+    }
+}

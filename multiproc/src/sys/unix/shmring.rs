@@ -157,7 +157,7 @@ const CONTROL_SIZE: usize = 4096;
 /// First word of a control file: "mpshring".
 const MAGIC: u64 = u64::from_le_bytes(*b"mpshring");
 /// Layout version of the control file and records.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Smallest ring, one page.
 const MIN_CAPACITY: u64 = 4096;
 /// Largest ring: 64 TiB, far above any mapping that could succeed, low
@@ -255,6 +255,9 @@ struct Slot {
     count: AtomicU64,
     /// Pushes not yet matched by `task_done`.
     unfinished: AtomicU64,
+    /// Records ever committed: the newest record's index is `pushed - 1`,
+    /// the oldest's `pushed - count`.
+    pushed: AtomicU64,
 }
 
 /// The shared header, after the mutex in the control file.
@@ -477,6 +480,8 @@ struct State {
     count: u64,
     /// See [`Slot`].
     unfinished: u64,
+    /// See [`Slot`].
+    pushed: u64,
 }
 
 impl State {
@@ -656,7 +661,7 @@ impl ShmRing {
         &self,
         parts: &[&[u8]],
         deadline: Option<Instant>,
-        before_commit: &mut dyn FnMut() -> io::Result<()>,
+        before_commit: &mut dyn FnMut(u64) -> io::Result<()>,
     ) -> Result<(), RingError> {
         let len = parts
             .iter()
@@ -688,10 +693,11 @@ impl ShmRing {
             map.write(off, part);
             off += part.len() as u64;
         }
-        before_commit()?;
+        before_commit(g.st.pushed)?;
         g.fail_point("push:written");
         g.st.tail += size;
         g.st.count += 1;
+        g.st.pushed = g.st.pushed.wrapping_add(1);
         g.st.unfinished = g.st.unfinished.saturating_add(1);
         g.commit();
         g.signal(Event::Put);
@@ -706,7 +712,7 @@ impl ShmRing {
     pub(crate) fn pop(
         &self,
         deadline: Option<Instant>,
-        after_read: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+        after_read: &mut dyn FnMut(&[u8], u64) -> io::Result<()>,
     ) -> Result<Vec<u8>, RingError> {
         let mut g = self.lock(deadline)?;
         while g.st.count == 0 {
@@ -733,7 +739,7 @@ impl ShmRing {
             .read(g.st.head + RECORD_HEADER, &mut out.spare_capacity_mut()[..len]);
         // SAFETY: `read` initialised the first `len` bytes.
         unsafe { out.set_len(len) };
-        after_read(&out)?;
+        after_read(&out, g.st.pushed.wrapping_sub(g.st.count))?;
         g.fail_point("pop:read");
         g.st.head += size;
         g.st.count -= 1;
@@ -1058,6 +1064,7 @@ impl<'a> Locked<'a> {
             tail: s.tail.load(Relaxed),
             count: s.count.load(Relaxed),
             unfinished: s.unfinished.load(Relaxed),
+            pushed: s.pushed.load(Relaxed),
         };
         if self.st.check().is_err() {
             return Err(self.break_ring(BROKEN_STATE));
@@ -1133,6 +1140,7 @@ impl<'a> Locked<'a> {
         s.tail.store(self.st.tail, Relaxed);
         s.count.store(self.st.count, Relaxed);
         s.unfinished.store(self.st.unfinished, Relaxed);
+        s.pushed.store(self.st.pushed, Relaxed);
         self.fail_point("commit:slot");
         hdr.active.store(next, Release);
         self.fail_point("commit:flipped");

@@ -14,13 +14,13 @@ fn soon() -> Option<Instant> {
 
 /// Pushes one record with no callback.
 fn put(r: &ShmRing, bytes: &[u8]) {
-    r.push(&[bytes], soon(), &mut || Ok(()))
+    r.push(&[bytes], soon(), &mut |_| Ok(()))
         .unwrap_or_else(|e| panic!("push: {e}"));
 }
 
 /// Pops one record with no callback.
 fn get(r: &ShmRing) -> Vec<u8> {
-    r.pop(soon(), &mut |_| Ok(())).unwrap_or_else(|e| panic!("pop: {e}"))
+    r.pop(soon(), &mut |_, _| Ok(())).unwrap_or_else(|e| panic!("pop: {e}"))
 }
 
 /// A second handle on the same ring with its own mappings, as another
@@ -76,7 +76,7 @@ fn fifo_order_and_len() {
 #[test]
 fn parts_are_concatenated() {
     let r = ShmRing::new(0, None).unwrap();
-    r.push(&[b"ab", b"", b"cde"], soon(), &mut || Ok(())).unwrap();
+    r.push(&[b"ab", b"", b"cde"], soon(), &mut |_| Ok(())).unwrap();
     assert_eq!(get(&r), b"abcde");
 }
 
@@ -169,7 +169,7 @@ fn concurrent_reader_during_repeated_growth() {
     const N: u64 = 3000;
     let t = thread::spawn(move || {
         for i in 0..N {
-            let v = reader.pop(soon(), &mut |_| Ok(())).unwrap();
+            let v = reader.pop(soon(), &mut |_, _| Ok(())).unwrap();
             assert_eq!(v, pattern(i, growth_len(i)), "record {i}");
         }
     });
@@ -188,7 +188,7 @@ fn many_growths_while_another_handle_reads() {
     const N: u64 = 400;
     let t = thread::spawn(move || {
         for i in 0..N {
-            let v = reader.pop(soon(), &mut |_| Ok(())).unwrap();
+            let v = reader.pop(soon(), &mut |_, _| Ok(())).unwrap();
             assert_eq!(v, pattern(i, 100 + i as usize * 1000), "record {i}");
         }
     });
@@ -206,10 +206,10 @@ fn bounded_push_times_out_then_succeeds_after_a_pop() {
     put(&r, b"a");
     put(&r, b"b");
     let start = Instant::now();
-    let res = r.push(&[b"c"], Some(start + Duration::from_millis(20)), &mut || Ok(()));
+    let res = r.push(&[b"c"], Some(start + Duration::from_millis(20)), &mut |_| Ok(()));
     assert!(matches!(res, Err(RingError::Timeout)), "{res:?}");
     assert!(start.elapsed() >= Duration::from_millis(20));
-    let res = r.push(&[b"c"], Some(Instant::now()), &mut || Ok(()));
+    let res = r.push(&[b"c"], Some(Instant::now()), &mut |_| Ok(()));
     assert!(matches!(res, Err(RingError::Timeout)), "{res:?}");
     assert_eq!(r.len(), 2);
 
@@ -225,10 +225,10 @@ fn bounded_push_times_out_then_succeeds_after_a_pop() {
 #[test]
 fn pop_times_out_on_empty_and_wakes_on_push() {
     let r = Arc::new(ShmRing::new(0, None).unwrap());
-    let res = r.pop(Some(Instant::now()), &mut |_| Ok(()));
+    let res = r.pop(Some(Instant::now()), &mut |_, _| Ok(()));
     assert!(matches!(res, Err(RingError::Timeout)), "{res:?}");
     let start = Instant::now();
-    let res = r.pop(Some(start + Duration::from_millis(20)), &mut |_| Ok(()));
+    let res = r.pop(Some(start + Duration::from_millis(20)), &mut |_, _| Ok(()));
     assert!(matches!(res, Err(RingError::Timeout)), "{res:?}");
     assert!(start.elapsed() >= Duration::from_millis(20));
 
@@ -268,7 +268,7 @@ fn a_dead_lock_owner_is_recovered() {
     thread::spawn(move || r2.leak_lock_for_test()).join().unwrap();
     // The next locker sees EOWNERDEAD, validates, and goes on.
     let start = Instant::now();
-    r.push(&[b"after"], Some(start + Duration::from_secs(5)), &mut || Ok(()))
+    r.push(&[b"after"], Some(start + Duration::from_secs(5)), &mut |_| Ok(()))
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(get(&r), b"before");
@@ -333,7 +333,7 @@ fn a_push_that_dies_before_its_flip_commits_nothing() {
         die_at(&r, point, |r| put(r, b"lost"));
         assert_eq!(get(&other), b"kept", "{point}");
         assert!(matches!(
-            other.pop(Some(Instant::now()), &mut |_| Ok(())),
+            other.pop(Some(Instant::now()), &mut |_, _| Ok(())),
             Err(RingError::Timeout)
         ));
         assert_eq!(r.state_for_test(), (4096, 0, 0, 0, 1), "{point}");
@@ -421,12 +421,12 @@ fn corruption_found_after_a_death_breaks_the_ring_for_everyone() {
     });
     // A wild write: the tail no longer ends a record.
     r.scribble_tail_for_test(8);
-    let res = r.pop(soon(), &mut |_| Ok(()));
+    let res = r.pop(soon(), &mut |_, _| Ok(()));
     assert!(
         matches!(&res, Err(RingError::Broken(m)) if m.contains("inconsistent")),
         "{res:?}"
     );
-    let res = other.push(&[b"x"], soon(), &mut || Ok(()));
+    let res = other.push(&[b"x"], soon(), &mut |_| Ok(()));
     assert!(matches!(res, Err(RingError::Broken(_))), "{res:?}");
     assert!(other.wait_put_seq_change(other.put_seq(), None));
 }
@@ -436,14 +436,14 @@ fn corrupt_state_is_an_error_not_a_wild_access() {
     let r = ShmRing::new(0, None).unwrap();
     put(&r, b"abc");
     r.scribble_tail_for_test(1 << 40);
-    let res = r.pop(soon(), &mut |_| Ok(()));
+    let res = r.pop(soon(), &mut |_, _| Ok(()));
     assert!(matches!(res, Err(RingError::Broken(_))), "{res:?}");
 }
 
 #[test]
 fn failing_before_commit_commits_nothing() {
     let r = ShmRing::new(0, None).unwrap();
-    let res = r.push(&[b"no"], soon(), &mut || Err(io::Error::other("side channel failed")));
+    let res = r.push(&[b"no"], soon(), &mut |_| Err(io::Error::other("side channel failed")));
     assert!(
         matches!(&res, Err(RingError::Io(e)) if e.to_string() == "side channel failed"),
         "{res:?}"
@@ -451,11 +451,11 @@ fn failing_before_commit_commits_nothing() {
     assert_eq!(r.len(), 0);
     assert_eq!(r.state_for_test(), (4096, 0, 0, 0, 0));
     assert!(matches!(
-        r.pop(Some(Instant::now()), &mut |_| Ok(())),
+        r.pop(Some(Instant::now()), &mut |_, _| Ok(())),
         Err(RingError::Timeout)
     ));
     // A failing push that had to grow the ring leaves it grown and empty.
-    let res = r.push(&[&[7; 10_000]], soon(), &mut || Err(io::Error::other("no")));
+    let res = r.push(&[&[7; 10_000]], soon(), &mut |_| Err(io::Error::other("no")));
     assert!(res.is_err());
     assert_eq!(r.len(), 0);
     put(&r, b"yes");
@@ -468,7 +468,7 @@ fn failing_after_read_leaves_the_record() {
     put(&r, b"first");
     put(&r, b"second");
     let mut seen = Vec::new();
-    let res = r.pop(soon(), &mut |rec| {
+    let res = r.pop(soon(), &mut |rec, _| {
         seen.push(rec.to_vec());
         Err(io::Error::other("no descriptors"))
     });
@@ -482,7 +482,7 @@ fn failing_after_read_leaves_the_record() {
 #[test]
 fn a_callback_calling_back_into_the_ring_is_an_error() {
     let r = ShmRing::new(0, None).unwrap();
-    let res = r.push(&[b"x"], soon(), &mut || match r.pop(soon(), &mut |_| Ok(())) {
+    let res = r.push(&[b"x"], soon(), &mut |_| match r.pop(soon(), &mut |_, _| Ok(())) {
         Err(RingError::Io(e)) => Err(e),
         other => panic!("{other:?}"),
     });
@@ -529,7 +529,7 @@ fn a_data_file_smaller_than_the_capacity_is_refused() {
     let [c, _] = r.fds();
     let data = create_memfd(c"t", 4096, libc::F_SEAL_SHRINK).unwrap();
     let other = ShmRing::from_fds(c.try_clone().unwrap(), data).unwrap();
-    let res = other.pop(soon(), &mut |_| Ok(()));
+    let res = other.pop(soon(), &mut |_, _| Ok(()));
     assert!(matches!(res, Err(RingError::Broken(_))), "{res:?}");
 }
 
@@ -570,7 +570,7 @@ fn producers_and_consumers_on_several_handles() {
                 s.spawn(move || {
                     let mut got = Vec::new();
                     loop {
-                        let rec = h.pop(soon(), &mut |_| Ok(())).unwrap();
+                        let rec = h.pop(soon(), &mut |_, _| Ok(())).unwrap();
                         if rec.is_empty() {
                             return got;
                         }
@@ -593,7 +593,7 @@ fn producers_and_consumers_on_several_handles() {
                         h.push(
                             &[&(p as u32).to_le_bytes(), &i.to_le_bytes(), &body],
                             soon(),
-                            &mut || Ok(()),
+                            &mut |_| Ok(()),
                         )
                         .unwrap();
                     }
@@ -642,9 +642,9 @@ fn killed_processes_leave_a_usable_ring() {
                 loop {
                     let len = (i as usize * 131) % 9000;
                     buf[..len].fill(i as u8);
-                    let _ = r.push(&[&i.to_le_bytes(), &buf[..len]], None, &mut || Ok(()));
+                    let _ = r.push(&[&i.to_le_bytes(), &buf[..len]], None, &mut |_| Ok(()));
                     if r.len() > 8 {
-                        let _ = r.pop(None, &mut |_| Ok(()));
+                        let _ = r.pop(None, &mut |_, _| Ok(()));
                     }
                     i += 1;
                 }
@@ -657,7 +657,7 @@ fn killed_processes_leave_a_usable_ring() {
         assert!(child.poll_exit(Some(Duration::from_secs(30))).unwrap());
         assert!(child.try_reap().unwrap().is_some());
         // Every record left is whole, then the ring still works.
-        while let Ok(rec) = r.pop(Some(Instant::now()), &mut |_| Ok(())) {
+        while let Ok(rec) = r.pop(Some(Instant::now()), &mut |_, _| Ok(())) {
             let i = u64::from_le_bytes(rec[0..8].try_into().unwrap());
             assert_eq!(i >> 32, round);
             assert_eq!(rec.len() - 8, (i as usize * 131) % 9000, "round {round}");
@@ -685,17 +685,17 @@ fn throughput_64_byte_records() {
     }
     let start = Instant::now();
     for _ in 0..n {
-        r.push(&[&rec], None, &mut || Ok(())).unwrap();
-        r.pop(None, &mut |_| Ok(())).unwrap();
+        r.push(&[&rec], None, &mut |_| Ok(())).unwrap();
+        r.pop(None, &mut |_, _| Ok(())).unwrap();
     }
     let per = start.elapsed() / n;
     let start = Instant::now();
     for _ in 0..n / 100 {
         for _ in 0..100 {
-            r.push(&[&rec], None, &mut || Ok(())).unwrap();
+            r.push(&[&rec], None, &mut |_| Ok(())).unwrap();
         }
         for _ in 0..100 {
-            r.pop(None, &mut |_| Ok(())).unwrap();
+            r.pop(None, &mut |_, _| Ok(())).unwrap();
         }
     }
     let batched = start.elapsed() / n;
