@@ -52,6 +52,11 @@
 //!   whose deadline passes, breaks the barrier; so does a death under the
 //!   internal lock.
 
+// The owner of a robust mutex is read from glibc's `pthread_mutex_t`
+// layout (its first word is the robust futex word).
+#[cfg(not(target_env = "gnu"))]
+compile_error!("multiproc's shared locks read glibc's pthread_mutex_t layout: Linux with glibc only");
+
 use std::{
     cell::{Cell, UnsafeCell},
     fmt, io, mem,
