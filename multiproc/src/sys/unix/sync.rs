@@ -354,6 +354,13 @@ fn start_time(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| invalid("odd /proc stat"))
 }
 
+/// Whether the condition waiter in slot `s` is alive (see
+/// [`SyncMem::cond_notify`]).
+fn cond_waiter_alive(s: &Slot) -> bool {
+    let (pid, tid) = (s.pid.load(SeqCst), s.tid.load(SeqCst));
+    alive(pid, tid, if tid == pid { s.start.load(SeqCst) } else { 0 })
+}
+
 /// Whether the thread `tid` (0: any) of process `pid`, started at `start`
 /// (0: unchecked), still exists.
 fn alive(pid: u32, tid: u32, start: u64) -> bool {
@@ -984,10 +991,11 @@ impl SyncMem {
         let h = self.hdr();
         let i = self.cond_slot()?;
         let s = &self.page().slots[i];
-        let (pid, _) = me();
+        let (pid, start) = me();
         let ticket = h.next_ticket.load(SeqCst);
         h.next_ticket.store(ticket + 1, SeqCst);
         s.n.store(ticket, SeqCst);
+        s.start.store(start, SeqCst);
         s.pid.store(pid, SeqCst);
         s.tid.store(tid(), SeqCst);
         s.state.store(WAITING, SeqCst);
@@ -1021,7 +1029,9 @@ impl SyncMem {
         }
         let h = self.hdr();
         for s in slots {
-            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), 0) && s.state.swap(FREE, SeqCst) == WAITING {
+            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), s.start.load(SeqCst))
+                && s.state.swap(FREE, SeqCst) == WAITING
+            {
                 h.nwaiting.fetch_sub(1, SeqCst);
             }
         }
@@ -1032,6 +1042,13 @@ impl SyncMem {
     }
 
     /// Wakes the `n` oldest live waiters; returns how many.
+    ///
+    /// A waiter is checked by thread id, and by its process's start time
+    /// too when it is the main thread of its process (`tid == pid`): a dead
+    /// process's pid reused by a new process names the new main thread, a
+    /// reused id of another thread is much less likely to fall in the same
+    /// thread group, and reading `/proc` for every waiter notified is not
+    /// free.
     pub(crate) fn cond_notify(&self, lock: &SyncMem, n: usize) -> Result<usize, SyncError> {
         if !lock.owned_by_me() {
             return Err(SyncError::NotOwner);
@@ -1051,7 +1068,7 @@ impl SyncMem {
                 break;
             };
             h.nwaiting.fetch_sub(1, SeqCst);
-            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), 0) {
+            if !cond_waiter_alive(s) {
                 s.state.store(FREE, SeqCst);
                 continue;
             }
