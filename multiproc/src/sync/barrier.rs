@@ -33,7 +33,12 @@ use crate::{
 /// A wait that times out, [`abort`](Self::abort), [`reset`](Self::reset)
 /// while parties wait, and the death of a waiting party break the barrier:
 /// the waiters get [`ErrorKind::BrokenBarrier`], as does every wait until
-/// a reset. There is no `action` (see [the module docs](crate#synchronisation)).
+/// a reset.
+///
+/// A party that dies before it arrives is not detected (the barrier does
+/// not know its parties in advance): the others wait for it forever with
+/// [`wait`](Self::wait). Use [`wait_timeout`](Self::wait_timeout) when a
+/// party may die. There is no `action` (see [the module docs](crate#synchronisation)).
 #[derive(Clone)]
 pub struct Barrier {
     mem: Arc<SyncMem>,
