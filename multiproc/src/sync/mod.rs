@@ -78,10 +78,11 @@
 //! Timed acquisitions of a `Lock` or `RLock` (and of the internal lock of
 //! the others) use `pthread_mutex_timedlock`, which measures against the
 //! wall clock (`CLOCK_REALTIME`); they wait in slices of at most a second,
-//! each recomputed from the monotonic deadline, so a jump of the wall clock
-//! can stretch or shorten one slice but not the whole wait. A `Semaphore`,
-//! or `Barrier` operation with a timeout waits at most about
-//! 20 ms for the internal lock even past its deadline (a `try_` call too),
+//! each recomputed from the monotonic deadline: a jump of the wall clock
+//! during a slice lengthens or shortens that slice by the jump, later
+//! slices keep to the deadline. A `Semaphore` or `Barrier` operation with
+//! a timeout waits at most about 20 ms for the internal lock even past its
+//! deadline (a `try_` call too),
 //! so that a process stopped while holding it (`SIGSTOP`, a debugger) makes
 //! it time out rather than hang.
 //!
