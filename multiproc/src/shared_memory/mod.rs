@@ -427,11 +427,48 @@ impl SharedMemory {
 
 impl Drop for SharedMemory {
     fn drop(&mut self) {
-        if self.owns_name() {
-            // The name may already be gone (someone else unlinked it):
-            // nothing to report from a destructor.
-            let _ = self.unlink();
+        if !self.owns_name() {
+            return;
         }
+        if let Some(name) = self.name.as_deref()
+            && !names_this_file(name, &self.fd)
+        {
+            // Someone unlinked the name and it now names another segment
+            // (or nothing): not ours to remove.
+            tracker::unregister(name);
+            self.owner = None;
+            return;
+        }
+        // The name may be gone by now (someone else unlinked it): nothing
+        // to report from a destructor.
+        let _ = self.unlink();
+    }
+}
+
+/// Whether `/dev/shm/<name>` is the file `fd` is open on (same device and
+/// inode; `true` when that cannot be told), checked before the creator's drop unlinks the name: after
+/// someone else unlinked it and another process created a namesake, the
+/// name is not ours any more. (A namesake created between this check and
+/// the unlink is still removed; the tracker, which unlinks by name after
+/// its owner died, does not check at all.)
+#[allow(unsafe_code)]
+fn names_this_file(name: &str, fd: &Fd) -> bool {
+    fn id(fd: &Fd) -> Option<(u64, u64)> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: st is a valid out-pointer; fstat on an open descriptor.
+        if unsafe { libc::fstat(fd.raw(), st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: fstat succeeded and filled it.
+        let st = unsafe { st.assume_init() };
+        Some((st.st_dev, st.st_ino))
+    }
+    match sys::shm_attach(name) {
+        Ok(now) => id(&now).is_none_or(|i| id(fd).is_none_or(|mine| mine == i)),
+        // Gone, or someone else's.
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => false,
+        // Unknown (out of descriptors, say): unlink as if it were ours.
+        Err(_) => true,
     }
 }
 

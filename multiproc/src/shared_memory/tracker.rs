@@ -26,6 +26,12 @@
 //! already gone (or, with odds of one in 2^64 per name, a namesake another
 //! process created in that instant).
 //!
+//! The tracker unlinks by name without checking that the name still names
+//! its owner's segment (the owner's own drop compares device and inode
+//! first): when someone else unlinked a name and created a namesake while
+//! the owner lived, the owner's death removes the namesake. Closing this
+//! gap would take passing each segment's descriptor to the tracker.
+//!
 //! The owner keeps the list of its live names too: a tracker found dead
 //! (killed) is replaced and told every name again. A fork child starts with
 //! no tracker and no names (its parent's segments are its parent's), and

@@ -33,25 +33,34 @@ use crate::{
 /// A wait that times out, [`abort`](Self::abort), [`reset`](Self::reset)
 /// while parties wait, and the death of a waiting party break the barrier:
 /// the waiters get [`ErrorKind::BrokenBarrier`], as does every wait until
-/// a reset. There is no `action` (see [the module docs](crate#synchronisation)).
+/// a reset.
+///
+/// A party that dies before it arrives is not detected (the barrier does
+/// not know its parties in advance): the others wait for it forever with
+/// [`wait`](Self::wait). Use [`wait_timeout`](Self::wait_timeout) when a
+/// party may die. There is no `action` (see [the module docs](crate#synchronisation)).
 #[derive(Clone)]
 pub struct Barrier {
     mem: Arc<SyncMem>,
 }
 
 impl Barrier {
+    /// The most parties a barrier can have (497): the size of its table of
+    /// waiting parties, plus the last to arrive.
+    pub const MAX_PARTIES: usize = SyncMem::MAX_PARTIES;
+
     /// A barrier for `parties` parties.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for 0 parties or more than the
-    /// barrier's table holds (about 500);
+    /// barrier's table holds ([`Barrier::MAX_PARTIES`]);
     /// [`ErrorKind::Io`] when the system refuses the shared memory.
     pub fn new(parties: usize) -> Result<Barrier> {
-        if parties == 0 || parties > 500 {
+        if parties == 0 || parties > Self::MAX_PARTIES {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("a barrier needs 1 to 500 parties, not {parties}"),
+                format!("a barrier needs 1 to {} parties, not {parties}", Self::MAX_PARTIES),
             ));
         }
         let mem = SyncMem::new(SyncKind::Barrier, parties as u64, 0).map_err(|e| create_error("barrier", e))?;

@@ -57,7 +57,10 @@
 //! ```
 //!
 //! A [`Barrier`] whose party dies while waiting breaks: the other parties
-//! get [`ErrorKind::BrokenBarrier`](crate::ErrorKind::BrokenBarrier).
+//! get [`ErrorKind::BrokenBarrier`](crate::ErrorKind::BrokenBarrier). A
+//! party that dies *before* it arrives is not noticed (the barrier does not
+//! know who its parties are): the others wait for it as long as their
+//! timeout allows, so use [`Barrier::wait_timeout`] when a party may die.
 //! [`Event`] and [`Condition`] have no holder to lose (a condition's lock is
 //! a [`Lock`] or [`RLock`], reported as above).
 //!
@@ -71,6 +74,17 @@
 //! slices of at most 200 ms, after which a waiter checks the processes it
 //! depends on (pid, thread id and start time, so a reused pid is not taken
 //! for the dead one). Details are in `sys/unix/sync.rs`.
+//!
+//! Timed acquisitions of a `Lock` or `RLock` (and of the internal lock of
+//! the others) use `pthread_mutex_timedlock`, which measures against the
+//! wall clock (`CLOCK_REALTIME`); they wait in slices of at most a second,
+//! each recomputed from the monotonic deadline: a jump of the wall clock
+//! during a slice lengthens or shortens that slice by the jump, later
+//! slices keep to the deadline. A `Semaphore` or `Barrier` operation with
+//! a timeout waits at most about 20 ms for the internal lock even past its
+//! deadline (a `try_` call too),
+//! so that a process stopped while holding it (`SIGSTOP`, a debugger) makes
+//! it time out rather than hang.
 //!
 //! # Differences from Python
 //!

@@ -139,7 +139,8 @@ impl Semaphore {
 impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
         // Fails only for a bounded semaphore that anonymous releases filled
-        // up meanwhile: the permit is then already there, as it were.
+        // up meanwhile: the permit is then already there, as it were, and
+        // this process's holding of it has ended all the same.
         let _ = self.sem.mem.sem_release(true);
     }
 }

@@ -138,12 +138,36 @@ fn leaked_segment_removed_at_exit(m: StartMethod) {
     }
 }
 
+fn replace_name(name: String) {
+    SharedMemory::attach(&name).unwrap().unlink().unwrap();
+    let mut other = SharedMemory::create_named(&name, 4096).unwrap();
+    other.write_at(0, &[9]).unwrap();
+    other.persist();
+}
+
+/// The creator's drop leaves alone a namesake that replaced its segment
+/// after someone else unlinked the name.
+fn creator_drop_spares_a_namesake(m: StartMethod) {
+    let shm = SharedMemory::create(4096).unwrap();
+    let name = shm.name().unwrap().to_owned();
+    let mut p = start(m, replace_name, name.clone());
+    p.join_timeout(DEADLINE).unwrap();
+    assert!(shm.owns_name());
+    drop(shm);
+    let mut other = SharedMemory::attach(&name).expect("the namesake survives");
+    let mut b = [0u8];
+    other.read_at(0, &mut b).unwrap();
+    assert_eq!(b, [9]);
+    other.unlink().unwrap();
+}
+
 per_method!(
     anonymous_child_writes_parent_reads,
     named_attach_in_child,
     named_passed_by_descriptor,
     creator_killed_segment_removed,
     leaked_segment_removed_at_exit,
+    creator_drop_spares_a_namesake,
 );
 
 /// CPython SHM-01 and SHM-03: the error cases.

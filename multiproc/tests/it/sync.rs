@@ -499,6 +499,107 @@ fn drop_held_lock_is_safe(m: StartMethod) {
     assert_eq!(p.join_timeout(DEADLINE).unwrap(), 7);
 }
 
+fn churn((sem, started): (Semaphore, Event)) {
+    started.set();
+    loop {
+        drop(sem.acquire().unwrap());
+    }
+}
+
+/// Whether process `pid` is stopped (state `T` in `/proc/<pid>/stat`).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')))
+        .unwrap_or(false)
+}
+
+/// C-2: a timed acquire returns by its deadline (give or take) even when a
+/// process that works the semaphore is stopped, possibly while holding its
+/// internal lock (several rounds, stopping a churning child at a random
+/// point of its loop).
+#[allow(unsafe_code)]
+fn semaphore_timeout_with_a_stopped_process(m: StartMethod) {
+    let sem = Semaphore::new(1).unwrap();
+    for _ in 0..10 {
+        let started = Event::new().unwrap();
+        let p = start(m, churn, (sem.clone(), started.clone()));
+        assert!(started.wait_timeout(DEADLINE));
+        let pid = p.pid().unwrap();
+        // SAFETY: signalling our own child, which is not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
+        until(|| is_stopped(pid));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = sem.clone();
+        let t = thread::spawn(move || {
+            let begun = Instant::now();
+            let r = s.try_acquire().map(drop).err().map(|e| e.is_timeout());
+            let r2 = s
+                .acquire_timeout(Duration::from_millis(200))
+                .map(drop)
+                .err()
+                .map(|e| e.is_timeout());
+            tx.send((begun.elapsed(), r, r2)).unwrap();
+        });
+        let (took, r, r2) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a timed acquire hung behind a stopped process");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        // Ok or Timeout: the stopped child may hold the permit.
+        assert!(matches!(r, None | Some(true)), "{r:?}");
+        assert!(matches!(r2, None | Some(true)), "{r2:?}");
+        t.join().unwrap();
+        kill(p);
+    }
+    // The children died holding the internal lock or a permit at worst:
+    // the semaphore works again.
+    let g = match sem.acquire_timeout(DEADLINE) {
+        Ok(g) => g,
+        Err(e) => e.recover().unwrap(),
+    };
+    drop(g);
+    assert_eq!(sem.get_value(), 1);
+}
+
+fn acquire_and_drop(sem: Semaphore) {
+    drop(sem.acquire_timeout(DEADLINE).unwrap());
+}
+
+/// C-3: permits taken and returned through guards by more processes, one
+/// after another, than the holder table has slots.
+fn semaphore_holders_come_and_go(m: StartMethod) {
+    let sem = Semaphore::new(1).unwrap();
+    for _ in 0..600 {
+        let mut p = start(m, acquire_and_drop, sem.clone());
+        p.join_timeout(DEADLINE).unwrap();
+    }
+    assert_eq!(sem.get_value(), 1);
+    drop(sem.try_acquire().unwrap());
+}
+
+fn over_release_while_holding(sem: BoundedSemaphore) {
+    let g = sem.acquire_timeout(DEADLINE).unwrap();
+    sem.release().unwrap();
+    drop(g);
+}
+
+/// I-2: a guard dropped when anonymous releases already filled a bounded
+/// semaphore ends the holding all the same: after the process exits, no
+/// phantom permit of it is reclaimed above the bound.
+fn guard_release_when_full(m: StartMethod) {
+    let sem = BoundedSemaphore::new(1).unwrap();
+    let mut p = start(m, over_release_while_holding, sem.clone());
+    p.join_timeout(DEADLINE).unwrap();
+    assert_eq!(sem.get_value(), 1);
+    let g = sem.try_acquire().unwrap();
+    // The deadline passes: dead holders are looked for, none is found.
+    let e = sem.acquire_timeout(Duration::from_millis(50)).unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert_eq!(sem.get_value(), 0);
+    drop(g);
+    assert_eq!(sem.get_value(), 1);
+}
+
 per_method!(
     lock_excludes_across_processes,
     lock_holder_killed,
@@ -517,6 +618,9 @@ per_method!(
     barrier_timeout,
     objects_through_a_queue_to_a_grandchild,
     drop_held_lock_is_safe,
+    semaphore_timeout_with_a_stopped_process,
+    semaphore_holders_come_and_go,
+    guard_release_when_full,
 );
 
 // ----- in one process -----
@@ -528,6 +632,27 @@ fn barrier_of_one() {
     assert_eq!(b.wait().unwrap(), 0);
     assert_eq!(b.wait().unwrap(), 0);
     assert_eq!(Barrier::new(0).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+/// I-1: a barrier of `Barrier::MAX_PARTIES` parties passes (every party
+/// but the last takes a slot); one more party is refused.
+#[test]
+fn barrier_of_max_parties() {
+    let n = Barrier::MAX_PARTIES;
+    assert_eq!(Barrier::new(n + 1).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let b = Barrier::new(n).unwrap();
+    let ts: Vec<_> = (0..n)
+        .map(|_| {
+            let b = b.clone();
+            thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn(move || b.wait_timeout(DEADLINE).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let mut idx: Vec<usize> = ts.into_iter().map(|t| t.join().unwrap()).collect();
+    idx.sort_unstable();
+    assert_eq!(idx, (0..n).collect::<Vec<_>>());
 }
 
 /// A thread that exits holding a lock is reported like a dead process.
@@ -600,9 +725,9 @@ fn condition_notify_n_threads() {
     assert_eq!(load(), 6);
 }
 
-/// Creating and dropping objects leaves no descriptor behind.
-#[test]
-fn no_descriptor_leak() {
+/// The body of `no_descriptor_leak`, in a single-threaded child so that
+/// no other test's descriptors come and go meanwhile: (before, after).
+fn create_and_drop_1000() -> (usize, usize) {
     // Warm up anything created once per process.
     drop(Condition::new().unwrap());
     let before = open_fds().len();
@@ -618,6 +743,16 @@ fn no_descriptor_leak() {
         e.set();
         drop((l, r, s, e, c, b));
     }
-    let after = open_fds().len();
+    (before, open_fds().len())
+}
+
+/// Creating and dropping objects leaves no descriptor behind.
+#[test]
+fn no_descriptor_leak() {
+    let mut p = mp::ProcessBuilder::new()
+        .start_method(StartMethod::Spawn)
+        .target(create_and_drop_1000);
+    p.start().unwrap();
+    let (before, after) = p.join_timeout(DEADLINE).unwrap();
     assert!(after <= before, "{before} descriptors before, {after} after");
 }

@@ -9,6 +9,11 @@
 //! ([`Mapping::atomic_bytes`]). Plain slices exist only behind `unsafe`
 //! calls whose callers promise exclusion.
 
+// The owner of a robust mutex is read from glibc's `pthread_mutex_t`
+// layout (its first word is the robust futex word).
+#[cfg(not(target_env = "gnu"))]
+compile_error!("multiproc's shared locks read glibc's pthread_mutex_t layout: Linux with glibc only");
+
 use std::{
     ffi::CString,
     io,

@@ -52,6 +52,11 @@
 //!   whose deadline passes, breaks the barrier; so does a death under the
 //!   internal lock.
 
+// The owner of a robust mutex is read from glibc's `pthread_mutex_t`
+// layout (its first word is the robust futex word).
+#[cfg(not(target_env = "gnu"))]
+compile_error!("multiproc's shared locks read glibc's pthread_mutex_t layout: Linux with glibc only");
+
 use std::{
     cell::{Cell, UnsafeCell},
     fmt, io, mem,
@@ -85,6 +90,10 @@ pub(crate) const SLICE: Duration = Duration::from_millis(200);
 const SPIN: Duration = Duration::from_micros(20);
 /// How long a locker retries a busy lock before sleeping in the kernel.
 const LOCK_SPIN: Duration = Duration::from_micros(10);
+/// How long a timed operation waits for the internal lock at least, even
+/// past its deadline (a try): its holders keep it for a few stores, unless
+/// stopped or descheduled.
+const INNER_GRACE: Duration = Duration::from_millis(20);
 /// The owner's thread id in a robust mutex's futex word.
 const TID_MASK: u32 = 0x3fff_ffff;
 
@@ -221,6 +230,8 @@ struct Page {
 
 const _: () = assert!(mem::size_of::<libc::pthread_mutex_t>() + mem::size_of::<Header>() <= FIXED);
 const _: () = assert!(mem::size_of::<Page>() <= SIZE);
+// `Barrier::MAX_PARTIES`'s documentation says 497.
+const _: () = assert!(NSLOTS == 496);
 
 // SAFETY: the mutex is only touched through the pthread functions (which
 // synchronise concurrent callers: it is process-shared) and an atomic view
@@ -343,6 +354,13 @@ fn start_time(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| invalid("odd /proc stat"))
 }
 
+/// Whether the condition waiter in slot `s` is alive (see
+/// [`SyncMem::cond_notify`]).
+fn cond_waiter_alive(s: &Slot) -> bool {
+    let (pid, tid) = (s.pid.load(SeqCst), s.tid.load(SeqCst));
+    alive(pid, tid, if tid == pid { s.start.load(SeqCst) } else { 0 })
+}
+
 /// Whether the thread `tid` (0: any) of process `pid`, started at `start`
 /// (0: unchecked), still exists.
 fn alive(pid: u32, tid: u32, start: u64) -> bool {
@@ -434,6 +452,10 @@ impl Drop for Inner<'_> {
 }
 
 impl SyncMem {
+    /// Most parties of a barrier: every party but the last to arrive takes
+    /// a slot.
+    pub(crate) const MAX_PARTIES: usize = NSLOTS + 1;
+
     /// A new object of `kind`; `value` and `max` are a semaphore's initial
     /// and maximal values, or a barrier's parties in `value`.
     pub(crate) fn new(kind: Kind, value: u64, max: u64) -> io::Result<SyncMem> {
@@ -669,13 +691,16 @@ impl SyncMem {
 
     // ----- the internal lock -----
 
-    /// Takes the internal lock (its holders keep it for a few stores).
-    fn inner(&self) -> Result<Inner<'_>, SyncError> {
+    /// Takes the internal lock (its holders keep it for a few stores), until
+    /// `deadline` but at least [`INNER_GRACE`] from now (`None`: as long as
+    /// it takes, for a release): a holder that is stopped (`SIGSTOP`, a
+    /// debugger) must not make a timed operation hang.
+    fn inner(&self, deadline: Option<Instant>) -> Result<Inner<'_>, SyncError> {
         let m = self.mutex();
         // SAFETY: m is the initialised process-shared mutex of our mapping.
         let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
         if rc == libc::EBUSY {
-            rc = self.lock_slow(None);
+            rc = self.lock_slow(deadline.map(|d| d.max(Instant::now() + INNER_GRACE)));
         }
         match rc {
             0 => Ok(Inner {
@@ -690,16 +715,18 @@ impl SyncMem {
                     recovered: true,
                 })
             }
+            libc::EBUSY | libc::ETIMEDOUT => Err(SyncError::Timeout),
             e => Err(SyncError::Io(io::Error::from_raw_os_error(e))),
         }
     }
 
     // ----- Semaphore -----
 
-    /// Takes the internal lock and rolls back a change that a dead holder
+    /// Takes the internal lock (until `deadline`, as in
+    /// [`inner`](Self::inner)) and rolls back a change that a dead holder
     /// left half done.
-    fn sem_inner(&self) -> Result<Inner<'_>, SyncError> {
-        let g = self.inner()?;
+    fn sem_inner(&self, deadline: Option<Instant>) -> Result<Inner<'_>, SyncError> {
+        let g = self.inner(deadline)?;
         if g.recovered {
             self.sem_rollback();
         }
@@ -733,7 +760,8 @@ impl SyncMem {
         h.journal.store(0, SeqCst);
     }
 
-    /// This process's slot in the holder table, allocated if `create`.
+    /// This process's slot in the holder table, allocated if `create`
+    /// (`Full` when no slot is free).
     fn my_slot(&self, create: bool) -> Result<Option<usize>, SyncError> {
         let (pid, start) = me();
         let slots = &self.page().slots;
@@ -758,23 +786,50 @@ impl SyncMem {
         Ok(Some(i))
     }
 
-    /// Returns the permits of dead holders to `value`; `true` if any.
-    fn sem_reclaim(&self) -> bool {
+    /// Returns the permits of dead holders to `value` (never above the
+    /// bound) and frees their slots; `true` if any permit came back.
+    ///
+    /// The holders' liveness is checked (reading `/proc`) with the internal
+    /// lock released: `g` is given up and the lock taken again (until
+    /// `deadline`, as in [`inner`](Self::inner)) before the table is
+    /// changed, and a slot is only freed if it still names the same dead
+    /// process.
+    fn sem_reclaim<'a>(&'a self, g: Inner<'a>, deadline: Option<Instant>) -> Result<(Inner<'a>, bool), SyncError> {
+        let holders: Vec<(usize, u32, u64)> = self
+            .page()
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let pid = s.pid.load(SeqCst);
+                (pid != 0).then(|| (i, pid, s.start.load(SeqCst)))
+            })
+            .collect();
+        if holders.is_empty() {
+            return Ok((g, false));
+        }
+        drop(g);
+        let dead: Vec<_> = holders
+            .into_iter()
+            .filter(|&(_, pid, start)| !alive(pid, 0, start))
+            .collect();
+        let g = self.sem_inner(deadline)?;
         let h = self.hdr();
         let mut any = false;
-        for (i, s) in self.page().slots.iter().enumerate() {
-            let pid = s.pid.load(SeqCst);
-            if pid == 0 || alive(pid, 0, s.start.load(SeqCst)) {
+        for (i, pid, start) in dead {
+            let s = &self.page().slots[i];
+            if s.pid.load(SeqCst) != pid || s.start.load(SeqCst) != start {
                 continue;
             }
             let n = s.n.load(SeqCst);
             if n > 0 {
-                self.sem_commit(h.value.load(SeqCst).saturating_add(n), i, 0);
+                let value = h.value.load(SeqCst).saturating_add(n).min(h.max.load(SeqCst));
+                self.sem_commit(value, i, 0);
                 any = true;
             }
             s.pid.store(0, SeqCst);
         }
-        any
+        Ok((g, any))
     }
 
     /// Takes a permit until `deadline`; `tracked`: counted as held by this
@@ -782,11 +837,23 @@ impl SyncMem {
     pub(crate) fn sem_acquire(&self, deadline: Option<Instant>, tracked: bool) -> Result<Acquired, SyncError> {
         let h = self.hdr();
         let mut reclaimed = false;
-        let mut g = self.sem_inner()?;
+        let mut swept = false;
+        let mut g = self.sem_inner(deadline)?;
         loop {
             let value = h.value.load(SeqCst);
             if value > 0 {
-                match tracked.then(|| self.my_slot(true)).transpose()? {
+                let slot = match tracked.then(|| self.my_slot(true)).transpose() {
+                    Err(SyncError::Full) if !swept => {
+                        // Dead holders' slots are only freed by a sweep.
+                        swept = true;
+                        let (g2, any) = self.sem_reclaim(g, deadline)?;
+                        g = g2;
+                        reclaimed |= any;
+                        continue;
+                    }
+                    r => r?,
+                };
+                match slot {
                     Some(Some(i)) => {
                         let n = self.page().slots[i].n.load(SeqCst);
                         self.sem_commit(value - 1, i, n + 1);
@@ -801,7 +868,9 @@ impl SyncMem {
             }
             let seen = h.seq.load(SeqCst);
             if passed(deadline) {
-                if self.sem_reclaim() {
+                let (g2, any) = self.sem_reclaim(g, deadline)?;
+                g = g2;
+                if any {
                     reclaimed = true;
                     continue;
                 }
@@ -813,27 +882,39 @@ impl SyncMem {
                 futex_wait(&h.seq, seen, deadline, SLICE);
                 h.waiters.fetch_sub(1, SeqCst);
             }
-            g = self.sem_inner()?;
-            if h.seq.load(SeqCst) == seen && h.value.load(SeqCst) == 0 && self.sem_reclaim() {
-                reclaimed = true;
+            g = self.sem_inner(deadline)?;
+            if h.seq.load(SeqCst) == seen && h.value.load(SeqCst) == 0 {
+                let (g2, any) = self.sem_reclaim(g, deadline)?;
+                g = g2;
+                reclaimed |= any;
             }
         }
     }
 
-    /// Returns a permit (one taken with `tracked`, or any).
+    /// Returns a permit (one taken with `tracked`, or any). A tracked
+    /// release always ends this process's holding of the permit, even when
+    /// the bound refuses the permit itself (`TooManyReleases`: anonymous
+    /// releases filled the semaphore meanwhile).
     pub(crate) fn sem_release(&self, tracked: bool) -> Result<(), SyncError> {
         let h = self.hdr();
-        let _g = self.sem_inner()?;
+        let _g = self.sem_inner(None)?;
         let value = h.value.load(SeqCst);
-        if value >= h.max.load(SeqCst) {
-            return Err(SyncError::TooManyReleases);
-        }
+        let full = value >= h.max.load(SeqCst);
         match tracked.then(|| self.my_slot(false)).transpose()? {
             Some(Some(i)) if self.page().slots[i].n.load(SeqCst) > 0 => {
-                let n = self.page().slots[i].n.load(SeqCst);
-                self.sem_commit(value + 1, i, n - 1);
+                let s = &self.page().slots[i];
+                let n = s.n.load(SeqCst);
+                self.sem_commit(if full { value } else { value + 1 }, i, n - 1);
+                if n == 1 {
+                    // Holding nothing: give the slot back.
+                    s.pid.store(0, SeqCst);
+                }
             }
+            _ if full => return Err(SyncError::TooManyReleases),
             _ => h.value.store(value + 1, SeqCst),
+        }
+        if full {
+            return Err(SyncError::TooManyReleases);
         }
         h.seq.fetch_add(1, SeqCst);
         if h.waiters.load(SeqCst) != 0 {
@@ -910,10 +991,11 @@ impl SyncMem {
         let h = self.hdr();
         let i = self.cond_slot()?;
         let s = &self.page().slots[i];
-        let (pid, _) = me();
+        let (pid, start) = me();
         let ticket = h.next_ticket.load(SeqCst);
         h.next_ticket.store(ticket + 1, SeqCst);
         s.n.store(ticket, SeqCst);
+        s.start.store(start, SeqCst);
         s.pid.store(pid, SeqCst);
         s.tid.store(tid(), SeqCst);
         s.state.store(WAITING, SeqCst);
@@ -947,7 +1029,9 @@ impl SyncMem {
         }
         let h = self.hdr();
         for s in slots {
-            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), 0) && s.state.swap(FREE, SeqCst) == WAITING {
+            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), s.start.load(SeqCst))
+                && s.state.swap(FREE, SeqCst) == WAITING
+            {
                 h.nwaiting.fetch_sub(1, SeqCst);
             }
         }
@@ -958,6 +1042,13 @@ impl SyncMem {
     }
 
     /// Wakes the `n` oldest live waiters; returns how many.
+    ///
+    /// A waiter is checked by thread id, and by its process's start time
+    /// too when it is the main thread of its process (`tid == pid`): a dead
+    /// process's pid reused by a new process names the new main thread, a
+    /// reused id of another thread is much less likely to fall in the same
+    /// thread group, and reading `/proc` for every waiter notified is not
+    /// free.
     pub(crate) fn cond_notify(&self, lock: &SyncMem, n: usize) -> Result<usize, SyncError> {
         if !lock.owned_by_me() {
             return Err(SyncError::NotOwner);
@@ -977,7 +1068,7 @@ impl SyncMem {
                 break;
             };
             h.nwaiting.fetch_sub(1, SeqCst);
-            if !alive(s.pid.load(SeqCst), s.tid.load(SeqCst), 0) {
+            if !cond_waiter_alive(s) {
                 s.state.store(FREE, SeqCst);
                 continue;
             }
@@ -990,9 +1081,10 @@ impl SyncMem {
 
     // ----- Barrier -----
 
-    /// Takes the internal lock; a death under it breaks the barrier.
-    fn bar_inner(&self) -> Result<Inner<'_>, SyncError> {
-        let g = self.inner()?;
+    /// Takes the internal lock (until `deadline`, as in
+    /// [`inner`](Self::inner)); a death under it breaks the barrier.
+    fn bar_inner(&self, deadline: Option<Instant>) -> Result<Inner<'_>, SyncError> {
+        let g = self.inner(deadline)?;
         if g.recovered {
             self.bar_break();
         }
@@ -1021,10 +1113,34 @@ impl SyncMem {
         self.bar_end(false);
     }
 
+    /// A party that could not take the internal lock before its deadline
+    /// gives up: it breaks the barrier without the lock (the flag only; the
+    /// next party that takes the lock ends the generation, see
+    /// [`bar_wait`](Self::bar_wait)), unless its generation (`waiting`:
+    /// the generation and its arrival index) has ended meanwhile.
+    fn bar_give_up(&self, waiting: Option<(u32, u32)>) -> Result<u32, SyncError> {
+        let h = self.hdr();
+        if let Some((generation, index)) = waiting
+            && h.generation.load(SeqCst) != generation
+        {
+            return if h.outcomes.load(SeqCst) & (1u64 << (generation % 64)) != 0 {
+                Ok(index)
+            } else {
+                Err(SyncError::Broken)
+            };
+        }
+        h.broken.store(1, SeqCst);
+        futex_wake_all(&h.generation);
+        Err(SyncError::Broken)
+    }
+
     /// Waits for the other parties; returns this party's arrival index.
     pub(crate) fn bar_wait(&self, deadline: Option<Instant>) -> Result<u32, SyncError> {
         let h = self.hdr();
-        let mut g = self.bar_inner()?;
+        let mut g = match self.bar_inner(deadline) {
+            Err(SyncError::Timeout) => return self.bar_give_up(None),
+            r => r?,
+        };
         if h.broken.load(SeqCst) != 0 {
             return Err(SyncError::Broken);
         }
@@ -1048,7 +1164,10 @@ impl SyncMem {
             if !spin_until(|| h.generation.load(SeqCst) != generation, deadline) {
                 futex_wait(&h.generation, generation, deadline, SLICE);
             }
-            g = self.bar_inner()?;
+            g = match self.bar_inner(deadline) {
+                Err(SyncError::Timeout) => return self.bar_give_up(Some((generation, index))),
+                r => r?,
+            };
             if h.generation.load(SeqCst) != generation {
                 return if h.outcomes.load(SeqCst) & (1u64 << (generation % 64)) != 0 {
                     Ok(index)
@@ -1056,7 +1175,8 @@ impl SyncMem {
                     Err(SyncError::Broken)
                 };
             }
-            if passed(deadline) || self.bar_someone_died() {
+            // A party that timed out on the internal lock set the flag.
+            if h.broken.load(SeqCst) != 0 || passed(deadline) || self.bar_someone_died() {
                 self.bar_break();
                 return Err(SyncError::Broken);
             }
@@ -1074,14 +1194,14 @@ impl SyncMem {
 
     /// Breaks the barrier: current and future waiters fail until a reset.
     pub(crate) fn bar_abort(&self) -> Result<(), SyncError> {
-        let _g = self.bar_inner()?;
+        let _g = self.bar_inner(None)?;
         self.bar_break();
         Ok(())
     }
 
     /// Returns the barrier to its initial state; current waiters fail.
     pub(crate) fn bar_reset(&self) -> Result<(), SyncError> {
-        let _g = self.bar_inner()?;
+        let _g = self.bar_inner(None)?;
         let h = self.hdr();
         if h.count.load(SeqCst) > 0 {
             self.bar_end(false);
