@@ -451,20 +451,9 @@ impl Drop for SharedMemory {
 /// name is not ours any more. (A namesake created between this check and
 /// the unlink is still removed; the tracker, which unlinks by name after
 /// its owner died, does not check at all.)
-#[allow(unsafe_code)]
 fn names_this_file(name: &str, fd: &Fd) -> bool {
-    fn id(fd: &Fd) -> Option<(u64, u64)> {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: st is a valid out-pointer; fstat on an open descriptor.
-        if unsafe { libc::fstat(fd.raw(), st.as_mut_ptr()) } != 0 {
-            return None;
-        }
-        // SAFETY: fstat succeeded and filled it.
-        let st = unsafe { st.assume_init() };
-        Some((st.st_dev, st.st_ino))
-    }
     match sys::shm_attach(name) {
-        Ok(now) => id(&now).is_none_or(|i| id(fd).is_none_or(|mine| mine == i)),
+        Ok(now) => now.identity().is_none_or(|i| fd.identity().is_none_or(|mine| mine == i)),
         // Gone, or someone else's.
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => false,
         // Unknown (out of descriptors, say): unlink as if it were ours.

@@ -167,6 +167,15 @@ impl Fd {
         Ok(())
     }
 
+    /// The device and inode of the open file, `None` if `fstat` fails.
+    pub(crate) fn identity(&self) -> Option<(u64, u64)> {
+        // SAFETY: an all-zero stat is a valid out-value.
+        let mut st: libc::stat = unsafe { mem::zeroed() };
+        // SAFETY: st is a valid out-pointer for the call.
+        cvt(unsafe { libc::fstat(self.raw(), &mut st) }).ok()?;
+        Some((st.st_dev, st.st_ino))
+    }
+
     /// `true` when the descriptor is a socket.
     pub(crate) fn is_socket(&self) -> bool {
         // SAFETY: an all-zero stat is a valid out-value.
