@@ -453,7 +453,9 @@ impl Drop for SharedMemory {
 /// its owner died, does not check at all.)
 fn names_this_file(name: &str, fd: &Fd) -> bool {
     match sys::shm_attach(name) {
-        Ok(now) => now.identity().is_none_or(|i| fd.identity().is_none_or(|mine| mine == i)),
+        Ok(now) => now
+            .identity()
+            .is_none_or(|i| fd.identity().is_none_or(|mine| mine == i)),
         // Gone, or someone else's.
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => false,
         // Unknown (out of descriptors, say): unlink as if it were ours.
