@@ -1,7 +1,8 @@
 //! A tour of `multiproc`, one numbered line per step: the seed's model
 //! (create, start, join, pids), then a returned value, a panic, an exit
-//! code, a timeout, signals, a capturing closure under `fork`, daemons and
-//! the module-level functions.
+//! code, a timeout, signals, a capturing closure under `fork`, daemons, the
+//! fork server, a pipe and a queue, a lock whose holder is killed, a shared
+//! counter, and the module-level functions.
 //!
 //! Run it with `cargo run --example tour`. It takes well under a second and
 //! waits on nothing but the children themselves: every wait that could block
@@ -81,6 +82,40 @@ fn try_to_have_children() -> (bool, String) {
         Err(e) => format!("{:?} error \"{e}\"", e.kind()),
     };
     (mp::current_process().is_daemon(), refused)
+}
+
+/// Echoes every text upper-cased until the pipe closes; returns how many.
+fn shout(conn: mp::Connection) -> usize {
+    let mut n = 0;
+    while let Ok(text) = conn.recv::<String>() {
+        conn.send(text.to_uppercase()).expect("send back");
+        n += 1;
+    }
+    n
+}
+
+/// Puts three items, then aborts at once: no flush, no exit handlers.
+fn put_and_abort(q: mp::Queue<u32>) {
+    for i in 1..=3 {
+        q.put(i).expect("put");
+    }
+    std::process::abort();
+}
+
+/// Takes the lock, says so, and waits to be killed holding it.
+fn hold_the_lock((lock, held): (mp::Lock, mp::Event)) {
+    let _guard = lock.acquire().expect("acquire");
+    held.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Adds one to the shared counter `n` times, under its lock.
+fn count((v, n): (mp::Value<u64>, u64)) {
+    for _ in 0..n {
+        *v.lock().expect("lock") += 1;
+    }
 }
 
 /// Prints numbered lines.
@@ -233,6 +268,61 @@ fn main() -> Result<(), Box<dyn Error>> {
         "under the fork server, child {pid} was forked by a small server process: its getppid {ppid} names the \
          server, its parent_process().pid {parent} names this process ({})",
         std::process::id(),
+    ));
+
+    // Channels: a pipe to a child, and a queue that loses nothing.
+    let (ours, theirs) = mp::pipe(true)?;
+    let mut p = mp::Process::with_args(shout, theirs);
+    p.start()?;
+    ours.send("bonjour".to_string())?;
+    let answer: String = ours.recv_timeout(DEADLINE)?;
+    drop(ours);
+    let echoed = p.join_timeout(DEADLINE)?;
+    steps.say(format_args!(
+        "a Pipe: the child answered {answer:?}; when this end closed, its recv saw the end of the stream and it \
+         returned after {echoed} message"
+    ));
+    let q = mp::Queue::new()?;
+    let mut p = mp::Process::with_args(put_and_abort, q.clone());
+    p.start()?;
+    let ended = p.join_timeout(DEADLINE).map_err(|e| e.kind());
+    let items: Vec<u32> = (0..3).map(|_| q.get_timeout(DEADLINE)).collect::<Result<_, _>>()?;
+    steps.say(format_args!(
+        "a Queue: a child put 3 items and aborted right after ({ended:?}); all arrived: {items:?}"
+    ));
+
+    // Shared state: a lock whose holder dies, a counter shared by children.
+    let (lock, held) = (mp::Lock::new()?, mp::Event::new()?);
+    let mut p = mp::Process::with_args(hold_the_lock, (lock.clone(), held.clone()));
+    p.start()?;
+    held.wait_timeout(DEADLINE);
+    p.kill()?;
+    let _ = p.join_timeout(DEADLINE);
+    let told = match lock.acquire_timeout(DEADLINE) {
+        Err(mp::AcquireError::OwnerDied(guard)) => {
+            drop(guard);
+            "OwnerDied"
+        }
+        Ok(_) => "nothing",
+        Err(_) => "an error",
+    };
+    let works = lock.try_acquire().is_ok();
+    steps.say(format_args!(
+        "a Lock held by a child that was killed: the next acquire was told {told}, and the lock works again: {works}"
+    ));
+    let v = mp::Value::new(0u64)?;
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| mp::Process::with_args(count, (v.clone(), 1000)))
+        .collect();
+    for k in &mut kids {
+        k.start()?;
+    }
+    for k in &mut kids {
+        k.join_timeout(DEADLINE)?;
+    }
+    steps.say(format_args!(
+        "a Value incremented 1000 times by each of 2 children under its lock: {}",
+        v.load()?
     ));
 
     // The module-level functions.

@@ -199,7 +199,7 @@ fn tour_runs_every_step() {
         let prefix = format!("{}. ", i + 1);
         assert!(line.starts_with(&prefix), "line {} is not numbered: {line:?}", i + 1);
     }
-    assert_eq!(run.lines.len(), 15, "the tour's steps: {:#?}", run.lines);
+    assert_eq!(run.lines.len(), 19, "the tour's steps: {:#?}", run.lines);
     let all = run.lines.join("\n");
     let facts = [
         // The seed's model.
@@ -223,6 +223,12 @@ fn tour_runs_every_step() {
         "\"un + deux + trois\"".to_owned(),
         "is_daemon true, and true inside".to_owned(),
         "InvalidState error".to_owned(),
+        // Channels and shared state.
+        "the child answered \"BONJOUR\"".to_owned(),
+        "returned after 1 message".to_owned(),
+        "(Err(ChildKilled)); all arrived: [1, 2, 3]".to_owned(),
+        "the next acquire was told OwnerDied, and the lock works again: true".to_owned(),
+        "under its lock: 2000".to_owned(),
         "active_children() = []".to_owned(),
     ];
     for fact in facts {
