@@ -2,7 +2,7 @@
 //! segments passed by descriptor, named ones attached by name, who unlinks,
 //! the cleanup tracker after a creator is killed, and leaks.
 
-use std::{io, path::Path, time::Instant};
+use std::{io, path::Path};
 
 use multiproc::{self as mp, ErrorKind, SharedMemory, StartMethod};
 use serde::{Serialize, de::DeserializeOwned};
@@ -88,7 +88,8 @@ fn named_passed_by_descriptor(m: StartMethod) {
 
 fn create_report_block(addr: String) {
     let shm = SharedMemory::create(10).unwrap();
-    support::notify(&addr, shm.name().unwrap());
+    let tracker = SharedMemory::__tracker_pid().expect("a tracker runs once a named segment exists");
+    support::notify(&addr, &format!("{} {tracker}", shm.name().unwrap()));
     support::block_forever()
 }
 
@@ -97,45 +98,44 @@ fn create_report_block(addr: String) {
 fn creator_killed_segment_removed(m: StartMethod) {
     let rv = Rendezvous::new();
     let mut p = start(m, create_report_block, rv.addr());
-    let name = rv.recv();
-    let path = shm_path(&name);
+    let report = rv.recv();
+    let (name, tracker) = report.split_once(' ').expect("name and tracker pid");
+    let tracker = support::PidWatch::open(tracker.parse().expect("a pid"));
+    let path = shm_path(name);
     assert!(Path::new(&path).exists());
     p.kill().unwrap();
     let e = p.join_timeout(DEADLINE).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ChildKilled, "{e}");
-    // The cleanup happens in another process (the dead creator's tracker),
-    // which tells no one: observe it.
-    let deadline = Instant::now() + DEADLINE;
-    while Path::new(&path).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{path} still exists after its creator was killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    // The cleanup happens in the dead creator's tracker, which unlinks its
+    // names and then exits: its end says the cleanup is done.
+    assert!(tracker.ended_within(DEADLINE), "the tracker outlived its owner");
+    assert!(
+        !Path::new(&path).exists(),
+        "{path} still exists after its creator was killed"
+    );
 }
 
-fn create_and_exit(_: ()) -> String {
+fn create_and_exit(_: ()) -> (String, u32) {
     let shm = SharedMemory::create(10).unwrap();
     let name = shm.name().unwrap().to_owned();
     // No destructor: process::exit-like leak, cleaned by the tracker.
     std::mem::forget(shm);
-    name
+    (name, SharedMemory::__tracker_pid().expect("a tracker runs"))
 }
 
 /// A segment leaked by a creator that then exits normally is removed too.
 fn leaked_segment_removed_at_exit(m: StartMethod) {
     let mut p = start(m, create_and_exit, ());
-    let name = p.join_timeout(DEADLINE).unwrap();
+    let (name, tracker) = p.join_timeout(DEADLINE).unwrap();
     let path = shm_path(&name);
-    let deadline = Instant::now() + DEADLINE;
-    while Path::new(&path).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{path} still exists after its creator exited"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
+    // The tracker may be gone (and reaped) already.
+    if let Some(tracker) = support::PidWatch::try_open(tracker) {
+        assert!(tracker.ended_within(DEADLINE), "the tracker outlived its owner");
     }
+    assert!(
+        !Path::new(&path).exists(),
+        "{path} still exists after its creator exited"
+    );
 }
 
 fn replace_name(name: String) {

@@ -158,6 +158,14 @@ impl PidWatch {
         PidWatch(fd as i32)
     }
 
+    /// A watch, or `None` when no process has that pid any more (it ended
+    /// and was reaped).
+    pub(crate) fn try_open(pid: u32) -> Option<PidWatch> {
+        // SAFETY: pidfd_open takes a pid and flags.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        (fd >= 0).then_some(PidWatch(fd as i32))
+    }
+
     /// `true` once the process has ended, waiting up to `timeout`.
     pub(crate) fn ended_within(&self, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd {
