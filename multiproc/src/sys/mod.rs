@@ -29,6 +29,15 @@
 //!   `socket_peer_pid`.
 //! - `ParentWatch`: a pidfd on this process's parent, whose death can be
 //!   awaited.
+//! - channels: `seqpacket_pair()`, `Fd::try_send_datagram`,
+//!   `Fd::peek_datagram`, `Fd::recv_into`, `MAX_FDS`; `ShmRing`, the
+//!   queues' robust shared-memory ring; Unix and TCP listening and
+//!   connecting sockets (`net.rs`); `reserve_closed` (park descriptor
+//!   numbers on `/dev/null` in a fork child).
+//! - shared state: sealed memfds, mappings, robust process-shared mutexes
+//!   and futex waits (`shm.rs`), the synchronisation primitives' shared
+//!   page (`sync.rs`), `shm_open` segments and the Value/Array lock
+//!   (`segment.rs`).
 //! - shared memory: `Mapping` (a shared mapping of a whole file, accessed
 //!   by raw copies or as atomics), `memfd_sealed` (an anonymous segment
 //!   sealed at its size), `shm_create`/`shm_attach`/`shm_unlink` (named
