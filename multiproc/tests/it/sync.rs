@@ -506,6 +506,17 @@ fn churn((sem, started): (Semaphore, Event)) {
     }
 }
 
+/// A child that is killed and reaped however the test ends: a stopped
+/// child left behind by a failed assertion would stall the harness's exit.
+struct KillOnDrop(mp::Process<()>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.join_timeout(DEADLINE);
+    }
+}
+
 /// Whether process `pid` is stopped (state `T` in `/proc/<pid>/stat`).
 fn is_stopped(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -523,9 +534,9 @@ fn semaphore_timeout_with_a_stopped_process(m: StartMethod) {
     let sem = Semaphore::new(1).unwrap();
     for _ in 0..10 {
         let started = Event::new().unwrap();
-        let p = start(m, churn, (sem.clone(), started.clone()));
+        let p = KillOnDrop(start(m, churn, (sem.clone(), started.clone())));
         assert!(started.wait_timeout(DEADLINE));
-        let pid = p.pid().unwrap();
+        let pid = p.0.pid().unwrap();
         // SAFETY: signalling our own child, which is not reaped yet.
         assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
         until(|| is_stopped(pid));
@@ -533,23 +544,30 @@ fn semaphore_timeout_with_a_stopped_process(m: StartMethod) {
         let s = sem.clone();
         let t = thread::spawn(move || {
             let begun = Instant::now();
-            let r = s.try_acquire().map(drop).err().map(|e| e.is_timeout());
+            // Ok, Timeout, or OwnerDied: a child killed in an earlier
+            // round may have died holding the permit.
+            let fine = |e: &mp::AcquireError<_>| e.is_timeout() || e.is_owner_died();
+            let r = s.try_acquire().map(drop).err().map(|e| fine(&e));
             let r2 = s
                 .acquire_timeout(Duration::from_millis(200))
                 .map(drop)
                 .err()
-                .map(|e| e.is_timeout());
+                .map(|e| fine(&e));
             tx.send((begun.elapsed(), r, r2)).unwrap();
         });
         let (took, r, r2) = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("a timed acquire hung behind a stopped process");
         assert!(took < Duration::from_secs(5), "took {took:?}");
-        // Ok or Timeout: the stopped child may hold the permit.
+        // Ok or Timeout (the stopped child may hold the permit) or
+        // OwnerDied (an earlier round's child was killed holding it).
         assert!(matches!(r, None | Some(true)), "{r:?}");
         assert!(matches!(r2, None | Some(true)), "{r2:?}");
         t.join().unwrap();
-        kill(p);
+        let mut p = p;
+        p.0.kill().unwrap();
+        let e = p.0.join_timeout(DEADLINE).expect_err("a killed child has no result");
+        assert_eq!(e.kind(), ErrorKind::ChildKilled, "{e}");
     }
     // The children died holding the internal lock or a permit at worst:
     // the semaphore works again.
