@@ -232,3 +232,25 @@ impl<F: FnOnce() -> R + Send + 'static, R: Serialize + 'static> Call for Closure
         run_caught(move || Ok(f()))
     }
 }
+
+/// The (trampoline, target) offsets that name `f` in a worker of the same
+/// executable (the pool's task messages), or `None` when `f` lies outside
+/// the main executable and so has no offset valid in another process.
+pub(crate) fn offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'static>(f: fn(A) -> R) -> Option<(i64, i64)> {
+    let tramp = trampoline_args::<A, R> as Trampoline as usize;
+    let target = f as usize;
+    (in_same_image(tramp) && in_same_image(target)).then(|| (offset_of(tramp), offset_of(target)))
+}
+
+/// Runs the task named by offsets from [`offsets_of`] on its encoded
+/// argument: decode, call, catch a panic, encode the result.
+///
+/// # Safety
+/// `(tramp, target)` must come from [`offsets_of`] in a process running the
+/// same executable file (the pool's parent, which started this worker).
+pub(crate) unsafe fn run_offsets(tramp: i64, target: i64, args: Vec<u8>) -> Outcome {
+    // SAFETY: per the contract, `tramp` names a trampoline monomorphised for
+    // the `fn(A) -> R` whose offset is `target`, in this very image.
+    let t = unsafe { trampoline_at(tramp) };
+    t(addr_of(target), args, Vec::new())
+}

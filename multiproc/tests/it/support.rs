@@ -158,6 +158,13 @@ impl PidWatch {
         PidWatch(fd as i32)
     }
 
+    /// A watch on `pid`, or `None` if no such process exists any more.
+    pub(crate) fn open_or_gone(pid: u32) -> Option<PidWatch> {
+        // SAFETY: pidfd_open takes a pid and flags.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        (fd >= 0).then_some(PidWatch(fd as i32))
+    }
+
     /// `true` once the process has ended, waiting up to `timeout`.
     pub(crate) fn ended_within(&self, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd {
