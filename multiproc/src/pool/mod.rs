@@ -16,9 +16,9 @@
 //! There is no background thread (a thread would forbid the `fork` start
 //! method for the replacement workers). The pool's state sits behind one
 //! mutex and is driven by the callers that wait on it: whoever waits for
-//! a result sends pending chunks (at most two in flight per worker, one if
-//! a chunk is larger than 64 KiB, so that neither side can block writing
-//! while the other writes too), then waits with [`wait`] over every
+//! a result sends pending chunks (two in flight per worker, up to 16 of one
+//! `map`, while their messages total at most 64 KiB, else one, so that the parent never blocks
+//! writing to a worker that is itself blocked writing results), then waits with [`wait`] over every
 //! worker's connection *and* its process sentinel (a pidfd), so a worker's
 //! death is seen at once. Waiting from several threads is safe; the waits
 //! are served one at a time.
@@ -78,8 +78,13 @@ use crate::{
 /// long a closing worker may take to exit before it is killed.
 const WORKER_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A chunk larger than this is sent only to an idle worker.
+/// A worker has more than one chunk only while their messages total at
+/// most this much, well under a socket buffer: the parent never blocks
+/// writing to a worker that is itself blocked writing results.
 const SMALL_CHUNK: usize = 64 * 1024;
+
+/// At most this many chunks in flight per worker.
+const MAX_DEPTH: usize = 16;
 
 /// A task's outcome bytes, or the error that replaced them.
 type TaskResult = std::result::Result<Vec<u8>, Error>;
@@ -357,11 +362,14 @@ impl Worker {
     }
 
     fn can_take(&self, next: &Chunk, maxtasks: Option<usize>) -> bool {
-        let room = match self.in_flight.len() {
-            0 => true,
-            1 => self.in_flight[0].chunk.payload.len() <= SMALL_CHUNK && next.payload.len() <= SMALL_CHUNK,
-            _ => false,
-        };
+        // Beyond two, only chunks of one job (a `map`) queue up behind each
+        // other: separate submissions stay pending, and cancellable.
+        let deep_ok = self.in_flight.len() < 2 || self.in_flight.back().is_some_and(|b| b.chunk.job == next.job);
+        let room = self.in_flight.is_empty()
+            || (deep_ok
+                && self.in_flight.len() < MAX_DEPTH
+                && self.in_flight.iter().map(|s| s.chunk.payload.len()).sum::<usize>() + next.payload.len()
+                    <= SMALL_CHUNK);
         room && maxtasks.is_none_or(|m| self.sent < m)
     }
 
@@ -560,9 +568,20 @@ impl State {
         for r in ready {
             let i = r / 2;
             if r % 2 == 0 {
-                match self.workers[i].conn.recv_bytes() {
-                    Ok(msg) => self.on_result(i, &msg),
-                    Err(_) => dead.push((i, false)),
+                // Take every result already there, not just one.
+                loop {
+                    match self.workers[i].conn.recv_bytes() {
+                        Ok(msg) => self.on_result(i, &msg),
+                        Err(_) => {
+                            dead.push((i, false));
+                            break;
+                        }
+                    }
+                    if self.workers[i].in_flight.is_empty()
+                        || !self.workers[i].conn.poll(Some(Duration::ZERO)).unwrap_or(false)
+                    {
+                        break;
+                    }
                 }
             } else {
                 dead.push((i, false));
