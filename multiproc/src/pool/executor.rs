@@ -17,7 +17,7 @@ use crate::error::{ErrorKind, Result};
 ///     2 * x
 /// }
 /// let ex = multiproc::Executor::new(2)?;
-/// let fut = ex.submit(double, 21)?;
+/// let mut fut = ex.submit(double, 21)?;
 /// assert_eq!(fut.result(None)?, 42);
 /// assert_eq!(ex.map(double, [1, 2, 3], None)?, [2, 4, 6]);
 /// ex.shutdown(true, false)?;
