@@ -254,3 +254,34 @@ pub(crate) unsafe fn run_offsets(tramp: i64, target: i64, args: Vec<u8>) -> Outc
     let t = unsafe { trampoline_at(tramp) };
     t(addr_of(target), args, Vec::new())
 }
+
+/// The non-generic signature of a batch trampoline: target address and an
+/// encoded `Vec<A>` in, the chunk's reply message out (see `pool::worker`).
+pub(crate) type BatchTrampoline = fn(usize, Vec<u8>) -> Vec<u8>;
+
+fn batch_trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Vec<u8> {
+    // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
+    // trampoline with the same `A` and `R` (see `batch_offsets_of`).
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    crate::pool::worker::run_batch(f, args)
+}
+
+/// Like [`offsets_of`], for a chunk sent as one encoded `Vec<A>`.
+pub(crate) fn batch_offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    f: fn(A) -> R,
+) -> Option<(i64, i64)> {
+    let tramp = batch_trampoline::<A, R> as BatchTrampoline as usize;
+    let target = f as usize;
+    (in_same_image(tramp) && in_same_image(target)).then(|| (offset_of(tramp), offset_of(target)))
+}
+
+/// Runs a batch named by offsets from [`batch_offsets_of`].
+///
+/// # Safety
+/// As [`run_offsets`], with offsets from [`batch_offsets_of`].
+pub(crate) unsafe fn run_batch_offsets(tramp: i64, target: i64, args: Vec<u8>) -> Vec<u8> {
+    // SAFETY: per the contract, `tramp` names a batch trampoline
+    // monomorphised for the `fn(A) -> R` at `target`, in this very image.
+    let t = unsafe { std::mem::transmute::<usize, BatchTrampoline>(addr_of(tramp)) };
+    t(addr_of(target), args)
+}

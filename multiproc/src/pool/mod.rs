@@ -51,7 +51,7 @@
 //!   [`ErrorKind::Cancelled`]. It never hangs.
 
 mod executor;
-mod worker;
+pub(crate) mod worker;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -293,6 +293,8 @@ struct State {
 #[derive(Default)]
 struct Job {
     results: BTreeMap<usize, TaskResult>,
+    /// Batch replies: the tasks' indexes and their encoded `Vec<R>`.
+    batches: Vec<(Vec<usize>, Vec<u8>)>,
     outstanding: usize,
 }
 
@@ -440,7 +442,7 @@ impl State {
     /// that fails to serialize fails its task at once.
     fn push_chunk<A: Serialize + 'static>(&mut self, job: u64, offs: (i64, i64), items: Vec<(usize, A)>) {
         let Some(j) = self.jobs.get_mut(&job) else { return };
-        let mut payload = worker::task_header(offs.0, offs.1);
+        let mut payload = worker::task_header(offs.0, offs.1, 0);
         let mut idx = Vec::with_capacity(items.len());
         for (i, a) in items {
             match codec::encode(&a) {
@@ -484,7 +486,28 @@ impl State {
 
     fn complete(&mut self, chunk: Chunk, msg: &[u8]) {
         let Some(j) = self.jobs.get_mut(&chunk.job) else { return };
-        match worker::items(msg).filter(|it| it.len() == chunk.idx.len()) {
+        let n = chunk.idx.len();
+        match msg.split_first() {
+            Some((1, values)) => {
+                j.outstanding -= n;
+                j.batches.push((chunk.idx, values.to_vec()));
+                return;
+            }
+            Some((2, outcome)) => {
+                for i in chunk.idx {
+                    j.results.insert(i, Ok(outcome.to_vec()));
+                    j.outstanding -= 1;
+                }
+                return;
+            }
+            _ => {}
+        }
+        match msg
+            .split_first()
+            .filter(|(tag, _)| **tag == 0)
+            .and_then(|(_, rest)| worker::items(rest))
+            .filter(|it| it.len() == n)
+        {
             Some(items) => {
                 for (i, bytes) in chunk.idx.into_iter().zip(items) {
                     j.results.insert(i, Ok(bytes.to_vec()));
@@ -496,6 +519,43 @@ impl State {
                 self.fail_chunk(chunk, &e);
             }
         }
+    }
+
+    /// Queues a `map` chunk as one encoded `Vec<A>`; falls back to
+    /// [`push_chunk`](State::push_chunk) when the batch does not encode.
+    fn push_batch<A: Serialize + 'static>(
+        &mut self,
+        job: u64,
+        offs: (i64, i64),
+        batch_offs: Option<(i64, i64)>,
+        start: usize,
+        items: Vec<A>,
+    ) {
+        if let Some(bo) = batch_offs {
+            if let Ok(bytes) = codec::encode(&items) {
+                let mut payload = worker::task_header(bo.0, bo.1, 1);
+                payload.extend_from_slice(&bytes);
+                drop(bytes);
+                let idx: Vec<usize> = (start..start + items.len()).collect();
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.outstanding += idx.len();
+                    let chunk = Chunk { job, idx, payload };
+                    match &self.broken {
+                        Some(e) => {
+                            let e = e.duplicate();
+                            self.fail_chunk(chunk, &e);
+                        }
+                        None => self.pending.push_back(chunk),
+                    }
+                }
+                return;
+            }
+        }
+        self.push_chunk(
+            job,
+            offs,
+            items.into_iter().enumerate().map(|(k, a)| (start + k, a)).collect(),
+        );
     }
 
     fn fail_pending(&mut self, e: &Error) {
@@ -884,13 +944,17 @@ impl Pool {
         st.check_open()?;
         let chunk = chunksize.unwrap_or_else(|| auto_chunksize(len, st.size)).max(1);
         let job = st.new_job();
-        let mut it = items.into_iter().enumerate();
+        let batch_offs = target::batch_offsets_of(f);
+        let mut it = items.into_iter();
+        let mut start = 0;
         loop {
-            let part: Vec<(usize, A)> = it.by_ref().take(chunk).collect();
+            let part: Vec<A> = it.by_ref().take(chunk).collect();
             if part.is_empty() {
                 break;
             }
-            st.push_chunk(job, offs, part);
+            let n = part.len();
+            st.push_batch(job, offs, batch_offs, start, part);
+            start += n;
         }
         st.dispatch();
         drop(st);
@@ -1128,19 +1192,65 @@ impl JobHandle {
     }
 
     fn take_all<R: DeserializeOwned + 'static>(&self) -> Result<Vec<R>> {
-        let results = {
+        let (results, batches) = {
             let mut st = self.shared.lock();
             let j = st
                 .jobs
                 .get_mut(&self.job)
                 .ok_or_else(|| Error::new(ErrorKind::InvalidState, "the result was already taken"))?;
-            std::mem::take(&mut j.results)
+            (std::mem::take(&mut j.results), std::mem::take(&mut j.batches))
         };
-        if results.len() != self.len {
+        let got = results.len() + batches.iter().map(|b| b.0.len()).sum::<usize>();
+        if got != self.len || (got == 0 && self.len == 1) {
             return Err(Error::new(ErrorKind::InvalidState, "the result was already taken"));
         }
-        results.into_values().map(decode::<R>).collect()
+        if results.is_empty() && batches.len() <= 1 {
+            // The common case: one batch, or none for an empty input.
+            return match batches.into_iter().next() {
+                None => Ok(Vec::new()),
+                Some((_, bytes)) => decode_batch::<R>(&bytes, self.len),
+            };
+        }
+        let mut slots: Vec<Option<Result<R>>> = (0..self.len).map(|_| None).collect();
+        for (i, r) in results {
+            slots[i] = Some(decode::<R>(r));
+        }
+        for (idx, bytes) in batches {
+            match decode_batch::<R>(&bytes, idx.len()) {
+                Ok(values) => {
+                    for (i, v) in idx.into_iter().zip(values) {
+                        slots[i] = Some(Ok(v));
+                    }
+                }
+                Err(e) => {
+                    for i in idx {
+                        slots[i] = Some(Err(e.duplicate()));
+                    }
+                }
+            }
+        }
+        slots
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Err(Error::new(ErrorKind::Protocol, "a task's result is missing"))))
+            .collect()
     }
+}
+
+/// Decodes a batch reply of `n` results.
+fn decode_batch<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize) -> Result<Vec<R>> {
+    let values: Vec<R> = codec::decode(bytes).map_err(|CodecError(e)| {
+        Error::new(
+            ErrorKind::Deserialize,
+            format!("failed to deserialize the tasks' results: {e}"),
+        )
+    })?;
+    if values.len() != n {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "a pool worker sent the wrong number of results",
+        ));
+    }
+    Ok(values)
 }
 
 impl Drop for JobHandle {

@@ -198,6 +198,14 @@ fn panics_and_codec_failures_stay_per_task(m: StartMethod) {
     for i in [0, 1, 3] {
         assert!(matches!(results[i], Ok(Ok(v)) if v == i as u32));
     }
+    // The same through map's batches: the batch falls back to one result
+    // per task, and only task 2 fails.
+    let e = p.map_chunked(bad_result, 0..8u32, 4).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Serialize, "{e}");
+    let ok: Vec<_> = p.map_chunked(bad_result, [0u32, 1, 3, 4], 4).unwrap();
+    assert!(ok.iter().all(Result::is_ok));
+    let r = p.map_async(panics_on_odd, 0..6u32, Some(3)).unwrap();
+    assert_eq!(r.get().unwrap_err().panic().unwrap().message(), "odd 1");
     assert_eq!(p.pids().len(), 2);
 }
 
