@@ -11,7 +11,11 @@
 //! trampoline monomorphised for its argument and result types, see
 //! `target.rs`); a *chunk* is one message carrying several encoded
 //! arguments, answered by one message carrying each task's outcome
-//! (value, panic with location and backtrace, or a codec failure).
+//! (value, panic with location and backtrace, or a codec failure). A
+//! `map` chunk travels as one encoded `Vec<A>` to a batch trampoline and
+//! comes back as one encoded `Vec<R>` when every task returned; after a
+//! panic, or when the results do not encode together, the worker answers
+//! with one outcome per task instead, so a failure stays with its task.
 //!
 //! There is no background thread (a thread would forbid the `fork` start
 //! method for the replacement workers). The pool's state sits behind one
