@@ -224,7 +224,28 @@ def queue_oneway(ctx, row, warmup, samples):
     return out
 
 
+def square(x):
+    return x * x
+
+
+def pool_map(ctx, row, warmup, samples):
+    """Pool(2).map(square, range(count)); chunksize `size`, 0: automatic."""
+    n, chunk = row["count"], row["size"] or None
+    out = []
+    with ctx.Pool(2) as pool:
+        for i in range(warmup + samples):
+            t0 = time.perf_counter_ns()
+            res = pool.map(square, range(n), chunk)
+            dt = (time.perf_counter_ns() - t0) / 1e3
+            if len(res) != n or res[-1] != (n - 1) * (n - 1):
+                raise SystemExit("pool map: wrong result")
+            if i >= warmup:
+                out.append(dt)
+    return out
+
+
 KINDS = {
+    "pool_map": pool_map,
     "pipe_oneway": pipe_oneway,
     "pipe_pingpong": pipe_pingpong,
     "queue_echo": queue_echo,

@@ -90,6 +90,8 @@ pub(crate) enum ChannelKind {
     PipePingpong,
     QueueEcho,
     QueueOneway,
+    /// `Pool(2).map(square, range(count), chunksize=size or automatic)`.
+    PoolMap,
 }
 
 /// One channel row for the script to measure.

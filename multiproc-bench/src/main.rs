@@ -31,6 +31,7 @@ mod cpython;
 mod floors;
 mod harness;
 mod peers;
+mod pool_rows;
 mod report;
 mod rows;
 mod shm_rows;

@@ -18,7 +18,7 @@ use crate::{
     cli::{Counts, Options},
     cpython, floors,
     harness::{self, Bench, Impl, Row},
-    peers, shm_rows, sync_rows,
+    peers, pool_rows, shm_rows, sync_rows,
 };
 
 const MIB: usize = 1 << 20;
@@ -141,6 +141,9 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 7. Shared memory, 256 MiB (see shm_rows).
     run_shm(opts, &mut out, exe);
+
+    // 8. The process pool (see pool_rows).
+    pool_rows::run_all(opts, &mut out);
     out
 }
 

@@ -83,6 +83,9 @@ pub enum ErrorKind {
     /// party waited, timed out, or a party died while waiting (Python's
     /// `BrokenBarrierError`).
     BrokenBarrier,
+    /// A pool task will never run or finish: the pool was terminated or
+    /// dropped, or the task was cancelled (Python's `CancelledError`).
+    Cancelled,
 }
 
 /// A panic that happened in another process, as that process saw it.
@@ -180,6 +183,23 @@ impl Error {
     #[cold]
     pub(crate) fn io(message: impl Into<Cow<'static, str>>, source: io::Error) -> Error {
         Error::new(ErrorKind::Io, message).with_source(source)
+    }
+
+    /// A copy for each task of a failed chunk: kind, message, process,
+    /// panic and status (the OS error source is not cloneable and is left
+    /// out).
+    pub(crate) fn duplicate(&self) -> Error {
+        Error {
+            inner: Box::new(Inner {
+                kind: self.inner.kind,
+                message: self.inner.message.clone(),
+                process: self.inner.process.clone(),
+                panic: self.inner.panic.clone(),
+                status: self.inner.status,
+                source: None,
+                bytes: None,
+            }),
+        }
     }
 
     pub(crate) fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {

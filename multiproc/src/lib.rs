@@ -192,6 +192,7 @@ mod current;
 mod error;
 mod forkserver;
 mod frame;
+mod pool;
 mod process;
 mod queue;
 mod registry;
@@ -215,6 +216,7 @@ pub use crate::{
         ActiveChild, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
+    pool::{AsyncResult, Executor, Future, Imap, MapResult, Pool, PoolBuilder},
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
     shared_memory::SharedMemory,

@@ -232,3 +232,56 @@ impl<F: FnOnce() -> R + Send + 'static, R: Serialize + 'static> Call for Closure
         run_caught(move || Ok(f()))
     }
 }
+
+/// The (trampoline, target) offsets that name `f` in a worker of the same
+/// executable (the pool's task messages), or `None` when `f` lies outside
+/// the main executable and so has no offset valid in another process.
+pub(crate) fn offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'static>(f: fn(A) -> R) -> Option<(i64, i64)> {
+    let tramp = trampoline_args::<A, R> as Trampoline as usize;
+    let target = f as usize;
+    (in_same_image(tramp) && in_same_image(target)).then(|| (offset_of(tramp), offset_of(target)))
+}
+
+/// Runs the task named by offsets from [`offsets_of`] on its encoded
+/// argument: decode, call, catch a panic, encode the result.
+///
+/// # Safety
+/// `(tramp, target)` must come from [`offsets_of`] in a process running the
+/// same executable file (the pool's parent, which started this worker).
+pub(crate) unsafe fn run_offsets(tramp: i64, target: i64, args: Vec<u8>) -> Outcome {
+    // SAFETY: per the contract, `tramp` names a trampoline monomorphised for
+    // the `fn(A) -> R` whose offset is `target`, in this very image.
+    let t = unsafe { trampoline_at(tramp) };
+    t(addr_of(target), args, Vec::new())
+}
+
+/// The non-generic signature of a batch trampoline: target address and an
+/// encoded `Vec<A>` in, the chunk's reply message out (see `pool::worker`).
+pub(crate) type BatchTrampoline = fn(usize, Vec<u8>) -> Vec<u8>;
+
+fn batch_trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Vec<u8> {
+    // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
+    // trampoline with the same `A` and `R` (see `batch_offsets_of`).
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    crate::pool::worker::run_batch(f, args)
+}
+
+/// Like [`offsets_of`], for a chunk sent as one encoded `Vec<A>`.
+pub(crate) fn batch_offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    f: fn(A) -> R,
+) -> Option<(i64, i64)> {
+    let tramp = batch_trampoline::<A, R> as BatchTrampoline as usize;
+    let target = f as usize;
+    (in_same_image(tramp) && in_same_image(target)).then(|| (offset_of(tramp), offset_of(target)))
+}
+
+/// Runs a batch named by offsets from [`batch_offsets_of`].
+///
+/// # Safety
+/// As [`run_offsets`], with offsets from [`batch_offsets_of`].
+pub(crate) unsafe fn run_batch_offsets(tramp: i64, target: i64, args: Vec<u8>) -> Vec<u8> {
+    // SAFETY: per the contract, `tramp` names a batch trampoline
+    // monomorphised for the `fn(A) -> R` at `target`, in this very image.
+    let t = unsafe { std::mem::transmute::<usize, BatchTrampoline>(addr_of(tramp)) };
+    t(addr_of(target), args)
+}

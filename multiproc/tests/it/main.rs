@@ -16,6 +16,7 @@ mod hygiene;
 mod identity;
 mod lifecycle;
 mod listener;
+mod pool;
 mod queue;
 mod shared_memory;
 mod sharedctypes;

@@ -1,0 +1,174 @@
+//! The worker side of the pool, and the task and result messages.
+//!
+//! Task message (parent → worker): trampoline offset (i64 LE), target
+//! offset (i64 LE), a mode byte, then either (mode 0) per task its encoded
+//! argument as length (u32 LE) + bytes, or (mode 1, a `map` chunk) the
+//! encoded `Vec<A>` for a batch trampoline. Result message (worker →
+//! parent): a tag byte, then (0) per task, in order, the task's
+//! [`Outcome`] bytes as length (u32 LE) + bytes; (1) the encoded `Vec<R>`
+//! when every task of a batch returned and the results encode together;
+//! (2) one outcome for every task of the chunk (its arguments did not
+//! decode). The
+//! first message a worker sends is the outcome of its initializer (an empty
+//! value when there is none).
+
+use std::panic::{self, AssertUnwindSafe};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    bootstrap::{self, Outcome},
+    codec::{self, CodecError},
+    connection::Connection,
+    target,
+};
+
+/// An initializer named by code offsets, with its encoded argument.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Init {
+    pub(crate) tramp: i64,
+    pub(crate) target: i64,
+    pub(crate) args: Vec<u8>,
+}
+
+/// What a worker process receives at start.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerArgs {
+    pub(crate) conn: Connection,
+    pub(crate) init: Option<Init>,
+    pub(crate) maxtasks: Option<usize>,
+}
+
+/// Appends `bytes` with its length prefix.
+pub(crate) fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Splits a sequence of length-prefixed items; `None` if malformed.
+pub(crate) fn items(mut buf: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (len, rest) = buf.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return None;
+        }
+        out.push(&rest[..len]);
+        buf = &rest[len..];
+    }
+    Some(out)
+}
+
+/// The header of a task message.
+pub(crate) fn task_header(tramp: i64, target: i64, mode: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&tramp.to_le_bytes());
+    out.extend_from_slice(&target.to_le_bytes());
+    out.push(mode);
+    out
+}
+
+/// Runs a batch: decode the arguments, call `f` on each (a panic fails
+/// only its task), encode the results together, or one by one when a task
+/// panicked or the results do not encode together.
+pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    f: fn(A) -> R,
+    args: Vec<u8>,
+) -> Vec<u8> {
+    let items: Vec<A> = match codec::decode_owned(args) {
+        Ok(v) => v,
+        Err(CodecError(e)) => {
+            let mut out = vec![2];
+            out.extend(Outcome::failed_args(e).to_bytes());
+            return out;
+        }
+    };
+    let mut results: Vec<Result<R, Outcome>> = Vec::with_capacity(items.len());
+    for a in items {
+        bootstrap::enter_target();
+        let r = panic::catch_unwind(AssertUnwindSafe(|| f(a)));
+        bootstrap::leave_target();
+        results.push(r.map_err(|payload| Outcome::Panic(bootstrap::take_panic(target::payload_text(&*payload)))));
+    }
+    if results.iter().all(Result::is_ok) {
+        let values: Vec<R> = results.into_iter().filter_map(Result::ok).collect();
+        if let Ok(bytes) = codec::encode(&values) {
+            let mut out = Vec::with_capacity(1 + bytes.len());
+            out.push(1);
+            out.extend_from_slice(&bytes);
+            return out;
+        }
+        results = values.into_iter().map(Ok).collect();
+    }
+    let mut out = vec![0];
+    for r in results {
+        let outcome = match r {
+            Ok(v) => match codec::encode(&v) {
+                Ok(b) => Outcome::Value(b.into_owned()),
+                Err(CodecError(e)) => Outcome::failed_result(e),
+            },
+            Err(o) => o,
+        };
+        put(&mut out, &outcome.to_bytes());
+    }
+    out
+}
+
+/// The worker loop: run the initializer, then serve task messages until
+/// the parent closes its end (or `maxtasks` chunks are done).
+pub(crate) fn worker_main(args: WorkerArgs) {
+    let WorkerArgs { conn, init, maxtasks } = args;
+    let first = match init {
+        Some(i) => run_task(i.tramp, i.target, i.args),
+        None => Outcome::Value(Vec::new()),
+    };
+    let ok = matches!(first, Outcome::Value(_));
+    if conn.send_bytes(&first.to_bytes()).is_err() || !ok {
+        return;
+    }
+    let mut done = 0usize;
+    while let Ok(msg) = conn.recv_bytes() {
+        let Some((head, tasks)) = msg.split_first_chunk::<17>() else {
+            return;
+        };
+        let tramp = i64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+        let target = i64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        let out = if head[16] == 1 {
+            run_batch_task(tramp, target, tasks.to_vec())
+        } else {
+            let Some(tasks) = items(tasks) else {
+                return;
+            };
+            let mut out = vec![0];
+            for args in tasks {
+                put(&mut out, &run_task(tramp, target, args.to_vec()).to_bytes());
+            }
+            out
+        };
+        if conn.send_bytes(&out).is_err() {
+            return;
+        }
+        done += 1;
+        if maxtasks.is_some_and(|m| done >= m) {
+            return;
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn run_batch_task(tramp: i64, target: i64, args: Vec<u8>) -> Vec<u8> {
+    // SAFETY: as in `run_task`; mode 1 messages carry offsets from
+    // `target::batch_offsets_of`.
+    unsafe { target::run_batch_offsets(tramp, target, args) }
+}
+
+#[allow(unsafe_code)]
+fn run_task(tramp: i64, target: i64, args: Vec<u8>) -> Outcome {
+    // SAFETY: task messages come only from the pool's parent over this
+    // worker's private connection; it took both offsets from
+    // `target::offsets_of`, which refuses code outside the main executable,
+    // and this worker runs the same executable (spawn and forkserver check
+    // its device and inode at start; fork copies the image).
+    unsafe { target::run_offsets(tramp, target, args) }
+}
