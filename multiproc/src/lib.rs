@@ -216,7 +216,7 @@ pub use crate::{
         ActiveChild, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
-    pool::{AsyncResult, Executor, Future, Imap, MapResult, Pool, PoolBuilder},
+    pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapResult, Pool, PoolBuilder},
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
     shared_memory::SharedMemory,

@@ -103,6 +103,22 @@ impl Executor {
     }
 }
 
+impl Drop for Executor {
+    /// As leaving Python's `with ProcessPoolExecutor() as ex:` block:
+    /// [`shutdown(true, false)`](Executor::shutdown): the submitted tasks
+    /// run to the end (their futures stay usable), then the workers exit.
+    /// Bound it with [`PoolBuilder::task_timeout`], or call
+    /// `shutdown(false, true)` and [`Pool::terminate`] first. While a panic
+    /// unwinds, the pool is terminated instead (never hangs).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        self.pool.close();
+        let _ = self.pool.join();
+    }
+}
+
 /// The handle [`Executor::submit`] returns (Python's `Future`).
 #[derive(Debug)]
 pub struct Future<R> {
@@ -125,7 +141,7 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     /// it was cancelled.
     pub fn cancel(&self) -> bool {
         let shared = &self.inner.handle.shared;
-        super::cancel_job(shared, self.inner.handle.job)
+        super::state::cancel_job(shared, self.inner.handle.job)
     }
 
     /// `true` once the task has finished, failed or been cancelled.

@@ -2,10 +2,10 @@
 //!
 //! Task message (parent → worker): trampoline offset (i64 LE), target
 //! offset (i64 LE), a mode byte, then either (mode 0) per task its encoded
-//! argument as length (u32 LE) + bytes, or (mode 1, a `map` chunk) the
+//! argument as length (u64 LE) + bytes, or (mode 1, a `map` chunk) the
 //! encoded `Vec<A>` for a batch trampoline. Result message (worker →
 //! parent): a tag byte, then (0) per task, in order, the task's
-//! [`Outcome`] bytes as length (u32 LE) + bytes; (1) the encoded `Vec<R>`
+//! [`Outcome`] bytes as length (u64 LE) + bytes; (1) the encoded `Vec<R>`
 //! when every task of a batch returned and the results encode together;
 //! (2) one outcome for every task of the chunk (its arguments did not
 //! decode). The
@@ -41,7 +41,7 @@ pub(crate) struct WorkerArgs {
 
 /// Appends `bytes` with its length prefix.
 pub(crate) fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
     out.extend_from_slice(bytes);
 }
 
@@ -49,8 +49,8 @@ pub(crate) fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 pub(crate) fn items(mut buf: &[u8]) -> Option<Vec<&[u8]>> {
     let mut out = Vec::new();
     while !buf.is_empty() {
-        let (len, rest) = buf.split_first_chunk::<4>()?;
-        let len = u32::from_le_bytes(*len) as usize;
+        let (len, rest) = buf.split_first_chunk::<8>()?;
+        let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
         if rest.len() < len {
             return None;
         }

@@ -2,12 +2,12 @@
 //! the failure cases of issue 6 under every start method.
 
 use std::{
-    sync::Arc,
     sync::atomic::{AtomicUsize, Ordering},
-    time::Duration,
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
 };
 
-use multiproc::{ErrorKind, Executor, ExitStatus, Pool, PoolBuilder, StartMethod};
+use multiproc::{Callbacks, ErrorKind, Executor, ExitStatus, Pool, PoolBuilder, StartMethod};
 use serde::{Serialize, Serializer};
 
 use crate::support::{DEADLINE, PidWatch, block_forever};
@@ -290,7 +290,299 @@ fn executor_basics(m: StartMethod) {
     assert_eq!(ex.submit(square, 1).unwrap_err().kind(), ErrorKind::InvalidState);
 }
 
+/// Records what the callbacks saw.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn push(&self, s: String) {
+        self.0.lock().unwrap().push(s);
+    }
+    fn sorted(&self) -> Vec<String> {
+        let mut v = self.0.lock().unwrap().clone();
+        v.sort();
+        v
+    }
+}
+
+fn both<T: ?Sized + std::fmt::Debug>(seen: &Seen, tag: &'static str) -> Callbacks<T> {
+    let (a, b) = (seen.clone(), seen.clone());
+    Callbacks::new()
+        .callback(move |v: &T| a.push(format!("{tag} ok {v:?}")))
+        .error_callback(move |e| b.push(format!("{tag} err {:?}", e.kind())))
+}
+
+fn callbacks_run_once_with_value_or_error(m: StartMethod) {
+    let seen = Seen::default();
+    let p = Arc::new(pool(m, 2).build().unwrap());
+    // Handles dropped at once: the callbacks still run (by join).
+    for x in 0..3u64 {
+        drop(p.apply_async_with(square, x, both(&seen, "sq")).unwrap());
+    }
+    drop(p.apply_async_with(panics_on_odd, 1, both(&seen, "odd")).unwrap());
+    // A kept handle still returns its value after the callback saw it.
+    let r = p.apply_async_with(square, 5, both(&seen, "kept")).unwrap();
+    assert_eq!(r.get().unwrap(), 25);
+    assert!(seen.sorted().contains(&"kept ok 25".to_owned()));
+    // map: the whole list, or the first error in input order.
+    let r = p.map_async_with(square, 0..4u64, Some(1), both(&seen, "map")).unwrap();
+    assert_eq!(r.get().unwrap(), [0, 1, 4, 9]);
+    let r = p
+        .map_async_with(panics_on_odd, [0u32, 2, 3, 5], Some(1), both(&seen, "mapodd"))
+        .unwrap();
+    assert_eq!(r.get().unwrap_err().panic().unwrap().message(), "odd 3");
+    // A callback may use the pool (it runs without the pool's lock).
+    let inner = seen.clone();
+    let p2 = p.clone();
+    let cb = Callbacks::new().callback(move |v: &u64| {
+        let again = p2.apply(square, *v).unwrap();
+        inner.push(format!("nested {again}"));
+    });
+    assert_eq!(p.apply_async_with(square, 3, cb).unwrap().get().unwrap(), 9);
+    p.close();
+    p.join().unwrap();
+    assert_eq!(
+        seen.sorted(),
+        [
+            "kept ok 25",
+            "map ok [0, 1, 4, 9]",
+            "mapodd err ChildPanicked",
+            "nested 81",
+            "odd err ChildPanicked",
+            "sq ok 0",
+            "sq ok 1",
+            "sq ok 4",
+        ]
+    );
+
+    // Terminating: the error callbacks of unfinished tasks see Cancelled.
+    let seen = Seen::default();
+    let p = pool(m, 1).build().unwrap();
+    let r = p.apply_async_with(forever, 0, both(&seen, "stuck")).unwrap();
+    drop(p.map_async_with(square, 0..3u64, None, both(&seen, "queued")).unwrap());
+    p.terminate();
+    assert_eq!(r.get().unwrap_err().kind(), ErrorKind::Cancelled);
+    assert_eq!(seen.sorted(), ["queued err Cancelled", "stuck err Cancelled"]);
+    drop(p);
+
+    // Dropping a pool runs them too.
+    let seen = Seen::default();
+    let p = pool(m, 1).build().unwrap();
+    drop(p.apply_async_with(forever, 0, both(&seen, "dropped")).unwrap());
+    drop(p);
+    assert_eq!(seen.sorted(), ["dropped err Cancelled"]);
+}
+
+fn callback_panics_and_self_waits_are_reported(m: StartMethod) {
+    let p = Arc::new(pool(m, 1).build().unwrap());
+    // The callback's panic comes out of whichever call ran it: the
+    // submission (if the result was there already) or the wait.
+    let mut kept = None;
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let cb = Callbacks::new().callback(|_: &u64| panic!("callback bug"));
+        let r: &multiproc::AsyncResult<u64> = kept.insert(p.apply_async_with(square, 2, cb).unwrap());
+        r.wait(Some(DEADLINE))
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"callback bug"));
+    // The pool is consistent afterwards, and the value was kept.
+    if let Some(r) = kept {
+        assert_eq!(r.get().unwrap(), 4);
+    }
+    assert_eq!(p.apply(square, 3).unwrap(), 9);
+
+    // A callback waiting for its own result is told so, not deadlocked.
+    // (A callback may run before `apply_async_with` returns, before its
+    // handle is stored: then try again.)
+    type Slot = Arc<Mutex<Option<multiproc::AsyncResult<u64>>>>;
+    let mut told = None;
+    for _ in 0..100 {
+        let (tx, rx) = mpsc::channel();
+        let slot: Slot = Arc::default();
+        let inner = slot.clone();
+        let cb = Callbacks::new().callback(move |_: &u64| {
+            let own = inner.lock().unwrap().take();
+            tx.send(own.map(|own| own.get().map_err(|e| e.kind()))).unwrap();
+        });
+        let r = p.apply_async_with(square, 4, cb).unwrap();
+        *slot.lock().unwrap() = Some(r);
+        let waiter = p.apply_async(square, 1).unwrap();
+        waiter.get().unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        let ran = loop {
+            if let Ok(ran) = rx.try_recv() {
+                break ran;
+            }
+            assert!(Instant::now() < deadline, "the callback never ran");
+            p.apply(square, 0).unwrap();
+        };
+        if let Some(r) = ran {
+            told = Some(r);
+            break;
+        }
+    }
+    assert_eq!(told, Some(Err(ErrorKind::InvalidState)));
+    p.close();
+    p.join().unwrap();
+}
+
+fn waits_from_threads_do_not_block_each_other(m: StartMethod) {
+    let p = Arc::new(pool(m, 2).build().unwrap());
+    let stuck = p.apply_async(forever, 0).unwrap();
+    let waiter = std::thread::spawn(move || stuck.get().map_err(|e| e.kind()));
+    // While that thread waits (for ever) on the stuck task, this one is
+    // served by the other worker, many times.
+    for i in 0..50u64 {
+        assert_eq!(p.apply(square, i).unwrap(), i * i);
+        assert_eq!(p.map(square, 0..10u64).unwrap().len(), 10);
+    }
+    // `ready` polls without anyone driving the pool.
+    let r = p.apply_async(square, 7).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !r.ready() {
+        assert!(Instant::now() < deadline, "ready() never became true");
+        std::thread::yield_now();
+    }
+    assert_eq!(r.successful(), Some(true));
+    p.terminate();
+    assert_eq!(waiter.join().unwrap(), Err(ErrorKind::Cancelled));
+}
+
+fn init_fails_if_marker_exists(path: String) {
+    if std::path::Path::new(&path).exists() {
+        panic!("the replacement's initializer fails");
+    }
+}
+
+fn failing_replacement_breaks_the_pool(m: StartMethod) {
+    let marker = std::env::temp_dir().join(format!("multiproc-init-marker-{}-{m:?}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let p = pool(m, 1)
+        .initializer(init_fails_if_marker_exists, marker.display().to_string())
+        .build()
+        .unwrap();
+    let pids = p.pids();
+    std::fs::write(&marker, b"").unwrap();
+    let killed = p.apply_async(killed_at, 7).unwrap();
+    let behind = p.apply_async(square, 3).unwrap();
+    let e = killed.get().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChildKilled, "{e}");
+    let e = behind.get().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChildPanicked, "{e}");
+    assert_eq!(e.panic().unwrap().message(), "the replacement's initializer fails");
+    let e = p.apply_async(square, 4).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChildPanicked, "{e}");
+    // No respawn loop: no worker is left.
+    assert!(p.pids().is_empty());
+    assert_gone(&pids);
+    std::fs::remove_file(&marker).unwrap();
+    p.close();
+    p.join().unwrap();
+}
+
+#[allow(unsafe_code)]
+fn sigkill(pid: u32) {
+    // SAFETY: sends a signal to one of the pool's workers, the behaviour
+    // under test.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+fn separate_submissions_do_not_queue_behind_a_busy_worker(m: StartMethod) {
+    let p = pool(m, 2).build().unwrap();
+    // A map's first chunks go to different workers.
+    let pids = p.map_chunked(own_pid, [0u32, 1], 1).unwrap();
+    assert_ne!(pids[0], pids[1], "both chunks went to one worker");
+    // One worker is stuck: the other serves every later submission
+    // (none waits behind the stuck task).
+    let _stuck = p.apply_async(forever, 0).unwrap();
+    for i in 0..20u64 {
+        let mut r = p.apply_async(square, i).unwrap();
+        assert_eq!(r.get_timeout(DEADLINE).unwrap(), i * i);
+    }
+    let mut r = p.map_async(square, 0..8u64, Some(1)).unwrap();
+    assert_eq!(r.get_timeout(DEADLINE).unwrap().len(), 8);
+}
+
+fn idle_worker_death_is_noticed(m: StartMethod) {
+    let p = pool(m, 1).build().unwrap();
+    assert_eq!(p.apply(square, 3).unwrap(), 9);
+    for round in 0..2 {
+        let pid = p.pids()[0];
+        let watch = PidWatch::open(pid);
+        sigkill(pid);
+        assert!(watch.ended_within(DEADLINE));
+        if round == 0 {
+            assert_eq!(p.apply(square, 4).unwrap(), 16);
+        } else {
+            let got: Vec<u64> = p.imap(square, 0..3u64).unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, [0, 1, 4]);
+        }
+        assert_ne!(p.pids(), [pid]);
+    }
+}
+
+fn executor_drop_waits_like_python(m: StartMethod) {
+    let mut f = {
+        let ex = Executor::from_builder(pool(m, 2)).unwrap();
+        let f = ex.submit(square, 3).unwrap();
+        ex.shutdown(false, false).unwrap();
+        f
+    };
+    assert_eq!(f.result(Some(DEADLINE)).unwrap(), 9);
+}
+
+fn pool_in_a_fork_child(m: StartMethod) {
+    let p = Arc::new(pool(m, 1).build().unwrap());
+    assert_eq!(p.apply(square, 2).unwrap(), 4);
+    let inner = p.clone();
+    let mut child = multiproc::Process::from_closure(move || {
+        let e = inner.apply(square, 1000).unwrap_err();
+        (e.kind() == ErrorKind::InvalidState, e.to_string())
+    });
+    child.start().unwrap();
+    let (refused, message) = child.join_timeout(DEADLINE).unwrap();
+    assert!(refused, "{message}");
+    // The parent's pool is unharmed.
+    assert_eq!(p.apply(square, 5).unwrap(), 25);
+    if m == StartMethod::Fork {
+        // Replacement workers of a fork pool, once the program has
+        // threads (fork is refused there): the fork server starts them.
+        let p = Arc::new(pool(m, 2).maxtasksperchild(1).build().unwrap());
+        let q = p.clone();
+        let pids = std::thread::spawn(move || q.map_chunked(own_pid, 0..6u32, 1))
+            .join()
+            .unwrap()
+            .unwrap();
+        let mut distinct = pids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 6, "{pids:?}");
+    }
+}
+
+#[test]
+fn pool_in_a_fork_child_spawn() {
+    crate::support::run_isolated(pool_in_a_fork_child, StartMethod::Spawn);
+}
+
+#[test]
+fn pool_in_a_fork_child_fork() {
+    crate::support::run_isolated(pool_in_a_fork_child, StartMethod::Fork);
+}
+
+#[test]
+fn pool_in_a_fork_child_forkserver() {
+    crate::support::run_isolated(pool_in_a_fork_child, StartMethod::ForkServer);
+}
+
 per_method!(
+    separate_submissions_do_not_queue_behind_a_busy_worker,
+    idle_worker_death_is_noticed,
+    executor_drop_waits_like_python,
+    callbacks_run_once_with_value_or_error,
+    callback_panics_and_self_waits_are_reported,
+    waits_from_threads_do_not_block_each_other,
+    failing_replacement_breaks_the_pool,
     map_keeps_order,
     imap_is_lazy,
     killed_worker_fails_only_its_task,
@@ -301,3 +593,40 @@ per_method!(
     terminate_and_drop_leave_no_process,
     executor_basics,
 );
+
+#[cfg(feature = "progress")]
+fn progress_bars_count_tasks(m: StartMethod) {
+    let p = pool(m, 2).progress(true).build().unwrap();
+    let r = p.map_async(square, 0..1000u64, Some(10)).unwrap();
+    let bar = r.progress_bar().expect("a bar");
+    assert_eq!(bar.length(), Some(1000));
+    assert_eq!(r.get().unwrap().len(), 1000);
+    assert_eq!(bar.position(), 1000);
+    assert!(bar.is_finished());
+    // A failed task counts as done too.
+    let r = p.map_async(panics_on_odd, 0..10u32, Some(1)).unwrap();
+    let bar = r.progress_bar().unwrap();
+    assert!(r.get().is_err());
+    assert_eq!(bar.position(), 10);
+    // imap: the length from an exact size hint, none from an endless input.
+    let mut it = p.imap(square, 0..100u64).unwrap();
+    let bar = it.progress_bar().unwrap();
+    assert_eq!(bar.length(), Some(100));
+    for i in 0..10 {
+        assert_eq!(it.next().unwrap().unwrap(), i * i);
+        assert!(bar.position() > i);
+    }
+    assert_eq!(it.by_ref().count(), 90);
+    assert_eq!(bar.position(), 100);
+    assert!(bar.is_finished());
+    let mut endless = p.imap(square, 0u64..).unwrap();
+    assert_eq!(endless.progress_bar().unwrap().length(), None);
+    assert_eq!(endless.next().unwrap().unwrap(), 0);
+    drop(endless);
+    // Without `progress(true)`, no bar.
+    let quiet = pool(m, 1).build().unwrap();
+    assert!(quiet.map_async(square, 0..3u64, None).unwrap().progress_bar().is_none());
+}
+
+#[cfg(feature = "progress")]
+per_method!(progress_bars_count_tasks);

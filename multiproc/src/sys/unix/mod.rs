@@ -18,7 +18,9 @@ mod shmring;
 mod spawn;
 mod sync;
 
-pub(crate) use fd::{Fd, MAX_FDS, RecvSome, poll_readable_set, seqpacket_pair, socketpair};
+pub(crate) use fd::{
+    Fd, MAX_FDS, RecvSome, eventfd, eventfd_drain, eventfd_signal, poll_readable_set, seqpacket_pair, socketpair,
+};
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
 pub(crate) use memfd::{Memfd, buffer, read_file};
 pub(crate) use misc::{

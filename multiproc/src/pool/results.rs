@@ -1,0 +1,500 @@
+//! The handles on a pool's results: `AsyncResult`, `MapResult`, `Imap`,
+//! and the callbacks.
+
+use super::state::*;
+use super::*;
+/// A job's registration in the pool; dropping it forgets the job (its
+/// queued chunks are skipped, late results dropped) unless it has
+/// callbacks to run.
+pub(super) struct JobHandle {
+    pub(super) shared: Arc<Shared>,
+    pub(super) job: u64,
+    pub(super) len: usize,
+}
+
+impl JobHandle {
+    /// Takes what has arrived (without blocking), runs due callbacks, and
+    /// says whether the job has finished.
+    pub(super) fn ready(&self) -> bool {
+        let mut st = self.shared.lock();
+        st.harvest();
+        let st = run_due(&self.shared, st, true);
+        st.jobs.get(&self.job).is_none_or(Job::finished)
+    }
+
+    pub(super) fn wait_done(&self, deadline: Option<Instant>) -> Result<()> {
+        let key = (std::ptr::from_ref(&*self.shared) as usize, self.job);
+        if IN_CALLBACK.get() == Some(key) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "a callback cannot wait for the result it is called with",
+            ));
+        }
+        let st = self.shared.lock();
+        let job = self.job;
+        drive(&self.shared, st, deadline, |st| match st.jobs.get(&job) {
+            None => Check::Done,
+            Some(j) if j.finished() => Check::Done,
+            Some(j) if j.sealed && j.outstanding == 0 => Check::Wait,
+            Some(_) => Check::Pump,
+        })
+        .1
+    }
+
+    #[cfg(feature = "progress")]
+    pub(super) fn bar(&self) -> Option<ProgressBar> {
+        self.shared.lock().jobs.get(&self.job)?.bar.clone()
+    }
+
+    pub(super) fn successful(&self) -> Option<bool> {
+        let st = self.shared.lock();
+        let j = st.jobs.get(&self.job)?;
+        if !j.finished() {
+            return None;
+        }
+        if let Some((error, _)) = &j.decoded {
+            return Some(error.is_none());
+        }
+        Some(
+            j.out
+                .results
+                .values()
+                .all(|r| r.as_ref().is_ok_and(|b| b.first() == Some(&0))),
+        )
+    }
+
+    pub(super) fn peek_error_kind(&self) -> Option<ErrorKind> {
+        let st = self.shared.lock();
+        let j = st.jobs.get(&self.job)?;
+        if let Some((error, _)) = &j.decoded {
+            return *error;
+        }
+        j.out.results.values().find_map(|r| r.as_ref().err().map(Error::kind))
+    }
+
+    pub(super) fn take_all<R: DeserializeOwned + 'static>(&self) -> Result<Vec<R>> {
+        let out = {
+            let mut st = self.shared.lock();
+            let j = st
+                .jobs
+                .get_mut(&self.job)
+                .ok_or_else(|| Error::new(ErrorKind::InvalidState, "the result was already taken"))?;
+            if let Some((_, value)) = j.decoded.take() {
+                return match value.downcast::<Result<Vec<R>>>() {
+                    Ok(v) => *v,
+                    Err(_) => Err(Error::new(ErrorKind::Protocol, "a pool result of another type")),
+                };
+            }
+            std::mem::take(&mut j.out)
+        };
+        decode_output(out, self.len)
+    }
+}
+
+/// Decodes a finished job's `n` results, in order; the first error in
+/// input order, if any.
+pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usize) -> Result<Vec<R>> {
+    let Output { results, batches } = out;
+    let got = results.len() + batches.iter().map(|b| b.0.len()).sum::<usize>();
+    if got != len || (got == 0 && len == 1) {
+        return Err(Error::new(ErrorKind::InvalidState, "the result was already taken"));
+    }
+    if results.is_empty() && batches.len() <= 1 {
+        // The common case: one batch, or none for an empty input.
+        return match batches.into_iter().next() {
+            None => Ok(Vec::new()),
+            Some((_, bytes)) => decode_batch::<R>(&bytes, len),
+        };
+    }
+    let mut slots: Vec<Option<Result<R>>> = (0..len).map(|_| None).collect();
+    for (i, r) in results {
+        slots[i] = Some(decode::<R>(r));
+    }
+    for (idx, bytes) in batches {
+        match decode_batch::<R>(&bytes, idx.len()) {
+            Ok(values) => {
+                for (i, v) in idx.into_iter().zip(values) {
+                    slots[i] = Some(Ok(v));
+                }
+            }
+            Err(e) => {
+                for i in idx {
+                    slots[i] = Some(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+    slots
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| Err(Error::new(ErrorKind::Protocol, "a task's result is missing"))))
+        .collect()
+}
+
+/// Decodes a batch reply of `n` results.
+pub(super) fn decode_batch<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize) -> Result<Vec<R>> {
+    let values: Vec<R> = codec::decode(bytes).map_err(|CodecError(e)| {
+        Error::new(
+            ErrorKind::Deserialize,
+            format!("failed to deserialize the tasks' results: {e}"),
+        )
+    })?;
+    if values.len() != n {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            "a pool worker sent the wrong number of results",
+        ));
+    }
+    Ok(values)
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if let Some(j) = st.jobs.get_mut(&self.job) {
+            #[cfg(feature = "progress")]
+            if let Some(bar) = &j.bar {
+                if !bar.is_finished() {
+                    bar.abandon();
+                }
+            }
+            if j.on_done.is_some() || j.running {
+                j.orphan = true;
+            } else {
+                st.jobs.remove(&self.job);
+            }
+        }
+    }
+}
+
+/// A callback on a value.
+pub(super) type ValueCallback<T> = Box<dyn FnOnce(&T) + Send>;
+
+/// A callback on an error.
+pub(super) type ErrorCallback = Box<dyn FnOnce(&Error) + Send>;
+
+/// Python's `callback` and `error_callback` for
+/// [`Pool::apply_async_with`] (`T` is the result type) and
+/// [`Pool::map_async_with`] (`T` is `[R]`).
+pub struct Callbacks<T: ?Sized> {
+    pub(super) value: Option<ValueCallback<T>>,
+    pub(super) error: Option<ErrorCallback>,
+}
+
+impl<T: ?Sized> Callbacks<T> {
+    /// No callbacks yet.
+    pub fn new() -> Callbacks<T> {
+        Callbacks {
+            value: None,
+            error: None,
+        }
+    }
+
+    /// Called with the result when the task (every task of a `map`)
+    /// returned.
+    pub fn callback(mut self, f: impl FnOnce(&T) + Send + 'static) -> Callbacks<T> {
+        self.value = Some(Box::new(f));
+        self
+    }
+
+    /// Called with the error when the task (a task of a `map`: the first
+    /// in input order) failed.
+    pub fn error_callback(mut self, f: impl FnOnce(&Error) + Send + 'static) -> Callbacks<T> {
+        self.error = Some(Box::new(f));
+        self
+    }
+}
+
+impl<T: ?Sized> Default for Callbacks<T> {
+    fn default() -> Callbacks<T> {
+        Callbacks::new()
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Callbacks<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("callback", &self.value.is_some())
+            .field("error_callback", &self.error.is_some())
+            .finish()
+    }
+}
+
+/// The type-erased end of a job with callbacks: decodes its `len`
+/// results, calls the right callback (catching its panic), keeps the
+/// decoded result for `get`.
+pub(super) fn erase<R: DeserializeOwned + Send + 'static>(
+    len: usize,
+    value: Option<ValueCallback<[R]>>,
+    error: Option<ErrorCallback>,
+) -> OnDone {
+    Box::new(move |out| {
+        let r = decode_output::<R>(out, len);
+        let panic = panic::catch_unwind(AssertUnwindSafe(|| match &r {
+            Ok(v) => {
+                if let Some(cb) = value {
+                    cb(v);
+                }
+            }
+            Err(e) => {
+                if let Some(cb) = error {
+                    cb(e);
+                }
+            }
+        }))
+        .err();
+        Decoded {
+            error: r.as_ref().err().map(Error::kind),
+            value: Box::new(r),
+            panic,
+        }
+    })
+}
+
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+}
+
+/// The pending result of [`Pool::apply_async`] (Python's `AsyncResult`).
+pub struct AsyncResult<R> {
+    pub(super) handle: JobHandle,
+    pub(super) _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned + 'static> AsyncResult<R> {
+    /// Waits for the result.
+    ///
+    /// # Errors
+    ///
+    /// The task's error.
+    pub fn get(self) -> Result<R> {
+        self.handle.wait_done(None)?;
+        self.take()
+    }
+
+    /// Waits up to `timeout` for the result; on [`ErrorKind::Timeout`] the
+    /// result can still be waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`]; the task's error; [`ErrorKind::InvalidState`]
+    /// once the result was taken.
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        self.handle.wait_done(Some(deadline_after(timeout)))?;
+        self.take()
+    }
+
+    pub(super) fn take(&self) -> Result<R> {
+        self.handle
+            .take_all::<R>()?
+            .pop()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "no result"))
+    }
+
+    /// Waits up to `timeout` (`None`: no limit); `true` if the result is
+    /// ready.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] if waiting fails.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        match self.handle.wait_done(timeout.map(deadline_after)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_timeout() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `true` once the task has finished (or failed).
+    pub fn ready(&self) -> bool {
+        self.handle.ready()
+    }
+
+    /// `None` before the task finished; then whether it returned a value.
+    pub fn successful(&self) -> Option<bool> {
+        self.handle.successful()
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("job", &self.handle.job).finish()
+    }
+}
+
+/// The pending results of [`Pool::map_async`].
+pub struct MapResult<R> {
+    pub(super) handle: JobHandle,
+    pub(super) _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned + 'static> MapResult<R> {
+    /// Waits for every result; the first error in input order, if any.
+    ///
+    /// # Errors
+    ///
+    /// The first failed task's error.
+    pub fn get(self) -> Result<Vec<R>> {
+        self.handle.wait_done(None)?;
+        self.handle.take_all()
+    }
+
+    /// Like [`get`](MapResult::get) within `timeout`; on
+    /// [`ErrorKind::Timeout`] the results can still be waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`], or as [`get`](MapResult::get).
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<Vec<R>> {
+        self.handle.wait_done(Some(deadline_after(timeout)))?;
+        self.handle.take_all()
+    }
+
+    /// `true` once every task has finished (or failed).
+    pub fn ready(&self) -> bool {
+        self.handle.ready()
+    }
+
+    /// `None` before every task finished; then whether all returned values.
+    pub fn successful(&self) -> Option<bool> {
+        self.handle.successful()
+    }
+
+    /// The progress bar of this `map` (with [`PoolBuilder::progress`]).
+    #[cfg(feature = "progress")]
+    pub fn progress_bar(&self) -> Option<ProgressBar> {
+        self.handle.bar()
+    }
+}
+
+impl<R> std::fmt::Debug for MapResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapResult").field("job", &self.handle.job).finish()
+    }
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]. Ordered, it
+/// yields each task's result; unordered, `(index, result)` pairs as
+/// [`Imap::next_indexed`] (its `Iterator` items drop the index).
+pub struct Imap<I, A, R> {
+    pub(super) handle: JobHandle,
+    pub(super) input: Option<I>,
+    pub(super) offs: (i64, i64),
+    pub(super) chunksize: usize,
+    pub(super) ahead: usize,
+    pub(super) yielded: usize,
+    pub(super) ordered: bool,
+    pub(super) _r: PhantomData<fn(A) -> R>,
+}
+
+impl<I, A, R> Imap<I, A, R>
+where
+    I: Iterator<Item = A>,
+    A: Serialize + DeserializeOwned + 'static,
+    R: DeserializeOwned + 'static,
+{
+    /// The next result with its input index (in input order for
+    /// [`Pool::imap`], in completion order for [`Pool::imap_unordered`]).
+    /// After an error of the pool itself (not of a task), the iteration
+    /// ends.
+    pub fn next_indexed(&mut self) -> Option<(usize, Result<R>)> {
+        let shared = self.handle.shared.clone();
+        let job = self.handle.job;
+        // Read and encode the input without the lock: it is the caller's
+        // code, and may itself use the pool.
+        let mut parts = Vec::new();
+        while self.handle.len - self.yielded < self.ahead {
+            let Some(input) = self.input.as_mut() else { break };
+            let start = self.handle.len;
+            let part: Vec<(usize, A)> = input
+                .by_ref()
+                .take(self.chunksize)
+                .enumerate()
+                .map(|(k, a)| (start + k, a))
+                .collect();
+            if part.len() < self.chunksize {
+                self.input = None;
+            }
+            if part.is_empty() {
+                break;
+            }
+            self.handle.len += part.len();
+            parts.push(encode_items(self.offs, part));
+        }
+        let mut st = match shared.enter() {
+            Ok(st) => st,
+            Err(e) => return self.fail(e),
+        };
+        for enc in parts {
+            st.add(job, enc);
+        }
+        if self.input.is_none() {
+            st.seal(job);
+        }
+        let (yielded, ordered, len) = (self.yielded, self.ordered, self.handle.len);
+        let mut found = None;
+        let (st, r) = drive(&shared, st, None, |st| {
+            let Some(j) = st.jobs.get_mut(&job) else {
+                return Check::Done;
+            };
+            found = if ordered {
+                j.out.results.remove(&yielded).map(|r| (yielded, r))
+            } else {
+                j.out.results.pop_first()
+            };
+            if found.is_some() || yielded == len {
+                Check::Done
+            } else {
+                Check::Pump
+            }
+        });
+        drop(st);
+        if let Err(e) = r {
+            return self.fail(e);
+        }
+        let (i, r) = found?;
+        self.yielded += 1;
+        Some((i, decode::<R>(r)))
+    }
+
+    /// Reports `e` and ends the iteration.
+    fn fail(&mut self, e: Error) -> Option<(usize, Result<R>)> {
+        if self.input.is_none() && self.yielded == self.handle.len {
+            return None;
+        }
+        let at = self.yielded;
+        self.input = None;
+        self.yielded = self.handle.len;
+        Some((at, Err(e)))
+    }
+
+    /// The progress bar of this `imap` (with
+    /// [`PoolBuilder::progress`]).
+    #[cfg(feature = "progress")]
+    pub fn progress_bar(&self) -> Option<ProgressBar> {
+        self.handle.bar()
+    }
+}
+
+impl<I, A, R> Iterator for Imap<I, A, R>
+where
+    I: Iterator<Item = A>,
+    A: Serialize + DeserializeOwned + 'static,
+    R: DeserializeOwned + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_indexed().map(|(_, r)| r)
+    }
+}
+
+impl<I, A, R> std::fmt::Debug for Imap<I, A, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("job", &self.handle.job)
+            .field("yielded", &self.yielded)
+            .finish()
+    }
+}

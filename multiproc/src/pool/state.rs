@@ -1,0 +1,1043 @@
+//! The pool's state and how callers drive it: workers, jobs, chunks,
+//! dispatch, the rounds of waiting, callbacks.
+
+use super::*;
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// Signalled after each of the driving thread's rounds, when it stops
+    /// driving, and when a callback has run.
+    pub(super) callback_done: Condvar,
+    /// The process that created the pool: the only one that may use it.
+    pub(super) owner: u32,
+    /// The number of workers the pool keeps.
+    pub(super) size: usize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared { .. }")
+    }
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock, in the process that created the pool; an error in
+    /// another (a fork child: the workers and their connections are the
+    /// parent's).
+    pub(super) fn enter(&self) -> Result<MutexGuard<'_, State>> {
+        if !self.is_owner() {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "a pool can only be used by the process that created it",
+            ));
+        }
+        Ok(self.lock())
+    }
+
+    pub(super) fn is_owner(&self) -> bool {
+        sys::getpid() == self.owner
+    }
+}
+
+pub(super) struct Config {
+    pub(super) init: Option<Init>,
+    pub(super) maxtasks: Option<usize>,
+    pub(super) method: Option<StartMethod>,
+    pub(super) task_timeout: Option<Duration>,
+    #[cfg_attr(not(feature = "progress"), allow(dead_code))]
+    pub(super) progress: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Life {
+    Running,
+    Closed,
+    Terminated,
+}
+
+pub(super) struct State {
+    pub(super) cfg: Config,
+    pub(super) size: usize,
+    pub(super) workers: Vec<Worker>,
+    pub(super) pending: VecDeque<Chunk>,
+    pub(super) jobs: HashMap<u64, Job>,
+    pub(super) next_job: u64,
+    pub(super) life: Life,
+    pub(super) broken: Option<Error>,
+    pub(super) started: usize,
+    /// Finished jobs whose callbacks have not run yet.
+    pub(super) due: Vec<u64>,
+    /// A thread waits on the workers without holding the lock.
+    pub(super) driving: bool,
+    /// Workers removed while a thread was driving: their descriptors stay
+    /// open until that thread's wait has returned.
+    pub(super) graveyard: Vec<Worker>,
+    /// An eventfd in every round's wait: signalled when the driving
+    /// thread must look again (new workers, terminate).
+    pub(super) wake: sys::Fd,
+}
+
+/// A job's finished tasks, as the workers sent them.
+#[derive(Default)]
+pub(super) struct Output {
+    pub(super) results: BTreeMap<usize, TaskResult>,
+    /// Batch replies: the tasks' indexes and their encoded `Vec<R>`.
+    pub(super) batches: Vec<(Vec<usize>, Vec<u8>)>,
+}
+
+/// Decodes a finished job's output and runs the user's callback on it.
+pub(super) type OnDone = Box<dyn FnOnce(Output) -> Decoded + Send>;
+
+/// What [`OnDone`] gives back.
+pub(super) struct Decoded {
+    /// The `Result<Vec<R>>`, for a later `get`.
+    pub(super) value: Box<dyn Any + Send>,
+    /// Its error's kind, if it is an error.
+    pub(super) error: Option<ErrorKind>,
+    /// The callback's panic.
+    pub(super) panic: Option<Box<dyn Any + Send>>,
+}
+
+#[derive(Default)]
+pub(super) struct Job {
+    pub(super) out: Output,
+    pub(super) outstanding: usize,
+    /// Every task has been submitted (an `imap` submits as it goes).
+    pub(super) sealed: bool,
+    /// The callbacks, until they run.
+    pub(super) on_done: Option<OnDone>,
+    /// A thread is running the callbacks (without the pool's lock).
+    pub(super) running: bool,
+    /// What the callbacks decoded (its error's kind and the
+    /// `Result<Vec<R>>`), for `get`.
+    pub(super) decoded: Option<(Option<ErrorKind>, Box<dyn Any + Send>)>,
+    /// The handle was dropped: forget the job once its callbacks ran.
+    pub(super) orphan: bool,
+    #[cfg(feature = "progress")]
+    pub(super) bar: Option<ProgressBar>,
+}
+
+impl Job {
+    /// Finished, callbacks included.
+    pub(super) fn finished(&self) -> bool {
+        self.sealed && self.outstanding == 0 && self.on_done.is_none() && !self.running
+    }
+}
+
+pub(super) struct Chunk {
+    pub(super) job: u64,
+    pub(super) idx: Vec<usize>,
+    pub(super) payload: Vec<u8>,
+}
+
+pub(super) struct Sent {
+    pub(super) chunk: Chunk,
+    pub(super) started: Option<Instant>,
+}
+
+pub(super) struct Worker {
+    /// Unique in the pool (a replacement has a new one).
+    pub(super) id: usize,
+    pub(super) proc: Process<()>,
+    pub(super) conn: Connection,
+    pub(super) in_flight: VecDeque<Sent>,
+    pub(super) sent: usize,
+    /// The initializer has reported success; until then (`Some`), the
+    /// moment by which it must.
+    pub(super) starting: Option<Instant>,
+    /// How long its last chunk took: chunks queue deeply only behind fast
+    /// ones (a slow chunk would hold back the chunks queued behind it
+    /// while other workers idle).
+    pub(super) last_chunk: Option<Duration>,
+}
+
+/// A chunk shorter than this is "fast": a worker running fast chunks gets
+/// up to [`MAX_DEPTH`] of them at once, to hide the round trip.
+const FAST_CHUNK: Duration = Duration::from_millis(1);
+
+/// How long a worker whose connection ended may take to exit before it is
+/// killed (its exit status tells more than a kill).
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+impl Worker {
+    /// Waits for the initializer's outcome (bounded), for a worker of a
+    /// pool being built.
+    pub(super) fn await_ready(&mut self) -> Result<()> {
+        let ready = wait(&[(&self.conn).into(), (&self.proc).into()], Some(WORKER_DEADLINE))?;
+        if ready.is_empty() {
+            self.kill_and_reap();
+            return Err(self.init_timeout());
+        }
+        if ready.contains(&0) || self.conn.poll(Some(Duration::ZERO))? {
+            if let Ok(bytes) = self.conn.recv_bytes() {
+                return self.init_outcome(&bytes);
+            }
+        }
+        Err(self.ended_early())
+    }
+
+    /// The initializer's report, as a result.
+    pub(super) fn init_outcome(&mut self, bytes: &[u8]) -> Result<()> {
+        let err = |kind, m: String| Err(self.err(kind, m));
+        let r = match Outcome::from_bytes(bytes) {
+            Ok(OutcomeRef::Value(_)) => Ok(()),
+            Ok(OutcomeRef::Panic(p)) => Err(self
+                .err(ErrorKind::ChildPanicked, "the pool's initializer panicked".into())
+                .with_panic(p)),
+            Ok(OutcomeRef::Failed(Failure::DecodeArgs, m)) => err(
+                ErrorKind::Deserialize,
+                format!("the pool's initializer could not deserialize its arguments: {m}"),
+            ),
+            Ok(OutcomeRef::Failed(_, m)) => err(ErrorKind::Bootstrap, format!("the pool's initializer failed: {m}")),
+            Err(m) => err(ErrorKind::Protocol, format!("malformed initializer outcome: {m}")),
+        };
+        if r.is_ok() {
+            self.starting = None;
+        }
+        r
+    }
+
+    fn init_timeout(&self) -> Error {
+        self.err(
+            ErrorKind::Timeout,
+            format!("a pool worker did not finish its initializer within {WORKER_DEADLINE:?}"),
+        )
+    }
+
+    /// The error for a worker that ended before its initializer reported.
+    fn ended_early(&mut self) -> Error {
+        self.reap();
+        let e = self.err(
+            ErrorKind::Bootstrap,
+            "a pool worker ended before its initializer finished".into(),
+        );
+        match self.proc.exit_status() {
+            Some(s) => e.with_status(s),
+            None => e,
+        }
+    }
+
+    pub(super) fn err(&self, kind: ErrorKind, message: String) -> Error {
+        Error::new(kind, message).with_process(self.proc.name(), self.proc.pid())
+    }
+
+    pub(super) fn can_take(&self, next: &Chunk, maxtasks: Option<usize>) -> bool {
+        if self.starting.is_some() || maxtasks.is_some_and(|m| self.sent >= m) {
+            return false;
+        }
+        let Some(back) = self.in_flight.back() else { return true };
+        // Only chunks of one job (a `map`) queue up behind each other:
+        // separate submissions stay pending (and cancellable) until a
+        // worker is free, as they would in Python's shared task queue.
+        let depth = match self.last_chunk {
+            Some(d) if d < FAST_CHUNK => MAX_DEPTH,
+            _ => 2,
+        };
+        back.chunk.job == next.job
+            && self.in_flight.len() < depth
+            && self.in_flight.iter().map(|s| s.chunk.payload.len()).sum::<usize>() + next.payload.len() <= SMALL_CHUNK
+    }
+
+    /// Reaps the worker: waits a short grace for it to exit by itself,
+    /// then kills it. Bounded.
+    pub(super) fn reap(&mut self) {
+        if self.proc.join_timeout(EXIT_GRACE).is_err() && self.proc.exit_status().is_none() {
+            self.kill_and_reap();
+        }
+    }
+
+    /// Kills the worker (if alive) and reaps it, bounded.
+    pub(super) fn kill_and_reap(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.join_timeout(WORKER_DEADLINE);
+    }
+}
+
+/// A chunk's encoded payload and task indexes, or the tasks whose
+/// arguments failed to encode. Built without the pool's lock.
+pub(super) struct Encoded {
+    idx: Vec<usize>,
+    payload: Vec<u8>,
+    failed: Vec<(usize, Error)>,
+}
+
+/// Encodes `items` as one per-task chunk; an argument that fails to
+/// serialize fails its task alone.
+pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<(usize, A)>) -> Encoded {
+    let mut enc = Encoded {
+        idx: Vec::with_capacity(items.len()),
+        payload: worker::task_header(offs.0, offs.1, 0),
+        failed: Vec::new(),
+    };
+    for (i, a) in items {
+        match codec::encode(&a) {
+            Ok(bytes) => {
+                worker::put(&mut enc.payload, &bytes);
+                enc.idx.push(i);
+            }
+            Err(CodecError(e)) => enc.failed.push((
+                i,
+                Error::new(
+                    ErrorKind::Serialize,
+                    format!("failed to serialize the task's argument: {e}"),
+                ),
+            )),
+        }
+    }
+    enc
+}
+
+/// Encodes a `map` chunk as one `Vec<A>` for the batch trampoline; falls
+/// back to [`encode_items`] when there is none or the batch does not
+/// encode.
+pub(super) fn encode_batch<A: Serialize + 'static>(
+    offs: (i64, i64),
+    batch_offs: Option<(i64, i64)>,
+    start: usize,
+    items: Vec<A>,
+) -> Encoded {
+    if let Some(bo) = batch_offs {
+        if let Ok(bytes) = codec::encode(&items) {
+            let mut payload = worker::task_header(bo.0, bo.1, 1);
+            payload.extend_from_slice(&bytes);
+            return Encoded {
+                idx: (start..start + items.len()).collect(),
+                payload,
+                failed: Vec::new(),
+            };
+        }
+    }
+    encode_items(
+        offs,
+        items.into_iter().enumerate().map(|(k, a)| (start + k, a)).collect(),
+    )
+}
+
+impl State {
+    /// Starts a worker; under `fork`, in a process that has other threads
+    /// by now (fork is refused there), the fork server starts it instead.
+    pub(super) fn start_worker(&mut self) -> Result<Worker> {
+        match self.start_worker_with(self.cfg.method) {
+            Err(e) if e.kind() == ErrorKind::ForkWithThreads => self.start_worker_with(Some(StartMethod::ForkServer)),
+            r => r,
+        }
+    }
+
+    fn start_worker_with(&mut self, method: Option<StartMethod>) -> Result<Worker> {
+        let (ours, theirs) = pipe(true)?;
+        self.started += 1;
+        let mut b = ProcessBuilder::new()
+            .name(format!("PoolWorker-{}", self.started))
+            .daemon(true);
+        if let Some(m) = method {
+            b = b.start_method(m);
+        }
+        let mut proc = b.target_with(
+            worker::worker_main,
+            WorkerArgs {
+                conn: theirs,
+                init: self.cfg.init.clone(),
+                maxtasks: self.cfg.maxtasks,
+            },
+        );
+        proc.start()?;
+        Ok(Worker {
+            id: self.started,
+            proc,
+            conn: ours,
+            in_flight: VecDeque::new(),
+            sent: 0,
+            starting: Some(deadline_after(WORKER_DEADLINE)),
+            last_chunk: None,
+        })
+    }
+
+    pub(super) fn kill_all(&mut self) {
+        for w in &self.workers {
+            let _ = w.proc.kill();
+        }
+        for mut w in std::mem::take(&mut self.workers) {
+            let _ = w.proc.join_timeout(WORKER_DEADLINE);
+            for s in w.in_flight.drain(..) {
+                self.pending.push_back(s.chunk);
+            }
+            self.bury(w);
+        }
+    }
+
+    pub(super) fn check_open(&self) -> Result<()> {
+        if let Some(e) = &self.broken {
+            return Err(e.duplicate());
+        }
+        match self.life {
+            Life::Running => Ok(()),
+            _ => Err(Error::new(ErrorKind::InvalidState, "the pool is closed")),
+        }
+    }
+
+    pub(super) fn new_job(&mut self) -> u64 {
+        let id = self.next_job;
+        self.next_job += 1;
+        self.jobs.insert(id, Job::default());
+        id
+    }
+
+    /// Counts `n` tasks of `job` as finished; when the job is sealed and
+    /// nothing is outstanding, finishes its bar and queues its callbacks.
+    pub(super) fn tasks_done(&mut self, job: u64, n: usize) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        j.outstanding -= n;
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &j.bar {
+            bar.inc(n as u64);
+        }
+        self.settle(job);
+    }
+
+    /// Marks every task of `job` as submitted.
+    pub(super) fn seal(&mut self, job: u64) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.sealed = true;
+        }
+        self.settle(job);
+    }
+
+    fn settle(&mut self, job: u64) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if !j.sealed || j.outstanding > 0 {
+            return;
+        }
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &j.bar {
+            if !bar.is_finished() {
+                bar.finish();
+            }
+        }
+        if j.on_done.is_some() && !self.due.contains(&job) {
+            self.due.push(job);
+        }
+    }
+
+    /// A progress bar for a new job of `len` tasks (`None`: unknown), if
+    /// the pool shows them.
+    #[cfg(feature = "progress")]
+    pub(super) fn attach_bar(&mut self, job: u64, len: Option<usize>) {
+        if !self.cfg.progress {
+            return;
+        }
+        let (bar, template) = match len {
+            Some(n) => (
+                ProgressBar::new(n as u64),
+                "{elapsed_precise} {wide_bar} {human_pos}/{human_len} tasks ({per_sec}, {eta} left)",
+            ),
+            None => (
+                ProgressBar::no_length(),
+                "{spinner} {elapsed_precise} {human_pos} tasks ({per_sec})",
+            ),
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.bar = Some(bar);
+        }
+    }
+
+    /// Adds an encoded chunk of `job`: its tasks count as outstanding, the
+    /// ones that failed to encode finish at once, the rest is queued (or
+    /// fails at once on a broken pool).
+    pub(super) fn add(&mut self, job: u64, enc: Encoded) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        let failed = enc.failed.len();
+        j.outstanding += enc.idx.len() + failed;
+        for (i, e) in enc.failed {
+            j.out.results.insert(i, Err(e));
+        }
+        if failed > 0 {
+            self.tasks_done(job, failed);
+        }
+        if enc.idx.is_empty() {
+            return;
+        }
+        let chunk = Chunk {
+            job,
+            idx: enc.idx,
+            payload: enc.payload,
+        };
+        match (&self.broken, self.life) {
+            (Some(e), _) => {
+                let e = e.duplicate();
+                self.fail_chunk(chunk, &e);
+            }
+            (None, Life::Terminated) => {
+                let e = Error::new(ErrorKind::Cancelled, "the pool was terminated");
+                self.fail_chunk(chunk, &e);
+            }
+            (None, _) => self.pending.push_back(chunk),
+        }
+    }
+
+    pub(super) fn fail_chunk(&mut self, chunk: Chunk, e: &Error) {
+        let n = chunk.idx.len();
+        let Some(j) = self.jobs.get_mut(&chunk.job) else { return };
+        for i in chunk.idx {
+            j.out.results.insert(i, Err(e.duplicate()));
+        }
+        self.tasks_done(chunk.job, n);
+    }
+
+    pub(super) fn complete(&mut self, chunk: Chunk, msg: &[u8]) {
+        let (job, n) = (chunk.job, chunk.idx.len());
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        let per_task = match msg.split_first() {
+            Some((1, values)) => {
+                j.out.batches.push((chunk.idx, values.to_vec()));
+                return self.tasks_done(job, n);
+            }
+            Some((2, outcome)) => {
+                for i in chunk.idx {
+                    j.out.results.insert(i, Ok(outcome.to_vec()));
+                }
+                return self.tasks_done(job, n);
+            }
+            Some((0, rest)) => worker::items(rest).filter(|it| it.len() == n),
+            _ => None,
+        };
+        match per_task {
+            Some(items) => {
+                for (i, bytes) in chunk.idx.into_iter().zip(items) {
+                    j.out.results.insert(i, Ok(bytes.to_vec()));
+                }
+                self.tasks_done(job, n);
+            }
+            None => {
+                let e = Error::new(ErrorKind::Protocol, "a pool worker sent a malformed result message");
+                self.fail_chunk(chunk, &e);
+            }
+        }
+    }
+
+    pub(super) fn fail_pending(&mut self, e: &Error) {
+        while let Some(c) = self.pending.pop_front() {
+            self.fail_chunk(c, e);
+        }
+    }
+
+    /// Sends pending chunks, breadth first: each to the worker with the
+    /// fewest chunks in flight that can take it. A worker found dead on
+    /// sending (it died while idle) is replaced.
+    pub(super) fn dispatch(&mut self) {
+        if self.life == Life::Terminated {
+            return;
+        }
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        let mut sent_any = false;
+        while let Some(next) = self.pending.front() {
+            if !self.jobs.contains_key(&next.job) {
+                // Its handle was dropped.
+                self.pending.pop_front();
+                continue;
+            }
+            let maxtasks = self.cfg.maxtasks;
+            let Some(i) = (0..self.workers.len())
+                .filter(|i| !dead.contains(i) && self.workers[*i].can_take(next, maxtasks))
+                .min_by_key(|&i| self.workers[i].in_flight.len())
+            else {
+                break;
+            };
+            let Some(chunk) = self.pending.pop_front() else { break };
+            let w = &mut self.workers[i];
+            if w.conn.send_bytes(&chunk.payload).is_err() {
+                self.pending.push_front(chunk);
+                dead.push(i);
+                continue;
+            }
+            sent_any = true;
+            w.sent += 1;
+            let started = w.in_flight.is_empty().then_some(now);
+            w.in_flight.push_back(Sent { chunk, started });
+        }
+        if sent_any {
+            self.nudge();
+        }
+        dead.sort_unstable();
+        for &i in dead.iter().rev() {
+            self.on_death(i, false);
+        }
+    }
+
+    pub(super) fn in_flight(&self) -> bool {
+        self.workers.iter().any(|w| !w.in_flight.is_empty())
+    }
+
+    /// Wakes the driving thread (if any) to look again at the workers.
+    fn nudge(&self) {
+        if self.driving {
+            sys::eventfd_signal(&self.wake);
+        }
+    }
+
+    /// Drops a removed worker, or keeps it until the driving thread's wait
+    /// (which may be watching its descriptors) has returned.
+    pub(super) fn bury(&mut self, w: Worker) {
+        if self.driving {
+            self.graveyard.push(w);
+            self.nudge();
+        }
+    }
+
+    /// Dispatches, then says what to wait for: `None` when there is nothing
+    /// to wait for (no work, or no worker).
+    pub(super) fn prepare(&mut self, deadline: Option<Instant>) -> Option<Round> {
+        self.dispatch();
+        let starting = self.workers.iter().any(|w| w.starting.is_some());
+        if self.workers.is_empty() || (!self.in_flight() && self.pending.is_empty() && !starting) {
+            return None;
+        }
+        let now = Instant::now();
+        let mut wake = deadline;
+        let mut soonest = |at: Instant| wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+        for w in &self.workers {
+            if let Some(at) = w.starting {
+                soonest(at);
+            }
+            if let (Some(t), Some(s)) = (self.cfg.task_timeout, w.in_flight.front()) {
+                soonest(overdue_at(s, t, now));
+            }
+        }
+        let mut round = Round {
+            ids: Vec::with_capacity(self.workers.len()),
+            fds: Vec::with_capacity(2 * self.workers.len() + 1),
+            timeout: wake.map(|w| w.saturating_duration_since(now)),
+        };
+        for w in &self.workers {
+            round.ids.push(w.id);
+            round.fds.push(w.conn.as_raw_fd());
+            round.fds.push(w.proc.sentinel().map_or(-1, |fd| fd.as_raw_fd()));
+            // A message already buffered is not seen by `poll`.
+            if w.conn.ready_now() == Some(true) {
+                round.timeout = Some(Duration::ZERO);
+            }
+        }
+        round.fds.push(self.wake.raw());
+        Some(round)
+    }
+
+    /// Handles what a round's wait found: results, deaths, overdue tasks
+    /// and initializers.
+    pub(super) fn finish(&mut self, round: &Round, polled: &[bool]) {
+        if polled.last() == Some(&true) {
+            sys::eventfd_drain(&self.wake);
+        }
+        let mut dead: Vec<(usize, Death)> = Vec::new();
+        for (k, &id) in round.ids.iter().enumerate() {
+            // The worker may have gone (terminate) while we waited.
+            let Some(i) = self.workers.iter().position(|w| w.id == id) else {
+                continue;
+            };
+            let conn_ready = polled.get(2 * k) == Some(&true) || self.workers[i].conn.ready_now() == Some(true);
+            if conn_ready {
+                // Take every message already there, not just one.
+                loop {
+                    match self.workers[i].conn.recv_bytes() {
+                        Ok(msg) => {
+                            if let Err(e) = self.on_message(i, &msg) {
+                                dead.push((i, Death::Init(e)));
+                                break;
+                            }
+                        }
+                        Err(_) => {
+                            dead.push((i, Death::Ended));
+                            break;
+                        }
+                    }
+                    if self.workers[i].in_flight.is_empty()
+                        || !self.workers[i].conn.poll(Some(Duration::ZERO)).unwrap_or(false)
+                    {
+                        break;
+                    }
+                }
+            }
+            if polled.get(2 * k + 1) == Some(&true) {
+                dead.push((i, Death::Ended));
+            }
+        }
+        let now = Instant::now();
+        for (i, w) in self.workers.iter().enumerate() {
+            let overdue = |s: &Sent| self.cfg.task_timeout.is_some_and(|t| overdue_at(s, t, now) <= now);
+            if w.in_flight.front().is_some_and(overdue) {
+                let _ = w.proc.kill();
+                dead.push((i, Death::Overdue));
+            } else if w.starting.is_some_and(|at| at <= now) {
+                let _ = w.proc.kill();
+                dead.push((i, Death::Init(w.init_timeout())));
+            }
+        }
+        // One death per worker, the most telling; from the highest index,
+        // since `on_death` may remove its worker.
+        dead.sort_by_key(|(i, d)| (std::cmp::Reverse(*i), d.rank()));
+        dead.dedup_by_key(|(i, _)| *i);
+        for (i, death) in dead {
+            self.on_death_as(i, death);
+        }
+    }
+
+    /// One round under the lock, without waiting: dispatch and take what
+    /// has arrived. For callers that must not block (submissions,
+    /// `ready`).
+    pub(super) fn harvest(&mut self) {
+        if self.driving {
+            self.dispatch();
+            return;
+        }
+        if let Some(round) = self.prepare(None) {
+            if let Ok(polled) = sys::poll_readable_set(&round.fds, Some(Duration::ZERO)) {
+                self.finish(&round, &polled);
+            }
+        }
+    }
+
+    /// A message from worker `i`: its initializer's report, or a result.
+    fn on_message(&mut self, i: usize, msg: &[u8]) -> Result<()> {
+        let w = &mut self.workers[i];
+        if w.starting.is_some() {
+            return w.init_outcome(msg);
+        }
+        let Some(sent) = w.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        w.last_chunk = sent.started.map(|s| now.saturating_duration_since(s));
+        if let Some(next) = w.in_flight.front_mut() {
+            next.started = Some(now);
+        }
+        self.complete(sent.chunk, msg);
+        Ok(())
+    }
+
+    pub(super) fn on_death(&mut self, i: usize, timed_out: bool) {
+        self.on_death_as(i, if timed_out { Death::Overdue } else { Death::Ended });
+    }
+
+    fn on_death_as(&mut self, i: usize, death: Death) {
+        if i >= self.workers.len() {
+            return;
+        }
+        // Keep what the worker sent before it ended.
+        while matches!(death, Death::Ended) && self.workers[i].conn.poll(Some(Duration::ZERO)).unwrap_or(false) {
+            match self.workers[i].conn.recv_bytes() {
+                Ok(msg) => {
+                    if let Err(e) = self.on_message(i, &msg) {
+                        return self.on_death_as(i, Death::Init(e));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let w = &mut self.workers[i];
+        w.reap();
+        let overdue = matches!(death, Death::Overdue);
+        let init_failure = match death {
+            Death::Init(e) => Some(e),
+            _ if w.starting.is_some() => Some(w.ended_early()),
+            _ => None,
+        };
+        if let Some(e) = init_failure {
+            // A replacement's initializer failed. No respawn loop: the pool
+            // is broken for good; tasks already with the other workers
+            // still finish.
+            let old = self.workers.remove(i);
+            self.bury(old);
+            self.fail_pending(&e);
+            self.broken = Some(e);
+            return;
+        }
+        let status = w.proc.exit_status();
+        let head = w.in_flight.pop_front();
+        for s in w.in_flight.drain(..).rev() {
+            self.pending.push_front(s.chunk);
+        }
+        if let Some(head) = head {
+            let w = &self.workers[i];
+            let e = if overdue {
+                w.err(
+                    ErrorKind::Timeout,
+                    "the task ran past the pool's task timeout; its worker was killed and replaced".into(),
+                )
+            } else {
+                let kind = match status {
+                    Some(ExitStatus::Signaled(_)) => ErrorKind::ChildKilled,
+                    _ => ErrorKind::ChildExited,
+                };
+                let shown = status.map_or_else(|| "an unknown status".to_owned(), |s| s.to_string());
+                w.err(kind, format!("the pool worker running this task died ({shown})"))
+            };
+            let e = match status {
+                Some(s) => e.with_status(s),
+                None => e,
+            };
+            self.fail_chunk(head.chunk, &e);
+        }
+        if self.life == Life::Terminated || self.broken.is_some() {
+            let w = self.workers.remove(i);
+            self.bury(w);
+            return;
+        }
+        // The replacement starts now; its initializer reports in a later
+        // round (the lock is not held while it runs).
+        match self.start_worker() {
+            Ok(w) => {
+                let old = std::mem::replace(&mut self.workers[i], w);
+                self.bury(old);
+                self.nudge();
+            }
+            Err(e) => {
+                let old = self.workers.remove(i);
+                self.bury(old);
+                self.fail_pending(&e);
+                self.broken = Some(e);
+            }
+        }
+    }
+
+    /// Kills the workers and fails every unfinished task.
+    pub(super) fn terminate(&mut self) {
+        self.life = Life::Terminated;
+        self.kill_all();
+        let e = Error::new(ErrorKind::Cancelled, "the pool was terminated before the task finished");
+        self.fail_pending(&e);
+        self.nudge();
+    }
+}
+
+/// Why a worker is being replaced.
+enum Death {
+    /// It ended (or its connection did).
+    Ended,
+    /// It ran past the task timeout (killed).
+    Overdue,
+    /// Its initializer failed or took too long.
+    Init(Error),
+}
+
+impl Death {
+    /// Which of several reasons found in one round wins (lowest first).
+    fn rank(&self) -> u8 {
+        match self {
+            Death::Init(_) => 0,
+            Death::Overdue => 1,
+            Death::Ended => 2,
+        }
+    }
+}
+
+/// What one round waits for: each worker's connection and sentinel.
+pub(super) struct Round {
+    pub(super) ids: Vec<usize>,
+    pub(super) fds: Vec<RawFd>,
+    pub(super) timeout: Option<Duration>,
+}
+
+/// When the chunk `s` is overdue under a task timeout `t` (saturating:
+/// a huge timeout means "never").
+pub(super) fn overdue_at(s: &Sent, t: Duration, now: Instant) -> Instant {
+    let n = u32::try_from(s.chunk.idx.len().max(1)).unwrap_or(u32::MAX);
+    let limit = t.checked_mul(n).unwrap_or(Duration::MAX);
+    s.started
+        .unwrap_or(now)
+        .checked_add(limit)
+        .unwrap_or_else(|| deadline_after(limit))
+}
+
+/// What a driving caller waits for.
+pub(super) enum Check {
+    /// It has happened.
+    Done,
+    /// Another thread is about to make it happen (it runs the callbacks
+    /// of the job): wait for its signal.
+    Wait,
+    /// Results are needed.
+    Pump,
+}
+
+thread_local! {
+    /// The job whose callbacks this thread is running (pool address, job).
+    pub(super) static IN_CALLBACK: Cell<Option<(usize, u64)>> = const { Cell::new(None) };
+}
+
+/// Drives the pool until `check` says done, or `deadline` passes.
+///
+/// One thread at a time waits on the workers (the driver), and it does so
+/// *without* holding the lock: other threads submit, look at results and
+/// take them meanwhile, and the threads waiting for their own results
+/// sleep on the condition variable, woken after each of the driver's
+/// rounds. A thread that needs results while nobody drives becomes the
+/// driver.
+pub(super) fn drive<'a>(
+    shared: &'a Shared,
+    mut st: MutexGuard<'a, State>,
+    deadline: Option<Instant>,
+    mut check: impl FnMut(&mut State) -> Check,
+) -> (MutexGuard<'a, State>, Result<()>) {
+    loop {
+        st = run_due(shared, st, true);
+        let step = check(&mut st);
+        if matches!(step, Check::Done) {
+            return (st, Ok(()));
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return (
+                st,
+                Err(Error::new(ErrorKind::Timeout, "the pool's result is not ready yet")),
+            );
+        }
+        if matches!(step, Check::Wait) || st.driving {
+            st = match deadline {
+                None => shared.callback_done.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    shared
+                        .callback_done
+                        .wait_timeout(st, d.saturating_duration_since(now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+            continue;
+        }
+        let Some(round) = st.prepare(deadline) else {
+            st = run_due(shared, st, true);
+            if matches!(check(&mut st), Check::Done) {
+                return (st, Ok(()));
+            }
+            let e = Error::new(
+                ErrorKind::InvalidState,
+                "the pool has no work in progress that could produce this result",
+            );
+            return (st, Err(e));
+        };
+        st.driving = true;
+        drop(st);
+        let polled = sys::poll_readable_set(&round.fds, round.timeout);
+        st = shared.lock();
+        st.driving = false;
+        let polled = match polled {
+            Ok(p) => p,
+            Err(e) => {
+                st.graveyard.clear();
+                shared.callback_done.notify_all();
+                return (st, Err(Error::io("failed to wait for the pool's workers", e)));
+            }
+        };
+        st.finish(&round, &polled);
+        st.graveyard.clear();
+        shared.callback_done.notify_all();
+    }
+}
+
+/// Runs the callbacks of finished jobs, without the lock. A callback's
+/// panic is resumed once the pool's state is consistent (with `resume`;
+/// otherwise dropped: the panic hook has reported it already).
+pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, resume: bool) -> MutexGuard<'a, State> {
+    let mut first_panic = None;
+    while let Some(id) = st.due.pop() {
+        let Some(j) = st.jobs.get_mut(&id) else { continue };
+        let Some(on_done) = j.on_done.take() else { continue };
+        let out = std::mem::take(&mut j.out);
+        j.running = true;
+        drop(st);
+        let key = (std::ptr::from_ref(shared) as usize, id);
+        let outer = IN_CALLBACK.replace(Some(key));
+        let done = on_done(out);
+        IN_CALLBACK.set(outer);
+        st = shared.lock();
+        if let Some(j) = st.jobs.get_mut(&id) {
+            j.running = false;
+            if j.orphan {
+                st.jobs.remove(&id);
+            } else {
+                j.decoded = Some((done.error, done.value));
+            }
+        }
+        shared.callback_done.notify_all();
+        if first_panic.is_none() {
+            first_panic = done.panic;
+        }
+    }
+    if let Some(p) = first_panic.filter(|_| resume) {
+        drop(st);
+        panic::resume_unwind(p);
+    }
+    st
+}
+
+/// Decodes a task's outcome into its value or error.
+pub(super) fn decode<R: DeserializeOwned + 'static>(r: TaskResult) -> Result<R> {
+    let bytes = r?;
+    match Outcome::from_bytes(&bytes) {
+        Ok(OutcomeRef::Value(v)) => codec::decode::<R>(v).map_err(|CodecError(e)| {
+            Error::new(
+                ErrorKind::Deserialize,
+                format!("failed to deserialize the task's result: {e}"),
+            )
+        }),
+        Ok(OutcomeRef::Panic(p)) => Err(Error::new(ErrorKind::ChildPanicked, "the task panicked").with_panic(p)),
+        Ok(OutcomeRef::Failed(Failure::DecodeArgs, m)) => Err(Error::new(
+            ErrorKind::Deserialize,
+            format!("the worker failed to deserialize the task's argument: {m}"),
+        )),
+        Ok(OutcomeRef::Failed(Failure::EncodeResult, m)) => Err(Error::new(
+            ErrorKind::Serialize,
+            format!("the worker failed to serialize the task's result: {m}"),
+        )),
+        Ok(OutcomeRef::Failed(Failure::Bootstrap, m)) => Err(Error::new(ErrorKind::Bootstrap, m)),
+        Err(m) => Err(Error::new(ErrorKind::Protocol, format!("malformed task outcome: {m}"))),
+    }
+}
+
+pub(super) fn offsets<A: DeserializeOwned + 'static, R: Serialize + 'static>(f: fn(A) -> R) -> Result<(i64, i64)> {
+    target::offsets_of(f).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unsupported,
+            "a pool task must be a function of the main executable",
+        )
+    })
+}
+
+/// Python's automatic chunk size: `len / (4 × workers)`, rounded up.
+pub(super) fn auto_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(4 * workers).max(1)
+}
+
+/// Removes `job`'s chunks that no worker has yet; `true` if there were any.
+pub(super) fn cancel_job(shared: &Shared, job: u64) -> bool {
+    let mut st = shared.lock();
+    let mut removed = Vec::new();
+    st.pending.retain(|c| {
+        let hit = c.job == job;
+        if hit {
+            removed.push(c.idx.clone());
+        }
+        !hit
+    });
+    if removed.is_empty() {
+        return false;
+    }
+    let e = Error::new(ErrorKind::Cancelled, "the task was cancelled");
+    for idx in removed {
+        st.fail_chunk(
+            Chunk {
+                job,
+                idx,
+                payload: Vec::new(),
+            },
+            &e,
+        );
+    }
+    drop(run_due(shared, st, true));
+    true
+}
