@@ -92,6 +92,9 @@ pub(crate) enum ChannelKind {
     QueueOneway,
     /// `Pool(2).map(square, range(count), chunksize=size or automatic)`.
     PoolMap,
+    /// `ProcessPoolExecutor(2).map(square, range(count))`, its default
+    /// chunksize (1), or `size` if not 0.
+    ExecutorMap,
 }
 
 /// One channel row for the script to measure.

@@ -1,11 +1,18 @@
-//! Pool rows: `Pool(2).map` of trivial tasks (`x * x`), chunk size 1 and
-//! Python's automatic chunk size, per start method, against CPython's
-//! `Pool(2).map` in the same run. A sample is one whole `map`; rows show
-//! tasks per second.
+//! Pool and executor rows (issues 5 and 6), per start method, each next to
+//! its baseline in the same run. A sample is one whole call.
+//!
+//! | row | multiproc | baseline |
+//! |---|---|---|
+//! | `pool/map_10k_chunk1/<m>`, `pool/map_100k_auto/<m>` | `Pool(2).map` of `x * x` tasks, chunk size 1 or automatic; tasks/s | CPython's `Pool(2).map`, same chunk size |
+//! | `executor/map_10k/<m>` | `Executor::map(square, 0..10k, None)`: Python's automatic chunk size (10 000 / 8); tasks/s | CPython's `ProcessPoolExecutor(2).map` (its default chunksize, 1) |
+//! | `executor/map_10k_chunk1/<m>` | `executor.pool().map_chunked(square, 0..10k, 1)`: chunk size 1, like CPython's default | the same CPython row |
+//!
+//! `--quick` runs fewer tasks per sample (500 executor tasks) and says so
+//! in the rows' descriptions.
 
 use std::time::{Duration, Instant};
 
-use multiproc::{Pool, StartMethod};
+use multiproc::{Executor, Pool, StartMethod};
 
 use crate::{
     cli::Options,
@@ -14,12 +21,70 @@ use crate::{
     rows::{Outcome, run_benches},
 };
 
+/// The start methods of every row, in the order measured.
+const METHODS: [(StartMethod, &str); 3] = [
+    (StartMethod::Fork, "fork"),
+    (StartMethod::Spawn, "spawn"),
+    (StartMethod::ForkServer, "forkserver"),
+];
+
 /// (name stem, tasks, chunk size; 0: automatic).
 const ROWS: [(&str, usize, usize); 2] = [("map_10k_chunk1", 10_000, 1), ("map_100k_auto", 100_000, 0)];
+
+/// Full-run samples of CPython's executor rows: each takes about 2 s here.
+const CPYTHON_EXECUTOR_SAMPLES: usize = 7;
+
+/// Runs the pool and executor rows `opts` selects.
+pub(crate) fn run_all(opts: &Options, out: &mut Outcome) {
+    run_map(opts, out);
+    run_executor(opts, out);
+}
 
 fn square(x: u64) -> u64 {
     x * x
 }
+
+/// Runs CPython's rows `specs`, `warmup` untimed and `samples` timed
+/// repetitions each.
+fn run_cpython(out: &mut Outcome, what: &str, specs: &[ChannelRow], warmup: usize, samples: usize) {
+    if specs.is_empty() {
+        return;
+    }
+    eprintln!(
+        "multiproc-bench: CPython {what} ({} rows), {warmup} warm-up + {samples} samples each",
+        specs.len()
+    );
+    let t = Instant::now();
+    match cpython::channels(specs, warmup, samples) {
+        Ok(cpython::Outcome::Rows(rows)) => out.rows.extend(rows),
+        Ok(cpython::Outcome::Skipped(why)) => eprintln!("multiproc-bench: CPython {what} rows skipped: {why}"),
+        Err(e) => out.failures.push(format!("CPython {what} rows: {e}")),
+    }
+    eprintln!("multiproc-bench:   done in {:.1} s", t.elapsed().as_secs_f64());
+}
+
+/// Whether the row `base` is a baseline of the multiproc row `cand` under
+/// another name: the chunk-size-1 executor row against CPython's executor
+/// (default chunksize 1).
+pub(crate) fn is_baseline(cand: &str, base_name: &str, base_imp: Impl) -> bool {
+    let Some((family, method)) = cand.rsplit_once('/') else {
+        return false;
+    };
+    let other = match (family, base_imp) {
+        ("executor/map_10k_chunk1", Impl::Cpython) => "executor/map_10k",
+        _ => return false,
+    };
+    base_name.strip_prefix(other).and_then(|r| r.strip_prefix('/')) == Some(method)
+}
+
+/// Builds a pool of 2 workers under `method`.
+fn pool_of_2(method: StartMethod) -> multiproc::Result<Pool> {
+    Pool::builder().processes(2).start_method(method).build()
+}
+
+// --------------------------------------------------------------------------
+// Pool.map of trivial tasks
+// --------------------------------------------------------------------------
 
 fn one_map(pool: &Pool, n: usize, chunk: usize) -> Result<Duration, String> {
     let t = Instant::now();
@@ -30,21 +95,22 @@ fn one_map(pool: &Pool, n: usize, chunk: usize) -> Result<Duration, String> {
     }
     .map_err(|e| e.to_string())?;
     let took = t.elapsed();
-    if r.len() != n || r[n - 1] != square(n as u64 - 1) {
-        return Err("wrong map result".into());
-    }
+    check_squares(&r, n)?;
     Ok(took)
 }
 
-/// Runs the pool rows `opts` selects.
-pub(crate) fn run_all(opts: &Options, out: &mut Outcome) {
-    let methods = [
-        (StartMethod::Fork, "fork"),
-        (StartMethod::Spawn, "spawn"),
-        (StartMethod::ForkServer, "forkserver"),
-    ];
+fn check_squares(r: &[u64], n: usize) -> Result<(), String> {
+    if r.len() != n || r[n - 1] != square(n as u64 - 1) {
+        return Err("wrong map result".into());
+    }
+    Ok(())
+}
+
+/// `Pool(2).map` of `x * x`, chunk size 1 and automatic, against CPython's
+/// `Pool(2).map`.
+fn run_map(opts: &Options, out: &mut Outcome) {
     let mut specs = Vec::new();
-    for (m, mname) in methods {
+    for (m, mname) in METHODS {
         let wanted: Vec<_> = ROWS
             .iter()
             .map(|&(stem, n, chunk)| (format!("pool/{stem}/{mname}"), n, chunk))
@@ -53,7 +119,7 @@ pub(crate) fn run_all(opts: &Options, out: &mut Outcome) {
         if wanted.is_empty() {
             continue;
         }
-        let pool = match Pool::builder().processes(2).start_method(m).build() {
+        let pool = match pool_of_2(m) {
             Ok(p) => p,
             Err(e) => {
                 out.failures.push(format!("pool rows under {mname}: {e}"));
@@ -87,13 +153,120 @@ pub(crate) fn run_all(opts: &Options, out: &mut Outcome) {
         }
         drop(pool);
     }
-    if specs.is_empty() {
-        return;
-    }
     let c = opts.counts(20);
-    match cpython::channels(&specs, c.warmup.min(3), c.samples) {
-        Ok(cpython::Outcome::Rows(rows)) => out.rows.extend(rows),
-        Ok(cpython::Outcome::Skipped(why)) => eprintln!("multiproc-bench: CPython pool rows skipped: {why}"),
-        Err(e) => out.failures.push(format!("CPython pool rows: {e}")),
+    run_cpython(out, "Pool.map", &specs, c.warmup.min(3), c.samples);
+}
+
+// --------------------------------------------------------------------------
+// Executor.map
+// --------------------------------------------------------------------------
+
+/// `Executor::map` (automatic chunk size) or, with `chunk1`, the
+/// executor's pool's `map_chunked(.., 1)`, of `n` tasks.
+fn executor_map(ex: &Executor, n: usize, chunk1: bool) -> Result<Duration, String> {
+    let t = Instant::now();
+    let r = if chunk1 {
+        ex.pool().map_chunked(square, 0..n as u64, 1)
+    } else {
+        ex.map(square, 0..n as u64, None)
+    }
+    .map_err(|e| e.to_string())?;
+    let took = t.elapsed();
+    check_squares(&r, n)?;
+    Ok(took)
+}
+
+/// `Executor(2)` `map` of `x * x`, automatic chunk size and chunk size 1,
+/// against CPython's `ProcessPoolExecutor(2).map` (default chunksize 1).
+fn run_executor(opts: &Options, out: &mut Outcome) {
+    let n: usize = if opts.quick { 500 } else { 10_000 };
+    let quick = if opts.quick { " (--quick: 500, not 10k)" } else { "" };
+    let mut specs = Vec::new();
+    for (m, mname) in METHODS {
+        let auto = format!("executor/map_10k/{mname}");
+        let chunk1 = format!("executor/map_10k_chunk1/{mname}");
+        let (want_auto, want_chunk1) = (opts.wants(&auto), opts.wants(&chunk1));
+        if !want_auto && !want_chunk1 {
+            continue;
+        }
+        let ex = match Executor::from_builder(Pool::builder().processes(2).start_method(m)) {
+            Ok(ex) => ex,
+            Err(e) => {
+                out.failures.push(format!("executor rows under {mname}: {e}"));
+                continue;
+            }
+        };
+        let mut benches = Vec::new();
+        let e = &ex;
+        if want_auto {
+            benches.push(
+                Bench::new(
+                    auto.clone(),
+                    Impl::Multiproc,
+                    format!(
+                        "Executor(2) under {mname}: map(x*x, {n} tasks{quick}, None), automatic chunk size ({})",
+                        n.div_ceil(8)
+                    ),
+                    move || executor_map(e, n, false),
+                )
+                .per(n as u64, Unit::Msgs),
+            );
+        }
+        if want_chunk1 {
+            benches.push(
+                Bench::new(
+                    chunk1,
+                    Impl::Multiproc,
+                    format!("Executor(2) under {mname}: pool().map_chunked(x*x, {n} tasks{quick}, 1)"),
+                    move || executor_map(e, n, true),
+                )
+                .per(n as u64, Unit::Msgs),
+            );
+        }
+        run_benches(out, opts.counts(20), benches);
+        if let Err(e) = ex.shutdown(true, false) {
+            out.failures
+                .push(format!("executor rows under {mname}: shutdown failed: {e}"));
+        }
+        specs.push(ChannelRow {
+            name: auto,
+            kind: ChannelKind::ExecutorMap,
+            method: mname,
+            size: 0,
+            count: n,
+            pin: None,
+            unit: Unit::Msgs,
+            ops: n as u64,
+            desc: format!(
+                "CPython {mname}: concurrent.futures.ProcessPoolExecutor(2).map(square, range({n})), default chunksize 1{quick}"
+            ),
+        });
+    }
+    let samples = match (opts.iters, opts.quick) {
+        (Some(n), _) => n,
+        (None, true) => 2,
+        (None, false) => CPYTHON_EXECUTOR_SAMPLES,
+    };
+    run_cpython(out, "ProcessPoolExecutor.map", &specs, 1, samples);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baselines() {
+        let b = is_baseline;
+        assert!(b(
+            "executor/map_10k_chunk1/fork",
+            "executor/map_10k/fork",
+            Impl::Cpython
+        ));
+        assert!(!b(
+            "executor/map_10k_chunk1/fork",
+            "executor/map_10k/spawn",
+            Impl::Cpython
+        ));
+        assert!(!b("executor/map_10k/fork", "executor/map_10k/fork", Impl::Cpython));
     }
 }

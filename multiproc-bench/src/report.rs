@@ -21,6 +21,7 @@ use crate::{
     channels,
     cli::Options,
     harness::{Impl, Row, Stats, Unit},
+    pool_rows,
 };
 
 /// multiproc's row against one baseline row.
@@ -162,6 +163,9 @@ fn target(name: &str, base_name: &str, baseline: Impl) -> Option<Target> {
             t(0.25, ">= 4x faster than procspawn")
         }
         ("sync/handoff_pinned" | "sync/handoff", Impl::Floor) => t(1.3, "<= 1.3x the raw futex ping-pong"),
+        ("executor/map_10k/fork" | "executor/map_10k/spawn" | "executor/map_10k/forkserver", Impl::Cpython) => {
+            t(1.0 / 20.0, ">= 20x CPython's ProcessPoolExecutor(2).map rate")
+        }
         _ => crate::shm_rows::target(name, baseline).and_then(|(max, why)| t(max, why)),
     }
 }
@@ -174,7 +178,10 @@ pub(crate) fn ratios(rows: &[Row]) -> Vec<Ratio> {
         let mut baselines: Vec<&Row> = rows
             .iter()
             .filter(|r| {
-                r.imp != Impl::Multiproc && (r.name == cand.name || channels::is_baseline(&cand.name, &r.name, r.imp))
+                r.imp != Impl::Multiproc
+                    && (r.name == cand.name
+                        || channels::is_baseline(&cand.name, &r.name, r.imp)
+                        || pool_rows::is_baseline(&cand.name, &r.name, r.imp))
             })
             .collect();
         if cand.name == "process/transfer_16MiB/fork" {
