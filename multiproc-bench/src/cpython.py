@@ -39,6 +39,7 @@ and the pool rows (src/pool_rows.rs), where a sample is one whole call:
                   automatic), one pool for every sample.
   executor_map    concurrent.futures.ProcessPoolExecutor(2).map(square,
                   range(count)), chunksize `size` (0: its default, 1).
+  pool_lifecycle  Pool(2) created, map(square, range(count)), close, join.
 
 Every row does W untimed repetitions first. Prints
     {"name": NAME, "samples_us": [...]}
@@ -270,9 +271,28 @@ def executor_map(ctx, row, warmup, samples):
     return out
 
 
+def pool_lifecycle(ctx, row, warmup, samples):
+    """A whole Pool(2): created, map(square, range(count)), close, join."""
+    n = row["count"]
+    out = []
+    for i in range(warmup + samples):
+        t0 = time.perf_counter_ns()
+        pool = ctx.Pool(2)
+        res = pool.map(square, range(n))
+        pool.close()
+        pool.join()
+        dt = (time.perf_counter_ns() - t0) / 1e3
+        if res != [x * x for x in range(n)]:
+            raise SystemExit("pool lifecycle: wrong result")
+        if i >= warmup:
+            out.append(dt)
+    return out
+
+
 KINDS = {
     "pool_map": pool_map,
     "executor_map": executor_map,
+    "pool_lifecycle": pool_lifecycle,
     "pipe_oneway": pipe_oneway,
     "pipe_pingpong": pipe_pingpong,
     "queue_echo": queue_echo,

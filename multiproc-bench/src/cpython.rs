@@ -95,6 +95,8 @@ pub(crate) enum ChannelKind {
     /// `ProcessPoolExecutor(2).map(square, range(count))`, its default
     /// chunksize (1), or `size` if not 0.
     ExecutorMap,
+    /// `Pool(2)` created, `map(square, range(count))`, `close`, `join`.
+    PoolLifecycle,
 }
 
 /// One channel row for the script to measure.

@@ -23,6 +23,9 @@ pub(crate) enum Impl {
     /// This library's own spawn start method, as the baseline of its fork
     /// server.
     OwnSpawn,
+    /// This library's own single `Process` start + join, as the baseline of
+    /// a pool's whole life (create, map, close, join).
+    OwnProcess,
 }
 
 impl Impl {
@@ -33,6 +36,7 @@ impl Impl {
             Impl::Cpython => "cpython",
             Impl::Procspawn => "procspawn",
             Impl::OwnSpawn => "multiproc_spawn",
+            Impl::OwnProcess => "multiproc_process",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `pool/map_10k_chunk1/<m>`, `pool/map_100k_auto/<m>` | `Pool(2).map` of `x * x` tasks, chunk size 1 or automatic; tasks/s | CPython's `Pool(2).map`, same chunk size |
 //! | `executor/map_10k/<m>` | `Executor::map(square, 0..10k, None)`: Python's automatic chunk size (10 000 / 8); tasks/s | CPython's `ProcessPoolExecutor(2).map` (its default chunksize, 1) |
 //! | `executor/map_10k_chunk1/<m>` | `executor.pool().map_chunked(square, 0..10k, 1)`: chunk size 1, like CPython's default | the same CPython row |
+//! | `pool/lifecycle_map2/<m>` | `Pool(2)` built, `map` of 2 tasks, `close`, `join` | this library's own single `Process` start + join (interleaved); CPython's `Pool(2)` the same way |
 //!
 //! `--quick` runs fewer tasks per sample (500 executor tasks) and says so
 //! in the rows' descriptions.
@@ -18,7 +19,7 @@ use crate::{
     cli::Options,
     cpython::{self, ChannelKind, ChannelRow},
     harness::{Bench, Impl, Unit},
-    rows::{Outcome, run_benches},
+    rows::{self, Outcome, run_benches},
 };
 
 /// The start methods of every row, in the order measured.
@@ -38,6 +39,7 @@ const CPYTHON_EXECUTOR_SAMPLES: usize = 7;
 pub(crate) fn run_all(opts: &Options, out: &mut Outcome) {
     run_map(opts, out);
     run_executor(opts, out);
+    run_lifecycle(opts, out);
 }
 
 fn square(x: u64) -> u64 {
@@ -248,6 +250,70 @@ fn run_executor(opts: &Options, out: &mut Outcome) {
         (None, false) => CPYTHON_EXECUTOR_SAMPLES,
     };
     run_cpython(out, "ProcessPoolExecutor.map", &specs, 1, samples);
+}
+
+// --------------------------------------------------------------------------
+// A pool's whole life
+// --------------------------------------------------------------------------
+
+/// Tasks in the lifecycle rows' `map`.
+const LIFECYCLE_TASKS: usize = 2;
+
+/// `Pool(2)` under `method`: build, `map` of 2 tasks, `close`, `join`.
+fn lifecycle(method: StartMethod) -> Result<Duration, String> {
+    let t = Instant::now();
+    let pool = pool_of_2(method).map_err(|e| format!("build failed: {e}"))?;
+    let r = pool
+        .map(square, 0..LIFECYCLE_TASKS as u64)
+        .map_err(|e| format!("map failed: {e}"))?;
+    pool.close();
+    pool.join().map_err(|e| format!("join failed: {e}"))?;
+    let took = t.elapsed();
+    drop(pool);
+    if r != [0, 1] {
+        return Err(format!("map gave {r:?}"));
+    }
+    Ok(took)
+}
+
+/// A pool's whole life against this library's own single start + join,
+/// interleaved; CPython's `Pool(2)` the same way for reference.
+fn run_lifecycle(opts: &Options, out: &mut Outcome) {
+    let mut specs = Vec::new();
+    for (m, mname) in METHODS {
+        let name = format!("pool/lifecycle_map2/{mname}");
+        if !opts.wants(&name) {
+            continue;
+        }
+        let benches = vec![
+            Bench::new(
+                name.clone(),
+                Impl::Multiproc,
+                format!("Pool::builder().processes(2) under {mname}: build + map(x*x, 0..2) + close + join"),
+                move || lifecycle(m),
+            ),
+            Bench::new(
+                name.clone(),
+                Impl::OwnProcess,
+                format!("Process::new(noop) under {mname}: start + join"),
+                move || rows::start_join(m),
+            ),
+        ];
+        run_benches(out, opts.counts(60), benches);
+        specs.push(ChannelRow {
+            name,
+            kind: ChannelKind::PoolLifecycle,
+            method: mname,
+            size: 0,
+            count: LIFECYCLE_TASKS,
+            pin: None,
+            unit: Unit::Time,
+            ops: 1,
+            desc: format!("CPython {mname}: Pool(2) + map(square, range(2)) + close() + join()"),
+        });
+    }
+    let c = opts.counts(15);
+    run_cpython(out, "Pool lifecycle", &specs, 1, c.samples);
 }
 
 #[cfg(test)]

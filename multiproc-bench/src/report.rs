@@ -166,6 +166,10 @@ fn target(name: &str, base_name: &str, baseline: Impl) -> Option<Target> {
         ("executor/map_10k/fork" | "executor/map_10k/spawn" | "executor/map_10k/forkserver", Impl::Cpython) => {
             t(1.0 / 20.0, ">= 20x CPython's ProcessPoolExecutor(2).map rate")
         }
+        (
+            "pool/lifecycle_map2/fork" | "pool/lifecycle_map2/spawn" | "pool/lifecycle_map2/forkserver",
+            Impl::OwnProcess,
+        ) => t(2.0, "<= 2x this library's own Process start+join"),
         _ => crate::shm_rows::target(name, baseline).and_then(|(max, why)| t(max, why)),
     }
 }
@@ -227,9 +231,16 @@ fn grouped(rows: &[Row]) -> Vec<&Row> {
         }
     }
     let rank = |i: Impl| {
-        [Impl::Multiproc, Impl::Floor, Impl::Procspawn, Impl::Cpython]
-            .iter()
-            .position(|&x| x == i)
+        [
+            Impl::Multiproc,
+            Impl::Floor,
+            Impl::OwnSpawn,
+            Impl::OwnProcess,
+            Impl::Procspawn,
+            Impl::Cpython,
+        ]
+        .iter()
+        .position(|&x| x == i)
     };
     let mut out: Vec<&Row> = rows.iter().collect();
     out.sort_by_key(|r| (names.iter().position(|n| *n == r.name), rank(r.imp)));
