@@ -40,6 +40,8 @@ and the pool rows (src/pool_rows.rs), where a sample is one whole call:
   executor_map    concurrent.futures.ProcessPoolExecutor(2).map(square,
                   range(count)), chunksize `size` (0: its default, 1).
   pool_lifecycle  Pool(2) created, map(square, range(count)), close, join.
+  pool_map_bytes  Pool(2).map(blen, args) of `count` distinct bytes objects
+                  of `size` bytes, automatic chunksize.
 
 Every row does W untimed repetitions first. Prints
     {"name": NAME, "samples_us": [...]}
@@ -289,10 +291,34 @@ def pool_lifecycle(ctx, row, warmup, samples):
     return out
 
 
+def blen(b):
+    return len(b)
+
+
+def pool_map_bytes(ctx, row, warmup, samples):
+    """Pool(2).map(blen, args): `count` bytes objects of `size` bytes,
+    automatic chunk size. Each object is distinct: pickle would send a
+    repeated one once per chunk."""
+    size, n = row["size"], row["count"]
+    args = [bytes([i % 256]) * size for i in range(n)]
+    out = []
+    with ctx.Pool(2) as pool:
+        for i in range(warmup + samples):
+            t0 = time.perf_counter_ns()
+            res = pool.map(blen, args)
+            dt = (time.perf_counter_ns() - t0) / 1e3
+            if res != [size] * n:
+                raise SystemExit("pool map of bytes: wrong result")
+            if i >= warmup:
+                out.append(dt)
+    return out
+
+
 KINDS = {
     "pool_map": pool_map,
     "executor_map": executor_map,
     "pool_lifecycle": pool_lifecycle,
+    "pool_map_bytes": pool_map_bytes,
     "pipe_oneway": pipe_oneway,
     "pipe_pingpong": pipe_pingpong,
     "queue_echo": queue_echo,

@@ -97,6 +97,9 @@ pub(crate) enum ChannelKind {
     ExecutorMap,
     /// `Pool(2)` created, `map(square, range(count))`, `close`, `join`.
     PoolLifecycle,
+    /// `Pool(2).map(blen, args)` of `count` distinct `bytes` of `size`
+    /// bytes each, automatic chunk size.
+    PoolMapBytes,
 }
 
 /// One channel row for the script to measure.

@@ -26,6 +26,9 @@ pub(crate) enum Impl {
     /// This library's own single `Process` start + join, as the baseline of
     /// a pool's whole life (create, map, close, join).
     OwnProcess,
+    /// This library's own `Pipe` (a `Connection`) carrying the same bytes,
+    /// as the baseline of a pool's large arguments.
+    OwnPipe,
 }
 
 impl Impl {
@@ -37,6 +40,7 @@ impl Impl {
             Impl::Procspawn => "procspawn",
             Impl::OwnSpawn => "multiproc_spawn",
             Impl::OwnProcess => "multiproc_process",
+            Impl::OwnPipe => "multiproc_pipe",
         }
     }
 }

@@ -170,6 +170,9 @@ fn target(name: &str, base_name: &str, baseline: Impl) -> Option<Target> {
             "pool/lifecycle_map2/fork" | "pool/lifecycle_map2/spawn" | "pool/lifecycle_map2/forkserver",
             Impl::OwnProcess,
         ) => t(2.0, "<= 2x this library's own Process start+join"),
+        ("pool/map_1mib/fork" | "pool/map_1mib/spawn" | "pool/map_1mib/forkserver", Impl::OwnPipe) => {
+            t(1.0 / 0.8, ">= 80 % of this library's Pipe 1 MiB rate")
+        }
         _ => crate::shm_rows::target(name, baseline).and_then(|(max, why)| t(max, why)),
     }
 }
@@ -236,6 +239,7 @@ fn grouped(rows: &[Row]) -> Vec<&Row> {
             Impl::Floor,
             Impl::OwnSpawn,
             Impl::OwnProcess,
+            Impl::OwnPipe,
             Impl::Procspawn,
             Impl::Cpython,
         ]
