@@ -431,7 +431,7 @@ pub(crate) fn print_table(rows: &[Row], ratios: &[Ratio], goals: &[Goal], opts: 
         multiproc::cpu_count().map_or_else(|_| "?".to_owned(), |n| n.to_string())
     );
     println!();
-    // Names and baselines as wide as the widest, for aligned columns.
+    // Names, impls and baselines as wide as the widest, for aligned columns.
     let w = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).max(32);
     let bw = ratios
         .iter()
@@ -440,8 +440,9 @@ pub(crate) fn print_table(rows: &[Row], ratios: &[Ratio], goals: &[Goal], opts: 
         .max()
         .unwrap_or(0)
         .max(8);
+    let iw = rows.iter().map(|r| r.imp.as_str().len()).max().unwrap_or(0).max(10);
     println!(
-        "{:<w$} {:<10} {:>10} {:>10} {:>10} {:>5}  vs baselines",
+        "{:<w$} {:<iw$} {:>10} {:>10} {:>10} {:>5}  vs baselines",
         "name", "impl", "median", "min", "max", "n"
     );
     let mut last = "";
@@ -462,7 +463,7 @@ pub(crate) fn print_table(rows: &[Row], ratios: &[Ratio], goals: &[Goal], opts: 
         };
         let (median, min, max) = shown_stats(r);
         println!(
-            "{:<w$} {:<10} {:>10} {:>10} {:>10} {:>5}  {}",
+            "{:<w$} {:<iw$} {:>10} {:>10} {:>10} {:>5}  {}",
             shown,
             r.imp.as_str(),
             value(r.unit, median),
