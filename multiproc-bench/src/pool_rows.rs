@@ -1,5 +1,5 @@
-//! Pool and executor rows (issues 5 and 6), per start method, each next to
-//! its baseline in the same run. A sample is one whole call.
+//! Pool and executor rows (issue 6), per start method, each next to its
+//! baseline in the same run. A sample is one whole call.
 //!
 //! | row | multiproc | baseline |
 //! |---|---|---|
