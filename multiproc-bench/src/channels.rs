@@ -143,7 +143,7 @@ pub(crate) fn is_baseline(cand: &str, base_name: &str, base_imp: Impl) -> bool {
 
 /// A bench whose peer is made on its first sample and kept (and dropped,
 /// stopping the child, with the bench).
-fn lazily<'a, P: 'a>(
+pub(crate) fn lazily<'a, P: 'a>(
     start: impl Fn() -> Result<P, String> + 'a,
     mut sample: impl FnMut(&mut P) -> Result<Duration, String> + 'a,
 ) -> impl FnMut() -> Result<Duration, String> + 'a {
@@ -166,14 +166,14 @@ fn floor_name(family: &str, what: &str) -> String {
 
 /// A child holding the other end of `conn`; told to stop with `quit` and
 /// joined on drop.
-struct ConnPeer {
+pub(crate) struct ConnPeer {
     conn: Connection,
     child: Stopped,
     quit: &'static [u8],
 }
 
 impl ConnPeer {
-    fn start<A>(
+    pub(crate) fn start<A>(
         method: StartMethod,
         target: fn((Connection, A)) -> u64,
         arg: A,
@@ -224,7 +224,7 @@ impl Stopped {
 /// Child: receives until b"Q" (or the end), answering the byte count since
 /// the last answer on every empty message; with `into`, into one reused
 /// buffer, else as a new `Vec` per message.
-fn conn_sink((conn, into): (Connection, bool)) -> u64 {
+pub(crate) fn conn_sink((conn, into): (Connection, bool)) -> u64 {
     let mut buf = vec![0u8; if into { MIB } else { 0 }];
     let mut total = 0u64;
     let mut reps = 0;
@@ -267,7 +267,7 @@ fn conn_echo((conn, cpu): (Connection, Option<usize>)) -> u64 {
 
 /// One repetition of the one-way rows: `count` messages, an empty one, the
 /// byte count back.
-fn conn_oneway(peer: &mut ConnPeer, msg: &[u8], count: usize) -> Result<Duration, String> {
+pub(crate) fn conn_oneway(peer: &mut ConnPeer, msg: &[u8], count: usize) -> Result<Duration, String> {
     let t = Instant::now();
     for _ in 0..count {
         peer.send_bytes(msg).map_err(|e| format!("send_bytes failed: {e}"))?;

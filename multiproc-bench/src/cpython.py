@@ -33,6 +33,16 @@ ROW = {"name", "kind", "method", "size", "count", "pin"}:
                  bytes, then b""; the child (q_sink) answers the byte count
                  on a second Queue. A sample is the time of one repetition.
 
+and the pool rows (src/pool_rows.rs), where a sample is one whole call:
+
+  pool_map        Pool(2).map(square, range(count)), chunksize `size` (0:
+                  automatic), one pool for every sample.
+  executor_map    concurrent.futures.ProcessPoolExecutor(2).map(square,
+                  range(count)), chunksize `size` (0: its default, 1).
+  pool_lifecycle  Pool(2) created, map(square, range(count)), close, join.
+  pool_map_bytes  Pool(2).map(blen, args) of `count` distinct bytes objects
+                  of `size` bytes, automatic chunksize.
+
 Every row does W untimed repetitions first. Prints
     {"name": NAME, "samples_us": [...]}
 per row, and notes on stderr.
@@ -244,8 +254,71 @@ def pool_map(ctx, row, warmup, samples):
     return out
 
 
+def executor_map(ctx, row, warmup, samples):
+    """ProcessPoolExecutor(2).map(square, range(count)); chunksize `size`,
+    0: its default (1). One executor for every sample, as pool_map."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    n, chunk = row["count"], row["size"] or 1
+    out = []
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        for i in range(warmup + samples):
+            t0 = time.perf_counter_ns()
+            res = list(ex.map(square, range(n), chunksize=chunk))
+            dt = (time.perf_counter_ns() - t0) / 1e3
+            if len(res) != n or res[-1] != (n - 1) * (n - 1):
+                raise SystemExit("executor map: wrong result")
+            if i >= warmup:
+                out.append(dt)
+    return out
+
+
+def pool_lifecycle(ctx, row, warmup, samples):
+    """A whole Pool(2): created, map(square, range(count)), close, join."""
+    n = row["count"]
+    out = []
+    for i in range(warmup + samples):
+        t0 = time.perf_counter_ns()
+        pool = ctx.Pool(2)
+        res = pool.map(square, range(n))
+        pool.close()
+        pool.join()
+        dt = (time.perf_counter_ns() - t0) / 1e3
+        if res != [x * x for x in range(n)]:
+            raise SystemExit("pool lifecycle: wrong result")
+        if i >= warmup:
+            out.append(dt)
+    return out
+
+
+def blen(b):
+    return len(b)
+
+
+def pool_map_bytes(ctx, row, warmup, samples):
+    """Pool(2).map(blen, args): `count` bytes objects of `size` bytes,
+    automatic chunk size. Each object is distinct: pickle would send a
+    repeated one once per chunk."""
+    size, n = row["size"], row["count"]
+    args = [bytes([i % 256]) * size for i in range(n)]
+    out = []
+    with ctx.Pool(2) as pool:
+        for i in range(warmup + samples):
+            t0 = time.perf_counter_ns()
+            res = pool.map(blen, args)
+            dt = (time.perf_counter_ns() - t0) / 1e3
+            if res != [size] * n:
+                raise SystemExit("pool map of bytes: wrong result")
+            if i >= warmup:
+                out.append(dt)
+    return out
+
+
 KINDS = {
     "pool_map": pool_map,
+    "executor_map": executor_map,
+    "pool_lifecycle": pool_lifecycle,
+    "pool_map_bytes": pool_map_bytes,
     "pipe_oneway": pipe_oneway,
     "pipe_pingpong": pipe_pingpong,
     "queue_echo": queue_echo,

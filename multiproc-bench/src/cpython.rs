@@ -92,6 +92,14 @@ pub(crate) enum ChannelKind {
     QueueOneway,
     /// `Pool(2).map(square, range(count), chunksize=size or automatic)`.
     PoolMap,
+    /// `ProcessPoolExecutor(2).map(square, range(count))`, its default
+    /// chunksize (1), or `size` if not 0.
+    ExecutorMap,
+    /// `Pool(2)` created, `map(square, range(count))`, `close`, `join`.
+    PoolLifecycle,
+    /// `Pool(2).map(blen, args)` of `count` distinct `bytes` of `size`
+    /// bytes each, automatic chunk size.
+    PoolMapBytes,
 }
 
 /// One channel row for the script to measure.

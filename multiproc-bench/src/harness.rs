@@ -23,6 +23,12 @@ pub(crate) enum Impl {
     /// This library's own spawn start method, as the baseline of its fork
     /// server.
     OwnSpawn,
+    /// This library's own single `Process` start + join, as the baseline of
+    /// a pool's whole life (create, map, close, join).
+    OwnProcess,
+    /// This library's own `Pipe` (a `Connection`) carrying the same bytes,
+    /// as the baseline of a pool's large arguments.
+    OwnPipe,
 }
 
 impl Impl {
@@ -33,6 +39,8 @@ impl Impl {
             Impl::Cpython => "cpython",
             Impl::Procspawn => "procspawn",
             Impl::OwnSpawn => "multiproc_spawn",
+            Impl::OwnProcess => "multiproc_process",
+            Impl::OwnPipe => "multiproc_pipe",
         }
     }
 }

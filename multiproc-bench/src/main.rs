@@ -9,7 +9,9 @@
 //!
 //! Rows are named `<area>/<operation>/<start method>`: `process/...`
 //! (start + join, argument transfer) and the channel rows `pipe/...` and
-//! `queue/...` (see [`channels`]), whose floors are `<area>/<operation>/raw_*`.
+//! `queue/...` (see [`channels`]), whose floors are `<area>/<operation>/raw_*`,
+//! and the pool rows `pool/...` and `executor/...` (see [`pool_rows`]), some
+//! of whose baselines are this library's own single process or pipe.
 //!
 //! `--json` prints one JSON object per row (`name`, `impl`, `unit`,
 //! `median`, `min`, `max`, `n`, plus `desc`; a rate row has unit `msg/s` or

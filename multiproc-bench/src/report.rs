@@ -21,6 +21,7 @@ use crate::{
     channels,
     cli::Options,
     harness::{Impl, Row, Stats, Unit},
+    pool_rows,
 };
 
 /// multiproc's row against one baseline row.
@@ -162,6 +163,16 @@ fn target(name: &str, base_name: &str, baseline: Impl) -> Option<Target> {
             t(0.25, ">= 4x faster than procspawn")
         }
         ("sync/handoff_pinned" | "sync/handoff", Impl::Floor) => t(1.3, "<= 1.3x the raw futex ping-pong"),
+        ("executor/map_10k/fork" | "executor/map_10k/spawn" | "executor/map_10k/forkserver", Impl::Cpython) => {
+            t(1.0 / 20.0, ">= 20x CPython's ProcessPoolExecutor(2).map rate")
+        }
+        (
+            "pool/lifecycle_map2/fork" | "pool/lifecycle_map2/spawn" | "pool/lifecycle_map2/forkserver",
+            Impl::OwnProcess,
+        ) => t(2.0, "<= 2x this library's own Process start+join"),
+        ("pool/map_1mib/fork" | "pool/map_1mib/spawn" | "pool/map_1mib/forkserver", Impl::OwnPipe) => {
+            t(1.0 / 0.8, ">= 80 % of this library's Pipe 1 MiB rate")
+        }
         _ => crate::shm_rows::target(name, baseline).and_then(|(max, why)| t(max, why)),
     }
 }
@@ -174,7 +185,10 @@ pub(crate) fn ratios(rows: &[Row]) -> Vec<Ratio> {
         let mut baselines: Vec<&Row> = rows
             .iter()
             .filter(|r| {
-                r.imp != Impl::Multiproc && (r.name == cand.name || channels::is_baseline(&cand.name, &r.name, r.imp))
+                r.imp != Impl::Multiproc
+                    && (r.name == cand.name
+                        || channels::is_baseline(&cand.name, &r.name, r.imp)
+                        || pool_rows::is_baseline(&cand.name, &r.name, r.imp))
             })
             .collect();
         if cand.name == "process/transfer_16MiB/fork" {
@@ -220,9 +234,17 @@ fn grouped(rows: &[Row]) -> Vec<&Row> {
         }
     }
     let rank = |i: Impl| {
-        [Impl::Multiproc, Impl::Floor, Impl::Procspawn, Impl::Cpython]
-            .iter()
-            .position(|&x| x == i)
+        [
+            Impl::Multiproc,
+            Impl::Floor,
+            Impl::OwnSpawn,
+            Impl::OwnProcess,
+            Impl::OwnPipe,
+            Impl::Procspawn,
+            Impl::Cpython,
+        ]
+        .iter()
+        .position(|&x| x == i)
     };
     let mut out: Vec<&Row> = rows.iter().collect();
     out.sort_by_key(|r| (names.iter().position(|n| *n == r.name), rank(r.imp)));
@@ -409,7 +431,7 @@ pub(crate) fn print_table(rows: &[Row], ratios: &[Ratio], goals: &[Goal], opts: 
         multiproc::cpu_count().map_or_else(|_| "?".to_owned(), |n| n.to_string())
     );
     println!();
-    // Names and baselines as wide as the widest, for aligned columns.
+    // Names, impls and baselines as wide as the widest, for aligned columns.
     let w = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).max(32);
     let bw = ratios
         .iter()
@@ -418,8 +440,9 @@ pub(crate) fn print_table(rows: &[Row], ratios: &[Ratio], goals: &[Goal], opts: 
         .max()
         .unwrap_or(0)
         .max(8);
+    let iw = rows.iter().map(|r| r.imp.as_str().len()).max().unwrap_or(0).max(10);
     println!(
-        "{:<w$} {:<10} {:>10} {:>10} {:>10} {:>5}  vs baselines",
+        "{:<w$} {:<iw$} {:>10} {:>10} {:>10} {:>5}  vs baselines",
         "name", "impl", "median", "min", "max", "n"
     );
     let mut last = "";
@@ -440,7 +463,7 @@ pub(crate) fn print_table(rows: &[Row], ratios: &[Ratio], goals: &[Goal], opts: 
         };
         let (median, min, max) = shown_stats(r);
         println!(
-            "{:<w$} {:<10} {:>10} {:>10} {:>10} {:>5}  {}",
+            "{:<w$} {:<iw$} {:>10} {:>10} {:>10} {:>5}  {}",
             shown,
             r.imp.as_str(),
             value(r.unit, median),

@@ -317,7 +317,7 @@ fn byte_len(v: Vec<u8>) -> usize {
 }
 
 /// multiproc: a trivial target, from `Process` creation to `join` returning.
-fn start_join(method: StartMethod) -> Result<Duration, String> {
+pub(crate) fn start_join(method: StartMethod) -> Result<Duration, String> {
     let t = Instant::now();
     let mut p = ProcessBuilder::new().start_method(method).target(noop);
     p.start().map_err(|e| format!("start failed: {e}"))?;
