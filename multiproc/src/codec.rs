@@ -38,6 +38,27 @@ pub(crate) fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, CONFIG).expect("the library's records always encode")
 }
 
+/// Encodes `value` at the end of `out` (what [`encode`] would give, without
+/// a buffer of its own). On an error, `out` is left as it was.
+pub(crate) fn encode_into<T: Serialize + 'static>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let any: &dyn Any = value;
+    if let Some(bytes) = any.downcast_ref::<Vec<u8>>() {
+        out.extend_from_slice(bytes);
+        return Ok(());
+    }
+    if let Some(text) = any.downcast_ref::<String>() {
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
+    }
+    let start = out.len();
+    bincode::serde::encode_into_std_write(value, out, CONFIG)
+        .map(drop)
+        .map_err(|e| {
+            out.truncate(start);
+            CodecError(e.to_string())
+        })
+}
+
 /// Decodes a record of the library's own.
 pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     decode_limited::<T>(bytes).map(|(v, _)| v)

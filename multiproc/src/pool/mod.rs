@@ -135,6 +135,14 @@ const WORKER_DEADLINE: Duration = Duration::from_secs(60);
 /// writing to a worker that is itself blocked writing results.
 const SMALL_CHUNK: usize = 64 * 1024;
 
+/// An argument at least this large is encoded on its own, not inside a
+/// batch.
+const LARGE_ARG: usize = 64 * 1024;
+
+/// The automatic chunk size of large arguments keeps a chunk near this
+/// size.
+const BATCH_BYTES: usize = 256 * 1024;
+
 /// At most this many chunks in flight per worker.
 const MAX_DEPTH: usize = 16;
 
@@ -569,11 +577,20 @@ impl Pool {
         self.shared.enter()?.check_open()?;
         let items: Vec<A> = items.into_iter().collect();
         let len = items.len();
-        let chunk = chunksize
-            .unwrap_or_else(|| auto_chunksize(len, self.shared.size))
-            .max(1);
+        // Large arguments (judged by the first) travel each encoded on its
+        // own (a byte buffer is then sent as it is, not element by element
+        // inside a `Vec`), and the automatic chunk size keeps a chunk's
+        // message near `BATCH_BYTES`.
+        let first = items.first().map_or(0, |a| codec::encode(a).map_or(0, |b| b.len()));
+        let large = first >= LARGE_ARG;
+        let chunk = match chunksize {
+            Some(c) => c,
+            None if large => (BATCH_BYTES / first).max(1),
+            None => auto_chunksize(len, self.shared.size),
+        }
+        .max(1);
         // Encode without the lock.
-        let batch_offs = target::batch_offsets_of(f);
+        let batch_offs = if large { None } else { target::batch_offsets_of(f) };
         let mut encoded = Vec::with_capacity(len.div_ceil(chunk));
         let mut it = items.into_iter();
         let mut start = 0;

@@ -273,18 +273,25 @@ pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<
         failed: Vec::new(),
     };
     for (i, a) in items {
-        match codec::encode(&a) {
-            Ok(bytes) => {
-                worker::put(&mut enc.payload, &bytes);
+        // Encoded straight into the message, behind its length.
+        let at = enc.payload.len();
+        enc.payload.extend_from_slice(&[0; 8]);
+        match codec::encode_into(&a, &mut enc.payload) {
+            Ok(()) => {
+                let len = (enc.payload.len() - at - 8) as u64;
+                enc.payload[at..at + 8].copy_from_slice(&len.to_le_bytes());
                 enc.idx.push(i);
             }
-            Err(CodecError(e)) => enc.failed.push((
-                i,
-                Error::new(
-                    ErrorKind::Serialize,
-                    format!("failed to serialize the task's argument: {e}"),
-                ),
-            )),
+            Err(CodecError(e)) => {
+                enc.payload.truncate(at);
+                enc.failed.push((
+                    i,
+                    Error::new(
+                        ErrorKind::Serialize,
+                        format!("failed to serialize the task's argument: {e}"),
+                    ),
+                ));
+            }
         }
     }
     enc
@@ -300,9 +307,8 @@ pub(super) fn encode_batch<A: Serialize + 'static>(
     items: Vec<A>,
 ) -> Encoded {
     if let Some(bo) = batch_offs {
-        if let Ok(bytes) = codec::encode(&items) {
-            let mut payload = worker::task_header(bo.0, bo.1, 1);
-            payload.extend_from_slice(&bytes);
+        let mut payload = worker::task_header(bo.0, bo.1, 1);
+        if codec::encode_into(&items, &mut payload).is_ok() {
             return Encoded {
                 idx: (start..start + items.len()).collect(),
                 payload,

@@ -134,14 +134,24 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         };
         let tramp = i64::from_le_bytes(head[..8].try_into().unwrap_or_default());
         let target = i64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-        let out = if head[16] == 1 {
-            run_batch_task(tramp, target, tasks.to_vec())
-        } else {
-            let Some(tasks) = items(tasks) else {
-                return;
-            };
+        let batch = head[16] == 1;
+        let Some(parts) = (!batch).then(|| items(tasks)).map_or(Some(Vec::new()), |p| p) else {
+            return;
+        };
+        let out = if batch {
+            // The arguments stay in the message's buffer (no new memory).
+            let mut msg = msg;
+            msg.drain(..17);
+            run_batch_task(tramp, target, msg)
+        } else if parts.len() == 1 {
+            let mut msg = msg;
+            msg.drain(..17 + 8);
             let mut out = vec![0];
-            for args in tasks {
+            put(&mut out, &run_task(tramp, target, msg).to_bytes());
+            out
+        } else {
+            let mut out = vec![0];
+            for args in parts {
                 put(&mut out, &run_task(tramp, target, args.to_vec()).to_bytes());
             }
             out

@@ -575,7 +575,27 @@ fn pool_in_a_fork_child_forkserver() {
     crate::support::run_isolated(pool_in_a_fork_child, StartMethod::ForkServer);
 }
 
+fn checksum(v: Vec<u8>) -> (usize, u64) {
+    (v.len(), v.iter().map(|&b| u64::from(b)).sum())
+}
+
+fn large_arguments_round_trip(m: StartMethod) {
+    let p = pool(m, 2).build().unwrap();
+    let inputs: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8 + 1; 300_000 + i]).collect();
+    let expected: Vec<(usize, u64)> = inputs.iter().cloned().map(checksum).collect();
+    // Automatic chunk size: each large argument on its own.
+    assert_eq!(p.map(checksum, inputs.clone()).unwrap(), expected);
+    // Several large arguments in one chunk, and in one batch.
+    assert_eq!(p.map_chunked(checksum, inputs.clone(), 4).unwrap(), expected);
+    let small: Vec<Vec<u8>> = inputs.iter().map(|v| v[..1000].to_vec()).collect();
+    let small_expected: Vec<(usize, u64)> = small.iter().cloned().map(checksum).collect();
+    assert_eq!(p.map_chunked(checksum, small, 3).unwrap(), small_expected);
+    let got: Vec<(usize, u64)> = p.imap(checksum, inputs).unwrap().map(Result::unwrap).collect();
+    assert_eq!(got, expected);
+}
+
 per_method!(
+    large_arguments_round_trip,
     separate_submissions_do_not_queue_behind_a_busy_worker,
     idle_worker_death_is_noticed,
     executor_drop_waits_like_python,
