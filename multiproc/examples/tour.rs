@@ -2,7 +2,8 @@
 //! (create, start, join, pids), then a returned value, a panic, an exit
 //! code, a timeout, signals, a capturing closure under `fork`, daemons, the
 //! fork server, a pipe and a queue, a lock whose holder is killed, a shared
-//! counter, and the module-level functions.
+//! counter, a pool that survives a worker's death, a callback and an
+//! executor, and the module-level functions.
 //!
 //! Run it with `cargo run --example tour`. It takes well under a second and
 //! waits on nothing but the children themselves: every wait that could block
@@ -51,6 +52,16 @@ fn stats(values: Vec<i64>) -> Stats {
         sum: values.iter().sum(),
         max: values.iter().copied().max(),
     }
+}
+
+/// A pool task: `x * x`, except that 3 kills the worker running it.
+#[allow(unsafe_code)]
+fn square_or_die(x: u64) -> u64 {
+    if x == 3 {
+        // SAFETY: kill(2) of this very process, as `kill -9` would.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    x * x
 }
 
 /// Panics in the child for a negative input.
@@ -324,6 +335,37 @@ fn main() -> Result<(), Box<dyn Error>> {
         "a Value incremented 1000 times by each of 2 children under its lock: {}",
         v.load()?
     ));
+
+    // Pools.
+    let pool = mp::Pool::new(2)?;
+    let pids_before = pool.pids().len();
+    let results: Vec<String> = pool
+        .imap(square_or_die, 0..6)?
+        .map(|r| match r {
+            Ok(v) => format!("Ok({v})"),
+            Err(e) => format!("Err({:?})", e.kind()),
+        })
+        .collect();
+    steps.say(format_args!(
+        "Pool({pids_before}).imap(x*x) over 0..6, where task 3 kills its worker: [{}]; the pool still has {} workers",
+        results.join(", "),
+        pool.pids().len()
+    ));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = seen.clone();
+    let callbacks = mp::Callbacks::new().callback(move |v: &u64| *slot.lock().unwrap() = Some(*v));
+    let r = pool.apply_async_with(square_or_die, 7, callbacks)?;
+    let got = r.get()?;
+    let executor = mp::Executor::new(2)?;
+    let mut future = executor.submit(square_or_die, 12)?;
+    steps.say(format_args!(
+        "apply_async_with(x*x, 7): get() = {got}, and its callback saw {:?}; Executor::submit(x*x, 12).result() = {}",
+        seen.lock().unwrap(),
+        future.result(Some(DEADLINE))?
+    ));
+    drop(executor);
+    pool.close();
+    pool.join()?;
 
     // The module-level functions.
     let methods: Vec<String> = mp::StartMethod::all().iter().map(ToString::to_string).collect();

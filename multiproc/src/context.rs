@@ -124,6 +124,32 @@ impl Context {
         self.builder().target(target)
     }
 
+    /// A pool builder whose workers use this context's start method
+    /// (Python's `ctx.Pool(...)`).
+    pub fn pool_builder(&self) -> crate::PoolBuilder {
+        crate::Pool::builder().start_method(self.method)
+    }
+
+    /// A pool of `processes` workers started with this context's method.
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// fn square(x: u32) -> u32 {
+    ///     x * x
+    /// }
+    /// let ctx = multiproc::get_context(Some(multiproc::StartMethod::ForkServer));
+    /// let pool = ctx.pool(2)?;
+    /// assert_eq!(pool.map(square, [1, 2, 3])?, [1, 4, 9]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`PoolBuilder::build`](crate::PoolBuilder::build).
+    pub fn pool(&self, processes: usize) -> Result<crate::Pool> {
+        self.pool_builder().processes(processes).build()
+    }
+
     /// A process running `target(args)` under this context's start method.
     pub fn process_with<A, R>(&self, target: fn(A) -> R, args: A) -> Process<R>
     where

@@ -199,7 +199,7 @@ fn tour_runs_every_step() {
         let prefix = format!("{}. ", i + 1);
         assert!(line.starts_with(&prefix), "line {} is not numbered: {line:?}", i + 1);
     }
-    assert_eq!(run.lines.len(), 19, "the tour's steps: {:#?}", run.lines);
+    assert_eq!(run.lines.len(), 21, "the tour's steps: {:#?}", run.lines);
     let all = run.lines.join("\n");
     let facts = [
         // The seed's model.
@@ -229,6 +229,9 @@ fn tour_runs_every_step() {
         "(Err(ChildKilled)); all arrived: [1, 2, 3]".to_owned(),
         "the next acquire was told OwnerDied, and the lock works again: true".to_owned(),
         "under its lock: 2000".to_owned(),
+        // Pools.
+        "Pool(2).imap(x*x) over 0..6, where task 3 kills its worker: [Ok(0), Ok(1), Ok(4), Err(ChildKilled), Ok(16), Ok(25)]; the pool still has 2 workers".to_owned(),
+        "get() = 49, and its callback saw Some(49); Executor::submit(x*x, 12).result() = 144".to_owned(),
         "active_children() = []".to_owned(),
     ];
     for fact in facts {
