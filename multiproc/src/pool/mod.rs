@@ -260,6 +260,7 @@ impl PoolBuilder {
             driving: false,
             graveyard: Vec::new(),
             wake: sys::eventfd().map_err(|e| Error::io("failed to create the pool's wake-up eventfd", e))?,
+            sleepers: 0,
         };
         let mut starting = Vec::with_capacity(size);
         for _ in 0..size {

@@ -78,6 +78,8 @@ pub(super) struct State {
     /// An eventfd in every round's wait: signalled when the driving
     /// thread must look again (new workers, terminate).
     pub(super) wake: sys::Fd,
+    /// Threads asleep on the condition variable.
+    pub(super) sleepers: usize,
 }
 
 /// A job's finished tasks, as the workers sent them.
@@ -580,6 +582,14 @@ impl State {
         self.workers.iter().any(|w| !w.in_flight.is_empty())
     }
 
+    /// Wakes the threads asleep on the condition variable (a system call
+    /// saved when there are none).
+    pub(super) fn wake_sleepers(&self, shared: &Shared) {
+        if self.sleepers > 0 {
+            shared.callback_done.notify_all();
+        }
+    }
+
     /// Wakes the driving thread (if any) to look again at the workers.
     fn nudge(&self) {
         if self.driving {
@@ -903,6 +913,7 @@ pub(super) fn drive<'a>(
             );
         }
         if matches!(step, Check::Wait) || st.driving {
+            st.sleepers += 1;
             st = match deadline {
                 None => shared.callback_done.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
@@ -913,6 +924,7 @@ pub(super) fn drive<'a>(
                         .0
                 }
             };
+            st.sleepers -= 1;
             continue;
         }
         let Some(round) = st.prepare(deadline) else {
@@ -935,13 +947,13 @@ pub(super) fn drive<'a>(
             Ok(p) => p,
             Err(e) => {
                 st.graveyard.clear();
-                shared.callback_done.notify_all();
+                st.wake_sleepers(shared);
                 return (st, Err(Error::io("failed to wait for the pool's workers", e)));
             }
         };
         st.finish(&round, &polled);
         st.graveyard.clear();
-        shared.callback_done.notify_all();
+        st.wake_sleepers(shared);
     }
 }
 
@@ -969,7 +981,7 @@ pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, res
                 j.decoded = Some((done.error, done.value));
             }
         }
-        shared.callback_done.notify_all();
+        st.wake_sleepers(shared);
         if first_panic.is_none() {
             first_panic = done.panic;
         }
