@@ -594,7 +594,32 @@ fn large_arguments_round_trip(m: StartMethod) {
     assert_eq!(got, expected);
 }
 
+/// Runs out of memory under a 1 GiB address-space limit (set in the
+/// worker, which dies with it): the allocator aborts, as it would under
+/// memory pressure.
+#[allow(unsafe_code)]
+fn out_of_memory(gib: usize) -> usize {
+    let limit = libc::rlimit {
+        rlim_cur: 1 << 30,
+        rlim_max: 1 << 30,
+    };
+    // SAFETY: a valid rlimit for this process only.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+    let v = vec![1u8; gib << 30];
+    v.len()
+}
+
+fn out_of_memory_fails_only_its_task(m: StartMethod) {
+    let p = pool(m, 2).build().unwrap();
+    let e = p.apply(out_of_memory, 4).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ChildKilled, "{e}");
+    assert_eq!(e.exit_status(), Some(ExitStatus::Signaled(libc::SIGABRT)));
+    assert_eq!(p.map(square, 0..100u64).unwrap().len(), 100);
+    assert_eq!(p.pids().len(), 2);
+}
+
 per_method!(
+    out_of_memory_fails_only_its_task,
     large_arguments_round_trip,
     separate_submissions_do_not_queue_behind_a_busy_worker,
     idle_worker_death_is_noticed,
