@@ -86,6 +86,10 @@ pub enum ErrorKind {
     /// A pool task will never run or finish: the pool was terminated or
     /// dropped, or the task was cancelled (Python's `CancelledError`).
     Cancelled,
+    /// A pool task ran past the pool's task timeout: its worker was killed
+    /// and replaced. Unlike [`Timeout`](ErrorKind::Timeout) (a wait that
+    /// may be retried), this is the task's final outcome.
+    TaskTimeout,
 }
 
 /// A panic that happened in another process, as that process saw it.

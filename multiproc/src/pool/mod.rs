@@ -58,7 +58,7 @@
 //! the pool serves on (no lock is held meanwhile). A worker that dies
 //! while idle is noticed by its sentinel, or at the next send. With a task
 //! timeout, the worker running an overdue chunk is killed and replaced,
-//! and that chunk fails with [`ErrorKind::Timeout`]. An initializer that
+//! and that chunk fails with [`ErrorKind::TaskTimeout`]. An initializer that
 //! fails makes [`PoolBuilder::build`] fail with its error (its panic for a
 //! panic); if a *replacement* worker's initializer fails (or takes more
 //! than a minute), the pool is broken: every pending task and every later
@@ -196,7 +196,7 @@ impl PoolBuilder {
     }
 
     /// Kill and replace a worker whose task runs longer than `timeout`; the
-    /// task fails with [`ErrorKind::Timeout`]. For a chunk of `n` tasks the
+    /// task fails with [`ErrorKind::TaskTimeout`]. For a chunk of `n` tasks the
     /// limit is `n × timeout`.
     pub fn task_timeout(mut self, timeout: Duration) -> PoolBuilder {
         self.task_timeout = Some(timeout);
@@ -261,6 +261,7 @@ impl PoolBuilder {
             graveyard: Vec::new(),
             wake: sys::eventfd().map_err(|e| Error::io("failed to create the pool's wake-up eventfd", e))?,
             sleepers: 0,
+            early_deaths: 0,
         };
         let mut starting = Vec::with_capacity(size);
         for _ in 0..size {
@@ -799,6 +800,8 @@ impl Pool {
         let Ok(mut st) = self.shared.enter() else { return };
         let e = Error::new(ErrorKind::Cancelled, "the task was cancelled at shutdown");
         st.fail_pending(&e);
+        st.nudge();
+        st.wake_sleepers(&self.shared);
         drop(run_due(&self.shared, st, true));
     }
 }

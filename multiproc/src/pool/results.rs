@@ -16,7 +16,7 @@ impl JobHandle {
     /// Takes what has arrived (without blocking), runs due callbacks, and
     /// says whether the job has finished.
     pub(super) fn ready(&self) -> bool {
-        let mut st = self.shared.lock();
+        let Ok(mut st) = self.shared.enter() else { return false };
         st.harvest();
         let st = run_due(&self.shared, st, true);
         st.jobs.get(&self.job).is_none_or(Job::finished)
@@ -30,7 +30,7 @@ impl JobHandle {
                 "a callback cannot wait for the result it is called with",
             ));
         }
-        let st = self.shared.lock();
+        let st = self.shared.enter()?;
         let job = self.job;
         drive(&self.shared, st, deadline, |st| match st.jobs.get(&job) {
             None => Check::Done,
@@ -43,11 +43,11 @@ impl JobHandle {
 
     #[cfg(feature = "progress")]
     pub(super) fn bar(&self) -> Option<ProgressBar> {
-        self.shared.lock().jobs.get(&self.job)?.bar.clone()
+        self.shared.enter().ok()?.jobs.get(&self.job)?.bar.clone()
     }
 
     pub(super) fn successful(&self) -> Option<bool> {
-        let st = self.shared.lock();
+        let st = self.shared.enter().ok()?;
         let j = st.jobs.get(&self.job)?;
         if !j.finished() {
             return None;
@@ -64,7 +64,7 @@ impl JobHandle {
     }
 
     pub(super) fn peek_error_kind(&self) -> Option<ErrorKind> {
-        let st = self.shared.lock();
+        let st = self.shared.enter().ok()?;
         let j = st.jobs.get(&self.job)?;
         if let Some((error, _)) = &j.decoded {
             return *error;
@@ -74,7 +74,7 @@ impl JobHandle {
 
     pub(super) fn take_all<R: DeserializeOwned + 'static>(&self) -> Result<Vec<R>> {
         let out = {
-            let mut st = self.shared.lock();
+            let mut st = self.shared.enter()?;
             let j = st
                 .jobs
                 .get_mut(&self.job)
@@ -149,7 +149,8 @@ pub(super) fn decode_batch<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize
 
 impl Drop for JobHandle {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
+        // In a fork child, the state is a copy of the parent's: leave it.
+        let Ok(mut st) = self.shared.enter() else { return };
         if let Some(j) = st.jobs.get_mut(&self.job) {
             #[cfg(feature = "progress")]
             if let Some(bar) = &j.bar {

@@ -2,6 +2,7 @@
 //! dispatch, the rounds of waiting, callbacks.
 
 use super::*;
+use crate::RecvTimeoutError;
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Signalled after each of the driving thread's rounds, when it stops
@@ -80,6 +81,8 @@ pub(super) struct State {
     pub(super) wake: sys::Fd,
     /// Threads asleep on the condition variable.
     pub(super) sleepers: usize,
+    /// Workers that died before reporting ready since one last did.
+    pub(super) early_deaths: usize,
 }
 
 /// A job's finished tasks, as the workers sent them.
@@ -591,7 +594,7 @@ impl State {
     }
 
     /// Wakes the driving thread (if any) to look again at the workers.
-    fn nudge(&self) {
+    pub(super) fn nudge(&self) {
         if self.driving {
             sys::eventfd_signal(&self.wake);
         }
@@ -659,13 +662,17 @@ impl State {
             if conn_ready {
                 // Take every message already there, not just one.
                 loop {
-                    match self.workers[i].conn.recv_bytes() {
+                    // Without waiting: the rest of a message that is still
+                    // arriving is read in a later round (a worker stopped
+                    // halfway through one must not hold the lock).
+                    match self.workers[i].conn.recv_bytes_timeout(Duration::ZERO) {
                         Ok(msg) => {
                             if let Err(e) = self.on_message(i, &msg) {
                                 dead.push((i, Death::Init(e)));
                                 break;
                             }
                         }
+                        Err(RecvTimeoutError::Timeout) => break,
                         Err(_) => {
                             dead.push((i, Death::Ended));
                             break;
@@ -721,7 +728,11 @@ impl State {
     fn on_message(&mut self, i: usize, msg: &[u8]) -> Result<()> {
         let w = &mut self.workers[i];
         if w.starting.is_some() {
-            return w.init_outcome(msg);
+            let r = w.init_outcome(msg);
+            if r.is_ok() {
+                self.early_deaths = 0;
+            }
+            return r;
         }
         let Some(sent) = w.in_flight.pop_front() else {
             return Ok(());
@@ -743,23 +754,30 @@ impl State {
         if i >= self.workers.len() {
             return;
         }
-        // Keep what the worker sent before it ended.
-        while matches!(death, Death::Ended) && self.workers[i].conn.poll(Some(Duration::ZERO)).unwrap_or(false) {
-            match self.workers[i].conn.recv_bytes() {
-                Ok(msg) => {
-                    if let Err(e) = self.on_message(i, &msg) {
-                        return self.on_death_as(i, Death::Init(e));
-                    }
+        // Keep what the worker sent before it ended (bounded: a worker
+        // stopped halfway through a message must not hold the lock).
+        if !matches!(death, Death::Init(_)) {
+            while let Ok(msg) = self.workers[i].conn.recv_bytes_timeout(Duration::ZERO) {
+                if let Err(e) = self.on_message(i, &msg) {
+                    return self.on_death_as(i, Death::Init(e));
                 }
-                Err(_) => break,
             }
         }
+        let has_init = self.cfg.init.is_some();
         let w = &mut self.workers[i];
         w.reap();
         let overdue = matches!(death, Death::Overdue);
         let init_failure = match death {
             Death::Init(e) => Some(e),
-            _ if w.starting.is_some() => Some(w.ended_early()),
+            // A worker that died before reporting ready: with an
+            // initializer, that is the initializer's failure (no respawn
+            // loop); without one, it was killed from outside, and is
+            // replaced, up to a bound on consecutive such deaths.
+            _ if w.starting.is_some() => {
+                self.early_deaths += 1;
+                let e = w.ended_early();
+                (has_init || self.early_deaths > 3 * self.size).then_some(e)
+            }
             _ => None,
         };
         if let Some(e) = init_failure {
@@ -781,7 +799,7 @@ impl State {
             let w = &self.workers[i];
             let e = if overdue {
                 w.err(
-                    ErrorKind::Timeout,
+                    ErrorKind::TaskTimeout,
                     "the task ran past the pool's task timeout; its worker was killed and replaced".into(),
                 )
             } else {
@@ -801,6 +819,12 @@ impl State {
         if self.life == Life::Terminated || self.broken.is_some() {
             let w = self.workers.remove(i);
             self.bury(w);
+            // The chunks it had queued cannot run either.
+            let e = match &self.broken {
+                Some(e) => e.duplicate(),
+                None => Error::new(ErrorKind::Cancelled, "the pool was terminated before the task finished"),
+            };
+            self.fail_pending(&e);
             return;
         }
         // The replacement starts now; its initializer reports in a later
@@ -883,6 +907,9 @@ pub(super) enum Check {
 thread_local! {
     /// The job whose callbacks this thread is running (pool address, job).
     pub(super) static IN_CALLBACK: Cell<Option<(usize, u64)>> = const { Cell::new(None) };
+    /// A panic of a callback run inside another callback, for the
+    /// outermost call to resume.
+    static STASHED_PANIC: Cell<Option<Box<dyn Any + Send>>> = const { Cell::new(None) };
 }
 
 /// Drives the pool until `check` says done, or `deadline` passes.
@@ -986,9 +1013,15 @@ pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, res
             first_panic = done.panic;
         }
     }
-    if let Some(p) = first_panic.filter(|_| resume) {
-        drop(st);
-        panic::resume_unwind(p);
+    if let Some(p) = first_panic.or_else(|| STASHED_PANIC.take()) {
+        if IN_CALLBACK.get().is_some() {
+            // Inside another callback (that uses the pool): it must not be
+            // cut short; the outermost call resumes the panic.
+            STASHED_PANIC.set(Some(p));
+        } else if resume {
+            drop(st);
+            panic::resume_unwind(p);
+        }
     }
     st
 }
@@ -1033,7 +1066,7 @@ pub(super) fn auto_chunksize(len: usize, workers: usize) -> usize {
 
 /// Removes `job`'s chunks that no worker has yet; `true` if there were any.
 pub(super) fn cancel_job(shared: &Shared, job: u64) -> bool {
-    let mut st = shared.lock();
+    let Ok(mut st) = shared.enter() else { return false };
     let mut removed = Vec::new();
     st.pending.retain(|c| {
         let hit = c.job == job;
@@ -1056,6 +1089,9 @@ pub(super) fn cancel_job(shared: &Shared, job: u64) -> bool {
             &e,
         );
     }
+    // Threads waiting on the job: the driver, or those asleep.
+    st.nudge();
+    st.wake_sleepers(shared);
     drop(run_due(shared, st, true));
     true
 }

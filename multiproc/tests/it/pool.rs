@@ -238,8 +238,10 @@ fn maxtasksperchild_replaces_workers(m: StartMethod) {
 
 fn task_timeout_kills_and_replaces(m: StartMethod) {
     let p = pool(m, 2).task_timeout(Duration::from_millis(300)).build().unwrap();
-    let e = p.apply(forever, 0).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    let mut r = p.apply_async(forever, 0).unwrap();
+    let e = r.get_timeout(DEADLINE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TaskTimeout, "{e}");
+    assert!(!e.is_timeout(), "not a wait that could be retried");
     assert_eq!(p.map(square, 0..10u64).unwrap().len(), 10);
     assert_eq!(p.pids().len(), 2);
 }
@@ -519,6 +521,34 @@ fn idle_worker_death_is_noticed(m: StartMethod) {
         }
         assert_ne!(p.pids(), [pid]);
     }
+    // A replacement killed while it starts (no initializer): replaced
+    // again, the pool is not broken.
+    let pid = p.pids()[0];
+    let watch = PidWatch::open(pid);
+    sigkill(pid);
+    assert!(watch.ended_within(DEADLINE));
+    let r = p.apply_async(square, 6).unwrap();
+    sigkill(p.pids()[0]);
+    let _ = r.get();
+    assert_eq!(p.apply(square, 5).unwrap(), 25);
+}
+
+fn cancelling_wakes_the_waiters(m: StartMethod) {
+    let ex = Executor::from_builder(pool(m, 1)).unwrap();
+    let _busy = ex.submit(forever, 0).unwrap();
+    let mut queued = ex.submit(square, 2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        tx.send(()).unwrap();
+        queued.result(None).map_err(|e| e.kind())
+    });
+    rx.recv_timeout(DEADLINE).unwrap();
+    ex.shutdown(false, true).unwrap();
+    // The only running task never ends: a lost wake-up would hang here.
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || done_tx.send(waiter.join().unwrap()).unwrap());
+    assert_eq!(done_rx.recv_timeout(DEADLINE).unwrap(), Err(ErrorKind::Cancelled));
+    ex.pool().terminate();
 }
 
 fn executor_drop_waits_like_python(m: StartMethod) {
@@ -542,6 +572,11 @@ fn pool_in_a_fork_child(m: StartMethod) {
     child.start().unwrap();
     let (refused, message) = child.join_timeout(DEADLINE).unwrap();
     assert!(refused, "{message}");
+    // Nor may a result handle drive the parent's workers from there.
+    let r = p.apply_async(square, 7).unwrap();
+    let mut child = multiproc::Process::from_closure(move || r.get().map_err(|e| e.kind()));
+    child.start().unwrap();
+    assert_eq!(child.join_timeout(DEADLINE).unwrap(), Err(ErrorKind::InvalidState));
     // The parent's pool is unharmed.
     assert_eq!(p.apply(square, 5).unwrap(), 25);
     if m == StartMethod::Fork {
@@ -619,6 +654,7 @@ fn out_of_memory_fails_only_its_task(m: StartMethod) {
 }
 
 per_method!(
+    cancelling_wakes_the_waiters,
     out_of_memory_fails_only_its_task,
     large_arguments_round_trip,
     separate_submissions_do_not_queue_behind_a_busy_worker,
