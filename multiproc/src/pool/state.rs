@@ -678,9 +678,7 @@ impl State {
                             break;
                         }
                     }
-                    if self.workers[i].in_flight.is_empty()
-                        || !self.workers[i].conn.poll(Some(Duration::ZERO)).unwrap_or(false)
-                    {
+                    if self.workers[i].in_flight.is_empty() {
                         break;
                     }
                 }
