@@ -454,7 +454,10 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let offs = offsets(f)?;
-        let enc = encode_items(offs, vec![(0, args)]);
+        let enc = match bytes_len(&args) {
+            Some(n) if n >= LARGE_ARG => encode_large(offs, 0, args),
+            _ => encode_items(offs, vec![(0, args)]),
+        };
         let mut st = self.shared.enter()?;
         st.check_open()?;
         let job = st.new_job();
@@ -602,7 +605,14 @@ impl Pool {
                 break;
             }
             let n = part.len();
-            encoded.push(encode_batch(offs, batch_offs, start, part));
+            let mut part = part;
+            if large && n == 1 {
+                if let Some(a) = part.pop() {
+                    encoded.push(encode_large(offs, start, a));
+                }
+            } else {
+                encoded.push(encode_batch(offs, batch_offs, start, part));
+            }
             start += n;
         }
         let mut st = self.shared.enter()?;

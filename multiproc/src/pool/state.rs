@@ -136,6 +136,16 @@ pub(super) struct Chunk {
     pub(super) job: u64,
     pub(super) idx: Vec<usize>,
     pub(super) payload: Vec<u8>,
+    /// A large argument, sent as a message of its own after `payload` (the
+    /// worker receives it as its own buffer: no copy, no shift).
+    pub(super) data: Option<Vec<u8>>,
+}
+
+impl Chunk {
+    /// The bytes it puts on the wire.
+    pub(super) fn size(&self) -> usize {
+        self.payload.len() + self.data.as_ref().map_or(0, Vec::len)
+    }
 }
 
 pub(super) struct Sent {
@@ -243,7 +253,7 @@ impl Worker {
         };
         back.chunk.job == next.job
             && self.in_flight.len() < depth
-            && self.in_flight.iter().map(|s| s.chunk.payload.len()).sum::<usize>() + next.payload.len() <= SMALL_CHUNK
+            && self.in_flight.iter().map(|s| s.chunk.size()).sum::<usize>() + next.size() <= SMALL_CHUNK
     }
 
     /// Reaps the worker: waits a short grace for it to exit by itself,
@@ -266,7 +276,43 @@ impl Worker {
 pub(super) struct Encoded {
     idx: Vec<usize>,
     payload: Vec<u8>,
+    data: Option<Vec<u8>>,
     failed: Vec<(usize, Error)>,
+}
+
+/// The length of `a` if it is a byte buffer or a string (whose encoding is
+/// its bytes).
+pub(super) fn bytes_len<A: 'static>(a: &A) -> Option<usize> {
+    let any: &dyn Any = a;
+    any.downcast_ref::<Vec<u8>>()
+        .map(Vec::len)
+        .or_else(|| any.downcast_ref::<String>().map(String::len))
+}
+
+/// Encodes one large argument: a byte buffer or a string is taken over as
+/// it is (no copy) and sent as a message of its own, which the worker
+/// receives as the argument's own buffer; any other type is encoded into
+/// the task message (measured faster for it).
+pub(super) fn encode_large<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: A) -> Encoded {
+    let mut slot = Some(a);
+    let any: &mut dyn Any = &mut slot;
+    let data = if let Some(v) = any.downcast_mut::<Option<Vec<u8>>>() {
+        v.take()
+    } else if let Some(text) = any.downcast_mut::<Option<String>>() {
+        text.take().map(String::into_bytes)
+    } else {
+        None
+    };
+    match (data, slot) {
+        (Some(data), _) => Encoded {
+            idx: vec![i],
+            payload: worker::task_header(offs.0, offs.1, 2),
+            data: Some(data),
+            failed: Vec::new(),
+        },
+        (None, Some(a)) => encode_items(offs, vec![(i, a)]),
+        (None, None) => encode_items::<A>(offs, Vec::new()),
+    }
 }
 
 /// Encodes `items` as one per-task chunk; an argument that fails to
@@ -275,6 +321,7 @@ pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<
     let mut enc = Encoded {
         idx: Vec::with_capacity(items.len()),
         payload: worker::task_header(offs.0, offs.1, 0),
+        data: None,
         failed: Vec::new(),
     };
     for (i, a) in items {
@@ -317,6 +364,7 @@ pub(super) fn encode_batch<A: Serialize + 'static>(
             return Encoded {
                 idx: (start..start + items.len()).collect(),
                 payload,
+                data: None,
                 failed: Vec::new(),
             };
         }
@@ -477,6 +525,7 @@ impl State {
             job,
             idx: enc.idx,
             payload: enc.payload,
+            data: enc.data,
         };
         match (&self.broken, self.life) {
             (Some(e), _) => {
@@ -562,7 +611,9 @@ impl State {
             };
             let Some(chunk) = self.pending.pop_front() else { break };
             let w = &mut self.workers[i];
-            if w.conn.send_bytes(&chunk.payload).is_err() {
+            let sent = w.conn.send_bytes(&chunk.payload).is_ok()
+                && chunk.data.as_ref().is_none_or(|d| w.conn.send_bytes(d).is_ok());
+            if !sent {
                 self.pending.push_front(chunk);
                 dead.push(i);
                 continue;
@@ -1083,6 +1134,7 @@ pub(super) fn cancel_job(shared: &Shared, job: u64) -> bool {
                 job,
                 idx,
                 payload: Vec::new(),
+                data: None,
             },
             &e,
         );

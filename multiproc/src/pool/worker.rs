@@ -3,7 +3,8 @@
 //! Task message (parent → worker): trampoline offset (i64 LE), target
 //! offset (i64 LE), a mode byte, then either (mode 0) per task its encoded
 //! argument as length (u64 LE) + bytes, or (mode 1, a `map` chunk) the
-//! encoded `Vec<A>` for a batch trampoline. Result message (worker →
+//! encoded `Vec<A>` for a batch trampoline, or (mode 2, one large
+//! argument) nothing: the argument is the next message. Result message (worker →
 //! parent): a tag byte, then (0) per task, in order, the task's
 //! [`Outcome`] bytes as length (u64 LE) + bytes; (1) the encoded `Vec<R>`
 //! when every task of a batch returned and the results encode together;
@@ -135,10 +136,18 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         let tramp = i64::from_le_bytes(head[..8].try_into().unwrap_or_default());
         let target = i64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
         let batch = head[16] == 1;
-        let Some(parts) = (!batch).then(|| items(tasks)).map_or(Some(Vec::new()), |p| p) else {
+        let Some(parts) = (head[16] == 0).then(|| items(tasks)).map_or(Some(Vec::new()), |p| p) else {
             return;
         };
-        let out = if batch {
+        let out = if head[16] == 2 {
+            // One task whose argument is the next message.
+            let Ok(data) = conn.recv_bytes() else {
+                return;
+            };
+            let mut out = vec![0];
+            put(&mut out, &run_task(tramp, target, data).to_bytes());
+            out
+        } else if batch {
             // The arguments stay in the message's buffer (no new memory).
             let mut msg = msg;
             msg.drain(..17);

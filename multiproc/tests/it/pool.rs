@@ -627,6 +627,23 @@ fn large_arguments_round_trip(m: StartMethod) {
     assert_eq!(p.map_chunked(checksum, small, 3).unwrap(), small_expected);
     let got: Vec<(usize, u64)> = p.imap(checksum, inputs).unwrap().map(Result::unwrap).collect();
     assert_eq!(got, expected);
+    // One large argument as a message of its own: bytes, a string, any
+    // other type.
+    let big = vec![7u8; 1 << 20];
+    assert_eq!(p.apply(checksum, big.clone()).unwrap(), checksum(big));
+    let text = "é".repeat(100_000);
+    assert_eq!(p.apply(char_count, text.clone()).unwrap(), 100_000);
+    let words: Vec<Vec<u16>> = (0..4).map(|i| vec![i; 200_000]).collect();
+    let sums: Vec<u64> = words.iter().map(|w| w.iter().map(|&x| u64::from(x)).sum()).collect();
+    assert_eq!(p.map(sum_u16, words).unwrap(), sums);
+}
+
+fn char_count(s: String) -> usize {
+    s.chars().count()
+}
+
+fn sum_u16(v: Vec<u16>) -> u64 {
+    v.iter().map(|&x| u64::from(x)).sum()
 }
 
 /// Runs out of memory under a 1 GiB address-space limit (set in the
