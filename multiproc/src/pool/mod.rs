@@ -48,7 +48,13 @@
 //!   run when their job finishes, in whichever caller drives or submits at
 //!   that moment, without the lock; the decoded value is kept for `get`.
 //!
-//! Arguments are encoded, and an `imap`'s input read, without the lock.
+//! Arguments are encoded, and an `imap`'s input read, without the lock. A
+//! large argument (64 KiB or more; the first item decides for a `map`)
+//! travels alone: a `Vec<u8>` or `String` is taken over without a copy and
+//! sent as a message of its own, which the worker receives as the
+//! argument's own buffer; another type is encoded straight into its task
+//! message. The automatic chunk size of large arguments keeps a chunk near
+//! 256 KiB.
 //!
 //! When a worker dies, the results it sent before dying are kept, the
 //! chunk it was running fails with [`ErrorKind::ChildKilled`] or
