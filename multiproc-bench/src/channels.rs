@@ -268,14 +268,24 @@ fn conn_echo((conn, cpu): (Connection, Option<usize>)) -> u64 {
 /// One repetition of the one-way rows: `count` messages, an empty one, the
 /// byte count back.
 pub(crate) fn conn_oneway(peer: &mut ConnPeer, msg: &[u8], count: usize) -> Result<Duration, String> {
+    conn_oneway_each(peer, std::iter::repeat_n(msg, count))
+}
+
+/// Sends each of `msgs` (then an empty message) to a [`conn_sink`] child and
+/// times it until the child's byte count comes back.
+pub(crate) fn conn_oneway_each<'a>(
+    peer: &mut ConnPeer,
+    msgs: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Duration, String> {
+    let mut want = 0u64;
     let t = Instant::now();
-    for _ in 0..count {
+    for msg in msgs {
         peer.send_bytes(msg).map_err(|e| format!("send_bytes failed: {e}"))?;
+        want += msg.len() as u64;
     }
     peer.send_bytes(b"").map_err(|e| format!("send_bytes failed: {e}"))?;
     let ack = peer.recv_bytes().map_err(|e| format!("no byte count: {e}"))?;
     let elapsed = t.elapsed();
-    let want = (msg.len() * count) as u64;
     if ack != want.to_le_bytes() {
         return Err(format!("the child answered {ack:?}, {want} bytes were sent"));
     }

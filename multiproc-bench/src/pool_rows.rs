@@ -7,16 +7,15 @@
 //! | `executor/map_10k/<m>` | `Executor::map(square, 0..10k, None)`: Python's automatic chunk size (10 000 / 8); tasks/s | CPython's `ProcessPoolExecutor(2).map` (its default chunksize, 1) |
 //! | `executor/map_10k_chunk1/<m>` | `executor.pool().map_chunked(square, 0..10k, 1)`: chunk size 1, like CPython's default | the same CPython row |
 //! | `pool/lifecycle_map2/<m>` | `Pool(2)` built, `map` of 2 tasks, `close`, `join` | this library's own single `Process` start + join (interleaved); CPython's `Pool(2)` the same way |
-//! | `pool/map_1mib/<m>` | `Pool(2).map` of 1 MiB byte buffers (serialised as bytes, as `serde_bytes::ByteBuf` does), automatic chunk size, each task returns its length and last byte; GB/s | this library's `Pipe` carrying the same bytes one way (`pipe/oneway_1MiB`'s method, interleaved); CPython's `Pool(2).map` of 1 MiB `bytes` |
-//! | `pool/map_1mib_chunk1/<m>` | the same with chunk size 1 (`map_chunked`) | the same baselines |
-//! | `pool/map_1mib_vec/<m>` | the same with plain `Vec<u8>` arguments (the codec's whole-`Vec<u8>` fast path does not apply to a `map` chunk) | the same baselines |
+//! | `pool/map_1mib/<m>` | `Pool(2).map` of 1 MiB `Vec<u8>` arguments (automatic chunk size: 1 for such arguments), each task returns its length and last byte; GB/s | this library's `Pipe` carrying the same bytes one way: `send_bytes` of the same number of distinct, freshly filled 1 MiB buffers to a child that `recv_bytes_into` a reused buffer (interleaved); CPython's `Pool(2).map` of 1 MiB `bytes` |
+//! | `pool/map_1mib_bytes/<m>` | the same with the buffers serialised as bytes (`serialize_bytes`, as `serde_bytes::ByteBuf` does): a value the codec encodes (one copy in the parent) and decodes (one copy in the worker) | this library's `Pipe` carrying the same values: `send(&value)` to a child that `recv()`s them (the same two copies); CPython's row of `pool/map_1mib` |
 //!
 //! `--quick` runs fewer tasks per sample (500 executor tasks, 8 buffers
 //! of 1 MiB) and says so in the rows' descriptions.
 
 use std::time::{Duration, Instant};
 
-use multiproc::{Executor, Pool, StartMethod};
+use multiproc::{Connection, Executor, Pool, StartMethod};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
@@ -84,7 +83,7 @@ pub(crate) fn is_baseline(cand: &str, base_name: &str, base_imp: Impl) -> bool {
     };
     let other = match (family, base_imp) {
         ("executor/map_10k_chunk1", Impl::Cpython) => "executor/map_10k",
-        ("pool/map_1mib_vec" | "pool/map_1mib_chunk1", Impl::Cpython | Impl::OwnPipe) => "pool/map_1mib",
+        ("pool/map_1mib_bytes", Impl::Cpython) => "pool/map_1mib",
         _ => return false,
     };
     base_name.strip_prefix(other).and_then(|r| r.strip_prefix('/')) == Some(method)
@@ -403,12 +402,10 @@ fn check_tails(r: &[(u64, u8)], n: usize) -> Result<(), String> {
 /// How the large-argument rows pass their buffers.
 #[derive(Clone, Copy)]
 enum Args {
-    /// As [`Bytes`], automatic chunk size.
-    Bytes,
-    /// As [`Bytes`], chunk size 1.
-    BytesChunk1,
-    /// As plain `Vec<u8>`, automatic chunk size.
+    /// As plain `Vec<u8>`.
     Vec,
+    /// As [`Bytes`].
+    Bytes,
 }
 
 /// One `map` of `n` buffers of 1 MiB, passed as `args` says. Filling the
@@ -416,13 +413,10 @@ enum Args {
 fn map_buffers(pool: &Pool, n: usize, args: Args) -> Result<Duration, String> {
     let bufs = buffers(n);
     let (took, r) = match args {
-        Args::Bytes | Args::BytesChunk1 => {
+        Args::Bytes => {
             let bufs: Vec<Bytes> = bufs.into_iter().map(Bytes).collect();
             let t = Instant::now();
-            let r = match args {
-                Args::BytesChunk1 => pool.map_chunked(bytes_tail, bufs, 1),
-                _ => pool.map(bytes_tail, bufs),
-            };
+            let r = pool.map(bytes_tail, bufs);
             (t.elapsed(), r)
         }
         Args::Vec => {
@@ -435,35 +429,61 @@ fn map_buffers(pool: &Pool, n: usize, args: Args) -> Result<Duration, String> {
     Ok(took)
 }
 
+/// Child of the `Bytes` rows' baseline: receives [`Bytes`] values (decoded
+/// as a pool worker decodes them) until a 1-byte one; an empty one asks for
+/// the byte count so far.
+fn bytes_sink((conn, ()): (Connection, ())) -> u64 {
+    let mut total = 0u64;
+    let mut reps = 0;
+    loop {
+        match conn.recv::<Bytes>() {
+            Ok(b) if b.0.is_empty() => {
+                conn.send_bytes(&total.to_le_bytes()).expect("answer the byte count");
+                total = 0;
+                reps += 1;
+            }
+            Ok(b) if b.0.len() == 1 => return reps,
+            Ok(b) => total += b.0.len() as u64,
+            Err(multiproc::RecvError::Disconnected) => return reps,
+            Err(e) => panic!("recv failed: {e}"),
+        }
+    }
+}
+
+/// The encoding of `Bytes(vec![b'Q'])`: [`bytes_sink`]'s signal to end.
+const BYTES_QUIT: &[u8] = &[1, b'Q'];
+
+/// Sends `n` fresh 1 MiB [`Bytes`] values (then an empty one) to a
+/// [`bytes_sink`] child, timed until its byte count comes back.
+fn bytes_oneway(peer: &mut ConnPeer, n: usize) -> Result<Duration, String> {
+    // `send` takes its value: the buffers are dropped after sending, as the
+    // pool drops a sent argument.
+    let bufs: Vec<Bytes> = buffers(n).into_iter().map(Bytes).collect();
+    let t = Instant::now();
+    for b in bufs {
+        peer.send(b).map_err(|e| format!("send failed: {e}"))?;
+    }
+    peer.send(Bytes(Vec::new())).map_err(|e| format!("send failed: {e}"))?;
+    let ack = peer.recv_bytes().map_err(|e| format!("no byte count: {e}"))?;
+    let took = t.elapsed();
+    if ack != ((n * MIB) as u64).to_le_bytes() {
+        return Err(format!("the child answered {ack:?}"));
+    }
+    Ok(took)
+}
+
 /// `Pool(2).map` of 1 MiB arguments against this library's Pipe carrying
-/// the same bytes, interleaved; CPython's `Pool(2).map` of 1 MiB `bytes`
-/// for reference.
+/// the same bytes (or values), interleaved; CPython's `Pool(2).map` of
+/// 1 MiB `bytes` for reference.
 fn run_big_args(opts: &Options, out: &mut Outcome) {
     let n: usize = if opts.quick { 8 } else { 32 };
     let quick = if opts.quick { " (--quick)" } else { "" };
-    let chunk = n.div_ceil(8);
     let mut specs = Vec::new();
     for (m, mname) in METHODS {
         let name = format!("pool/map_1mib/{mname}");
-        let rows = [
-            (
-                name.clone(),
-                Args::Bytes,
-                format!("{n}{quick} x 1 MiB buffers serialised as bytes), automatic chunk size ({chunk})"),
-            ),
-            (
-                format!("pool/map_1mib_chunk1/{mname}"),
-                Args::BytesChunk1,
-                format!("{n}{quick} x 1 MiB buffers serialised as bytes), chunk size 1 (map_chunked)"),
-            ),
-            (
-                format!("pool/map_1mib_vec/{mname}"),
-                Args::Vec,
-                format!("{n}{quick} x 1 MiB Vec<u8>), automatic chunk size ({chunk})"),
-            ),
-        ];
-        let wanted: Vec<_> = rows.into_iter().filter(|(row, _, _)| opts.wants(row)).collect();
-        if wanted.is_empty() {
+        let bytes_name = format!("pool/map_1mib_bytes/{mname}");
+        let (want_vec, want_bytes) = (opts.wants(&name), opts.wants(&bytes_name));
+        if !want_vec && !want_bytes {
             continue;
         }
         let pool = match pool_of_2(m) {
@@ -474,29 +494,51 @@ fn run_big_args(opts: &Options, out: &mut Outcome) {
             }
         };
         let p = &pool;
-        let mut benches: Vec<Bench<'_>> = wanted
-            .into_iter()
-            .map(|(row, args, what)| {
-                Bench::new(
-                    row,
-                    Impl::Multiproc,
-                    format!("Pool(2) under {mname}: map(f, {what}; f returns (len, last byte)"),
-                    move || map_buffers(p, n, args),
-                )
-            })
-            .collect();
-        let msg = vec![0x5Au8; MIB];
-        benches.push(Bench::new(
-            name.clone(),
-            Impl::OwnPipe,
-            format!(
-                "pipe(true); send_bytes(1 MiB) x{n} + b\"\" to a {mname} child that recv_bytes_into a reused buffer (pipe/oneway_1MiB)"
-            ),
-            channels::lazily(
-                move || ConnPeer::start(m, channels::conn_sink, true, b"Q"),
-                move |peer| channels::conn_oneway(peer, &msg, n),
-            ),
-        ));
+        let mut benches: Vec<Bench<'_>> = Vec::new();
+        if want_vec {
+            benches.push(Bench::new(
+                name.clone(),
+                Impl::Multiproc,
+                format!("Pool(2) under {mname}: map(f, {n}{quick} x 1 MiB Vec<u8>); f returns (len, last byte)"),
+                move || map_buffers(p, n, Args::Vec),
+            ));
+            benches.push(Bench::new(
+                name.clone(),
+                Impl::OwnPipe,
+                format!(
+                    "pipe(true); send_bytes of {n} distinct fresh 1 MiB buffers + b\"\" to a {mname} child that recv_bytes_into a reused buffer"
+                ),
+                channels::lazily(
+                    move || ConnPeer::start(m, channels::conn_sink, true, b"Q"),
+                    move |peer| {
+                        // Made like the pool rows' arguments, outside the timing.
+                        let bufs = buffers(n);
+                        channels::conn_oneway_each(peer, bufs.iter().map(Vec::as_slice))
+                    },
+                ),
+            ));
+        }
+        if want_bytes {
+            benches.push(Bench::new(
+                bytes_name.clone(),
+                Impl::Multiproc,
+                format!(
+                    "Pool(2) under {mname}: map(f, {n}{quick} x 1 MiB buffers serialised as bytes); f returns (len, last byte)"
+                ),
+                move || map_buffers(p, n, Args::Bytes),
+            ));
+            benches.push(Bench::new(
+                bytes_name,
+                Impl::OwnPipe,
+                format!(
+                    "pipe(true); send(&value) of {n} distinct fresh 1 MiB buffers serialised as bytes to a {mname} child that recv()s them"
+                ),
+                channels::lazily(
+                    move || ConnPeer::start(m, bytes_sink, (), BYTES_QUIT),
+                    move |peer| bytes_oneway(peer, n),
+                ),
+            ));
+        }
         let benches = benches
             .into_iter()
             .map(|b| b.per(n as u64, Unit::Bytes(MIB as u64)))
@@ -513,7 +555,8 @@ fn run_big_args(opts: &Options, out: &mut Outcome) {
             unit: Unit::Bytes(MIB as u64),
             ops: n as u64,
             desc: format!(
-                "CPython {mname}: Pool(2).map(len, {n}{quick} distinct 1 MiB bytes), automatic chunksize ({chunk})"
+                "CPython {mname}: Pool(2).map(len, {n}{quick} distinct 1 MiB bytes), automatic chunksize ({})",
+                n.div_ceil(8)
             ),
         });
     }
@@ -544,11 +587,10 @@ mod tests {
             Impl::OwnPipe
         ));
         assert!(!b("executor/map_10k/fork", "executor/map_10k/fork", Impl::Cpython));
-        assert!(b("pool/map_1mib_vec/spawn", "pool/map_1mib/spawn", Impl::OwnPipe));
-        assert!(b("pool/map_1mib_vec/spawn", "pool/map_1mib/spawn", Impl::Cpython));
-        assert!(!b("pool/map_1mib_vec/spawn", "pool/map_1mib/fork", Impl::OwnPipe));
-        assert!(b("pool/map_1mib_chunk1/fork", "pool/map_1mib/fork", Impl::OwnPipe));
-        assert!(!b("pool/map_1mib/spawn", "pool/map_1mib/spawn", Impl::OwnPipe));
+        assert!(b("pool/map_1mib_bytes/spawn", "pool/map_1mib/spawn", Impl::Cpython));
+        assert!(!b("pool/map_1mib_bytes/spawn", "pool/map_1mib/spawn", Impl::OwnPipe));
+        assert!(!b("pool/map_1mib_bytes/spawn", "pool/map_1mib/fork", Impl::Cpython));
+        assert!(!b("pool/map_1mib/spawn", "pool/map_1mib/spawn", Impl::Cpython));
     }
 
     #[test]

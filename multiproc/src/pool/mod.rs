@@ -49,12 +49,16 @@
 //!   that moment, without the lock; the decoded value is kept for `get`.
 //!
 //! Arguments are encoded, and an `imap`'s input read, without the lock. A
-//! large argument (64 KiB or more; the first item decides for a `map`)
-//! travels alone: a `Vec<u8>` or `String` is taken over without a copy and
-//! sent as a message of its own, which the worker receives as the
-//! argument's own buffer; another type is encoded straight into its task
-//! message. The automatic chunk size of large arguments keeps a chunk near
-//! 256 KiB.
+//! large argument (64 KiB or more encoded; the first item decides for a
+//! `map`) travels alone, as a message of its own that the worker receives
+//! as its own buffer: a `Vec<u8>` or `String` is taken over without a copy,
+//! another type is encoded into a buffer of its own, which the worker
+//! decodes in place. The automatic chunk size of large arguments keeps a
+//! chunk near 256 KiB. Workers tell their allocator to keep freed memory
+//! (glibc's `mallopt`: blocks up to 32 MiB from the heap, trimmed past
+//! 64 MiB free), so that each large argument does not arrive in fresh pages:
+//! a page fault per 4 KiB costs more than copying it. A worker's memory
+//! therefore stays near its peak, as a CPython worker's does.
 //!
 //! When a worker dies, the results it sent before dying are kept, the
 //! chunk it was running fails with [`ErrorKind::ChildKilled`] or
@@ -140,10 +144,6 @@ const WORKER_DEADLINE: Duration = Duration::from_secs(60);
 /// most this much, well under a socket buffer: the parent never blocks
 /// writing to a worker that is itself blocked writing results.
 const SMALL_CHUNK: usize = 64 * 1024;
-
-/// An argument at least this large is encoded on its own, not inside a
-/// batch.
-const LARGE_ARG: usize = 64 * 1024;
 
 /// The automatic chunk size of large arguments keeps a chunk near this
 /// size.
@@ -460,10 +460,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let offs = offsets(f)?;
-        let enc = match bytes_len(&args) {
-            Some(n) if n >= LARGE_ARG => encode_large(offs, 0, args),
-            _ => encode_items(offs, vec![(0, args)]),
-        };
+        let enc = encode_one(offs, 0, args);
         let mut st = self.shared.enter()?;
         st.check_open()?;
         let job = st.new_job();
@@ -614,7 +611,7 @@ impl Pool {
             let mut part = part;
             if large && n == 1 {
                 if let Some(a) = part.pop() {
-                    encoded.push(encode_large(offs, start, a));
+                    encoded.push(encode_one(offs, start, a));
                 }
             } else {
                 encoded.push(encode_batch(offs, batch_offs, start, part));

@@ -421,7 +421,10 @@ where
                 break;
             }
             self.handle.len += part.len();
-            parts.push(encode_items(self.offs, part));
+            parts.push(match <[_; 1]>::try_from(part) {
+                Ok([(i, a)]) => encode_one(self.offs, i, a),
+                Err(part) => encode_items(self.offs, part),
+            });
         }
         let mut st = match shared.enter() {
             Ok(st) => st,

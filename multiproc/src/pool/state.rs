@@ -280,39 +280,67 @@ pub(super) struct Encoded {
     failed: Vec<(usize, Error)>,
 }
 
-/// The length of `a` if it is a byte buffer or a string (whose encoding is
-/// its bytes).
-pub(super) fn bytes_len<A: 'static>(a: &A) -> Option<usize> {
-    let any: &dyn Any = a;
-    any.downcast_ref::<Vec<u8>>()
-        .map(Vec::len)
-        .or_else(|| any.downcast_ref::<String>().map(String::len))
-}
+/// An argument whose encoding is at least this large travels as a message
+/// of its own (the worker receives it as its buffer: no shift past a
+/// header, no copy for a byte buffer).
+pub(super) const LARGE_ARG: usize = 64 * 1024;
 
-/// Encodes one large argument: a byte buffer or a string is taken over as
-/// it is (no copy) and sent as a message of its own, which the worker
-/// receives as the argument's own buffer; any other type is encoded into
-/// the task message (measured faster for it).
-pub(super) fn encode_large<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: A) -> Encoded {
+/// Encodes the single argument of a chunk. A byte buffer or a string of
+/// [`LARGE_ARG`] or more is taken over as it is (no copy) and sent as a
+/// message of its own, which the worker receives as the argument's own
+/// buffer; any other value is encoded into a buffer of its own and, if
+/// that comes to [`LARGE_ARG`] or more, sent the same way (the worker
+/// decodes it in place); a smaller one is copied into the task message.
+pub(super) fn encode_one<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: A) -> Encoded {
     let mut slot = Some(a);
     let any: &mut dyn Any = &mut slot;
-    let data = if let Some(v) = any.downcast_mut::<Option<Vec<u8>>>() {
-        v.take()
+    let taken = if let Some(v) = any.downcast_mut::<Option<Vec<u8>>>() {
+        v.take_if(|v| v.len() >= LARGE_ARG)
     } else if let Some(text) = any.downcast_mut::<Option<String>>() {
-        text.take().map(String::into_bytes)
+        text.take_if(|t| t.len() >= LARGE_ARG).map(String::into_bytes)
     } else {
         None
     };
-    match (data, slot) {
-        (Some(data), _) => Encoded {
-            idx: vec![i],
-            payload: worker::task_header(offs.0, offs.1, 2),
-            data: Some(data),
-            failed: Vec::new(),
-        },
-        (None, Some(a)) => encode_items(offs, vec![(i, a)]),
-        (None, None) => encode_items::<A>(offs, Vec::new()),
+    let data = match (taken, slot) {
+        (Some(data), _) => data,
+        (None, Some(a)) => {
+            let mut data = Vec::new();
+            if let Err(CodecError(e)) = codec::encode_into(&a, &mut data) {
+                return Encoded {
+                    idx: Vec::new(),
+                    payload: Vec::new(),
+                    data: None,
+                    failed: vec![(i, arg_error(&e))],
+                };
+            }
+            if data.len() < LARGE_ARG {
+                let mut payload = worker::task_header(offs.0, offs.1, 0);
+                worker::put(&mut payload, &data);
+                return Encoded {
+                    idx: vec![i],
+                    payload,
+                    data: None,
+                    failed: Vec::new(),
+                };
+            }
+            data
+        }
+        (None, None) => return encode_items::<A>(offs, Vec::new()),
+    };
+    Encoded {
+        idx: vec![i],
+        payload: worker::task_header(offs.0, offs.1, 2),
+        data: Some(data),
+        failed: Vec::new(),
     }
+}
+
+/// The error of a task whose argument does not serialize.
+fn arg_error(e: &str) -> Error {
+    Error::new(
+        ErrorKind::Serialize,
+        format!("failed to serialize the task's argument: {e}"),
+    )
 }
 
 /// Encodes `items` as one per-task chunk; an argument that fails to
@@ -336,13 +364,7 @@ pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<
             }
             Err(CodecError(e)) => {
                 enc.payload.truncate(at);
-                enc.failed.push((
-                    i,
-                    Error::new(
-                        ErrorKind::Serialize,
-                        format!("failed to serialize the task's argument: {e}"),
-                    ),
-                ));
+                enc.failed.push((i, arg_error(&e)));
             }
         }
     }

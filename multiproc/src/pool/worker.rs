@@ -21,7 +21,7 @@ use crate::{
     bootstrap::{self, Outcome},
     codec::{self, CodecError},
     connection::Connection,
-    target,
+    sys, target,
 };
 
 /// An initializer named by code offsets, with its encoded argument.
@@ -120,6 +120,9 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
 /// the parent closes its end (or `maxtasks` chunks are done).
 pub(crate) fn worker_main(args: WorkerArgs) {
     let WorkerArgs { conn, init, maxtasks } = args;
+    // Large arguments arrive in freshly allocated buffers that their task
+    // drops: keep that memory for the next one.
+    sys::retain_freed_memory();
     let first = match init {
         Some(i) => run_task(i.tramp, i.target, i.args),
         None => Outcome::Value(Vec::new()),

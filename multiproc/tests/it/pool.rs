@@ -10,7 +10,7 @@ use std::{
 use multiproc::{Callbacks, ErrorKind, Executor, ExitStatus, Pool, PoolBuilder, StartMethod};
 use serde::{Serialize, Serializer};
 
-use crate::support::{DEADLINE, PidWatch, block_forever};
+use crate::support::{DEADLINE, PidWatch, Rendezvous, block_forever, ready_then_wait};
 
 fn pool(m: StartMethod, n: usize) -> PoolBuilder {
     Pool::builder().processes(n).start_method(m)
@@ -375,6 +375,13 @@ fn callbacks_run_once_with_value_or_error(m: StartMethod) {
     assert_eq!(seen.sorted(), ["dropped err Cancelled"]);
 }
 
+/// Reports ready to the rendezvous `addr`, then waits (bounded) for its
+/// "go".
+fn wait_for_gate(addr: String) -> bool {
+    ready_then_wait(&addr);
+    true
+}
+
 fn callback_panics_and_self_waits_are_reported(m: StartMethod) {
     let p = Arc::new(pool(m, 1).build().unwrap());
     // The callback's panic comes out of whichever call ran it: the
@@ -394,35 +401,32 @@ fn callback_panics_and_self_waits_are_reported(m: StartMethod) {
     assert_eq!(p.apply(square, 3).unwrap(), 9);
 
     // A callback waiting for its own result is told so, not deadlocked.
-    // (A callback may run before `apply_async_with` returns, before its
-    // handle is stored: then try again.)
+    // The only worker is held behind a gate until the callback's handle is
+    // stored, so the callback cannot run before it can find the handle.
     type Slot = Arc<Mutex<Option<multiproc::AsyncResult<u64>>>>;
-    let mut told = None;
-    for _ in 0..100 {
-        let (tx, rx) = mpsc::channel();
-        let slot: Slot = Arc::default();
-        let inner = slot.clone();
-        let cb = Callbacks::new().callback(move |_: &u64| {
-            let own = inner.lock().unwrap().take();
-            tx.send(own.map(|own| own.get().map_err(|e| e.kind()))).unwrap();
-        });
-        let r = p.apply_async_with(square, 4, cb).unwrap();
-        *slot.lock().unwrap() = Some(r);
-        let waiter = p.apply_async(square, 1).unwrap();
-        waiter.get().unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        let ran = loop {
-            if let Ok(ran) = rx.try_recv() {
-                break ran;
-            }
-            assert!(Instant::now() < deadline, "the callback never ran");
-            p.apply(square, 0).unwrap();
-        };
-        if let Some(r) = ran {
-            told = Some(r);
-            break;
+    let rv = Rendezvous::new();
+    let mut held = p.apply_async(wait_for_gate, rv.addr()).unwrap();
+    let gate = rv.wait_ready();
+    let (tx, rx) = mpsc::channel();
+    let slot: Slot = Arc::default();
+    let inner = slot.clone();
+    let cb = Callbacks::new().callback(move |_: &u64| {
+        let own = inner.lock().unwrap().take();
+        tx.send(own.map(|own| own.get().map_err(|e| e.kind()))).unwrap();
+    });
+    let r = p.apply_async_with(square, 4, cb).unwrap();
+    *slot.lock().unwrap() = Some(r);
+    gate.open();
+    assert!(held.get_timeout(DEADLINE).unwrap());
+    // The callback ran in one of these calls (or in the get above).
+    let deadline = Instant::now() + DEADLINE;
+    let told = loop {
+        if let Ok(ran) = rx.try_recv() {
+            break ran;
         }
-    }
+        assert!(Instant::now() < deadline, "the callback never ran");
+        p.apply(square, 0).unwrap();
+    };
     assert_eq!(told, Some(Err(ErrorKind::InvalidState)));
     p.close();
     p.join().unwrap();
@@ -636,6 +640,49 @@ fn large_arguments_round_trip(m: StartMethod) {
     let words: Vec<Vec<u16>> = (0..4).map(|i| vec![i; 200_000]).collect();
     let sums: Vec<u64> = words.iter().map(|w| w.iter().map(|&x| u64::from(x)).sum()).collect();
     assert_eq!(p.map(sum_u16, words).unwrap(), sums);
+    // A large argument that refuses to serialize fails its task alone; the
+    // large arguments around it arrive whole.
+    let mixed: Vec<Option<Vec<u16>>> = vec![Some(vec![1; 100_000]), None, Some(vec![2; 100_000])];
+    let got: Vec<_> = p
+        .imap(sum_or_refuse, mixed.into_iter().map(Refusing::from))
+        .unwrap()
+        .collect();
+    assert_eq!(got[0].as_ref().unwrap(), &100_000);
+    let e = got[1].as_ref().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Serialize, "{e}");
+    assert!(e.to_string().contains("refuses to serialize"), "{e}");
+    assert_eq!(got[2].as_ref().unwrap(), &200_000);
+}
+
+/// The sum of a large argument; `None` stands for one that refuses to
+/// serialize (see [`Refusing`]).
+fn sum_or_refuse(v: Refusing) -> u64 {
+    v.0.map_or(0, sum_u16)
+}
+
+/// `Some` serializes as its vector; `None` refuses to serialize.
+#[derive(Debug)]
+struct Refusing(Option<Vec<u16>>);
+
+impl From<Option<Vec<u16>>> for Refusing {
+    fn from(v: Option<Vec<u16>>) -> Refusing {
+        Refusing(v)
+    }
+}
+
+impl Serialize for Refusing {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(v) => v.serialize(s),
+            None => Err(serde::ser::Error::custom("refuses to serialize")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Refusing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<u16>::deserialize(d).map(|v| Refusing(Some(v)))
+    }
 }
 
 fn char_count(s: String) -> usize {

@@ -22,7 +22,7 @@ pub(crate) use fd::{
     Fd, MAX_FDS, RecvSome, eventfd, eventfd_drain, eventfd_signal, poll_readable_set, seqpacket_pair, socketpair,
 };
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
-pub(crate) use memfd::{Memfd, buffer, read_file};
+pub(crate) use memfd::{Memfd, buffer, read_file, retain_freed_memory};
 pub(crate) use misc::{
     SIGKILL, SIGTERM, atexit, close_inherited, cpu_count, exe_identity, getpid, getppid, ignore_sigpipe, image_base,
     main_image_base, null_device, random_bytes, redirect, reserve_closed, set_sigint_ignored, signal_name,
