@@ -311,6 +311,36 @@ impl Connection {
         }
     }
 
+    /// Sends each of `msgs` as a message of its own, in as few system
+    /// calls as the kernel allows (the pool sends a worker its chunks so).
+    /// On a failure: how many of them went out whole (the peer may have
+    /// received those), with the error.
+    pub(crate) fn send_bytes_batch(&self, msgs: &[&[u8]]) -> std::result::Result<(), (usize, Error)> {
+        if !self.writable {
+            return Err((0, Error::new(ErrorKind::InvalidState, "connection is read-only")));
+        }
+        let fd = self.fd().map_err(|e| (0, e))?;
+        let headers: Vec<[u8; wire::HEADER]> = msgs.iter().map(|m| wire::header(m.len() as u64, 0)).collect();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * msgs.len());
+        for (h, m) in headers.iter().zip(msgs) {
+            parts.push(h);
+            parts.push(m);
+        }
+        let _turn = lock(&self.tx);
+        let (sent, r) = fd.send_vectored(&parts);
+        r.map_err(|e| {
+            let mut end = 0;
+            let whole = msgs
+                .iter()
+                .take_while(|m| {
+                    end += wire::HEADER + m.len();
+                    end <= sent
+                })
+                .count();
+            (whole, wire::send_error(e))
+        })
+    }
+
     fn send_message(&self, payload: &[u8], fds: &[RawFd]) -> Result<()> {
         if !self.writable {
             return Err(Error::new(ErrorKind::InvalidState, "connection is read-only"));

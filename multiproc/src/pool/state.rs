@@ -609,15 +609,20 @@ impl State {
     }
 
     /// Sends pending chunks, breadth first: each to the worker with the
-    /// fewest chunks in flight that can take it. A worker found dead on
-    /// sending (it died while idle) is replaced.
+    /// fewest chunks in flight that can take it. The chunks a worker is
+    /// given in one round go out together (one system call for a burst of
+    /// small ones). A worker found dead on sending (it died while idle) is
+    /// replaced; the chunks it cannot have received go back to the pending
+    /// queue.
     pub(super) fn dispatch(&mut self) {
         if self.life == Life::Terminated {
             return;
         }
         let now = Instant::now();
+        // Chunks given to each worker in this round: the last ones of its
+        // `in_flight`.
+        let mut given = vec![0usize; self.workers.len()];
         let mut dead = Vec::new();
-        let mut sent_any = false;
         while let Some(next) = self.pending.front() {
             if !self.jobs.contains_key(&next.job) {
                 // Its handle was dropped.
@@ -626,29 +631,57 @@ impl State {
             }
             let maxtasks = self.cfg.maxtasks;
             let Some(i) = (0..self.workers.len())
-                .filter(|i| !dead.contains(i) && self.workers[*i].can_take(next, maxtasks))
+                .filter(|i| self.workers[*i].can_take(next, maxtasks))
                 .min_by_key(|&i| self.workers[i].in_flight.len())
             else {
                 break;
             };
             let Some(chunk) = self.pending.pop_front() else { break };
             let w = &mut self.workers[i];
-            let sent = w.conn.send_bytes(&chunk.payload).is_ok()
-                && chunk.data.as_ref().is_none_or(|d| w.conn.send_bytes(d).is_ok());
-            if !sent {
-                self.pending.push_front(chunk);
-                dead.push(i);
-                continue;
-            }
-            sent_any = true;
             w.sent += 1;
             let started = w.in_flight.is_empty().then_some(now);
             w.in_flight.push_back(Sent { chunk, started });
+            given[i] += 1;
+        }
+        let mut sent_any = false;
+        let mut returned: Vec<Chunk> = Vec::new();
+        for (i, &n) in given.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let w = &mut self.workers[i];
+            let first = w.in_flight.len() - n;
+            let mut msgs: Vec<&[u8]> = Vec::with_capacity(2 * n);
+            // Per chunk: its message, and its large argument's.
+            let mut ends = Vec::with_capacity(n);
+            for s in w.in_flight.range(first..) {
+                msgs.push(&s.chunk.payload);
+                if let Some(d) = &s.chunk.data {
+                    msgs.push(d);
+                }
+                ends.push(msgs.len());
+            }
+            match w.conn.send_bytes_batch(&msgs) {
+                Ok(()) => sent_any = true,
+                Err((whole, _)) => {
+                    // The chunks whose messages all went out may have been
+                    // received (and run): they stay in flight, to fail
+                    // with the worker's death; the others never started.
+                    let kept = ends.iter().take_while(|&&e| e <= whole).count();
+                    sent_any |= kept > 0;
+                    returned.extend(w.in_flight.drain(first + kept..).map(|s| s.chunk));
+                    w.sent -= n - kept;
+                    dead.push(i);
+                }
+            }
+        }
+        // Back at the front, each worker's in their order.
+        for chunk in returned.into_iter().rev() {
+            self.pending.push_front(chunk);
         }
         if sent_any {
             self.nudge();
         }
-        dead.sort_unstable();
         for &i in dead.iter().rev() {
             self.on_death(i, false);
         }

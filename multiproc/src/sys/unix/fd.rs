@@ -147,6 +147,52 @@ impl Fd {
         Ok(())
     }
 
+    /// Sends `parts` back to back, as few `sendmsg` calls as the kernel
+    /// allows (at most [`MAX_IOV`] parts each), blocking until all is
+    /// written. Returns how many bytes went out, with the error that
+    /// stopped it (if any): the caller can tell which of its messages the
+    /// peer may have received.
+    pub(crate) fn send_vectored(&self, parts: &[&[u8]]) -> (usize, io::Result<()>) {
+        let mut sent = 0usize;
+        let mut first = 0usize;
+        // How far into `parts[first]` the previous call got.
+        let mut offset = 0usize;
+        while first < parts.len() {
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOV];
+            let mut count = 0;
+            for (slot, (k, p)) in iov.iter_mut().zip(parts[first..].iter().enumerate()) {
+                let p = if k == 0 { &p[offset..] } else { p };
+                *slot = libc::iovec {
+                    iov_base: p.as_ptr() as *mut _,
+                    iov_len: p.len(),
+                };
+                count += 1;
+            }
+            // SAFETY: an all-zero msghdr is a valid empty message.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = count;
+            // SAFETY: msg points at live iovecs over borrowed slices for the
+            // call.
+            let mut n = match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL) }) {
+                Ok(n) => n as usize,
+                Err(e) => return (sent, Err(e)),
+            };
+            sent += n;
+            // Skip the parts written whole; keep the offset into the next.
+            while first < parts.len() && n >= parts[first].len() - offset {
+                n -= parts[first].len() - offset;
+                first += 1;
+                offset = 0;
+            }
+            offset += n;
+        }
+        (sent, Ok(()))
+    }
+
     /// Blocks until `buf` holds `len` bytes, reading into its spare
     /// capacity (which must be at least `len - buf.len()`).
     pub(crate) fn recv_exact_into(&self, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
@@ -382,6 +428,9 @@ pub(crate) enum RecvSome {
 
 /// The most descriptors one message carries (the kernel's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS: usize = 253;
+
+/// Parts of one [`Fd::send_vectored`] call (the kernel takes up to 1024).
+const MAX_IOV: usize = 64;
 
 /// Ancillary-data buffer for up to [`MAX_FDS`] descriptors each way: a
 /// receive buffer smaller than what was sent would make the kernel drop
