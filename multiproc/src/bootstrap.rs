@@ -259,11 +259,13 @@ fn install_panic_hook() {
 // ---------------------------------------------------------------------
 // The common tail of every child.
 
-/// Sets up the child side (panic hook, parent watch, daemon watcher).
 /// Set in a fork child of a multithreaded parent: see `fork_child_main`.
 static AVOID_STD_LOCKS: AtomicBool = AtomicBool::new(false);
 
-pub(crate) fn prepare_child(sock: &Fd, daemon: bool) {
+/// Sets up the child side (panic hook; for a daemon, its death with its
+/// parent). `real_parent` is the process that created this one (its
+/// `getppid()` at creation): the logical parent, or the fork server.
+pub(crate) fn prepare_child(sock: &Fd, daemon: bool, real_parent: u32) {
     if cfg!(panic = "abort") {
         let copy = sock.try_clone().ok();
         if let Some(c) = &copy {
@@ -275,7 +277,7 @@ pub(crate) fn prepare_child(sock: &Fd, daemon: bool) {
         install_panic_hook();
     }
     if daemon {
-        start_daemon_watcher();
+        die_with_parent(real_parent);
     }
 }
 
@@ -303,18 +305,29 @@ pub(crate) fn flush_std_streams() {
 }
 
 /// A daemonic child dies with its parent, however the parent ends (even
-/// SIGKILL): a thread waits on the parent's pidfd and exits the process.
-/// (`PR_SET_PDEATHSIG` would fire when the *thread* that started the child
-/// exits, which kills daemons started from short-lived threads.)
-fn start_daemon_watcher() {
+/// SIGKILL): the kernel's parent-death signal, filtered by a handler
+/// (`sys::arm_parent_death`, whose module docs explain the design), and a
+/// thread watching the parent's pidfd only if that cannot be armed.
+fn die_with_parent(real_parent: u32) {
     let Some(parent) = registry::with_me(|me| me.parent.clone()) else {
         return;
     };
     // Opened here, before the target runs: a parent that is already gone
-    // ends the daemon at once.
+    // ends the daemon at once (and `parent_process()` finds it open).
     if parent.watch().is_none() {
         sys::exit_now(1);
     }
+    match sys::arm_parent_death(real_parent) {
+        Ok(true) => {}
+        // Gone before the signal was armed.
+        Ok(false) => sys::exit_now(1),
+        Err(_) => start_watch_thread(parent),
+    }
+}
+
+/// The fallback of [`die_with_parent`]: a thread waits on the logical
+/// parent's pidfd and exits the process when it ends.
+fn start_watch_thread(parent: Arc<ParentRecord>) {
     let spawned = std::thread::Builder::new()
         .name("multiproc-parent-watch".into())
         .spawn(move || {
@@ -363,7 +376,7 @@ pub(crate) fn fork_child_main(
         if after_threads {
             AVOID_STD_LOCKS.store(true, Ordering::Relaxed);
         }
-        prepare_child(&theirs, daemon);
+        prepare_child(&theirs, daemon, parent.0);
         let outcome = call.run_here();
         finish(&theirs, outcome)
     });
@@ -405,7 +418,7 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
     match reader.next_blocking(&sock) {
         Ok(Some((Tag::Serve, preload))) => crate::forkserver::serve(sock, reader, &preload),
         Ok(Some((Tag::Track, _))) => crate::shared_memory::tracker::serve(reader.take_fds()),
-        Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, StartMethod::Spawn, None),
+        Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, None),
         Ok(Some((tag, _))) => finish(
             &sock,
             Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {tag:?}")),
@@ -415,12 +428,21 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
     }
 }
 
+/// A fork server's side of its child, passed to the child.
+pub(crate) struct ServedBy {
+    /// A pidfd of the owner (the child's logical parent).
+    pub(crate) owner: ParentWatch,
+    /// The fork server's pid, taken before the fork: the child's real
+    /// parent.
+    pub(crate) server: u32,
+}
+
 /// A child forked by a fork server: `sock` is its bootstrap socket to its
-/// owner (its logical parent), `owner` a pidfd of that owner.
-pub(crate) fn forked_by_server(sock: Fd, owner: ParentWatch) -> ! {
+/// owner (its logical parent).
+pub(crate) fn forked_by_server(sock: Fd, served: ServedBy) -> ! {
     let mut reader = frame::Reader::trusting_large_frames();
     match reader.next_blocking(&sock) {
-        Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, StartMethod::ForkServer, Some(owner)),
+        Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, Some(served)),
         Ok(Some((tag, _))) => finish(
             &sock,
             Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {tag:?}")),
@@ -431,16 +453,21 @@ pub(crate) fn forked_by_server(sock: Fd, owner: ParentWatch) -> ! {
 }
 
 /// Runs a child described by its `Boot` record: reads its arguments,
-/// becomes the child, runs the target and leaves. Never returns.
-fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, method: StartMethod, owner: Option<ParentWatch>) -> ! {
+/// becomes the child, runs the target and leaves. Never returns. `served`
+/// is set in a fork server's child, `None` in a spawned one.
+fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<ServedBy>) -> ! {
     let (boot, args, fds) = match read_boot(&sock, &mut reader, &boot) {
         Ok(x) => x,
         Err(BootError::ParentGone) => sys::exit_now(1),
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
     };
-    let owner_fd = owner.as_ref().map(ParentWatch::raw_fd);
-    let parent = Arc::new(match owner {
-        Some(watch) => ParentRecord::with_watch(boot.parent_pid, boot.parent_name, watch),
+    let (method, real_parent) = match &served {
+        Some(s) => (StartMethod::ForkServer, s.server),
+        None => (StartMethod::Spawn, boot.parent_pid),
+    };
+    let owner_fd = served.as_ref().map(|s| s.owner.raw_fd());
+    let parent = Arc::new(match served {
+        Some(s) => ParentRecord::with_watch(boot.parent_pid, boot.parent_name, s.owner),
         None => ParentRecord::new(boot.parent_pid, boot.parent_name),
     });
     crate::context::force_start_method(Some(boot.default_method));
@@ -460,7 +487,7 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, method: StartMe
     }
     // A parent that died meanwhile is noticed when the outcome is sent.
     let _ = frame::send(&sock, Tag::Ready, &[]);
-    prepare_child(&sock, boot.daemon);
+    prepare_child(&sock, boot.daemon, real_parent);
     // SAFETY: `read_boot` checked that this process runs the parent's
     // executable file, so the offset names the trampoline the parent chose.
     #[allow(unsafe_code)]

@@ -320,6 +320,11 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
 }
 
 fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32], (boot, status, owner): (Fd, Fd, Fd)) {
+    // The child's real parent, taken before the fork: read in the child, a
+    // `getppid()` would name a reaper if this server died meanwhile. A
+    // daemonic child dies when this server ends (which it does when the
+    // owner ends), see `sys::arm_parent_death`.
+    let server = sys::getpid();
     // SAFETY: the server is single-threaded; the child only closes
     // descriptors and then runs the child path, which leaves through
     // `_exit`.
@@ -335,7 +340,11 @@ fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32],
             }
             sys::close_inherited(&server_fds);
             sys::set_sigint_ignored(false);
-            bootstrap::forked_by_server(boot, ParentWatch::from_pidfd(owner))
+            let served = bootstrap::ServedBy {
+                owner: ParentWatch::from_pidfd(owner),
+                server,
+            };
+            bootstrap::forked_by_server(boot, served)
         }
         Ok(ForkSide::Parent(handle)) => {
             let pid = handle.pid().to_le_bytes();

@@ -69,6 +69,20 @@ impl ProcessBuilder {
     /// Makes the child daemonic: it is terminated when this process exits
     /// normally, killed when this process dies any other way (even by
     /// `SIGKILL`), and may not start children of its own.
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// On Linux a daemonic child ends with its parent through the kernel's
+    /// parent-death signal, `SIGRTMIN() + 2` (36 with glibc), and a handler
+    /// that exits the child (with status 1) once its parent is gone; no
+    /// thread is started for it. In the child, do not install a handler for
+    /// that signal, ignore it or block it in every thread: the child would
+    /// then outlive its parent. The kernel also sends the signal when only
+    /// the thread of this process that started the child exits (the
+    /// handler then returns), so a blocking call in the child that the
+    /// kernel does not restart (a socket read with a timeout, `poll`) may
+    /// fail once with [`std::io::ErrorKind::Interrupted`]. A child started
+    /// by the fork server also ends if the server is killed.
     pub fn daemon(mut self, daemon: bool) -> ProcessBuilder {
         self.daemon = daemon;
         self

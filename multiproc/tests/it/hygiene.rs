@@ -162,9 +162,111 @@ fn exit_routine_joins_workers_and_terminates_daemons(m: StartMethod) {
     assert!(worker.ended_within(DEADLINE));
 }
 
+/// A daemon's target: reports its own address, answers one "ping", then
+/// blocks. (Its receive is interrupted once, by the death signal its
+/// starting thread's exit sends: `Rendezvous::recv` retries.)
+fn echo_once_then_block(addr: String) {
+    let own = Rendezvous::new();
+    notify(&addr, &format!("ready {}", own.addr()));
+    assert_eq!(own.recv(), "ping");
+    notify(&addr, "pong");
+    block_forever()
+}
+
+/// The middle: a short-lived thread starts the daemon, waits until it runs
+/// its target (so its death signal is armed) and exits; after the thread
+/// is gone, a round trip shows the daemon alive.
+fn start_daemon_from_a_thread(args: (String, StartMethod)) {
+    let (addr, m) = args;
+    let daemon_rv = Rendezvous::new();
+    let starter = std::thread::spawn(move || {
+        let b = builder(m).daemon(true);
+        let b = if m == StartMethod::Fork {
+            // Under fork the daemon must be forked by this thread (the case
+            // where its parent is a thread that exits), and this process
+            // runs two threads now, where fork needs the opt-in.
+            // SAFETY: the other thread is blocked in `join` and holds no
+            // lock; the daemon's target only allocates (glibc's allocator is
+            // fork-safe) and uses sockets.
+            unsafe { b.allow_fork_with_threads() }
+        } else {
+            b
+        };
+        let mut d = b.target_with(echo_once_then_block, daemon_rv.addr());
+        d.start().unwrap();
+        let ready = daemon_rv.recv();
+        let daemon_own = ready.strip_prefix("ready ").expect("a ready message").to_owned();
+        (d.pid().unwrap(), daemon_own, daemon_rv)
+    });
+    let (daemon_pid, daemon_own, daemon_rv) = starter.join().unwrap();
+    // `join` returns when the thread's stack is free, a little before the
+    // kernel re-parents the thread's children (and sends their death
+    // signal); the thread leaves /proc only after that.
+    wait_until(|| thread_count(std::process::id()) == 1);
+    // The daemon handled (or died of) its death signal before it can
+    // answer: the signal was pending before the ping was sent.
+    notify(&daemon_own, "ping");
+    assert_eq!(
+        daemon_rv.recv(),
+        "pong",
+        "the daemon answers after its starting thread exited"
+    );
+    notify(&addr, &daemon_pid.to_string());
+    block_forever()
+}
+
+fn daemon_survives_the_exit_of_the_thread_that_started_it(m: StartMethod) {
+    let rv = Rendezvous::new();
+    let mut middle = builder(m).target_with(start_daemon_from_a_thread, (rv.addr(), m));
+    middle.start().unwrap();
+    let daemon_pid: u32 = rv.recv().parse().unwrap();
+    let daemon = PidWatch::open(daemon_pid);
+    assert!(!daemon.ended_within(Duration::ZERO));
+    // It still dies with its parent process.
+    middle.kill().unwrap();
+    middle.join_timeout(DEADLINE).unwrap_err();
+    assert!(
+        daemon.ended_within(DEADLINE),
+        "the daemon outlived its SIGKILLed parent"
+    );
+}
+
+fn daemon_runs_no_extra_thread(m: StartMethod) {
+    let rv = Rendezvous::new();
+    let mut d = builder(m).daemon(true).target_with(gated, rv.addr());
+    d.start().unwrap();
+    // The target runs: the child's set-up is over.
+    let gate = rv.wait_ready();
+    let threads = thread_count(d.pid().unwrap());
+    gate.open();
+    d.join_timeout(DEADLINE).unwrap();
+    assert_eq!(threads, 1, "a daemon whose target blocks runs one thread");
+}
+
+/// Threads of process `pid`, from `/proc/<pid>/task`.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the threads")
+        .count()
+}
+
+/// Polls `done` until it holds, failing the test after [`DEADLINE`].
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met before the deadline"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 per_method!(
     children_inherit_no_descriptors,
     daemon_dies_when_its_parent_is_killed,
+    daemon_survives_the_exit_of_the_thread_that_started_it,
+    daemon_runs_no_extra_thread,
     exit_routine_joins_workers_and_terminates_daemons
 );
 

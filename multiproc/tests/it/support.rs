@@ -94,12 +94,18 @@ impl Rendezvous {
     }
 
     /// The next message, failing the test after [`DEADLINE`].
+    ///
+    /// Retries a receive interrupted by a signal: a socket with a timeout is
+    /// never restarted by the kernel, and a daemonic child gets its death
+    /// signal when the parent's thread that started it exits.
     pub(crate) fn recv(&self) -> String {
         let mut buf = vec![0u8; 64 * 1024];
-        let n = self
-            .sock
-            .recv(&mut buf)
-            .expect("no message from the child before the deadline");
+        let n = loop {
+            match self.sock.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other.expect("no message from the child before the deadline"),
+            }
+        };
         String::from_utf8(buf[..n].to_vec()).expect("utf-8 message")
     }
 

@@ -11,6 +11,7 @@ mod fork;
 mod memfd;
 mod misc;
 mod net;
+mod pdeath;
 mod pidfd;
 mod segment;
 mod shm;
@@ -31,6 +32,7 @@ pub(crate) use misc::{
 pub(crate) use net::{
     PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
 };
+pub(crate) use pdeath::arm_parent_death;
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
 pub(crate) use segment::{
     Locked, MUTEX_SIZE, Mapping, RobustMutex, file_size, ignore_group_signals, is_size_sealed, memfd_sealed,
