@@ -68,9 +68,16 @@
 //! the pool serves on (no lock is held meanwhile). A worker that dies
 //! while idle is noticed by its sentinel, or at the next send. With a task
 //! timeout, the worker running an overdue chunk is killed and replaced,
-//! and that chunk fails with [`ErrorKind::TaskTimeout`]. An initializer that
-//! fails makes [`PoolBuilder::build`] fail with its error (its panic for a
-//! panic); if a *replacement* worker's initializer fails (or takes more
+//! and that chunk fails with [`ErrorKind::TaskTimeout`]. With an
+//! initializer, [`PoolBuilder::build`] waits for every worker's report, and
+//! one that fails makes `build` fail with its error (its panic for a
+//! panic). Without one, `build` returns as soon as the workers are started
+//! and they are given work at once (a round trip saved on a short-lived
+//! pool); a worker that dies before its first message (killed from outside,
+//! or unable to start) never ran the chunks it was given: they go back to
+//! the pending queue and the worker is replaced, up to `3 × processes` such
+//! deaths in a row, after which the pool is broken with the last one's
+//! error. If a *replacement* worker's initializer fails (or takes more
 //! than a minute), the pool is broken: every pending task and every later
 //! submission fails with that error, tasks already with other workers
 //! still finish. There is no respawn loop. Under `fork`, once the program
@@ -280,9 +287,12 @@ impl PoolBuilder {
                 }
             }
         }
+        // Workers with an initializer report it before the pool is
+        // returned (its failure is `build`'s error); the others are given
+        // work at once and report in the first round.
         let mut first_err = None;
         for mut w in starting {
-            match (first_err.is_none()).then(|| w.await_ready()) {
+            match (first_err.is_none() && !w.eager).then(|| w.await_ready()) {
                 Some(Ok(())) => state.workers.push(w),
                 Some(Err(e)) => {
                     first_err = Some(e);

@@ -163,6 +163,11 @@ pub(super) struct Worker {
     /// The initializer has reported success; until then (`Some`), the
     /// moment by which it must.
     pub(super) starting: Option<Instant>,
+    /// May be given chunks before it reports: it has no initializer, so
+    /// its first message (an empty report) comes at once, and the chunks
+    /// wait in its connection meanwhile. Should it die before reporting,
+    /// they never ran: they go back to the pending queue.
+    pub(super) eager: bool,
     /// How long its last chunk took: chunks queue deeply only behind fast
     /// ones (a slow chunk would hold back the chunks queued behind it
     /// while other workers idle).
@@ -240,7 +245,7 @@ impl Worker {
     }
 
     pub(super) fn can_take(&self, next: &Chunk, maxtasks: Option<usize>) -> bool {
-        if self.starting.is_some() || maxtasks.is_some_and(|m| self.sent >= m) {
+        if (self.starting.is_some() && !self.eager) || maxtasks.is_some_and(|m| self.sent >= m) {
             return false;
         }
         let Some(back) = self.in_flight.back() else { return true };
@@ -432,6 +437,7 @@ impl State {
             in_flight: VecDeque::new(),
             sent: 0,
             starting: Some(deadline_after(WORKER_DEADLINE)),
+            eager: self.cfg.init.is_none(),
             last_chunk: None,
         })
     }
@@ -870,6 +876,14 @@ impl State {
         let has_init = self.cfg.init.is_some();
         let w = &mut self.workers[i];
         w.reap();
+        if w.starting.is_some() {
+            // It never reached its loop: the chunks it was given (an eager
+            // worker's) never ran.
+            for s in w.in_flight.drain(..).rev() {
+                self.pending.push_front(s.chunk);
+            }
+        }
+        let w = &mut self.workers[i];
         let overdue = matches!(death, Death::Overdue);
         let init_failure = match death {
             Death::Init(e) => Some(e),

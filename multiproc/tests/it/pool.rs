@@ -537,6 +537,41 @@ fn idle_worker_death_is_noticed(m: StartMethod) {
     assert_eq!(p.apply(square, 5).unwrap(), 25);
 }
 
+fn workers_killed_at_start_lose_no_task(m: StartMethod) {
+    // Without an initializer, `build` does not wait for the workers'
+    // first message, and work is sent to them at once. Kill them right
+    // away: most often before that message, when their tasks never ran
+    // and go to the replacements; a worker already running one fails that
+    // one only.
+    let p = pool(m, 2).build().unwrap();
+    let pids = p.pids();
+    let watches: Vec<PidWatch> = pids.iter().map(|&pid| PidWatch::open(pid)).collect();
+    let mut results: Vec<_> = (0..20u64).map(|i| p.apply_async(square, i).unwrap()).collect();
+    for &pid in &pids {
+        sigkill(pid);
+    }
+    for w in &watches {
+        assert!(w.ended_within(DEADLINE));
+    }
+    let mut failed = 0;
+    for (i, r) in (0u64..).zip(results.iter_mut()) {
+        match r.get_timeout(DEADLINE) {
+            Ok(v) => assert_eq!(v, i * i),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::ChildKilled, "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        failed <= pids.len(),
+        "{failed} tasks failed for {} killed workers",
+        pids.len()
+    );
+    assert!(p.pids().iter().all(|pid| !pids.contains(pid)));
+    assert_eq!(p.apply(square, 7).unwrap(), 49);
+}
+
 fn cancelling_wakes_the_waiters(m: StartMethod) {
     let ex = Executor::from_builder(pool(m, 1)).unwrap();
     let _busy = ex.submit(forever, 0).unwrap();
@@ -718,6 +753,7 @@ fn out_of_memory_fails_only_its_task(m: StartMethod) {
 }
 
 per_method!(
+    workers_killed_at_start_lose_no_task,
     cancelling_wakes_the_waiters,
     out_of_memory_fails_only_its_task,
     large_arguments_round_trip,
