@@ -272,14 +272,16 @@ pub(crate) fn conn_oneway(peer: &mut ConnPeer, msg: &[u8], count: usize) -> Resu
 }
 
 /// Sends each of `msgs` (then an empty message) to a [`conn_sink`] child and
-/// times it until the child's byte count comes back.
-pub(crate) fn conn_oneway_each<'a>(
+/// times it until the child's byte count comes back. The messages may be
+/// owned buffers: each is dropped once sent, inside the timing.
+pub(crate) fn conn_oneway_each<M: AsRef<[u8]>>(
     peer: &mut ConnPeer,
-    msgs: impl IntoIterator<Item = &'a [u8]>,
+    msgs: impl IntoIterator<Item = M>,
 ) -> Result<Duration, String> {
     let mut want = 0u64;
     let t = Instant::now();
     for msg in msgs {
+        let msg = msg.as_ref();
         peer.send_bytes(msg).map_err(|e| format!("send_bytes failed: {e}"))?;
         want += msg.len() as u64;
     }

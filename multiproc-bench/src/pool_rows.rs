@@ -7,7 +7,7 @@
 //! | `executor/map_10k/<m>` | `Executor::map(square, 0..10k, None)`: Python's automatic chunk size (10 000 / 8); tasks/s | CPython's `ProcessPoolExecutor(2).map` (its default chunksize, 1) |
 //! | `executor/map_10k_chunk1/<m>` | `executor.pool().map_chunked(square, 0..10k, 1)`: chunk size 1, like CPython's default | the same CPython row |
 //! | `pool/lifecycle_map2/<m>` | `Pool(2)` built, `map` of 2 tasks, `close`, `join` | this library's own single `Process` start + join (interleaved); CPython's `Pool(2)` the same way |
-//! | `pool/map_1mib/<m>` | `Pool(2).map` of 1 MiB `Vec<u8>` arguments (automatic chunk size: 1 for such arguments), each task returns its length and last byte; GB/s | this library's `Pipe` carrying the same bytes one way: `send_bytes` of the same number of distinct, freshly filled 1 MiB buffers to a child that `recv_bytes_into` a reused buffer (interleaved); CPython's `Pool(2).map` of 1 MiB `bytes` |
+//! | `pool/map_1mib/<m>` | `Pool(2).map` of 1 MiB `Vec<u8>` arguments (automatic chunk size: 1 for such arguments), each task returns its length and last byte; GB/s | this library's `Pipe` carrying the same bytes one way: `send_bytes` of the same number of distinct, freshly filled 1 MiB buffers, each dropped once sent (as `map` consumes its arguments), to a child that `recv_bytes_into` a reused buffer (interleaved); CPython's `Pool(2).map` of 1 MiB `bytes` |
 //! | `pool/map_1mib_bytes/<m>` | the same with the buffers serialised as bytes (`serialize_bytes`, as `serde_bytes::ByteBuf` does): a value the codec encodes (one copy in the parent) and decodes (one copy in the worker) | this library's `Pipe` carrying the same values: `send(&value)` to a child that `recv()`s them (the same two copies); CPython's row of `pool/map_1mib` |
 //!
 //! `--quick` runs fewer tasks per sample (500 executor tasks, 8 buffers
@@ -506,14 +506,15 @@ fn run_big_args(opts: &Options, out: &mut Outcome) {
                 name.clone(),
                 Impl::OwnPipe,
                 format!(
-                    "pipe(true); send_bytes of {n} distinct fresh 1 MiB buffers + b\"\" to a {mname} child that recv_bytes_into a reused buffer"
+                    "pipe(true); send_bytes of {n} distinct fresh 1 MiB buffers, each dropped once sent, + b\"\" to a {mname} child that recv_bytes_into a reused buffer"
                 ),
                 channels::lazily(
                     move || ConnPeer::start(m, channels::conn_sink, true, b"Q"),
                     move |peer| {
-                        // Made like the pool rows' arguments, outside the timing.
-                        let bufs = buffers(n);
-                        channels::conn_oneway_each(peer, bufs.iter().map(Vec::as_slice))
+                        // Made like the pool rows' arguments, outside the
+                        // timing, and consumed like them: each is dropped
+                        // once sent (`map` takes its arguments).
+                        channels::conn_oneway_each(peer, buffers(n))
                     },
                 ),
             ));
