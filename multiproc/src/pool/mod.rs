@@ -30,7 +30,9 @@
 //!   while its chunks are slow, up to 16 while they take under 1 ms (to
 //!   hide the round trip), and only while their messages total at most
 //!   64 KiB, so the parent never blocks writing to a worker that is
-//!   itself blocked writing results.
+//!   itself blocked writing results. The chunks one worker is given in a
+//!   round go out together, in one `sendmsg` (a burst of small tasks costs
+//!   the parent one system call, not one per task).
 //! - **Driving**: a caller that needs results (`get`, `wait`, `imap`,
 //!   `join`) becomes the *driver* if nobody is: it collects every worker's
 //!   connection, its process sentinel (a pidfd) and the pool's eventfd,
