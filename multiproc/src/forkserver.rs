@@ -133,56 +133,93 @@ fn start_server() -> std::io::Result<Server> {
 /// Asks the server (started or restarted as needed) for a new child.
 /// Returns the child's handle and this side of its bootstrap socket.
 pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
+    finish_request(send_request()?, timeout)
+}
+
+/// A child asked of the fork server, whose answer is still to be read: a
+/// caller starting several children sends every request before it reads
+/// any answer (one round trip to the server for all, not one each). If it
+/// is dropped unread, the child the server forks sees its bootstrap socket
+/// end before any `Boot` frame and exits; the server reaps it.
+pub(crate) struct Requested {
+    ours: Fd,
+    status: Fd,
+    server_pid: u32,
+    server_pidfd: Fd,
+    /// The request reached the server's socket.
+    sent: bool,
+}
+
+/// Sends one request for a child to the server (started or restarted as
+/// needed). An error here is local (no descriptor to spare, no server
+/// could be started); a request the server did not take is retried by
+/// [`finish_request`].
+pub(crate) fn send_request() -> Result<Requested> {
     let io = |what: &'static str| move |e| Error::io(what, e);
-    // One retry: a server found dead (killed, crashed) is replaced.
+    let (ours, theirs) = sys::socketpair().map_err(io("failed to create the bootstrap socket"))?;
+    // See frame::SOCKET_BUFFER; a smaller buffer is not fatal.
+    let _ = theirs.set_send_buffer(frame::SOCKET_BUFFER);
+    let (status, status_theirs) = sys::socketpair().map_err(io("failed to create the status socket"))?;
+    let me = ParentWatch::of_self().map_err(io("failed to open a pidfd of this process"))?;
+    // The lock covers only finding the server and sending the request:
+    // the answer comes on this request's own status socket, so other
+    // threads (and forks) need not wait for it.
+    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    replace_if_stale(&mut guard)?;
+    let server = guard.as_ref().expect("set just above");
+    let sent = frame::send_with_fds(
+        &server.control,
+        Tag::Fork,
+        &[],
+        &[theirs.raw(), status_theirs.raw(), me.raw()],
+    )
+    .is_ok();
+    Ok(Requested {
+        ours,
+        status,
+        server_pid: server.handle.pid(),
+        server_pidfd: server.handle.pidfd_copy().map_err(io("failed to copy a pidfd"))?,
+        sent,
+    })
+}
+
+/// Reads the answer to `req`: the child's handle and this side of its
+/// bootstrap socket. A server found dead or hung is replaced and asked once
+/// more.
+pub(crate) fn finish_request(mut req: Requested, timeout: Duration) -> Result<(ChildHandle, Fd)> {
     for attempt in 0..2 {
-        let (ours, theirs) = sys::socketpair().map_err(io("failed to create the bootstrap socket"))?;
-        // See frame::SOCKET_BUFFER; a smaller buffer is not fatal.
-        let _ = theirs.set_send_buffer(frame::SOCKET_BUFFER);
-        let (status, status_theirs) = sys::socketpair().map_err(io("failed to create the status socket"))?;
-        let me = ParentWatch::of_self().map_err(io("failed to open a pidfd of this process"))?;
-        // The lock covers only finding the server and sending the request:
-        // the answer comes on this request's own status socket, so other
-        // threads (and forks) need not wait for it.
-        let (sent, server_pid, server_pidfd) = {
-            let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-            replace_if_stale(&mut guard)?;
-            let server = guard.as_ref().expect("set just above");
-            let sent = frame::send_with_fds(
-                &server.control,
-                Tag::Fork,
-                &[],
-                &[theirs.raw(), status_theirs.raw(), me.raw()],
-            );
-            (
-                sent,
-                server.handle.pid(),
-                server.handle.pidfd_copy().map_err(io("failed to copy a pidfd"))?,
-            )
-        };
-        drop((theirs, status_theirs, me));
-        if sent.is_ok() {
-            match read_pid(&status, &server_pidfd, timeout) {
-                Ok((pid, pidfd, leftover)) => return Ok((ChildHandle::remote(pid, pidfd, status, leftover), ours)),
+        if req.sent {
+            match read_pid(&req.status, &req.server_pidfd, timeout) {
+                Ok((pid, pidfd, leftover)) => {
+                    return Ok((ChildHandle::remote(pid, pidfd, req.status, leftover), req.ours));
+                }
                 Err(e) if attempt == 1 => return Err(e),
                 Err(_) => {}
             }
         }
         // The server is gone (or hung): stop it, unless another thread
         // already replaced it, and try once more.
-        let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-        if guard
-            .as_ref()
-            .is_some_and(|s| s.handle.pid() == server_pid && s.owner == sys::getpid())
-        {
-            let old = guard.take().expect("checked just above");
-            let _ = old.handle.signal(sys::SIGKILL);
-            let _ = old.handle.poll_exit(Some(Duration::from_secs(5)));
-            let _ = old.handle.try_reap();
-            retire(old);
+        stop_server(req.server_pid);
+        if attempt == 0 {
+            req = send_request()?;
         }
     }
     Err(Error::new(ErrorKind::Bootstrap, "the fork server failed twice"))
+}
+
+/// Stops and forgets the server `pid`, if it is still this process's.
+fn stop_server(pid: u32) {
+    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    if guard
+        .as_ref()
+        .is_some_and(|s| s.handle.pid() == pid && s.owner == sys::getpid())
+    {
+        let old = guard.take().expect("checked just above");
+        let _ = old.handle.signal(sys::SIGKILL);
+        let _ = old.handle.poll_exit(Some(Duration::from_secs(5)));
+        let _ = old.handle.try_reap();
+        retire(old);
+    }
 }
 
 /// Reads the server's answer: the pid, with the child's pidfd attached,

@@ -278,16 +278,11 @@ impl PoolBuilder {
             sleepers: 0,
             early_deaths: 0,
         };
-        let mut starting = Vec::with_capacity(size);
-        for _ in 0..size {
-            match state.start_worker() {
-                Ok(w) => starting.push(w),
-                Err(e) => {
-                    state.workers = starting;
-                    state.kill_all();
-                    return Err(e);
-                }
-            }
+        let (starting, failed) = state.start_workers(size);
+        if let Some(e) = failed {
+            state.workers = starting;
+            state.kill_all();
+            return Err(e);
         }
         // Workers with an initializer report it before the pool is
         // returned (its failure is `build`'s error); the others are given

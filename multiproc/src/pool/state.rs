@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::RecvTimeoutError;
+use crate::forkserver::{self, Requested};
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Signalled after each of the driving thread's rounds, when it stops
@@ -406,13 +407,41 @@ impl State {
     /// Starts a worker; under `fork`, in a process that has other threads
     /// by now (fork is refused there), the fork server starts it instead.
     pub(super) fn start_worker(&mut self) -> Result<Worker> {
-        match self.start_worker_with(self.cfg.method) {
-            Err(e) if e.kind() == ErrorKind::ForkWithThreads => self.start_worker_with(Some(StartMethod::ForkServer)),
+        self.start_worker_requested(None)
+    }
+
+    /// Starts `n` workers; under the fork server, every request is sent
+    /// before any answer is read (one round trip to the server for all).
+    /// Stops at the first failure, returning the workers started so far.
+    pub(super) fn start_workers(&mut self, n: usize) -> (Vec<Worker>, Option<Error>) {
+        let method = self.cfg.method.unwrap_or_else(crate::context::get_start_method);
+        let mut requests: Vec<Option<Requested>> = (0..n)
+            .map(|_| {
+                (method == StartMethod::ForkServer && n > 1)
+                    .then(|| forkserver::send_request().ok())
+                    .flatten()
+            })
+            .collect();
+        let mut started = Vec::with_capacity(n);
+        for r in requests.drain(..) {
+            match self.start_worker_requested(r) {
+                Ok(w) => started.push(w),
+                Err(e) => return (started, Some(e)),
+            }
+        }
+        (started, None)
+    }
+
+    fn start_worker_requested(&mut self, requested: Option<Requested>) -> Result<Worker> {
+        match self.start_worker_with(self.cfg.method, requested) {
+            Err(e) if e.kind() == ErrorKind::ForkWithThreads => {
+                self.start_worker_with(Some(StartMethod::ForkServer), None)
+            }
             r => r,
         }
     }
 
-    fn start_worker_with(&mut self, method: Option<StartMethod>) -> Result<Worker> {
+    fn start_worker_with(&mut self, method: Option<StartMethod>, requested: Option<Requested>) -> Result<Worker> {
         let (ours, theirs) = pipe(true)?;
         self.started += 1;
         let mut b = ProcessBuilder::new()
@@ -429,7 +458,10 @@ impl State {
                 maxtasks: self.cfg.maxtasks,
             },
         );
-        proc.start()?;
+        match requested {
+            Some(r) => proc.start_requested(r)?,
+            None => proc.start()?,
+        }
         Ok(Worker {
             id: self.started,
             proc,

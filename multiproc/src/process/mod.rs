@@ -188,6 +188,7 @@ impl ProcessBuilder {
             bootstrap_timeout: self.bootstrap_timeout.unwrap_or(bootstrap::DEFAULT_BOOTSTRAP_TIMEOUT),
             creator: sys::getpid(),
             state: State::Initial(call),
+            requested: None,
             _result: PhantomData,
         }
     }
@@ -237,6 +238,8 @@ pub struct Process<R> {
     bootstrap_timeout: Duration,
     creator: u32,
     state: State,
+    /// A fork-server request sent ahead (see [`Process::start_requested`]).
+    requested: Option<crate::forkserver::Requested>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -288,6 +291,16 @@ where
         F: FnOnce() -> R + Send + 'static,
     {
         ProcessBuilder::new().closure(f)
+    }
+
+    /// [`start`](Self::start), using a fork-server request the caller sent
+    /// ahead (it reads the answer now); under another start method the
+    /// request is dropped (the server's child exits unused).
+    pub(crate) fn start_requested(&mut self, requested: crate::forkserver::Requested) -> Result<()> {
+        self.requested = Some(requested);
+        let r = self.start();
+        self.requested = None;
+        r
     }
 
     /// Starts the child.
@@ -357,7 +370,9 @@ where
         let method = self.method.unwrap_or_else(crate::context::get_start_method);
         let core = match method {
             StartMethod::Spawn | StartMethod::ForkServer => {
-                self.launch_spawn(&*call, method).map_err(|e| (e, Some(call)))?
+                let requested = self.requested.take();
+                self.launch_spawn(&*call, method, requested)
+                    .map_err(|e| (e, Some(call)))?
             }
             StartMethod::Fork => self.launch_fork(call)?,
         };
@@ -376,7 +391,12 @@ where
 
     /// Spawn, or a fork server's fork: either way the child gets its
     /// target through the bootstrap socket.
-    fn launch_spawn(&self, call: &dyn Call, method: StartMethod) -> Result<ChildCore> {
+    fn launch_spawn(
+        &self,
+        call: &dyn Call,
+        method: StartMethod,
+        requested: Option<crate::forkserver::Requested>,
+    ) -> Result<ChildCore> {
         let Some((trampoline, target_offset, target_addr)) = call.entry() else {
             return Err(self.err(
                 ErrorKind::Unsupported,
@@ -418,8 +438,11 @@ where
         });
         let boot = codec::encode_record(&boot);
         let (handle, ours) = match method {
-            StartMethod::ForkServer => crate::forkserver::request_child(self.bootstrap_timeout)
-                .map_err(|e| e.with_process(&self.name, None))?,
+            StartMethod::ForkServer => match requested {
+                Some(r) => crate::forkserver::finish_request(r, self.bootstrap_timeout),
+                None => crate::forkserver::request_child(self.bootstrap_timeout),
+            }
+            .map_err(|e| e.with_process(&self.name, None))?,
             _ => {
                 let (ours, theirs) =
                     sys::socketpair().map_err(|e| Error::io("failed to create the bootstrap socket", e))?;

@@ -62,6 +62,41 @@ fn server_killed_between_and_during_starts(_: ()) {
     assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
 }
 
+fn pool_after_a_killed_server(_: ()) {
+    let mut p = fs().target(answer);
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
+    let first = kill_server();
+    // The pool sends all its workers' requests before reading any answer:
+    // the dead server is replaced once, for all of them.
+    let pool = mp::Pool::builder()
+        .processes(3)
+        .start_method(StartMethod::ForkServer)
+        .build()
+        .unwrap();
+    let pids = pool.pids();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.windows(2).all(|w| w[0] != w[1]));
+    let server = mp::__forkserver_pid().expect("a server runs");
+    assert_ne!(server, first, "a new server");
+    assert_eq!(
+        pool.map(answer_for, 0..30u32).unwrap(),
+        (0..30).map(answer_for).collect::<Vec<_>>()
+    );
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(mp::__forkserver_pid(), Some(server), "one server served every worker");
+}
+
+fn answer_for(x: u32) -> u32 {
+    x + 42
+}
+
+#[test]
+fn a_pool_starts_after_its_server_was_killed() {
+    crate::support::run_isolated(|_| pool_after_a_killed_server(()), StartMethod::Spawn);
+}
+
 #[test]
 fn a_killed_server_is_replaced_and_never_hangs_its_children() {
     crate::support::run_isolated(|_| server_killed_between_and_during_starts(()), StartMethod::Spawn);
