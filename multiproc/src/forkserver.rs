@@ -299,16 +299,27 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
     // Ctrl-C in a terminal reaches the whole process group: the owner
     // decides what to do about it, not its server.
     sys::set_sigint_ignored(true);
+    // The owner (this process's parent) is watched as well as its end of
+    // the control socket: a copy of that end kept by a process the owner
+    // forked behind the library's back would otherwise keep the server,
+    // and the daemons whose death signal its exit sends, alive.
+    let Ok(owner_watch) = ParentWatch::open_parent(sys::getppid()) else {
+        sys::exit_now(0);
+    };
     // Children being served: handle (pidfd, reaping) and status socket.
     let mut children: Vec<(ChildHandle, Fd)> = Vec::new();
     let mut pending = true;
     loop {
-        let mut fds = vec![control.raw()];
+        let mut fds = vec![control.raw(), owner_watch.raw_fd()];
         fds.extend(children.iter().map(|(h, _)| h.raw_fd()));
         let ready = match sys::poll_readable_set(&fds, if pending { Some(Duration::ZERO) } else { None }) {
             Ok(r) => r,
             Err(_) => sys::exit_now(1),
         };
+        if ready[1] {
+            // The owner is gone: nobody is left to serve or to tell.
+            sys::exit_now(0);
+        }
         if ready[0] || std::mem::take(&mut pending) {
             if reader.drain(&control).is_err() {
                 sys::exit_now(1);
@@ -337,7 +348,8 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                 // Descriptors of requests still queued belong to other
                 // children: the one forked now must not keep them.
                 let queued = reader.pending_fds();
-                fork_one(&control, &mut children, &queued, (boot, status, owner));
+                let own = [control.raw(), owner_watch.raw_fd()];
+                fork_one(&own, &mut children, &queued, (boot, status, owner));
             }
             if reader.at_end_empty() {
                 // The owner is gone: so is the reason to serve.
@@ -356,7 +368,9 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
     }
 }
 
-fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32], (boot, status, owner): (Fd, Fd, Fd)) {
+/// Forks the child of one request. `own` are the server's own descriptors
+/// (its control socket, its watch on the owner), which the child closes.
+fn fork_one(own: &[i32], children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32], (boot, status, owner): (Fd, Fd, Fd)) {
     // The child's real parent, taken before the fork: read in the child, a
     // `getppid()` would name a reaper if this server died meanwhile. A
     // daemonic child dies when this server ends (which it does when the
@@ -370,7 +384,8 @@ fn fork_one(control: &Fd, children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32],
     match side {
         Ok(ForkSide::Child) => {
             // The server's own descriptors must not live on in the child.
-            let mut server_fds = vec![control.raw(), status.raw()];
+            let mut server_fds = own.to_vec();
+            server_fds.push(status.raw());
             server_fds.extend_from_slice(queued);
             for (h, s) in children.iter() {
                 server_fds.extend([h.raw_fd(), s.raw()]);

@@ -62,6 +62,16 @@
 //! a page fault per 4 KiB costs more than copying it. A worker's memory
 //! therefore stays near its peak, as a CPython worker's does.
 //!
+//! Workers are daemons: they die with the pool's process however it ends,
+//! through the kernel's parent-death signal (see
+//! [`ProcessBuilder::daemon`](crate::ProcessBuilder::daemon)). A worker's
+//! parent is the thread that started it (the one that built the pool, or
+//! whichever caller was driving when a replacement started); when that
+//! thread exits, the signal reaches the worker too and its handler returns,
+//! so a task's blocking call that the kernel does not restart (`poll`, a
+//! socket read with a timeout) may fail once with `EINTR`. The library's
+//! own calls, and std's `sleep`, `read_exact` and `write_all`, retry.
+//!
 //! When a worker dies, the results it sent before dying are kept, the
 //! chunk it was running fails with [`ErrorKind::ChildKilled`] or
 //! [`ErrorKind::ChildExited`] carrying its [`ExitStatus`](crate::ExitStatus),

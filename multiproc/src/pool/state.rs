@@ -222,19 +222,22 @@ impl Worker {
     }
 
     fn init_timeout(&self) -> Error {
+        let what = if self.eager { "start" } else { "finish its initializer" };
         self.err(
             ErrorKind::Timeout,
-            format!("a pool worker did not finish its initializer within {WORKER_DEADLINE:?}"),
+            format!("a pool worker did not {what} within {WORKER_DEADLINE:?}"),
         )
     }
 
     /// The error for a worker that ended before its initializer reported.
     fn ended_early(&mut self) -> Error {
         self.reap();
-        let e = self.err(
-            ErrorKind::Bootstrap,
-            "a pool worker ended before its initializer finished".into(),
-        );
+        let what = if self.eager {
+            "a pool worker ended before it was ready"
+        } else {
+            "a pool worker ended before its initializer finished"
+        };
+        let e = self.err(ErrorKind::Bootstrap, what.into());
         match self.proc.exit_status() {
             Some(s) => e.with_status(s),
             None => e,
@@ -246,7 +249,14 @@ impl Worker {
     }
 
     pub(super) fn can_take(&self, next: &Chunk, maxtasks: Option<usize>) -> bool {
-        if (self.starting.is_some() && !self.eager) || maxtasks.is_some_and(|m| self.sent >= m) {
+        if maxtasks.is_some_and(|m| self.sent >= m) {
+            return false;
+        }
+        let queued = self.in_flight.iter().map(|s| s.chunk.size()).sum::<usize>();
+        // A worker still starting reads nothing yet: it takes work only
+        // without an initializer, and only what its socket holds without
+        // blocking the sender (who holds the pool's lock).
+        if self.starting.is_some() && (!self.eager || queued + next.size() > SMALL_CHUNK) {
             return false;
         }
         let Some(back) = self.in_flight.back() else { return true };
@@ -257,9 +267,7 @@ impl Worker {
             Some(d) if d < FAST_CHUNK => MAX_DEPTH,
             _ => 2,
         };
-        back.chunk.job == next.job
-            && self.in_flight.len() < depth
-            && self.in_flight.iter().map(|s| s.chunk.size()).sum::<usize>() + next.size() <= SMALL_CHUNK
+        back.chunk.job == next.job && self.in_flight.len() < depth && queued + next.size() <= SMALL_CHUNK
     }
 
     /// Reaps the worker: waits a short grace for it to exit by itself,
@@ -768,7 +776,9 @@ impl State {
             if let Some(at) = w.starting {
                 soonest(at);
             }
-            if let (Some(t), Some(s)) = (self.cfg.task_timeout, w.in_flight.front()) {
+            // A starting worker's chunks have not started: its own
+            // deadline (above) bounds it.
+            if let (Some(t), Some(s), None) = (self.cfg.task_timeout, w.in_flight.front(), w.starting) {
                 soonest(overdue_at(s, t, now));
             }
         }
@@ -834,7 +844,7 @@ impl State {
         let now = Instant::now();
         for (i, w) in self.workers.iter().enumerate() {
             let overdue = |s: &Sent| self.cfg.task_timeout.is_some_and(|t| overdue_at(s, t, now) <= now);
-            if w.in_flight.front().is_some_and(overdue) {
+            if w.starting.is_none() && w.in_flight.front().is_some_and(overdue) {
                 let _ = w.proc.kill();
                 dead.push((i, Death::Overdue));
             } else if w.starting.is_some_and(|at| at <= now) {
@@ -873,6 +883,11 @@ impl State {
             let r = w.init_outcome(msg);
             if r.is_ok() {
                 self.early_deaths = 0;
+                // An eager worker's first chunk starts now, not when it
+                // was sent (its start-up is not the task's time).
+                if let Some(s) = w.in_flight.front_mut() {
+                    s.started = Some(Instant::now());
+                }
             }
             return r;
         }

@@ -82,7 +82,11 @@ impl ProcessBuilder {
     /// handler then returns), so a blocking call in the child that the
     /// kernel does not restart (a socket read with a timeout, `poll`) may
     /// fail once with [`std::io::ErrorKind::Interrupted`]. A child started
-    /// by the fork server also ends if the server is killed.
+    /// by the fork server also ends if the server is killed. The kernel
+    /// clears the parent-death signal when the child changes its effective
+    /// user or group ID (or its capabilities): such a child is still
+    /// terminated when its parent exits normally (the exit routine), but
+    /// no longer when the parent is killed.
     pub fn daemon(mut self, daemon: bool) -> ProcessBuilder {
         self.daemon = daemon;
         self

@@ -146,6 +146,48 @@ fn the_server_and_daemons_end_with_their_owner() {
     assert!(daemon.ended_within(DEADLINE), "the daemon outlived its owner");
 }
 
+#[allow(unsafe_code)]
+#[allow(clippy::disallowed_methods)] // a fork the library does not know of
+fn owner_that_forks_behind_the_library(addr: String) {
+    let mut d = fs().daemon(true).target(forever);
+    d.start().unwrap();
+    // A raw fork keeps a copy of every descriptor, the server's control
+    // socket included: the server must not rely on its end closing.
+    // SAFETY: the child only blocks in pause() until the test kills it.
+    let raw = unsafe { libc::fork() };
+    if raw == 0 {
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+    notify(
+        &addr,
+        &format!("{} {} {}", mp::__forkserver_pid().unwrap(), d.pid().unwrap(), raw),
+    );
+    block_forever()
+}
+
+#[test]
+fn the_server_ends_with_its_owner_even_if_its_socket_lives_on() {
+    let rv = Rendezvous::new();
+    let mut owner = mp::Process::with_args(owner_that_forks_behind_the_library, rv.addr());
+    owner.start().unwrap();
+    let pids: Vec<u32> = rv.recv().split(' ').map(|s| s.parse().unwrap()).collect();
+    let (server, daemon, raw) = (
+        PidWatch::open(pids[0]),
+        PidWatch::open(pids[1]),
+        PidWatch::open(pids[2]),
+    );
+    owner.kill().unwrap();
+    assert_eq!(owner.join_timeout(DEADLINE).unwrap_err().kind(), ErrorKind::ChildKilled);
+    let ended = (server.ended_within(DEADLINE), daemon.ended_within(DEADLINE));
+    // SAFETY: kill(2) of the raw fork child this test made.
+    unsafe { libc::kill(pids[2] as i32, libc::SIGKILL) };
+    assert!(raw.ended_within(DEADLINE));
+    assert_eq!(ended, (true, true), "(server, daemon) ended with their owner");
+}
+
 fn notify_then_block(addr: String) {
     notify(&addr, "running");
     block_forever()

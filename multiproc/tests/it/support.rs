@@ -212,3 +212,26 @@ pub(crate) fn open_fds() -> Vec<(i32, String)> {
     out.sort();
     out
 }
+
+/// The variable that holds back the start of this binary's spawned
+/// children (see [`hold_back_the_start`]).
+pub(crate) const BOOT_GATE: &str = "MULTIPROC_TEST_BOOT_GATE";
+
+/// In a process started with [`BOOT_GATE`] naming a rendezvous, waits
+/// (bounded) for that rendezvous to open the gate before anything else:
+/// a child that is, for as long as a test wants, still starting. Runs
+/// before the library's own entry constructor, which has the lowest
+/// priority.
+// SAFETY (of the constructor): it only reads the environment and talks
+// to a datagram socket; it touches no state of the program's own.
+#[ctor::ctor(unsafe)]
+fn hold_back_the_start() {
+    if std::env::var_os("__MULTIPROC_CHILD").is_none() {
+        return;
+    }
+    if let Some(addr) = std::env::var_os(BOOT_GATE) {
+        if let Some(addr) = addr.to_str() {
+            ready_then_wait(addr);
+        }
+    }
+}

@@ -313,8 +313,7 @@ impl Fd {
                 revents: 0,
             },
         ];
-        // SAFETY: two valid pollfds.
-        let n = cvt_r(|| unsafe { libc::poll(fds.as_mut_ptr(), 2, poll_millis(timeout)) })?;
+        let n = poll_within(&mut fds, timeout)?;
         if n == 0 {
             return Ok((false, false));
         }
@@ -538,15 +537,30 @@ fn pair(kind: libc::c_int) -> io::Result<(Fd, Fd)> {
 /// `poll` on one descriptor; `true` when any of `events` (or an error or
 /// hang-up) is reported.
 pub(super) fn poll_one(fd: RawFd, events: libc::c_short, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut pfd = [libc::pollfd { fd, events, revents: 0 }];
+    Ok(poll_within(&mut pfd, timeout)? > 0)
+}
+
+/// `poll` on `pfds` for at most `timeout` (`None`: no limit); the number
+/// of ready descriptors, 0 on timeout. An interrupted call (a signal, such
+/// as a daemon's parent-death signal) goes on with the time that is left,
+/// not with the whole timeout again.
+fn poll_within(pfds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
     loop {
-        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
-        // SAFETY: pfd is one valid pollfd.
-        match cvt(unsafe { libc::poll(&mut pfd, 1, poll_millis(left)) }) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        let left = match deadline {
+            Some(d) => Some(d.saturating_duration_since(std::time::Instant::now())),
+            // No deadline: a timeout too large for an Instant waits as long.
+            None => timeout,
+        };
+        // SAFETY: pfds is a valid array of pollfds of the given length.
+        match cvt(unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, poll_millis(left)) }) {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                for p in pfds.iter_mut() {
+                    p.revents = 0;
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -563,7 +577,6 @@ pub(crate) fn poll_readable_set(fds: &[RawFd], timeout: Option<Duration>) -> io:
             revents: 0,
         })
         .collect();
-    // SAFETY: pfds is a valid array of pollfds of the given length.
-    cvt_r(|| unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, poll_millis(timeout)) })?;
+    poll_within(&mut pfds, timeout)?;
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }

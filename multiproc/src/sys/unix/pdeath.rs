@@ -60,6 +60,14 @@
 //!   `write_all` do, a plain `read` or `recv` does not). This is the price
 //!   of having no thread: the watch thread never interrupted anything.
 //!
+//! - **Credentials.** The kernel clears the death signal when the process
+//!   changes its effective user or group ID, its filesystem IDs or its
+//!   capabilities (`commit_creds`; see `prctl(2)`). A daemon that drops
+//!   privileges is then no longer ended by its parent's death (its
+//!   parent's normal exit still terminates it, through the exit routine);
+//!   the watch thread had no such gap. Documented on
+//!   `ProcessBuilder::daemon`, not worked around.
+//!
 //! # The signal, and what a user must not do with it
 //!
 //! The death signal is [`death_signal`]: `SIGRTMIN() + 2` (36 with glibc,
