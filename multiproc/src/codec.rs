@@ -18,6 +18,12 @@
 //! (the common case of "send this buffer to a child"), its bytes are used as
 //! they are, found through `Any` rather than serde. Nested byte buffers still
 //! go through serde; wrap them in `serde_bytes` to get the same speed.
+//! Whole vectors of fixed-size numbers (`Vec<u16>` ... `Vec<u128>`, the
+//! signed ones, `Vec<f32>`, `Vec<f64>`) are the same case one size up: they
+//! travel as their in-memory bytes (this machine's byte order; both ends
+//! run the same binary), copied whole instead of varint-encoded one by one
+//! (a `map` chunk of numbers, and its results, are such vectors). A length
+//! that is not a multiple of the element size is an error.
 //!
 //! Both sides run the same monomorphised code, so no tag says which path was
 //! taken. Decoding never trusts lengths beyond the input: a corrupted payload
@@ -50,6 +56,10 @@ pub(crate) fn encode_into<T: Serialize + 'static>(value: &T, out: &mut Vec<u8>) 
         out.extend_from_slice(text.as_bytes());
         return Ok(());
     }
+    if let Some(bytes) = numbers_as_bytes(any) {
+        out.extend_from_slice(bytes);
+        return Ok(());
+    }
     let start = out.len();
     bincode::serde::encode_into_std_write(value, out, CONFIG)
         .map(drop)
@@ -76,6 +86,9 @@ pub(crate) fn encode<T: Serialize + 'static>(value: &T) -> Result<Cow<'_, [u8]>,
     if let Some(text) = any.downcast_ref::<String>() {
         return Ok(Cow::Borrowed(text.as_bytes()));
     }
+    if let Some(bytes) = numbers_as_bytes(any) {
+        return Ok(Cow::Borrowed(bytes));
+    }
     bincode::serde::encode_to_vec(value, CONFIG)
         .map(Cow::Owned)
         .map_err(|e| CodecError(e.to_string()))
@@ -86,7 +99,68 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, C
     if is::<T, Vec<u8>>() || is::<T, String>() {
         return decode_owned(bytes.to_vec());
     }
+    if let Some(v) = numbers_from_bytes::<T>(bytes) {
+        return v;
+    }
     decode_serde(bytes)
+}
+
+/// Calls `$m!(T)` for each number type whose whole vectors travel as bytes.
+macro_rules! for_each_number {
+    ($m:ident) => {
+        $m!(u16);
+        $m!(u32);
+        $m!(u64);
+        $m!(u128);
+        $m!(i8);
+        $m!(i16);
+        $m!(i32);
+        $m!(i64);
+        $m!(i128);
+        $m!(f32);
+        $m!(f64);
+    };
+}
+
+/// The in-memory bytes of `value` if it is a vector of numbers.
+fn numbers_as_bytes(value: &dyn Any) -> Option<&[u8]> {
+    macro_rules! try_as {
+        ($t:ty) => {
+            if let Some(v) = value.downcast_ref::<Vec<$t>>() {
+                return Some(bytemuck::cast_slice(v));
+            }
+        };
+    }
+    for_each_number!(try_as);
+    None
+}
+
+/// `bytes` as a `T`, if `T` is a vector of numbers (see
+/// [`numbers_as_bytes`]); `None` for any other type.
+fn numbers_from_bytes<T: 'static>(bytes: &[u8]) -> Option<Result<T, CodecError>> {
+    fn copy<N: bytemuck::Pod>(bytes: &[u8]) -> Result<Vec<N>, CodecError> {
+        let size = std::mem::size_of::<N>();
+        if bytes.len() % size != 0 {
+            return Err(CodecError(format!(
+                "{} bytes are not a whole number of {size}-byte elements",
+                bytes.len()
+            )));
+        }
+        // Copied into memory aligned for `N` (the input need not be).
+        let mut v = vec![N::zeroed(); bytes.len() / size];
+        bytemuck::cast_slice_mut::<N, u8>(&mut v).copy_from_slice(bytes);
+        Ok(v)
+    }
+    macro_rules! try_from {
+        ($t:ty) => {
+            if is::<T, Vec<$t>>() {
+                let boxed: Result<Box<dyn Any>, CodecError> = copy::<$t>(bytes).map(|v| Box::new(v) as Box<dyn Any>);
+                return Some(boxed.map(|b| *b.downcast::<T>().expect("the type was compared just above")));
+            }
+        };
+    }
+    for_each_number!(try_from);
+    None
 }
 
 /// Like [`decode`], but a byte buffer or string takes over `bytes` instead
@@ -96,6 +170,8 @@ pub(crate) fn decode_owned<T: DeserializeOwned + 'static>(bytes: Vec<u8>) -> Res
         Box::new(bytes)
     } else if is::<T, String>() {
         Box::new(String::from_utf8(bytes).map_err(|e| CodecError(e.to_string()))?)
+    } else if let Some(v) = numbers_from_bytes::<T>(&bytes) {
+        return v;
     } else {
         return decode_serde(&bytes);
     };

@@ -48,14 +48,48 @@ fn truncated_or_trailing_input_is_an_error() {
 
 #[test]
 fn a_huge_length_prefix_does_not_allocate_unboundedly() {
-    // A Vec<u64> claiming 2^32-1 elements (bincode's varint: 252 then a
-    // u32) with only three bytes behind it.
+    // A Vec<(u64, u8)> claiming 2^32-1 elements (bincode's varint: 252
+    // then a u32) with only three bytes behind it.
     let bytes = [252, 0xff, 0xff, 0xff, 0xff, 1, 2, 3];
-    let Err(CodecError(e)) = decode::<Vec<u64>>(&bytes) else {
+    let Err(CodecError(e)) = decode::<Vec<(u64, u8)>>(&bytes) else {
         panic!("must be refused")
     };
     assert!(
         e.contains("nexpected") || e.contains("end"),
         "refused for running out of input: {e}"
+    );
+}
+
+#[test]
+fn number_vectors_travel_as_their_bytes() {
+    let v: Vec<u64> = vec![0, 1, u64::MAX, 1 << 40];
+    let bytes = encode(&v).ok().unwrap();
+    assert!(matches!(bytes, Cow::Borrowed(b) if b.len() == 32));
+    assert_eq!(decode::<Vec<u64>>(&bytes).ok(), Some(v.clone()));
+    assert_eq!(decode_owned::<Vec<u64>>(bytes.into_owned()).ok(), Some(v));
+    let f = vec![1.5f64, f64::NAN, -0.0];
+    let back = decode::<Vec<f64>>(&encode(&f).ok().unwrap()).ok().unwrap();
+    assert_eq!(
+        back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        f.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    // Unaligned input decodes (it is copied into aligned memory).
+    let mut shifted = vec![0u8];
+    shifted.extend_from_slice(&encode(&vec![7i32, -7]).ok().unwrap());
+    assert_eq!(decode::<Vec<i32>>(&shifted[1..]).ok(), Some(vec![7, -7]));
+    let mut out = vec![9u8];
+    encode_into(&vec![3u16, 4], &mut out).ok().unwrap();
+    assert_eq!(out, [9, 3, 0, 4, 0]);
+    // Empty, and a length that is not whole elements.
+    assert_eq!(decode::<Vec<u32>>(&[]).ok(), Some(Vec::new()));
+    let Err(CodecError(e)) = decode::<Vec<u32>>(&[1, 2, 3]) else {
+        panic!("must be refused")
+    };
+    assert!(e.contains("whole number"), "{e}");
+    // Nested vectors still go through serde.
+    let nested = (5u8, vec![1u64, 2]);
+    assert_eq!(
+        decode::<(u8, Vec<u64>)>(&encode(&nested).ok().unwrap()).ok(),
+        Some(nested)
     );
 }
