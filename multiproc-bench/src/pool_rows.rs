@@ -181,6 +181,7 @@ fn executor_map(ex: &Executor, n: usize, chunk1: bool) -> Result<Duration, Strin
         ex.pool().map_chunked(square, 0..n as u64, 1)
     } else {
         ex.map(square, 0..n as u64, None)
+            .and_then(|it| it.collect::<multiproc::Result<Vec<_>>>())
     }
     .map_err(|e| e.to_string())?;
     let took = t.elapsed();

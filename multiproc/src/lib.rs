@@ -216,7 +216,7 @@ pub use crate::{
         ActiveChild, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
-    pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapResult, Pool, PoolBuilder},
+    pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},
     process::{ExitStatus, Process, ProcessBuilder, spawn},
     queue::{JoinableQueue, Queue, SimpleQueue},
     shared_memory::SharedMemory,
@@ -227,6 +227,13 @@ pub use crate::{
         Semaphore, SemaphoreGuard,
     },
 };
+
+/// Python's `concurrent.futures` module functions over the [`Future`]s of
+/// an [`Executor`]: [`wait`](futures::wait) with [`ReturnWhen`](futures::ReturnWhen),
+/// and [`as_completed`](futures::as_completed).
+pub mod futures {
+    pub use crate::pool::{AsCompleted, ReturnWhen, Waited, as_completed, wait_futures as wait};
+}
 
 /// The explicit child entry point, for programs built without the
 /// `auto-entry` feature: call it first thing in `main`.

@@ -1,11 +1,15 @@
-//! `concurrent.futures.ProcessPoolExecutor` over the [`Pool`].
+//! `concurrent.futures.ProcessPoolExecutor` over the [`Pool`], and the
+//! module functions `wait` and `as_completed`.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{AsyncResult, Pool, PoolBuilder, deadline_after};
-use crate::error::{ErrorKind, Result};
+use super::{AsyncResult, Callbacks, MapIter, Pool, PoolBuilder, deadline_after, state::*};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Python's `ProcessPoolExecutor`, on top of [`Pool`]: unlike Python's, a
 /// worker's death fails only the task it ran (the executor is never
@@ -19,7 +23,8 @@ use crate::error::{ErrorKind, Result};
 /// let ex = multiproc::Executor::new(2)?;
 /// let mut fut = ex.submit(double, 21)?;
 /// assert_eq!(fut.result(None)?, 42);
-/// assert_eq!(ex.map(double, [1, 2, 3], None)?, [2, 4, 6]);
+/// let doubled: Vec<i32> = ex.map(double, [1, 2, 3], None)?.collect::<Result<_, _>>()?;
+/// assert_eq!(doubled, [2, 4, 6]);
 /// ex.shutdown(true, false)?;
 /// # Ok(()) }
 /// ```
@@ -58,28 +63,66 @@ impl Executor {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        Ok(Future {
-            inner: self.pool.apply_async(f, args)?,
-        })
+        Ok(Future::new(self.pool.apply_async(f, args)?))
     }
 
-    /// `f` over every item, in order; the whole call gives up with
-    /// [`ErrorKind::Timeout`] after `timeout`.
+    /// [`submit`](Executor::submit) with callbacks run when the task
+    /// ends (Python's `add_done_callback`, given at submission; see
+    /// [`Pool::apply_async_with`] for where they run).
     ///
     /// # Errors
     ///
-    /// The first failed task's error, or [`ErrorKind::Timeout`].
-    pub fn map<A, R, I>(&self, f: fn(A) -> R, items: I, timeout: Option<Duration>) -> Result<Vec<R>>
+    /// As [`submit`](Executor::submit).
+    pub fn submit_with<A, R>(&self, f: fn(A) -> R, args: A, callbacks: Callbacks<R>) -> Result<Future<R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Ok(Future::new(self.pool.apply_async_with(f, args, callbacks)?))
+    }
+
+    /// `f` over every item: the tasks are queued at once (with the pool's
+    /// automatic chunk size) and the iterator yields their results in
+    /// input order. `timeout` counts from this call, as Python's; see
+    /// [`MapIter`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidState`] after [`shutdown`](Executor::shutdown);
+    /// each item is its task's result.
+    pub fn map<A, R, I>(&self, f: fn(A) -> R, items: I, timeout: Option<Duration>) -> Result<MapIter<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        let mut r = self.pool.map_async(f, items, None)?;
-        match timeout {
-            None => r.get(),
-            Some(t) => r.get_timeout(t),
-        }
+        let deadline = timeout.map(deadline_after);
+        let r = self.pool.map_job(f, items, None, None)?;
+        Ok(MapIter::new(r.handle, deadline))
+    }
+
+    /// [`map`](Executor::map) with Python's `chunksize` (its default
+    /// there is 1).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a chunk size of 0; as
+    /// [`map`](Executor::map).
+    pub fn map_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        timeout: Option<Duration>,
+        chunksize: usize,
+    ) -> Result<MapIter<R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        let deadline = timeout.map(deadline_after);
+        let r = self.pool.map_job(f, items, Some(chunksize), None)?;
+        Ok(MapIter::new(r.handle, deadline))
     }
 
     /// Stops accepting work; `cancel_futures` cancels the tasks not yet
@@ -123,18 +166,55 @@ impl Drop for Executor {
 #[derive(Debug)]
 pub struct Future<R> {
     inner: AsyncResult<R>,
+    /// The result, once [`exception`](Future::exception) decoded it.
+    kept: Option<Result<R>>,
+}
+
+/// Where a future stands, as `wait` and `as_completed` see it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stand {
+    Pending,
+    /// Its tasks are done, its callbacks are running in another thread.
+    Finishing,
+    /// `raised`: it failed, other than by being cancelled.
+    Done {
+        raised: bool,
+    },
 }
 
 impl<R: DeserializeOwned + 'static> Future<R> {
+    fn new(inner: AsyncResult<R>) -> Future<R> {
+        Future { inner, kept: None }
+    }
+
     /// Waits (up to `timeout`, `None`: no limit) for the result.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Timeout`] (the future stays usable); the task's error;
-    /// [`ErrorKind::Cancelled`] for a cancelled task.
+    /// [`ErrorKind::Cancelled`] for a cancelled task;
+    /// [`ErrorKind::InvalidState`] once the result was taken.
     pub fn result(&mut self, timeout: Option<Duration>) -> Result<R> {
+        if let Some(r) = self.kept.take() {
+            return r;
+        }
         self.inner.handle.wait_done(timeout.map(deadline_after))?;
         self.inner.take()
+    }
+
+    /// Waits (up to `timeout`) for the task to end and returns its error,
+    /// `None` if it returned a value (Python's `exception()`); the value
+    /// stays for [`result`](Future::result).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] (the future stays usable).
+    pub fn exception(&mut self, timeout: Option<Duration>) -> Result<Option<Error>> {
+        if self.kept.is_none() {
+            self.inner.handle.wait_done(timeout.map(deadline_after))?;
+            self.kept = Some(self.inner.take());
+        }
+        Ok(self.kept.as_ref().and_then(|r| r.as_ref().err()).map(Error::duplicate))
     }
 
     /// Cancels the task if it has not been sent to a worker yet; `true` if
@@ -146,11 +226,259 @@ impl<R: DeserializeOwned + 'static> Future<R> {
 
     /// `true` once the task has finished, failed or been cancelled.
     pub fn done(&self) -> bool {
-        self.inner.ready()
+        self.kept.is_some() || self.inner.ready()
+    }
+
+    /// `true` while a worker runs the task (it can no longer be
+    /// cancelled).
+    pub fn running(&self) -> bool {
+        if self.done() {
+            return false;
+        }
+        let Ok(st) = self.inner.handle.shared.enter() else {
+            return false;
+        };
+        st.job_sent(self.inner.handle.job)
     }
 
     /// `true` if the task was cancelled.
     pub fn cancelled(&self) -> bool {
-        matches!(self.inner.handle.peek_error_kind(), Some(ErrorKind::Cancelled))
+        match &self.kept {
+            Some(r) => r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Cancelled),
+            None => matches!(self.inner.handle.peek_error_kind(), Some(ErrorKind::Cancelled)),
+        }
+    }
+
+    fn stand(&self, st: &State) -> Stand {
+        let raised = |kind: Option<ErrorKind>| kind != Some(ErrorKind::Cancelled);
+        if let Some(r) = &self.kept {
+            return Stand::Done {
+                raised: r.as_ref().is_err_and(|e| raised(Some(e.kind()))),
+            };
+        }
+        match st.jobs.get(&self.inner.handle.job) {
+            // Taken by `result`.
+            None => Stand::Done { raised: false },
+            Some(j) if j.finished() => Stand::Done {
+                raised: j.failed() && raised(j.error_kind()),
+            },
+            Some(j) if j.sealed && j.outstanding == 0 => Stand::Finishing,
+            Some(_) => Stand::Pending,
+        }
+    }
+}
+
+/// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
+/// `ALL_COMPLETED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// When any future is done (or cancelled).
+    FirstCompleted,
+    /// When any future fails (a cancelled one does not count); when
+    /// none does, when all are done.
+    FirstException,
+    /// When every future is done.
+    AllCompleted,
+}
+
+/// What [`wait`] found: indexes into the futures it was given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Waited {
+    /// The futures done (finished, failed or cancelled).
+    pub done: Vec<usize>,
+    /// The others.
+    pub not_done: Vec<usize>,
+}
+
+/// The pool the futures share, or the error for futures of several.
+fn one_pool<'a, R: 'a>(mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<Option<Arc<Shared>>> {
+    let Some(first) = fs.next() else { return Ok(None) };
+    let shared = first.inner.handle.shared.clone();
+    if fs.any(|f| !Arc::ptr_eq(&f.inner.handle.shared, &shared)) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "wait and as_completed take the futures of one executor",
+        ));
+    }
+    Ok(Some(shared))
+}
+
+/// Python's `concurrent.futures.wait`: waits until `return_when` holds
+/// for `futures`, or `timeout` (`None`: no limit) passes, and says which
+/// are done. A timeout is not an error: the futures not done are in
+/// [`Waited::not_done`].
+///
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::futures::{ReturnWhen, wait};
+/// fn double(x: i32) -> i32 {
+///     2 * x
+/// }
+/// let ex = multiproc::Executor::new(2)?;
+/// let fs = vec![ex.submit(double, 1)?, ex.submit(double, 2)?];
+/// let w = wait(&fs, None, ReturnWhen::AllCompleted)?;
+/// assert_eq!((w.done.len(), w.not_done.len()), (2, 0));
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] for futures of different executors;
+/// [`ErrorKind::Io`] if waiting fails.
+pub fn wait<R: DeserializeOwned + 'static>(
+    futures: &[Future<R>],
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> Result<Waited> {
+    let Some(shared) = one_pool(futures.iter())? else {
+        return Ok(Waited::default());
+    };
+    let deadline = timeout.map(deadline_after);
+    let st = shared.enter()?;
+    let mut stands = Vec::new();
+    let (st, r) = drive(&shared, st, deadline, |st| {
+        stands = futures.iter().map(|f| f.stand(st)).collect();
+        let done = |s: &Stand| matches!(s, Stand::Done { .. });
+        let holds = match return_when {
+            ReturnWhen::FirstCompleted => stands.iter().any(done),
+            ReturnWhen::FirstException => stands.contains(&Stand::Done { raised: true }) || stands.iter().all(done),
+            ReturnWhen::AllCompleted => stands.iter().all(done),
+        };
+        if holds {
+            Check::Done
+        } else if stands.contains(&Stand::Pending) {
+            Check::Pump
+        } else {
+            Check::Wait
+        }
+    });
+    drop(st);
+    match r {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => {}
+        Err(e) => return Err(e),
+    }
+    let mut w = Waited::default();
+    for (i, s) in stands.iter().enumerate() {
+        if matches!(s, Stand::Done { .. }) {
+            w.done.push(i);
+        } else {
+            w.not_done.push(i);
+        }
+    }
+    Ok(w)
+}
+
+/// Python's `concurrent.futures.as_completed`: yields each future (with
+/// its index in `futures`) as it completes, those already done first. A
+/// `timeout` counts from this call: when it passes, the iterator yields
+/// an [`ErrorKind::Timeout`] error that says how many are unfinished,
+/// and ends.
+///
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// fn double(x: i32) -> i32 {
+///     2 * x
+/// }
+/// let ex = multiproc::Executor::new(2)?;
+/// let mut fs = vec![ex.submit(double, 1)?, ex.submit(double, 2)?];
+/// let mut sum = 0;
+/// for done in multiproc::futures::as_completed(&mut fs, None)? {
+///     let (_index, future) = done?;
+///     sum += future.result(None)?;
+/// }
+/// assert_eq!(sum, 6);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] for futures of different executors.
+pub fn as_completed<R: DeserializeOwned + 'static>(
+    futures: &mut [Future<R>],
+    timeout: Option<Duration>,
+) -> Result<AsCompleted<'_, R>> {
+    let shared = one_pool(futures.iter())?;
+    let total = futures.len();
+    Ok(AsCompleted {
+        shared,
+        left: futures.iter_mut().map(Some).collect(),
+        total,
+        deadline: timeout.map(deadline_after),
+        ended: false,
+    })
+}
+
+/// The iterator of [`as_completed`].
+pub struct AsCompleted<'a, R> {
+    shared: Option<Arc<Shared>>,
+    left: Vec<Option<&'a mut Future<R>>>,
+    total: usize,
+    deadline: Option<Instant>,
+    ended: bool,
+}
+
+impl<'a, R: DeserializeOwned + 'static> Iterator for AsCompleted<'a, R> {
+    type Item = Result<(usize, &'a mut Future<R>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        let shared = self.shared.clone()?;
+        let left = &self.left;
+        if left.iter().all(Option::is_none) {
+            return None;
+        }
+        let st = match shared.enter() {
+            Ok(st) => st,
+            Err(e) => {
+                self.ended = true;
+                return Some(Err(e));
+            }
+        };
+        let mut found = None;
+        let (st, r) = drive(&shared, st, self.deadline, |st| {
+            let mut pending = false;
+            for (i, f) in left.iter().enumerate() {
+                let Some(f) = f else { continue };
+                match f.stand(st) {
+                    Stand::Done { .. } => {
+                        found = Some(i);
+                        return Check::Done;
+                    }
+                    Stand::Pending => pending = true,
+                    Stand::Finishing => {}
+                }
+            }
+            if pending { Check::Pump } else { Check::Wait }
+        });
+        drop(st);
+        match (found, r) {
+            (Some(i), _) => self.left[i].take().map(|f| Ok((i, f))),
+            (None, Err(e)) if e.is_timeout() => {
+                self.ended = true;
+                let unfinished = self.left.iter().filter(|f| f.is_some()).count();
+                Some(Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{unfinished} (of {}) futures unfinished", self.total),
+                )))
+            }
+            (None, r) => {
+                self.ended = true;
+                Some(Err(r.err().unwrap_or_else(|| {
+                    Error::new(ErrorKind::Protocol, "the pool ended a wait with nothing done")
+                })))
+            }
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for AsCompleted<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("left", &self.left.iter().filter(|f| f.is_some()).count())
+            .field("total", &self.total)
+            .finish()
     }
 }

@@ -141,8 +141,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use self::executor::{Executor, Future};
-pub use self::results::{AsyncResult, Callbacks, Imap, MapResult};
+pub use self::executor::{AsCompleted, Executor, Future, ReturnWhen, Waited, as_completed, wait as wait_futures};
+pub use self::results::{AsyncResult, Callbacks, Imap, MapIter, MapResult};
 use self::worker::{Init, WorkerArgs};
 use self::{results::*, state::*};
 use crate::{
@@ -157,6 +157,14 @@ use crate::{
 
 /// How long a worker may take to start and run its initializer, and how
 /// long a closing worker may take to exit before it is killed.
+/// A chunk size of 0 is refused (Python: "Chunksize must be 1+").
+fn check_chunksize(chunksize: Option<usize>) -> Result<()> {
+    if chunksize == Some(0) {
+        return Err(Error::new(ErrorKind::InvalidInput, "the chunk size must be at least 1"));
+    }
+    Ok(())
+}
+
 const WORKER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A worker has more than one chunk only while their messages total at
@@ -516,11 +524,12 @@ impl Pool {
         self.map_async(f, items, None)?.get()
     }
 
-    /// [`map`](Pool::map) with an explicit chunk size (0 counts as 1).
+    /// [`map`](Pool::map) with an explicit chunk size.
     ///
     /// # Errors
     ///
-    /// As [`map`](Pool::map).
+    /// [`ErrorKind::InvalidInput`] for a chunk size of 0; as
+    /// [`map`](Pool::map).
     pub fn map_chunked<A, R, I>(&self, f: fn(A) -> R, items: I, chunksize: usize) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -550,7 +559,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As [`apply_async`](Pool::apply_async).
+    /// [`ErrorKind::InvalidInput`] for a chunk size of 0; as
+    /// [`apply_async`](Pool::apply_async).
     pub fn map_async<A, R, I>(&self, f: fn(A) -> R, items: I, chunksize: Option<usize>) -> Result<MapResult<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -600,6 +610,7 @@ impl Pool {
     {
         let offs = offsets(f)?;
         self.shared.enter()?.check_open()?;
+        check_chunksize(chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let len = items.len();
         // Large arguments (judged by the first) travel each encoded on its
@@ -690,11 +701,12 @@ impl Pool {
         self.imap_with(f, items, 1, true)
     }
 
-    /// [`imap`](Pool::imap) with a chunk size (0 counts as 1).
+    /// [`imap`](Pool::imap) with a chunk size.
     ///
     /// # Errors
     ///
-    /// As [`imap`](Pool::imap).
+    /// [`ErrorKind::InvalidInput`] for a chunk size of 0; as
+    /// [`imap`](Pool::imap).
     pub fn imap_chunked<A, R, I>(&self, f: fn(A) -> R, items: I, chunksize: usize) -> Result<Imap<I::IntoIter, A, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -732,11 +744,11 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let offs = offsets(f)?;
+        check_chunksize(Some(chunksize))?;
         let items = items.into_iter();
         let mut st = self.shared.enter()?;
         st.check_open()?;
         let job = st.new_job();
-        let chunksize = chunksize.max(1);
         let ahead = 4 * st.size * chunksize;
         #[cfg(feature = "progress")]
         {

@@ -49,27 +49,12 @@ impl JobHandle {
     pub(super) fn successful(&self) -> Option<bool> {
         let st = self.shared.enter().ok()?;
         let j = st.jobs.get(&self.job)?;
-        if !j.finished() {
-            return None;
-        }
-        if let Some((error, _)) = &j.decoded {
-            return Some(error.is_none());
-        }
-        Some(
-            j.out
-                .results
-                .values()
-                .all(|r| r.as_ref().is_ok_and(|b| b.first() == Some(&0))),
-        )
+        j.finished().then(|| !j.failed())
     }
 
     pub(super) fn peek_error_kind(&self) -> Option<ErrorKind> {
         let st = self.shared.enter().ok()?;
-        let j = st.jobs.get(&self.job)?;
-        if let Some((error, _)) = &j.decoded {
-            return *error;
-        }
-        j.out.results.values().find_map(|r| r.as_ref().err().map(Error::kind))
+        st.jobs.get(&self.job)?.error_kind()
     }
 
     pub(super) fn take_all<R: DeserializeOwned + 'static>(&self) -> Result<Vec<R>> {
@@ -352,6 +337,20 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
         self.handle.take_all()
     }
 
+    /// Waits up to `timeout` (`None`: no limit); `true` if every result is
+    /// ready.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] if waiting fails.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        match self.handle.wait_done(timeout.map(deadline_after)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_timeout() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `true` once every task has finished (or failed).
     pub fn ready(&self) -> bool {
         self.handle.ready()
@@ -372,6 +371,122 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
 impl<R> std::fmt::Debug for MapResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MapResult").field("job", &self.handle.job).finish()
+    }
+}
+
+/// The iterator of [`Executor::map`](crate::Executor::map): every task's
+/// result, in input order.
+///
+/// As in Python, the tasks are all queued by the call and its timeout
+/// counts from the call: a result not ready by then gives
+/// [`ErrorKind::Timeout`] and ends the iteration. A task's error is its
+/// own item, and the iteration goes on after it (unlike Python's, which
+/// stops at the first exception). Dropping the iterator cancels the tasks
+/// not yet sent to a worker.
+pub struct MapIter<R> {
+    pub(super) handle: JobHandle,
+    pub(super) next: usize,
+    pub(super) deadline: Option<Instant>,
+    /// Results decoded ahead (the rest of a batch reply), by index.
+    pub(super) ahead: BTreeMap<usize, Result<R>>,
+    pub(super) ended: bool,
+}
+
+impl<R: DeserializeOwned + 'static> MapIter<R> {
+    pub(super) fn new(handle: JobHandle, deadline: Option<Instant>) -> MapIter<R> {
+        MapIter {
+            handle,
+            next: 0,
+            deadline,
+            ahead: BTreeMap::new(),
+            ended: false,
+        }
+    }
+
+    /// Decodes what arrived into [`MapIter::ahead`].
+    fn keep(&mut self, out: Output) {
+        for (i, r) in out.results {
+            self.ahead.insert(i, decode::<R>(r));
+        }
+        for (idx, bytes) in out.batches {
+            match decode_batch::<R>(&bytes, idx.len()) {
+                Ok(values) => self.ahead.extend(idx.into_iter().zip(values.into_iter().map(Ok))),
+                Err(e) => self.ahead.extend(idx.into_iter().map(|i| (i, Err(e.duplicate())))),
+            }
+        }
+    }
+
+    fn end_with(&mut self, e: Error) -> Option<Result<R>> {
+        self.ended = true;
+        Some(Err(e))
+    }
+}
+
+impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        if self.ended || self.next >= self.handle.len {
+            return None;
+        }
+        let at = self.next;
+        if let Some(r) = self.ahead.remove(&at) {
+            self.next += 1;
+            return Some(r);
+        }
+        let shared = self.handle.shared.clone();
+        let job = self.handle.job;
+        let st = match shared.enter() {
+            Ok(st) => st,
+            Err(e) => return self.end_with(e),
+        };
+        // Everything that has arrived is taken at once (and decoded
+        // without the lock), so each reply is looked at only once.
+        let mut taken = Vec::new();
+        let mut have = false;
+        let (st, r) = drive(&shared, st, self.deadline, |st| {
+            let Some(j) = st.jobs.get_mut(&job) else {
+                return Check::Done;
+            };
+            if !j.out.results.is_empty() || !j.out.batches.is_empty() {
+                let out = std::mem::take(&mut j.out);
+                have = have || out.results.contains_key(&at) || out.batches.iter().any(|(idx, _)| idx.contains(&at));
+                taken.push(out);
+            }
+            if have || (j.sealed && j.outstanding == 0) {
+                Check::Done
+            } else {
+                Check::Pump
+            }
+        });
+        drop(st);
+        for out in taken {
+            self.keep(out);
+        }
+        if let Err(e) = r {
+            return self.end_with(e);
+        }
+        match self.ahead.remove(&at) {
+            Some(r) => {
+                self.next += 1;
+                Some(r)
+            }
+            None => self.end_with(Error::new(ErrorKind::Protocol, "a task's result is missing")),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = if self.ended { 0 } else { self.handle.len - self.next };
+        (0, Some(left))
+    }
+}
+
+impl<R> std::fmt::Debug for MapIter<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapIter")
+            .field("job", &self.handle.job)
+            .field("next", &self.next)
+            .finish()
     }
 }
 
@@ -400,6 +515,34 @@ where
     /// After an error of the pool itself (not of a task), the iteration
     /// ends.
     pub fn next_indexed(&mut self) -> Option<(usize, Result<R>)> {
+        self.next_within(None)
+    }
+
+    /// Python's `next(timeout)`: the next result, waiting at most
+    /// `timeout`. A result not ready in time gives
+    /// [`ErrorKind::Timeout`] and the iteration goes on: a later call
+    /// returns it. `None` at the end.
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let mut it = pool.imap(square, 0..3)?;
+    /// let mut got = Vec::new();
+    /// while let Some(r) = it.next_timeout(Duration::from_secs(10)) {
+    ///     got.push(r?);
+    /// }
+    /// assert_eq!(got, [0, 1, 4]);
+    /// # Ok(()) }
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_within(Some(deadline_after(timeout))).map(|(_, r)| r)
+    }
+
+    fn next_within(&mut self, deadline: Option<Instant>) -> Option<(usize, Result<R>)> {
         let shared = self.handle.shared.clone();
         let job = self.handle.job;
         // Read and encode the input without the lock: it is the caller's
@@ -438,7 +581,7 @@ where
         }
         let (yielded, ordered, len) = (self.yielded, self.ordered, self.handle.len);
         let mut found = None;
-        let (st, r) = drive(&shared, st, None, |st| {
+        let (st, r) = drive(&shared, st, deadline, |st| {
             let Some(j) = st.jobs.get_mut(&job) else {
                 return Check::Done;
             };
@@ -454,8 +597,11 @@ where
             }
         });
         drop(st);
-        if let Err(e) = r {
-            return self.fail(e);
+        match r {
+            // Not ready in time: the iteration goes on.
+            Err(e) if e.is_timeout() => return Some((self.yielded, Err(e))),
+            Err(e) => return self.fail(e),
+            Ok(()) => {}
         }
         let (i, r) = found?;
         self.yielded += 1;

@@ -131,6 +131,31 @@ impl Job {
     pub(super) fn finished(&self) -> bool {
         self.sealed && self.outstanding == 0 && self.on_done.is_none() && !self.running
     }
+
+    /// The kind of the first error the pool itself recorded for a task
+    /// (not a task's own outcome), or of the decoded result's error.
+    pub(super) fn error_kind(&self) -> Option<ErrorKind> {
+        if let Some((error, _)) = &self.decoded {
+            return *error;
+        }
+        self.out
+            .results
+            .values()
+            .find_map(|r| r.as_ref().err().map(Error::kind))
+    }
+
+    /// A task failed (of those that have arrived): an error, or an
+    /// outcome other than a value. A batch reply holds only values.
+    pub(super) fn failed(&self) -> bool {
+        if let Some((error, _)) = &self.decoded {
+            return error.is_some();
+        }
+        !self
+            .out
+            .results
+            .values()
+            .all(|r| r.as_ref().is_ok_and(|b| b.first() == Some(&0)))
+    }
 }
 
 pub(super) struct Chunk {
@@ -493,6 +518,13 @@ impl State {
             }
             self.bury(w);
         }
+    }
+
+    /// A chunk of `job` has been sent to a worker and not answered yet.
+    pub(super) fn job_sent(&self, job: u64) -> bool {
+        self.workers
+            .iter()
+            .any(|w| w.in_flight.iter().any(|s| s.chunk.job == job))
     }
 
     pub(super) fn check_open(&self) -> Result<()> {

@@ -9,6 +9,7 @@ mod bootstrap;
 mod connection;
 mod context;
 mod examples;
+mod executor;
 mod faults;
 mod forkserver;
 mod fuzz;

@@ -273,7 +273,7 @@ fn executor_basics(m: StartMethod) {
     let ex = Executor::from_builder(pool(m, 2)).unwrap();
     let mut f = ex.submit(square, 12).unwrap();
     assert_eq!(f.result(Some(DEADLINE)).unwrap(), 144);
-    assert_eq!(ex.map(square, 0..1000u64, Some(DEADLINE)).unwrap().len(), 1000);
+    assert_eq!(ex.map(square, 0..1000u64, Some(DEADLINE)).unwrap().count(), 1000);
     // Both workers busy: the third task is still queued and can be cancelled.
     let mut busy: Vec<_> = (0..2).map(|_| ex.submit(forever, 0).unwrap()).collect();
     let queued: Vec<_> = (0..4).map(|i| ex.submit(square, i).unwrap()).collect();
@@ -829,7 +829,72 @@ fn out_of_memory_fails_only_its_task(m: StartMethod) {
     assert_eq!(p.pids().len(), 2);
 }
 
+fn timeouts_leave_results_to_wait_for(m: StartMethod) {
+    let p = pool(m, 2).build().unwrap();
+    // Python's `imap(...).next(timeout)`: a late result is a timeout, and
+    // the iteration goes on.
+    let rv = Rendezvous::new();
+    let mut it = p.imap(wait_for_gate, [rv.addr()]).unwrap();
+    assert_eq!(
+        it.next_timeout(Duration::from_millis(50)).unwrap().unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    rv.wait_ready().open();
+    assert!(it.next_timeout(DEADLINE).unwrap().unwrap());
+    assert!(it.next_timeout(DEADLINE).is_none());
+    // `MapResult::wait`.
+    let mut r = p.map_async(wait_for_gate, [rv.addr()], None).unwrap();
+    assert!(!r.wait(Some(Duration::from_millis(50))).unwrap());
+    assert!(!r.ready());
+    assert_eq!(r.get_timeout(Duration::ZERO).unwrap_err().kind(), ErrorKind::Timeout);
+    rv.wait_ready().open();
+    assert!(r.wait(Some(DEADLINE)).unwrap());
+    assert_eq!(r.successful(), Some(true));
+    assert_eq!(r.get().unwrap(), [true]);
+    // A chunk size of 0 is refused.
+    assert_eq!(
+        p.map_chunked(square, 0..3u64, 0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        p.imap_chunked(square, 0..3u64, 0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        p.map_async(square, 0..3u64, Some(0)).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+/// 0, 1, 2, then a panic (Python's "exception from the input iterable").
+fn panicking_input() -> impl Iterator<Item = u64> {
+    (0..10).map(|i| if i == 3 { panic!("the input broke") } else { i })
+}
+
+fn input_panics_leave_the_pool_usable(m: StartMethod) {
+    let p = pool(m, 2).build().unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.map(square, panicking_input())));
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"the input broke"),
+        "the input's panic reaches the caller unchanged"
+    );
+    let mut it = p.imap(square, panicking_input()).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next()));
+    assert!(caught.is_err());
+    drop(it);
+    assert_eq!(p.map(square, 0..3u64).unwrap(), [0, 1, 4]);
+    assert_eq!(
+        p.imap(square, 0..3u64).unwrap().map(Result::unwrap).collect::<Vec<_>>(),
+        [0, 1, 4]
+    );
+    p.close();
+    p.join().unwrap();
+}
+
 per_method!(
+    timeouts_leave_results_to_wait_for,
+    input_panics_leave_the_pool_usable,
     workers_killed_at_start_lose_no_task,
     cancelling_wakes_the_waiters,
     out_of_memory_fails_only_its_task,
