@@ -387,8 +387,11 @@ pub struct MapIter<R> {
     pub(super) handle: JobHandle,
     pub(super) next: usize,
     pub(super) deadline: Option<Instant>,
-    /// Results decoded ahead (the rest of a batch reply), by index.
-    pub(super) ahead: BTreeMap<usize, Result<R>>,
+    /// The run of results being yielded: the index of its next one.
+    pub(super) run: Option<(usize, std::vec::IntoIter<Result<R>>)>,
+    /// Results decoded ahead: runs of consecutive results (a batch reply,
+    /// or one task's), by the index of their first.
+    pub(super) ahead: BTreeMap<usize, Vec<Result<R>>>,
     pub(super) ended: bool,
 }
 
@@ -398,6 +401,7 @@ impl<R: DeserializeOwned + 'static> MapIter<R> {
             handle,
             next: 0,
             deadline,
+            run: None,
             ahead: BTreeMap::new(),
             ended: false,
         }
@@ -406,13 +410,38 @@ impl<R: DeserializeOwned + 'static> MapIter<R> {
     /// Decodes what arrived into [`MapIter::ahead`].
     fn keep(&mut self, out: Output) {
         for (i, r) in out.results {
-            self.ahead.insert(i, decode::<R>(r));
+            self.ahead.insert(i, vec![decode::<R>(r)]);
         }
         for (idx, bytes) in out.batches {
-            match decode_batch::<R>(&bytes, idx.len()) {
-                Ok(values) => self.ahead.extend(idx.into_iter().zip(values.into_iter().map(Ok))),
-                Err(e) => self.ahead.extend(idx.into_iter().map(|i| (i, Err(e.duplicate())))),
+            let values: Vec<Result<R>> = match decode_batch::<R>(&bytes, idx.len()) {
+                Ok(values) => values.into_iter().map(Ok).collect(),
+                Err(e) => idx.iter().map(|_| Err(e.duplicate())).collect(),
+            };
+            // A batch's tasks are consecutive; any other order is kept
+            // one result per index.
+            let first = idx.first().copied().unwrap_or_default();
+            if idx.iter().enumerate().all(|(k, &i)| i == first + k) {
+                self.ahead.insert(first, values);
+            } else {
+                self.ahead
+                    .extend(idx.into_iter().zip(values).map(|(i, v)| (i, vec![v])));
             }
+        }
+    }
+
+    /// The result at index `at` if it has arrived, advancing past it.
+    fn take_ready(&mut self, at: usize) -> Option<Result<R>> {
+        loop {
+            if let Some((i, run)) = &mut self.run {
+                if *i == at {
+                    if let Some(r) = run.next() {
+                        *i += 1;
+                        self.next += 1;
+                        return Some(r);
+                    }
+                }
+            }
+            self.run = Some((at, self.ahead.remove(&at)?.into_iter()));
         }
     }
 
@@ -430,8 +459,7 @@ impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
             return None;
         }
         let at = self.next;
-        if let Some(r) = self.ahead.remove(&at) {
-            self.next += 1;
+        if let Some(r) = self.take_ready(at) {
             return Some(r);
         }
         let shared = self.handle.shared.clone();
@@ -466,11 +494,8 @@ impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
         if let Err(e) = r {
             return self.end_with(e);
         }
-        match self.ahead.remove(&at) {
-            Some(r) => {
-                self.next += 1;
-                Some(r)
-            }
+        match self.take_ready(at) {
+            Some(r) => Some(r),
             None => self.end_with(Error::new(ErrorKind::Protocol, "a task's result is missing")),
         }
     }
