@@ -129,6 +129,39 @@
 //! processes; a `Barrier` has no `action` (the party whose wait returns 0
 //! can run it). The design is in `src/sync/mod.rs`.
 //!
+//! # Pools
+//!
+//! [`Pool`] is Python's `multiprocessing.Pool` (`apply`, `map`, `imap`,
+//! `imap_unordered`, `starmap`, their `_async` forms with callbacks,
+//! `close`, `terminate`, `join`), and [`Executor`] its
+//! `ProcessPoolExecutor` ([`Future`]s, an ordered `map` iterator, and the
+//! module functions [`futures::wait`] and [`futures::as_completed`]). A
+//! worker that dies fails only the task it ran, and is replaced; a failing
+//! initializer fails [`PoolBuilder::build`]; nothing waits forever.
+//!
+//! ```
+//! use std::time::Duration;
+//! use multiproc::{self as mp, futures::ReturnWhen};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! # fn main() -> mp::Result<()> {
+//! let pool = mp::Pool::new(2)?;
+//! assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
+//! let lazy: Vec<u64> = pool.imap(square, 0..3)?.collect::<mp::Result<_>>()?;
+//! assert_eq!(lazy, [0, 1, 4]);
+//! pool.close();
+//! pool.join()?;
+//!
+//! let ex = mp::Executor::new(2)?;
+//! let fs = vec![ex.submit(square, 3)?, ex.submit(square, 4)?];
+//! let w = mp::futures::wait(&fs, Some(Duration::from_secs(30)), ReturnWhen::AllCompleted)?;
+//! assert!(w.not_done.is_empty());
+//! # Ok(()) }
+//! ```
+//!
 //! # The child's entry point
 //!
 //! Nothing needs to be called in `main`. With the default `auto-entry`

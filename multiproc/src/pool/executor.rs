@@ -168,6 +168,8 @@ pub struct Future<R> {
     inner: AsyncResult<R>,
     /// The result, once [`exception`](Future::exception) decoded it.
     kept: Option<Result<R>>,
+    /// Once the outcome was taken: its error, if it failed.
+    taken: Option<Option<Error>>,
 }
 
 /// Where a future stands, as `wait` and `as_completed` see it.
@@ -184,7 +186,11 @@ enum Stand {
 
 impl<R: DeserializeOwned + 'static> Future<R> {
     fn new(inner: AsyncResult<R>) -> Future<R> {
-        Future { inner, kept: None }
+        Future {
+            inner,
+            kept: None,
+            taken: None,
+        }
     }
 
     /// Waits (up to `timeout`, `None`: no limit) for the result.
@@ -196,10 +202,16 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     /// [`ErrorKind::InvalidState`] once the result was taken.
     pub fn result(&mut self, timeout: Option<Duration>) -> Result<R> {
         if let Some(r) = self.kept.take() {
+            self.taken = Some(r.as_ref().err().map(Error::duplicate));
             return r;
         }
+        if self.taken.is_some() {
+            return Err(Error::new(ErrorKind::InvalidState, "the result was already taken"));
+        }
         self.inner.handle.wait_done(timeout.map(deadline_after))?;
-        self.inner.take()
+        let r = self.inner.take();
+        self.taken = Some(r.as_ref().err().map(Error::duplicate));
+        r
     }
 
     /// Waits (up to `timeout`) for the task to end and returns its error,
@@ -210,6 +222,9 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     ///
     /// [`ErrorKind::Timeout`] (the future stays usable).
     pub fn exception(&mut self, timeout: Option<Duration>) -> Result<Option<Error>> {
+        if let Some(e) = &self.taken {
+            return Ok(e.as_ref().map(Error::duplicate));
+        }
         if self.kept.is_none() {
             self.inner.handle.wait_done(timeout.map(deadline_after))?;
             self.kept = Some(self.inner.take());
@@ -218,8 +233,11 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     }
 
     /// Cancels the task if it has not been sent to a worker yet; `true` if
-    /// it was cancelled.
+    /// it was cancelled (now or before).
     pub fn cancel(&self) -> bool {
+        if self.cancelled() {
+            return true;
+        }
         let shared = &self.inner.handle.shared;
         super::state::cancel_job(shared, self.inner.handle.job)
     }
@@ -243,6 +261,9 @@ impl<R: DeserializeOwned + 'static> Future<R> {
 
     /// `true` if the task was cancelled.
     pub fn cancelled(&self) -> bool {
+        if let Some(e) = &self.taken {
+            return e.as_ref().is_some_and(|e| e.kind() == ErrorKind::Cancelled);
+        }
         match &self.kept {
             Some(r) => r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Cancelled),
             None => matches!(self.inner.handle.peek_error_kind(), Some(ErrorKind::Cancelled)),
@@ -251,6 +272,11 @@ impl<R: DeserializeOwned + 'static> Future<R> {
 
     fn stand(&self, st: &State) -> Stand {
         let raised = |kind: Option<ErrorKind>| kind != Some(ErrorKind::Cancelled);
+        if let Some(e) = &self.taken {
+            return Stand::Done {
+                raised: e.as_ref().is_some_and(|e| raised(Some(e.kind()))),
+            };
+        }
         if let Some(r) = &self.kept {
             return Stand::Done {
                 raised: r.as_ref().is_err_and(|e| raised(Some(e.kind()))),
@@ -303,6 +329,20 @@ fn one_pool<'a, R: 'a>(mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<Op
     Ok(Some(shared))
 }
 
+/// A callback cannot wait for its own future (it would never finish).
+fn own_future_check<'a, R: 'a>(shared: &Arc<Shared>, mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<()> {
+    let Some((pool, job)) = IN_CALLBACK.get() else {
+        return Ok(());
+    };
+    if pool == Arc::as_ptr(shared) as usize && fs.any(|f| f.inner.handle.job == job) {
+        return Err(Error::new(
+            ErrorKind::InvalidState,
+            "a callback cannot wait for the future it is called for",
+        ));
+    }
+    Ok(())
+}
+
 /// Python's `concurrent.futures.wait`: waits until `return_when` holds
 /// for `futures`, or `timeout` (`None`: no limit) passes, and says which
 /// are done. A timeout is not an error: the futures not done are in
@@ -333,6 +373,7 @@ pub fn wait<R: DeserializeOwned + 'static>(
     let Some(shared) = one_pool(futures.iter())? else {
         return Ok(Waited::default());
     };
+    own_future_check(&shared, futures.iter())?;
     let deadline = timeout.map(deadline_after);
     let st = shared.enter()?;
     let mut stands = Vec::new();
@@ -399,6 +440,9 @@ pub fn as_completed<R: DeserializeOwned + 'static>(
     timeout: Option<Duration>,
 ) -> Result<AsCompleted<'_, R>> {
     let shared = one_pool(futures.iter())?;
+    if let Some(shared) = &shared {
+        own_future_check(shared, futures.iter())?;
+    }
     let total = futures.len();
     Ok(AsCompleted {
         shared,

@@ -749,7 +749,7 @@ impl Pool {
         let mut st = self.shared.enter()?;
         st.check_open()?;
         let job = st.new_job();
-        let ahead = 4 * st.size * chunksize;
+        let ahead = st.size.saturating_mul(4).saturating_mul(chunksize);
         #[cfg(feature = "progress")]
         {
             let len = match items.size_hint() {

@@ -379,10 +379,19 @@ impl<R> std::fmt::Debug for MapResult<R> {
 ///
 /// As in Python, the tasks are all queued by the call and its timeout
 /// counts from the call: a result not ready by then gives
-/// [`ErrorKind::Timeout`] and ends the iteration. A task's error is its
-/// own item, and the iteration goes on after it (unlike Python's, which
-/// stops at the first exception). Dropping the iterator cancels the tasks
-/// not yet sent to a worker.
+/// [`ErrorKind::Timeout`], ends the iteration and cancels the tasks not
+/// sent to a worker yet. A task's error is its own item, and the
+/// iteration goes on after it (unlike Python's, which stops at the first
+/// exception). Dropping the iterator cancels the tasks not yet sent to a
+/// worker.
+///
+/// The pool has no thread of its own: it sends tasks and reads results
+/// while some thread waits on it (in `next`, or in any other wait on the
+/// same pool). Time the consumer spends between two `next` calls is
+/// time the workers only get through the chunks already sent to them (up
+/// to 16 each), so a consumer much slower than the timeout can see a
+/// timeout that Python's background thread would have avoided; give
+/// such a consumer no timeout, or a deadline of its own.
 pub struct MapIter<R> {
     pub(super) handle: JobHandle,
     pub(super) next: usize,
@@ -392,6 +401,10 @@ pub struct MapIter<R> {
     /// Results decoded ahead: runs of consecutive results (a batch reply,
     /// or one task's), by the index of their first.
     pub(super) ahead: BTreeMap<usize, Vec<Result<R>>>,
+    /// Outputs taken from the job and not decoded yet: kept here, not in
+    /// a local, so that a callback's panic unwinding through `next`
+    /// loses none.
+    pub(super) arrived: Vec<Output>,
     pub(super) ended: bool,
 }
 
@@ -403,11 +416,18 @@ impl<R: DeserializeOwned + 'static> MapIter<R> {
             deadline,
             run: None,
             ahead: BTreeMap::new(),
+            arrived: Vec::new(),
             ended: false,
         }
     }
 
     /// Decodes what arrived into [`MapIter::ahead`].
+    fn keep_arrived(&mut self) {
+        for out in std::mem::take(&mut self.arrived) {
+            self.keep(out);
+        }
+    }
+
     fn keep(&mut self, out: Output) {
         for (i, r) in out.results {
             self.ahead.insert(i, vec![decode::<R>(r)]);
@@ -445,8 +465,11 @@ impl<R: DeserializeOwned + 'static> MapIter<R> {
         }
     }
 
+    /// Ends the iteration with `e`; the tasks not sent yet are cancelled
+    /// (as Python's `map` cancels its futures on a timeout).
     fn end_with(&mut self, e: Error) -> Option<Result<R>> {
         self.ended = true;
+        cancel_job(&self.handle.shared, self.handle.job);
         Some(Err(e))
     }
 }
@@ -459,6 +482,7 @@ impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
             return None;
         }
         let at = self.next;
+        self.keep_arrived();
         if let Some(r) = self.take_ready(at) {
             return Some(r);
         }
@@ -470,7 +494,7 @@ impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
         };
         // Everything that has arrived is taken at once (and decoded
         // without the lock), so each reply is looked at only once.
-        let mut taken = Vec::new();
+        let arrived = &mut self.arrived;
         let mut have = false;
         let (st, r) = drive(&shared, st, self.deadline, |st| {
             let Some(j) = st.jobs.get_mut(&job) else {
@@ -479,7 +503,7 @@ impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
             if !j.out.results.is_empty() || !j.out.batches.is_empty() {
                 let out = std::mem::take(&mut j.out);
                 have = have || out.results.contains_key(&at) || out.batches.iter().any(|(idx, _)| idx.contains(&at));
-                taken.push(out);
+                arrived.push(out);
             }
             if have || (j.sealed && j.outstanding == 0) {
                 Check::Done
@@ -488,9 +512,7 @@ impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
             }
         });
         drop(st);
-        for out in taken {
-            self.keep(out);
-        }
+        self.keep_arrived();
         if let Err(e) = r {
             return self.end_with(e);
         }

@@ -221,3 +221,312 @@ per_method!(
     futures_wait_as_completed_and_states,
     submit_with_runs_the_callback,
 );
+
+// ---------------------------------------------------------------------
+// Deadlines that have passed, callbacks in other threads, taken results.
+// ---------------------------------------------------------------------
+
+/// Tells the test it has run, then returns 7.
+fn report_then_seven(addr: String) -> u64 {
+    crate::support::notify(&addr, "done");
+    7
+}
+
+/// Spins (no sleep) until `f` is true, failing after `limit`.
+fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: still not seen after {limit:?}");
+        std::thread::yield_now();
+    }
+}
+
+/// A deadline already passed still looks once at the workers: Python's
+/// polling idiom `wait(fs, timeout=0)` sees a finished future, and
+/// `next(timeout=0)` sends the task and then yields its result.
+fn zero_timeouts_poll(m: StartMethod) {
+    let ex = executor(m, 1);
+    let rv = Rendezvous::new();
+    let fs = vec![ex.submit(report_then_seven, rv.addr()).unwrap()];
+    assert_eq!(rv.recv(), "done", "the task ran");
+    eventually(DEADLINE, "wait(timeout=0) sees the finished future", || {
+        !wait(&fs, Some(Duration::ZERO), ReturnWhen::FirstCompleted)
+            .unwrap()
+            .done
+            .is_empty()
+    });
+    let mut it = ex.pool().imap(square, [3u64]).unwrap();
+    let mut got = None;
+    eventually(DEADLINE, "imap next_timeout(0) yields the result", || {
+        match it.next_timeout(Duration::ZERO) {
+            Some(Err(e)) if e.is_timeout() => false,
+            other => {
+                got = other.map(|r| r.unwrap());
+                true
+            }
+        }
+    });
+    assert_eq!(got, Some(9));
+}
+
+/// A result that was done by the deadline is returned even when nobody
+/// read it before the deadline passed.
+fn executor_map_returns_results_done_before_the_deadline(m: StartMethod) {
+    let ex = executor(m, 1);
+    assert_eq!(ex.map(square, [1u64], None).unwrap().count(), 1, "the worker is up");
+    let rv = Rendezvous::new();
+    // Both tasks go to the one worker at once; when the second reports
+    // ready, the first's result has been sent.
+    let items = [None, Some(rv.addr())];
+    let mut it = ex.map_chunked(held_or_not, items, Some(Duration::ZERO), 1).unwrap();
+    let gate = rv.wait_ready();
+    assert!(!it.next().unwrap().unwrap(), "the result, not a timeout");
+    gate.open();
+}
+
+/// A callback's panic unwinding out of `MapIter::next` loses none of the
+/// results `next` had taken from the job.
+fn map_iter_keeps_results_across_a_callback_panic(m: StartMethod) {
+    let ex = executor(m, 2);
+    let rv = Rendezvous::new();
+    // Item 0 is held on one worker; the others finish on the other.
+    let items = [Some(rv.addr()), None, None, None];
+    let mut it = ex.map_chunked(held_or_not, items, Some(DEADLINE), 1).unwrap();
+    let gate = rv.wait_ready();
+    // Runs on the free worker; its callback panics in whichever thread
+    // drives then: the one in `it.next()`.
+    let _f = ex
+        .submit_with(
+            square,
+            2,
+            Callbacks::new().callback(|_: &u64| panic!("callback panics")),
+        )
+        .unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next()));
+    assert!(caught.is_err(), "the callback's panic came out of next()");
+    gate.open();
+    let rest: Vec<_> = it.map(|r| r.map_err(|e| e.to_string())).collect();
+    assert_eq!(rest, [Ok(true), Ok(false), Ok(false), Ok(false)]);
+}
+
+/// `wait(FIRST_COMPLETED)` driving the pool notices a future that another
+/// thread completes (its done callback returning).
+fn wait_first_completed_sees_a_callback_finish_in_another_thread(m: StartMethod) {
+    let ex = std::sync::Arc::new(executor(m, 1));
+    let rv_a = Rendezvous::new();
+    let rv = Rendezvous::new();
+    let addr = rv.addr();
+    let (in_cb_tx, in_cb_rx) = mpsc::channel();
+    let (gate_tx, gate_rx) = mpsc::channel();
+    // A's callback runs in the helper thread and returns once B has
+    // started, which only the main thread's `wait` can make happen.
+    let cb = Callbacks::new().callback(move |_: &bool| {
+        in_cb_tx.send(()).unwrap();
+        gate_tx.send(rv.wait_ready()).unwrap();
+    });
+    let a = ex.submit_with(held_or_not, Some(rv_a.addr()), cb).unwrap();
+    let gate_a = rv_a.wait_ready();
+    let helper = {
+        let ex = ex.clone();
+        // Queued behind A: the helper drives, reads A's result and runs
+        // A's callback.
+        std::thread::spawn(move || ex.pool().apply(square, 3).unwrap())
+    };
+    gate_a.open();
+    in_cb_rx
+        .recv_timeout(DEADLINE)
+        .expect("A's callback runs in the helper");
+    // Queued behind the helper's task: dispatched by `wait`'s rounds.
+    let b = ex.submit(held_or_not, Some(addr)).unwrap();
+    let fs = vec![a, b];
+    let w = wait(&fs, Some(DEADLINE), ReturnWhen::FirstCompleted).unwrap();
+    gate_rx.recv_timeout(DEADLINE).unwrap().open();
+    assert_eq!(helper.join().unwrap(), 9);
+    assert_eq!(w.done, [0], "A's end was seen before the deadline");
+}
+
+/// A future keeps its state once `result()` has taken the outcome:
+/// `exception()` is `None` for a value, `cancelled()` stays true, and
+/// `FIRST_EXCEPTION` counts a failure already taken.
+fn taken_results_keep_the_future_state(m: StartMethod) {
+    let ex = executor(m, 1);
+    let mut ok = ex.submit(square, 3).unwrap();
+    assert_eq!(ok.result(Some(DEADLINE)).unwrap(), 9);
+    assert!(ok.exception(Some(DEADLINE)).unwrap().is_none());
+    assert_eq!(ok.result(None).unwrap_err().kind(), ErrorKind::InvalidState);
+
+    let rv = Rendezvous::new();
+    let blocker = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+    let gate = rv.wait_ready();
+    let mut c = ex.submit(square, 1).unwrap();
+    assert!(c.cancel());
+    assert!(c.cancel(), "cancelling again still says cancelled");
+    assert_eq!(c.result(None).unwrap_err().kind(), ErrorKind::Cancelled);
+    assert!(c.cancelled(), "a cancelled future stays cancelled");
+    gate.open();
+    drop(blocker);
+
+    let mut bad = ex.submit(panics, None).unwrap();
+    assert_eq!(bad.result(Some(DEADLINE)).unwrap_err().kind(), ErrorKind::ChildPanicked);
+    assert_eq!(bad.exception(None).unwrap().unwrap().kind(), ErrorKind::ChildPanicked);
+    let held = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+    let gate = rv.wait_ready();
+    let fs = vec![bad, held];
+    let w = wait(&fs, Some(DEADLINE), ReturnWhen::FirstException).unwrap();
+    gate.open();
+    assert_eq!(
+        w,
+        Waited {
+            done: vec![0],
+            not_done: vec![1]
+        }
+    );
+}
+
+/// A done callback that waits on its own future with `futures::wait` or
+/// `as_completed` gets an error, as `result()` there does (not a hang).
+fn callback_waiting_on_its_own_future_is_an_error(m: StartMethod) {
+    use std::sync::{Arc, Mutex};
+    let ex = executor(m, 1);
+    let slot: Arc<Mutex<Option<multiproc::Future<u64>>>> = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let inner = slot.clone();
+    let cb = Callbacks::new().callback(move |_: &u64| {
+        let mut g = inner.lock().unwrap();
+        let own = std::slice::from_mut(g.as_mut().unwrap());
+        let waited = wait(own, Some(DEADLINE), ReturnWhen::AllCompleted).map(|_| ());
+        let listed = as_completed(own, Some(DEADLINE)).map(|_| ());
+        tx.send((waited.map_err(|e| e.kind()), listed.map_err(|e| e.kind())))
+            .unwrap();
+    });
+    let rv = Rendezvous::new();
+    let _blocker = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+    let gate = rv.wait_ready();
+    // Queued behind the blocker: its result cannot arrive before the
+    // future is in the slot.
+    let f = ex.submit_with(square, 4, cb).unwrap();
+    *slot.lock().unwrap() = Some(f);
+    gate.open();
+    ex.pool().close();
+    ex.pool().join().unwrap(); // runs the callback
+    let (waited, listed) = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(waited, Err(ErrorKind::InvalidState));
+    assert_eq!(listed, Err(ErrorKind::InvalidState));
+}
+
+/// A timeout cancels the tasks not sent yet, as Python's `map` does.
+fn executor_map_timeout_cancels_the_rest(m: StartMethod) {
+    let ex = executor(m, 1);
+    let rv = Rendezvous::new();
+    let mut items = vec![Some(rv.addr())];
+    items.extend((0..100).map(|_| None));
+    let mut it = ex
+        .map_chunked(held_or_not, items, Some(Duration::from_millis(100)), 1)
+        .unwrap();
+    let gate = rv.wait_ready();
+    assert_eq!(it.next().unwrap().unwrap_err().kind(), ErrorKind::Timeout);
+    assert!(it.next().is_none());
+    gate.open();
+    // The worker is free again at once: only the held task and the few
+    // sent behind it ran.
+    let mut f = ex.submit(square, 5).unwrap();
+    assert_eq!(f.result(Some(DEADLINE)).unwrap(), 25);
+    drop(it);
+}
+
+/// A huge imap chunk size does not overflow the read-ahead bound.
+fn imap_huge_chunksize(m: StartMethod) {
+    let ex = executor(m, 2);
+    let got: Vec<u64> = ex
+        .pool()
+        .imap_chunked(square, 0..3u64, usize::MAX)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, [0, 1, 4]);
+}
+
+/// Terminating the pool from another thread while one thread iterates a
+/// `MapIter` and another is in `as_completed`: both end, nothing hangs.
+fn terminate_while_iterating(m: StartMethod) {
+    let ex = std::sync::Arc::new(executor(m, 2));
+    let rv = Rendezvous::new();
+    let it = ex
+        .map_chunked(held_or_not, [Some(rv.addr()), None, None], None, 1)
+        .unwrap();
+    let gate = rv.wait_ready();
+    let mut fs = vec![
+        ex.submit(held_or_not, None).unwrap(),
+        ex.submit(held_or_not, Some(rv.addr())).unwrap(),
+    ];
+    let (tx, rx) = mpsc::channel();
+    let t1 = std::thread::spawn(move || {
+        let got: Vec<_> = it.map(|r| r.map_err(|e| e.kind())).collect();
+        tx.send(got).unwrap();
+    });
+    let (tx2, rx2) = mpsc::channel();
+    let ex2 = ex.clone();
+    let t2 = std::thread::spawn(move || {
+        let mut n = 0;
+        for r in as_completed(&mut fs, None).unwrap() {
+            let (_, f) = r.unwrap();
+            let _ = f.result(None);
+            n += 1;
+        }
+        tx2.send(n).unwrap();
+        drop(ex2);
+    });
+    let _gate2 = rv.wait_ready();
+    ex.pool().terminate();
+    let got = rx.recv_timeout(DEADLINE).expect("MapIter ended");
+    assert_eq!(got[0], Err(ErrorKind::Cancelled));
+    assert_eq!(rx2.recv_timeout(DEADLINE).expect("as_completed ended"), 2);
+    t1.join().unwrap();
+    t2.join().unwrap();
+    drop(gate);
+}
+
+/// Two threads iterate their own `MapIter` on one executor while a third
+/// submits and waits.
+fn threads_share_an_executor(m: StartMethod) {
+    let ex = std::sync::Arc::new(executor(m, 3));
+    let mut hs = Vec::new();
+    for k in 0..2u64 {
+        let ex = ex.clone();
+        hs.push(std::thread::spawn(move || {
+            for round in 0..5u64 {
+                let base = 1000 * k + 100 * round;
+                let got: Vec<u64> = ex
+                    .map_chunked(square, base..base + 50, Some(DEADLINE), 1 + round as usize)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                assert_eq!(got, (base..base + 50).map(square).collect::<Vec<_>>());
+            }
+        }));
+    }
+    let ex3 = ex.clone();
+    hs.push(std::thread::spawn(move || {
+        for i in 0..30u64 {
+            let fs = vec![ex3.submit(square, i).unwrap(), ex3.submit(square, i + 1).unwrap()];
+            let w = wait(&fs, Some(DEADLINE), ReturnWhen::AllCompleted).unwrap();
+            assert_eq!(w.done, [0, 1]);
+        }
+    }));
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+per_method!(
+    zero_timeouts_poll,
+    executor_map_returns_results_done_before_the_deadline,
+    map_iter_keeps_results_across_a_callback_panic,
+    wait_first_completed_sees_a_callback_finish_in_another_thread,
+    taken_results_keep_the_future_state,
+    callback_waiting_on_its_own_future_is_an_error,
+    executor_map_timeout_cancels_the_rest,
+    imap_huge_chunksize,
+    terminate_while_iterating,
+    threads_share_an_executor,
+);
