@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{AsyncResult, Callbacks, MapIter, Pool, PoolBuilder, deadline_after, state::*};
+use super::{AsyncResult, Callbacks, Imap, MapIter, Pool, PoolBuilder, deadline_after, state::*};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Python's `ProcessPoolExecutor`, on top of [`Pool`]: unlike Python's, a
@@ -123,6 +123,57 @@ impl Executor {
         let deadline = timeout.map(deadline_after);
         let r = self.pool.map_job(f, items, Some(chunksize), None)?;
         Ok(MapIter::new(r.handle, deadline))
+    }
+
+    /// A lazy [`map`](Executor::map) (Python 3.14's `buffersize`): at
+    /// most `buffersize` tasks are submitted and not yet yielded, so an
+    /// endless input is fine; the first ones are submitted by this call.
+    /// `timeout` counts from this call and, when it passes, ends the
+    /// iteration (an [`ErrorKind::Timeout`] item) and cancels the tasks
+    /// not sent yet.
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let ex = multiproc::Executor::new(2)?;
+    /// let mut it = ex.map_buffered(square, 0.., None, 8)?;
+    /// assert_eq!(it.nth(100).transpose()?, Some(10_000));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a `buffersize` of 0; as
+    /// [`map`](Executor::map).
+    pub fn map_buffered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        timeout: Option<Duration>,
+        buffersize: usize,
+    ) -> Result<Imap<I::IntoIter, A, R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        if buffersize == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the buffer size must be at least 1",
+            ));
+        }
+        let deadline = timeout.map(deadline_after);
+        let mut it = self.pool.imap_with(f, items, 1, true)?;
+        it.ahead = buffersize;
+        it.deadline = deadline;
+        let shared = it.handle.shared.clone();
+        let mut st = it.feed(&shared)?;
+        st.harvest();
+        drop(run_due(&shared, st, true));
+        Ok(it)
     }
 
     /// Stops accepting work; `cancel_futures` cancels the tasks not yet

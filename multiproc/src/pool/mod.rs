@@ -731,7 +731,7 @@ impl Pool {
         self.imap_with(f, items, 1, false)
     }
 
-    fn imap_with<A, R, I>(
+    pub(super) fn imap_with<A, R, I>(
         &self,
         f: fn(A) -> R,
         items: I,
@@ -769,6 +769,7 @@ impl Pool {
             offs,
             chunksize,
             ahead,
+            deadline: None,
             yielded: 0,
             ordered,
             _r: PhantomData,

@@ -537,7 +537,8 @@ impl<R> std::fmt::Debug for MapIter<R> {
     }
 }
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]. Ordered, it
+/// The iterator of [`Pool::imap`], [`Pool::imap_unordered`] and
+/// [`Executor::map_buffered`](crate::Executor::map_buffered). Ordered, it
 /// yields each task's result; unordered, `(index, result)` pairs as
 /// [`Imap::next_indexed`] (its `Iterator` items drop the index).
 pub struct Imap<I, A, R> {
@@ -546,6 +547,9 @@ pub struct Imap<I, A, R> {
     pub(super) offs: (i64, i64),
     pub(super) chunksize: usize,
     pub(super) ahead: usize,
+    /// A deadline for the whole iteration (an executor's `map`): past
+    /// it, a timeout ends the iteration.
+    pub(super) deadline: Option<Instant>,
     pub(super) yielded: usize,
     pub(super) ordered: bool,
     pub(super) _r: PhantomData<fn(A) -> R>,
@@ -589,9 +593,9 @@ where
         self.next_within(Some(deadline_after(timeout))).map(|(_, r)| r)
     }
 
-    fn next_within(&mut self, deadline: Option<Instant>) -> Option<(usize, Result<R>)> {
-        let shared = self.handle.shared.clone();
-        let job = self.handle.job;
+    /// Reads and queues the input up to the read-ahead bound; the pool
+    /// stays locked for the caller.
+    pub(super) fn feed<'a>(&mut self, shared: &'a Shared) -> Result<MutexGuard<'a, State>> {
         // Read and encode the input without the lock: it is the caller's
         // code, and may itself use the pool.
         let mut parts = Vec::new();
@@ -616,16 +620,28 @@ where
                 Err(part) => encode_items(self.offs, part),
             });
         }
-        let mut st = match shared.enter() {
+        let mut st = shared.enter()?;
+        for enc in parts {
+            st.add(self.handle.job, enc);
+        }
+        if self.input.is_none() {
+            st.seal(self.handle.job);
+        }
+        Ok(st)
+    }
+
+    fn next_within(&mut self, deadline: Option<Instant>) -> Option<(usize, Result<R>)> {
+        let shared = self.handle.shared.clone();
+        let job = self.handle.job;
+        // The iteration's own deadline (an executor `map`'s) ends it.
+        let deadline = match (deadline, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let st = match self.feed(&shared) {
             Ok(st) => st,
             Err(e) => return self.fail(e),
         };
-        for enc in parts {
-            st.add(job, enc);
-        }
-        if self.input.is_none() {
-            st.seal(job);
-        }
         let (yielded, ordered, len) = (self.yielded, self.ordered, self.handle.len);
         let mut found = None;
         let (st, r) = drive(&shared, st, deadline, |st| {
@@ -645,6 +661,10 @@ where
         });
         drop(st);
         match r {
+            Err(e) if e.is_timeout() && self.deadline.is_some_and(|d| Instant::now() >= d) => {
+                cancel_job(&shared, job);
+                return self.fail(e);
+            }
             // Not ready in time: the iteration goes on.
             Err(e) if e.is_timeout() => return Some((self.yielded, Err(e))),
             Err(e) => return self.fail(e),

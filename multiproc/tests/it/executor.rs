@@ -530,3 +530,54 @@ per_method!(
     terminate_while_iterating,
     threads_share_an_executor,
 );
+
+/// `map_buffered` (Python 3.14's `buffersize`): the first tasks go out
+/// with the call, the input is read only as results are taken, and its
+/// timeout ends the iteration.
+fn map_buffered_is_lazy_and_bounded(m: StartMethod) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let ex = executor(m, 2);
+    let rv = Rendezvous::new();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = pulled.clone();
+    let addr = rv.addr();
+    // An endless input; its first item is held at a gate.
+    let input = (0u64..).map(move |i| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        (i == 0).then(|| addr.clone())
+    });
+    let mut it = ex.map_buffered(held_or_not, input, None, 4).unwrap();
+    // Submitted by the call itself: the held task reports without any
+    // `next`.
+    let gate = rv.wait_ready();
+    assert_eq!(pulled.load(Ordering::SeqCst), 4, "exactly the buffer was read");
+    gate.open();
+    let first: Vec<bool> = it.by_ref().take(10).map(Result::unwrap).collect();
+    assert_eq!(first[0], true);
+    assert!(first[1..].iter().all(|&b| !b));
+    let read = pulled.load(Ordering::SeqCst);
+    assert!(read <= 10 + 4, "read {read} items for 10 results with a buffer of 4");
+    drop(it);
+
+    let mut held = ex
+        .map_buffered(
+            held_or_not,
+            [Some(rv.addr()), None, None],
+            Some(Duration::from_millis(100)),
+            2,
+        )
+        .unwrap();
+    let gate = rv.wait_ready();
+    assert_eq!(held.next().unwrap().unwrap_err().kind(), ErrorKind::Timeout);
+    assert!(held.next().is_none(), "the map's own timeout ends it");
+    gate.open();
+    assert_eq!(
+        ex.map_buffered(square, 0..3u64, None, 0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+per_method!(map_buffered_is_lazy_and_bounded);
