@@ -556,7 +556,7 @@ fn map_buffered_is_lazy_and_bounded(m: StartMethod) {
     assert_eq!(pulled.load(Ordering::SeqCst), 4, "exactly the buffer was read");
     gate.open();
     let first: Vec<bool> = it.by_ref().take(10).map(Result::unwrap).collect();
-    assert_eq!(first[0], true);
+    assert!(first[0]);
     assert!(first[1..].iter().all(|&b| !b));
     let read = pulled.load(Ordering::SeqCst);
     assert!(read <= 10 + 4, "read {read} items for 10 results with a buffer of 4");
