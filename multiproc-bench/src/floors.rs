@@ -139,6 +139,98 @@ pub(crate) fn reexec_transfer(exe: &Path, data: Vec<u8>) -> Result<Duration, Str
     Ok(elapsed)
 }
 
+/// The raw shape of a 2-worker pool's life under fork, with no library:
+/// two forked children, each given one byte over its own socket pair,
+/// answering one byte, then reading the end of the stream and calling
+/// `_exit(0)`; the parent sends both, reads both, closes both and reaps
+/// both. It calls fork and _exit directly, as [`fork_exit`] does.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn fork_two_round_trips() -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut ends = [[-1i32; 2]; 2];
+    for pair in &mut ends {
+        // SAFETY: `pair` is a valid out-array of two descriptors.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(format!("socketpair failed: {}", io::Error::last_os_error()));
+        }
+    }
+    let mut pids = [0; 2];
+    for k in 0..2 {
+        // SAFETY: the child below only calls close, read, write and _exit,
+        // which are async-signal-safe and touch no lock or allocator state.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut byte = 0u8;
+            // SAFETY: closing descriptors this child does not use (the
+            // parent's ends, and the pairs of the other child), then
+            // reading and writing one byte of a stack variable.
+            unsafe {
+                for (j, pair) in ends.iter().enumerate() {
+                    libc::close(pair[0]);
+                    if j != k {
+                        libc::close(pair[1]);
+                    }
+                }
+                let me = ends[k][1];
+                let ok = libc::read(me, (&raw mut byte).cast(), 1) == 1
+                    && libc::write(me, (&raw const byte).cast(), 1) == 1
+                    && libc::read(me, (&raw mut byte).cast(), 1) == 0;
+                libc::_exit(if ok { 0 } else { 1 })
+            }
+        }
+        if pid < 0 {
+            return Err(format!("fork failed: {}", io::Error::last_os_error()));
+        }
+        pids[k] = pid;
+    }
+    let mut ok = true;
+    // SAFETY: plain descriptor calls on the socket pairs made above, with
+    // a one-byte stack buffer.
+    unsafe {
+        for pair in &ends {
+            libc::close(pair[1]);
+        }
+        for pair in &ends {
+            ok &= libc::write(pair[0], b"x".as_ptr().cast(), 1) == 1;
+        }
+        for pair in &ends {
+            let mut byte = 0u8;
+            ok &= libc::read(pair[0], (&raw mut byte).cast(), 1) == 1;
+        }
+        for pair in &ends {
+            libc::close(pair[0]);
+        }
+    }
+    for pid in pids {
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for our own child; `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+            if r == pid {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(format!("waitpid failed: {e}"));
+            }
+        }
+        ok &= libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    }
+    let elapsed = t.elapsed();
+    if !ok {
+        return Err("a floor child or the parent's exchange failed".to_owned());
+    }
+    Ok(elapsed)
+}
+
 /// `fork()`, `_exit(0)` in the child, `waitpid` in the parent: the floor
 /// itself, so it calls fork and _exit directly.
 #[allow(clippy::disallowed_methods)]

@@ -29,6 +29,10 @@ pub(crate) enum Impl {
     /// This library's own `Pipe` (a `Connection`) carrying the same bytes,
     /// as the baseline of a pool's large arguments.
     OwnPipe,
+    /// The raw single-process floor beside a row whose [`Impl::Floor`] is
+    /// several processes' work (the pool's lifecycle under fork): their
+    /// ratio is the floor of the row's target.
+    FloorSingle,
 }
 
 impl Impl {
@@ -41,6 +45,7 @@ impl Impl {
             Impl::OwnSpawn => "multiproc_spawn",
             Impl::OwnProcess => "multiproc_process",
             Impl::OwnPipe => "multiproc_pipe",
+            Impl::FloorSingle => "floor_single",
         }
     }
 }

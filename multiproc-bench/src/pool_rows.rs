@@ -6,7 +6,7 @@
 //! | `pool/map_10k_chunk1/<m>`, `pool/map_100k_auto/<m>` | `Pool(2).map` of `x * x` tasks, chunk size 1 or automatic; tasks/s | CPython's `Pool(2).map`, same chunk size |
 //! | `executor/map_10k/<m>` | `Executor::map(square, 0..10k, None)`: Python's automatic chunk size (10 000 / 8); tasks/s | CPython's `ProcessPoolExecutor(2).map` (its default chunksize, 1) |
 //! | `executor/map_10k_chunk1/<m>` | `executor.pool().map_chunked(square, 0..10k, 1)`: chunk size 1, like CPython's default | the same CPython row |
-//! | `pool/lifecycle_map2/<m>` | `Pool(2)` built, `map` of 2 tasks, `close`, `join` | this library's own single `Process` start + join (interleaved); CPython's `Pool(2)` the same way |
+//! | `pool/lifecycle_map2/<m>` | `Pool(2)` built, `map` of 2 tasks, `close`, `join` | this library's own single `Process` start + join (interleaved); CPython's `Pool(2)` the same way; under fork also the raw floor of the same work (two forks, a 1-byte round trip each, end of stream, `_exit`, two `waitpid`s) and the raw single fork + `_exit` + `waitpid` (`floor_single`), whose ratio is the floor of the row's target |
 //! | `pool/map_1mib/<m>` | `Pool(2).map` of 1 MiB `Vec<u8>` arguments (automatic chunk size: 1 for such arguments), each task returns its length and last byte; GB/s | this library's `Pipe` carrying the same bytes one way: `send_bytes` of the same number of distinct, freshly filled 1 MiB buffers, each dropped once sent (as `map` consumes its arguments), to a child that `recv_bytes_into` a reused buffer (interleaved); CPython's `Pool(2).map` of 1 MiB `bytes` |
 //! | `pool/map_1mib_bytes/<m>` | the same with the buffers serialised as bytes (`serialize_bytes`, as `serde_bytes::ByteBuf` does): a value the codec encodes (one copy in the parent) and decodes (one copy in the worker) | this library's `Pipe` carrying the same values: `send(&value)` to a child that `recv()`s them (the same two copies); CPython's row of `pool/map_1mib` |
 //!
@@ -22,6 +22,7 @@ use crate::{
     channels::{self, ConnPeer},
     cli::Options,
     cpython::{self, ChannelKind, ChannelRow},
+    floors,
     harness::{Bench, Impl, Unit},
     rows::{self, Outcome, run_benches},
 };
@@ -296,7 +297,7 @@ fn run_lifecycle(opts: &Options, out: &mut Outcome) {
         if !opts.wants(&name) {
             continue;
         }
-        let benches = vec![
+        let mut benches = vec![
             Bench::new(
                 name.clone(),
                 Impl::Multiproc,
@@ -310,6 +311,22 @@ fn run_lifecycle(opts: &Options, out: &mut Outcome) {
                 move || rows::start_join(m),
             ),
         ];
+        if m == StartMethod::Fork {
+            // The same work with no library, and the single raw fork, so
+            // that the floor's own ratio is in the same run.
+            benches.push(Bench::new(
+                name.clone(),
+                Impl::Floor,
+                "raw: 2 forks, a 1-byte round trip each, end of stream, _exit, 2 waitpids",
+                floors::fork_two_round_trips,
+            ));
+            benches.push(Bench::new(
+                name.clone(),
+                Impl::FloorSingle,
+                "raw: fork + _exit(0) + waitpid",
+                floors::fork_exit,
+            ));
+        }
         run_benches(out, opts.counts(60), benches);
         specs.push(ChannelRow {
             name,

@@ -237,6 +237,7 @@ fn grouped(rows: &[Row]) -> Vec<&Row> {
         [
             Impl::Multiproc,
             Impl::Floor,
+            Impl::FloorSingle,
             Impl::OwnSpawn,
             Impl::OwnProcess,
             Impl::OwnPipe,
