@@ -363,6 +363,21 @@ fn main() -> Result<(), Box<dyn Error>> {
         seen.lock().unwrap(),
         future.result(Some(DEADLINE))?
     ));
+    let mut futures: Vec<_> = (4..=6)
+        .map(|x| executor.submit(square_or_die, x))
+        .collect::<mp::Result<_>>()?;
+    let mut completed = Vec::new();
+    for done in mp::futures::as_completed(&mut futures, Some(DEADLINE))? {
+        let (_index, f) = done?;
+        completed.push(f.result(None)?);
+    }
+    completed.sort_unstable();
+    let in_order: Vec<u64> = executor
+        .map(square_or_die, 7..10, Some(DEADLINE))?
+        .collect::<mp::Result<_>>()?;
+    steps.say(format_args!(
+        "futures::as_completed over 3 submissions gave {completed:?}; Executor::map(x*x, 7..10) = {in_order:?}"
+    ));
     drop(executor);
     pool.close();
     pool.join()?;

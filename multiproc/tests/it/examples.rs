@@ -199,7 +199,7 @@ fn tour_runs_every_step() {
         let prefix = format!("{}. ", i + 1);
         assert!(line.starts_with(&prefix), "line {} is not numbered: {line:?}", i + 1);
     }
-    assert_eq!(run.lines.len(), 21, "the tour's steps: {:#?}", run.lines);
+    assert_eq!(run.lines.len(), 22, "the tour's steps: {:#?}", run.lines);
     let all = run.lines.join("\n");
     let facts = [
         // The seed's model.
@@ -232,6 +232,7 @@ fn tour_runs_every_step() {
         // Pools.
         "Pool(2).imap(x*x) over 0..6, where task 3 kills its worker: [Ok(0), Ok(1), Ok(4), Err(ChildKilled), Ok(16), Ok(25)]; the pool still has 2 workers".to_owned(),
         "get() = 49, and its callback saw Some(49); Executor::submit(x*x, 12).result() = 144".to_owned(),
+        "futures::as_completed over 3 submissions gave [16, 25, 36]; Executor::map(x*x, 7..10) = [49, 64, 81]".to_owned(),
         "active_children() = []".to_owned(),
     ];
     for fact in facts {
