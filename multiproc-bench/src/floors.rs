@@ -210,18 +210,7 @@ pub(crate) fn fork_two_round_trips() -> Result<Duration, String> {
         }
     }
     for pid in pids {
-        let mut status = 0;
-        loop {
-            // SAFETY: waiting for our own child; `status` is a valid out-pointer.
-            let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
-            if r == pid {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(format!("waitpid failed: {e}"));
-            }
-        }
+        let status = reap(pid)?;
         ok &= libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     }
     let elapsed = t.elapsed();
@@ -229,6 +218,22 @@ pub(crate) fn fork_two_round_trips() -> Result<Duration, String> {
         return Err("a floor child or the parent's exchange failed".to_owned());
     }
     Ok(elapsed)
+}
+
+/// Waits for our own child `pid` (retrying on `EINTR`); its raw status.
+fn reap(pid: libc::pid_t) -> Result<i32, String> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("waitpid failed: {e}"));
+        }
+    }
 }
 
 /// `fork()`, `_exit(0)` in the child, `waitpid` in the parent: the floor
@@ -247,18 +252,7 @@ pub(crate) fn fork_exit() -> Result<Duration, String> {
     if pid < 0 {
         return Err(format!("fork failed: {}", io::Error::last_os_error()));
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child; `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(format!("waitpid failed: {e}"));
-        }
-    }
+    let status = reap(pid)?;
     let elapsed = t.elapsed();
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(format!("fork child ended with raw status {status:#x}"));
