@@ -49,6 +49,19 @@
 //! - **Callbacks** ([`Pool::apply_async_with`], [`Pool::map_async_with`])
 //!   run when their job finishes, in whichever caller drives or submits at
 //!   that moment, without the lock; the decoded value is kept for `get`.
+//!   A finished callback nudges the driver, whose check may be waiting
+//!   for that job (`futures::wait` over several futures).
+//! - **Deadlines**: a wait whose deadline has passed still takes one look
+//!   (dispatch and a zero-timeout poll) before it gives up, so Python's
+//!   polling idiom (`wait(fs, timeout=0)`, `next(timeout=0)`) sees what is
+//!   done.
+//! - **Handles** are a job id and the pool: `AsyncResult` and `MapResult`
+//!   take a finished job's output whole; `Imap` and the executor's
+//!   `MapIter` take results as they arrive (a batch reply is decoded at
+//!   once and kept as a run of consecutive results until their turn; what
+//!   was taken is kept in the iterator, so a callback's panic unwinding
+//!   through it loses nothing); `futures::wait` and `as_completed` drive
+//!   with a check over several jobs of one pool.
 //!
 //! Arguments are encoded, and an `imap`'s input read, without the lock. A
 //! large argument (64 KiB or more encoded; the first item decides for a
@@ -114,6 +127,13 @@
 //! - A pool belongs to the process that created it: in a fork child every
 //!   operation fails with [`ErrorKind::InvalidState`] and dropping it does
 //!   nothing.
+//! - The executor's `map` yields each task's `Result` and goes on past a
+//!   failure (Python's stops at the first exception); with no pool
+//!   thread, tasks are sent only while some thread waits on the pool, so
+//!   a consumer slower than the `map`'s timeout between two items can
+//!   time out where Python's would not (see [`MapIter`]).
+//!   `futures::wait`/`as_completed` take the futures of one executor; done
+//!   callbacks are given at submission ([`Executor::submit_with`]).
 //! - Dropping a [`Pool`] terminates it (as leaving Python's `with Pool()`
 //!   block does): workers are killed and reaped, unfinished tasks fail with
 //!   [`ErrorKind::Cancelled`] (their error callbacks run). It never hangs.
