@@ -191,6 +191,21 @@ impl Executor {
         if wait { self.pool.join() } else { Ok(()) }
     }
 
+    /// Python 3.14's `terminate_workers`: sends `SIGTERM` to every worker,
+    /// then ends the executor as [`kill_workers`](Executor::kill_workers)
+    /// does. Submitting afterwards is an [`ErrorKind::InvalidState`] error.
+    pub fn terminate_workers(&self) {
+        self.pool.signal_workers();
+        self.pool.terminate();
+    }
+
+    /// Python 3.14's `kill_workers`: kills every worker (`SIGKILL`) and
+    /// reaps it; the unfinished tasks fail with [`ErrorKind::Cancelled`].
+    /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
+    pub fn kill_workers(&self) {
+        self.pool.terminate();
+    }
+
     /// The underlying pool.
     pub fn pool(&self) -> &Pool {
         &self.pool

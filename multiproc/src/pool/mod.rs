@@ -859,6 +859,15 @@ impl Pool {
         Ok(())
     }
 
+    /// Sends `SIGTERM` to every worker (the executor's
+    /// `terminate_workers`); their deaths are handled as any others.
+    pub(crate) fn signal_workers(&self) {
+        let Ok(st) = self.shared.enter() else { return };
+        for w in &st.workers {
+            let _ = w.proc.terminate();
+        }
+    }
+
     pub(crate) fn cancel_pending(&self) {
         let Ok(mut st) = self.shared.enter() else { return };
         let e = Error::new(ErrorKind::Cancelled, "the task was cancelled at shutdown");

@@ -581,3 +581,30 @@ fn map_buffered_is_lazy_and_bounded(m: StartMethod) {
 }
 
 per_method!(map_buffered_is_lazy_and_bounded);
+
+/// Python 3.14's `terminate_workers` and `kill_workers`: the workers end at
+/// once, unfinished tasks are cancelled, and the executor takes no more.
+fn terminate_and_kill_workers(m: StartMethod) {
+    for terminate in [true, false] {
+        let ex = executor(m, 2);
+        let pids = ex.pool().pids();
+        let rv = Rendezvous::new();
+        let mut held = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+        let _gate = rv.wait_ready();
+        if terminate {
+            ex.terminate_workers();
+        } else {
+            ex.kill_workers();
+        }
+        assert_eq!(held.result(Some(DEADLINE)).unwrap_err().kind(), ErrorKind::Cancelled);
+        assert_eq!(ex.submit(square, 1).unwrap_err().kind(), ErrorKind::InvalidState);
+        for pid in pids {
+            if let Some(w) = crate::support::PidWatch::try_open(pid) {
+                assert!(w.ended_within(DEADLINE), "worker {pid} still runs");
+            }
+        }
+        ex.shutdown(true, false).unwrap();
+    }
+}
+
+per_method!(terminate_and_kill_workers);
