@@ -608,3 +608,27 @@ fn terminate_and_kill_workers(m: StartMethod) {
 }
 
 per_method!(terminate_and_kill_workers);
+
+/// Python's gh-115634 cases: workers retiring after `max_tasks_per_child`
+/// while `shutdown` waits: every result arrives, nothing deadlocks.
+fn max_tasks_per_child_with_shutdown(m: StartMethod) {
+    for (workers, per_child, tasks) in [(3, 1, 6u64), (1, 2, 6), (2, 2, 8)] {
+        let ex = Executor::from_builder(
+            Pool::builder()
+                .processes(workers)
+                .maxtasksperchild(per_child)
+                .start_method(m),
+        )
+        .unwrap();
+        let mut fs: Vec<_> = (0..tasks).map(|x| ex.submit(square, x).unwrap()).collect();
+        ex.shutdown(true, false).unwrap();
+        let got: Vec<u64> = fs.iter_mut().map(|f| f.result(Some(DEADLINE)).unwrap()).collect();
+        assert_eq!(
+            got,
+            (0..tasks).map(square).collect::<Vec<_>>(),
+            "{workers} workers, {per_child} per child"
+        );
+    }
+}
+
+per_method!(max_tasks_per_child_with_shutdown);
