@@ -136,8 +136,10 @@
 //! `close`, `terminate`, `join`), and [`Executor`] its
 //! `ProcessPoolExecutor` ([`Future`]s, an ordered `map` iterator, and the
 //! module functions [`futures::wait`] and [`futures::as_completed`]). A
-//! worker that dies fails only the task it ran, and is replaced; a failing
-//! initializer fails [`PoolBuilder::build`]; nothing waits forever.
+//! worker that dies fails only the chunk of tasks it held, with its exit
+//! status, and is replaced; a failing initializer fails
+//! [`PoolBuilder::build`]; no wait hangs on a dead worker, and every wait
+//! takes a deadline.
 //!
 //! ```
 //! use std::time::Duration;

@@ -125,12 +125,15 @@ impl Executor {
         Ok(MapIter::new(r.handle, deadline))
     }
 
-    /// A lazy [`map`](Executor::map) (Python 3.14's `buffersize`): at
-    /// most `buffersize` tasks are submitted and not yet yielded, so an
-    /// endless input is fine; the first ones are submitted by this call.
-    /// `timeout` counts from this call and, when it passes, ends the
-    /// iteration (an [`ErrorKind::Timeout`] item) and cancels the tasks
-    /// not sent yet.
+    /// A lazy [`map`](Executor::map) (Python 3.14's `buffersize`): this
+    /// call submits the first `buffersize` tasks, and each `next` submits
+    /// one more before it waits (so `buffersize` tasks are ahead of the
+    /// consumer while it waits); an endless input is fine. `timeout`
+    /// counts from this call and, when it passes, ends the iteration (an
+    /// [`ErrorKind::Timeout`] item) and cancels the tasks not sent yet.
+    /// After [`shutdown`](Executor::shutdown), the next task it would
+    /// submit ends the iteration with an [`ErrorKind::InvalidState`] item
+    /// instead (Python's `RuntimeError`).
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -169,10 +172,14 @@ impl Executor {
         let mut it = self.pool.imap_with(f, items, 1, true)?;
         it.ahead = buffersize;
         it.deadline = deadline;
+        it.stop_at_close = true;
         let shared = it.handle.shared.clone();
         let mut st = it.feed(&shared)?;
         st.harvest();
         drop(run_due(&shared, st, true));
+        // As Python's: each `next` submits the next task before it waits
+        // for its result, so `buffersize` tasks stay ahead while it waits.
+        it.ahead = buffersize.saturating_add(1);
         Ok(it)
     }
 
@@ -305,7 +312,7 @@ impl<R: DeserializeOwned + 'static> Future<R> {
             return true;
         }
         let shared = &self.inner.handle.shared;
-        super::state::cancel_job(shared, self.inner.handle.job)
+        super::state::cancel_job(shared, self.inner.handle.job, true)
     }
 
     /// `true` once the task has finished, failed or been cancelled.
@@ -397,10 +404,7 @@ fn one_pool<'a, R: 'a>(mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<Op
 
 /// A callback cannot wait for its own future (it would never finish).
 fn own_future_check<'a, R: 'a>(shared: &Arc<Shared>, mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<()> {
-    let Some((pool, job)) = IN_CALLBACK.get() else {
-        return Ok(());
-    };
-    if pool == Arc::as_ptr(shared) as usize && fs.any(|f| f.inner.handle.job == job) {
+    if fs.any(|f| in_callback_of(shared, f.inner.handle.job)) {
         return Err(Error::new(
             ErrorKind::InvalidState,
             "a callback cannot wait for the future it is called for",

@@ -123,7 +123,10 @@
 //! - Callbacks get a reference (`&R`, `&[R]`, `&Error`) and run in one of
 //!   the caller's threads, not in a result-handler thread; a callback's
 //!   panic comes out of the call that ran it, and a callback cannot wait
-//!   for its own result (an error, not a deadlock).
+//!   for its own result, nor for that of a callback it runs within (an
+//!   error, not a deadlock). A job is done once its callbacks have run, so
+//!   two threads whose callbacks wait for each other's futures without a
+//!   timeout wait for ever: give such waits a deadline.
 //! - A pool belongs to the process that created it: in a fork child every
 //!   operation fails with [`ErrorKind::InvalidState`] and dropping it does
 //!   nothing.
@@ -147,7 +150,7 @@ pub(crate) mod worker;
 
 use std::{
     any::Any,
-    cell::Cell,
+    cell::{Cell, RefCell},
     collections::{BTreeMap, HashMap, VecDeque},
     marker::PhantomData,
     os::fd::{AsRawFd, RawFd},
@@ -790,6 +793,7 @@ impl Pool {
             chunksize,
             ahead,
             deadline: None,
+            stop_at_close: false,
             yielded: 0,
             ordered,
             _r: PhantomData,

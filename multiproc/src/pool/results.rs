@@ -23,8 +23,7 @@ impl JobHandle {
     }
 
     pub(super) fn wait_done(&self, deadline: Option<Instant>) -> Result<()> {
-        let key = (std::ptr::from_ref(&*self.shared) as usize, self.job);
-        if IN_CALLBACK.get() == Some(key) {
+        if in_callback_of(&self.shared, self.job) {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "a callback cannot wait for the result it is called with",
@@ -469,7 +468,9 @@ impl<R: DeserializeOwned + 'static> MapIter<R> {
     /// (as Python's `map` cancels its futures on a timeout).
     fn end_with(&mut self, e: Error) -> Option<Result<R>> {
         self.ended = true;
-        cancel_job(&self.handle.shared, self.handle.job);
+        // A panicking callback run there must not take this item's place
+        // (the panic hook has reported it).
+        cancel_job(&self.handle.shared, self.handle.job, false);
         Some(Err(e))
     }
 }
@@ -550,6 +551,10 @@ pub struct Imap<I, A, R> {
     /// A deadline for the whole iteration (an executor's `map`): past
     /// it, a timeout ends the iteration.
     pub(super) deadline: Option<Instant>,
+    /// Stop reading the input once the pool is closed (an executor's
+    /// `map_buffered` after `shutdown`, as Python's raises there); a
+    /// pool's `imap` reads on, as Python's task thread does.
+    pub(super) stop_at_close: bool,
     pub(super) yielded: usize,
     pub(super) ordered: bool,
     pub(super) _r: PhantomData<fn(A) -> R>,
@@ -572,7 +577,9 @@ where
     /// Python's `next(timeout)`: the next result, waiting at most
     /// `timeout`. A result not ready in time gives
     /// [`ErrorKind::Timeout`] and the iteration goes on: a later call
-    /// returns it. `None` at the end.
+    /// returns it. `None` at the end. (The whole-iteration timeout of
+    /// [`Executor::map_buffered`](crate::Executor::map_buffered) still
+    /// ends the iteration once it has passed.)
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -594,38 +601,61 @@ where
     }
 
     /// Reads and queues the input up to the read-ahead bound; the pool
-    /// stays locked for the caller.
+    /// stays locked for the caller. A pool that takes no more work (broken,
+    /// terminated, or, for an executor's `map_buffered`, shut down) ends
+    /// the reading with its error, and the unsent tasks are cancelled.
     pub(super) fn feed<'a>(&mut self, shared: &'a Shared) -> Result<MutexGuard<'a, State>> {
-        // Read and encode the input without the lock: it is the caller's
-        // code, and may itself use the pool.
-        let mut parts = Vec::new();
-        while self.handle.len - self.yielded < self.ahead {
-            let Some(input) = self.input.as_mut() else { break };
-            let start = self.handle.len;
-            let part: Vec<(usize, A)> = input
-                .by_ref()
-                .take(self.chunksize)
-                .enumerate()
-                .map(|(k, a)| (start + k, a))
-                .collect();
-            if part.len() < self.chunksize {
-                self.input = None;
+        let job = self.handle.job;
+        if self.input.is_some() && self.handle.len - self.yielded < self.ahead {
+            let st = shared.enter()?;
+            let closed = st.life != Life::Running;
+            if st.broken.is_some() || st.life == Life::Terminated || (self.stop_at_close && closed) {
+                let e = st
+                    .check_open()
+                    .err()
+                    .unwrap_or_else(|| Error::new(ErrorKind::InvalidState, "the pool is closed"));
+                drop(st);
+                cancel_job(shared, job, false);
+                return Err(e);
             }
-            if part.is_empty() {
-                break;
-            }
-            self.handle.len += part.len();
-            parts.push(match <[_; 1]>::try_from(part) {
-                Ok([(i, a)]) => encode_one(self.offs, i, a),
-                Err(part) => encode_items(self.offs, part),
-            });
         }
+        // Read and encode the input without the lock: it is the caller's
+        // code, and may itself use the pool. What was read before a panic
+        // of the input is still queued (it is counted in the job).
+        let mut parts = Vec::new();
+        let read = panic::catch_unwind(AssertUnwindSafe(|| {
+            while self.handle.len - self.yielded < self.ahead {
+                let Some(input) = self.input.as_mut() else { break };
+                let start = self.handle.len;
+                let part: Vec<(usize, A)> = input
+                    .by_ref()
+                    .take(self.chunksize)
+                    .enumerate()
+                    .map(|(k, a)| (start + k, a))
+                    .collect();
+                if part.len() < self.chunksize {
+                    self.input = None;
+                }
+                if part.is_empty() {
+                    break;
+                }
+                self.handle.len += part.len();
+                parts.push(match <[_; 1]>::try_from(part) {
+                    Ok([(i, a)]) => encode_one(self.offs, i, a),
+                    Err(part) => encode_items(self.offs, part),
+                });
+            }
+        }));
         let mut st = shared.enter()?;
         for enc in parts {
-            st.add(self.handle.job, enc);
+            st.add(job, enc);
         }
         if self.input.is_none() {
-            st.seal(self.handle.job);
+            st.seal(job);
+        }
+        if let Err(payload) = read {
+            drop(st);
+            panic::resume_unwind(payload);
         }
         Ok(st)
     }
@@ -662,8 +692,9 @@ where
         drop(st);
         match r {
             Err(e) if e.is_timeout() && self.deadline.is_some_and(|d| Instant::now() >= d) => {
-                cancel_job(&shared, job);
-                return self.fail(e);
+                let end = self.fail(e);
+                cancel_job(&shared, job, false);
+                return end;
             }
             // Not ready in time: the iteration goes on.
             Err(e) if e.is_timeout() => return Some((self.yielded, Err(e))),

@@ -1103,10 +1103,20 @@ pub(super) enum Check {
 
 thread_local! {
     /// The job whose callbacks this thread is running (pool address, job).
-    pub(super) static IN_CALLBACK: Cell<Option<(usize, u64)>> = const { Cell::new(None) };
+    /// The jobs whose callbacks this thread is running, innermost last
+    /// (pool address, job): a callback that drives the pool can run
+    /// another's.
+    static IN_CALLBACK: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
     /// A panic of a callback run inside another callback, for the
     /// outermost call to resume.
     static STASHED_PANIC: Cell<Option<Box<dyn Any + Send>>> = const { Cell::new(None) };
+}
+
+/// Whether this thread is running the callbacks of `job` of the pool at
+/// `shared`, however deeply nested: waiting for that job would never end.
+pub(super) fn in_callback_of(shared: &Shared, job: u64) -> bool {
+    let key = (std::ptr::from_ref(shared) as usize, job);
+    IN_CALLBACK.with_borrow(|v| v.contains(&key))
 }
 
 /// Drives the pool until `check` says done, or `deadline` passes.
@@ -1203,9 +1213,9 @@ pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, res
         j.running = true;
         drop(st);
         let key = (std::ptr::from_ref(shared) as usize, id);
-        let outer = IN_CALLBACK.replace(Some(key));
+        IN_CALLBACK.with_borrow_mut(|v| v.push(key));
         let done = on_done(out);
-        IN_CALLBACK.set(outer);
+        IN_CALLBACK.with_borrow_mut(|v| v.pop());
         st = shared.lock();
         if let Some(j) = st.jobs.get_mut(&id) {
             j.running = false;
@@ -1223,7 +1233,7 @@ pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, res
         }
     }
     if let Some(p) = first_panic.or_else(|| STASHED_PANIC.take()) {
-        if IN_CALLBACK.get().is_some() {
+        if IN_CALLBACK.with_borrow(|v| !v.is_empty()) {
             // Inside another callback (that uses the pool): it must not be
             // cut short; the outermost call resumes the panic.
             STASHED_PANIC.set(Some(p));
@@ -1274,7 +1284,7 @@ pub(super) fn auto_chunksize(len: usize, workers: usize) -> usize {
 }
 
 /// Removes `job`'s chunks that no worker has yet; `true` if there were any.
-pub(super) fn cancel_job(shared: &Shared, job: u64) -> bool {
+pub(super) fn cancel_job(shared: &Shared, job: u64, resume: bool) -> bool {
     let Ok(mut st) = shared.enter() else { return false };
     let mut removed = Vec::new();
     st.pending.retain(|c| {
@@ -1302,6 +1312,6 @@ pub(super) fn cancel_job(shared: &Shared, job: u64) -> bool {
     // Threads waiting on the job: the driver, or those asleep.
     st.nudge();
     st.wake_sleepers(shared);
-    drop(run_due(shared, st, true));
+    drop(run_due(shared, st, resume));
     true
 }

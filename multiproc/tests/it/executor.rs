@@ -632,3 +632,94 @@ fn max_tasks_per_child_with_shutdown(m: StartMethod) {
 }
 
 per_method!(max_tasks_per_child_with_shutdown);
+
+/// As Python 3.14's: each `next` submits the next task before it waits,
+/// so with a buffer of 1 two tasks overlap.
+fn map_buffered_refills_before_it_waits(m: StartMethod) {
+    let ex = executor(m, 2);
+    let (rv0, rv1) = (Rendezvous::new(), Rendezvous::new());
+    let items = [Some(rv0.addr()), Some(rv1.addr())];
+    let mut it = ex.map_buffered(held_or_not, items, Some(DEADLINE), 1).unwrap();
+    rv0.wait_ready().open();
+    assert!(it.next().unwrap().unwrap());
+    // No further call: task 1 was submitted (and sent) by the first `next`.
+    let gate1 = rv1.wait_ready();
+    gate1.open();
+    assert!(it.next().unwrap().unwrap());
+    assert!(it.next().is_none());
+}
+
+/// After `shutdown`, `map_buffered` over an endless input stops at the
+/// next task it would submit (Python's `RuntimeError`).
+fn map_buffered_stops_after_shutdown(m: StartMethod) {
+    let ex = executor(m, 2);
+    let mut it = ex.map_buffered(square, 0u64.., Some(DEADLINE), 4).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    ex.shutdown(false, false).unwrap();
+    let end = it.next().map(|r| r.map_err(|e| e.kind()));
+    assert_eq!(end, Some(Err(ErrorKind::InvalidState)));
+    assert!(it.next().is_none());
+}
+
+/// After `terminate()`, an endless `map_buffered` or `imap` ends.
+fn endless_iterations_end_after_terminate(m: StartMethod) {
+    let ex = executor(m, 2);
+    let mut buffered = ex.map_buffered(square, 0u64.., None, 4).unwrap();
+    let mut imap = ex.pool().imap(square, 0u64..).unwrap();
+    assert_eq!(buffered.next().unwrap().unwrap(), 0);
+    assert_eq!(imap.next().unwrap().unwrap(), 0);
+    let pool = ex.pool();
+    std::thread::scope(|s| s.spawn(|| pool.terminate()).join().unwrap());
+    for (name, it) in [
+        (
+            "map_buffered",
+            &mut buffered as &mut dyn Iterator<Item = multiproc::Result<u64>>,
+        ),
+        ("imap", &mut imap),
+    ] {
+        let n = it.take(2000).count();
+        assert!(n < 2000, "{name}: still yielding after terminate ({n} items)");
+    }
+}
+
+/// A callback run within another's (the outer one drives the pool) that
+/// waits on the outer callback's future gets an error, not a hang.
+fn nested_callback_waiting_on_the_outer_future_is_an_error(m: StartMethod) {
+    use std::sync::{Arc, Mutex};
+    type Slot = Arc<Mutex<Option<multiproc::Future<bool>>>>;
+    let ex = executor(m, 2);
+    let (slot_a, slot_b): (Slot, Slot) = (Arc::default(), Arc::default());
+    let (tx, rx) = mpsc::channel();
+    let rv_b = Rendezvous::new();
+    let outer = slot_a.clone();
+    let cb_b = Callbacks::new().callback(move |_: &bool| {
+        let mut g = outer.lock().unwrap();
+        let r = g.as_mut().unwrap().result(Some(DEADLINE));
+        tx.send(r.map_err(|e| e.kind())).unwrap();
+    });
+    let fb = ex.submit_with(held_or_not, Some(rv_b.addr()), cb_b).unwrap();
+    let gate_b = rv_b.wait_ready();
+    let rv_a = Rendezvous::new();
+    let inner = slot_b.clone();
+    let cb_a = Callbacks::new().callback(move |_: &bool| {
+        gate_b.open();
+        // Drives the pool: B's result arrives and B's callback runs here.
+        let mut g = inner.lock().unwrap();
+        assert!(g.as_mut().unwrap().result(Some(DEADLINE)).unwrap());
+    });
+    let fa = ex.submit_with(held_or_not, Some(rv_a.addr()), cb_a).unwrap();
+    let gate_a = rv_a.wait_ready();
+    *slot_a.lock().unwrap() = Some(fa);
+    *slot_b.lock().unwrap() = Some(fb);
+    gate_a.open();
+    ex.pool().close();
+    ex.pool().join().unwrap(); // runs A's callback, and B's inside it
+    assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), Err(ErrorKind::InvalidState));
+}
+
+per_method!(
+    map_buffered_refills_before_it_waits,
+    map_buffered_stops_after_shutdown,
+    endless_iterations_end_after_terminate,
+    nested_callback_waiting_on_the_outer_future_is_an_error,
+);

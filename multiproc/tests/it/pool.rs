@@ -892,7 +892,26 @@ fn input_panics_leave_the_pool_usable(m: StartMethod) {
     p.join().unwrap();
 }
 
+/// An input that panics once, caught around `next`: what was read before
+/// the panic is still queued and its results come out.
+fn imap_input_panic_loses_no_queued_item(m: StartMethod) {
+    use std::sync::atomic::AtomicBool;
+    let p = pool(m, 2).build().unwrap();
+    let once = Arc::new(AtomicBool::new(false));
+    let input = (0u64..6).inspect(move |&i| {
+        if i == 2 && !once.swap(true, Ordering::SeqCst) {
+            panic!("the input broke once")
+        }
+    });
+    let mut it = p.imap(square, input).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next()));
+    assert!(caught.is_err());
+    let first: Vec<_> = it.by_ref().take(2).map(|r| r.map_err(|e| e.to_string())).collect();
+    assert_eq!(first, [Ok(0), Ok(1)]);
+}
+
 per_method!(
+    imap_input_panic_loses_no_queued_item,
     timeouts_leave_results_to_wait_for,
     input_panics_leave_the_pool_usable,
     workers_killed_at_start_lose_no_task,
