@@ -67,8 +67,8 @@ impl Executor {
     }
 
     /// [`submit`](Executor::submit) with callbacks run when the task
-    /// ends (Python's `add_done_callback`, given at submission; see
-    /// [`Pool::apply_async_with`] for where they run).
+    /// ends (see [`Pool::apply_async_with`] for where they run; more can
+    /// be added with [`Future::add_done_callback`]).
     ///
     /// # Errors
     ///
@@ -313,6 +313,69 @@ impl<R: DeserializeOwned + 'static> Future<R> {
         }
         let shared = &self.inner.handle.shared;
         super::state::cancel_job(shared, self.inner.handle.job, true)
+    }
+
+    /// Python's `add_done_callback`: `f` gets the result (a reference to
+    /// the value, or the error) once the task has ended, in whichever
+    /// caller drives the pool then, as [`Pool::apply_async_with`]'s
+    /// callbacks do, after the callbacks added before it; at once, in this
+    /// thread, if the task has ended already. The result stays for
+    /// [`result`](Future::result).
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::sync::mpsc;
+    /// fn double(x: i32) -> i32 {
+    ///     2 * x
+    /// }
+    /// let ex = multiproc::Executor::new(1)?;
+    /// let mut fut = ex.submit(double, 21)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// fut.add_done_callback(move |r| tx.send(r.copied().map_err(|e| e.kind())).unwrap())?;
+    /// assert_eq!(fut.result(None)?, 42);
+    /// assert_eq!(rx.recv().unwrap(), Ok(42));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidState`] once [`result`](Future::result) has
+    /// taken the value, or from within a callback of this future.
+    pub fn add_done_callback(&mut self, f: impl FnOnce(std::result::Result<&R, &Error>) + Send + 'static) -> Result<()>
+    where
+        R: Send,
+    {
+        if self.kept.is_none() && self.taken.is_none() {
+            let shared = self.inner.handle.shared.clone();
+            let job = self.inner.handle.job;
+            let mut st = shared.enter()?;
+            if let Some(j) = st.jobs.get_mut(&job) {
+                // Not ended, or its callbacks not run yet: one more.
+                if !(j.sealed && j.outstanding == 0) || j.on_done.is_some() {
+                    let old = j.on_done.take();
+                    j.on_done = Some(super::results::chain::<R>(old, Box::new(f)));
+                    st.settle(job);
+                    drop(run_due(&shared, st, true));
+                    return Ok(());
+                }
+            }
+            drop(st);
+            // Ended: once callbacks running in another thread are done,
+            // the result is here.
+            self.inner.handle.wait_done(None)?;
+            self.kept = Some(self.inner.take());
+        }
+        match (&self.kept, &self.taken) {
+            (Some(r), _) => f(r.as_ref()),
+            (None, Some(Some(e))) => f(Err(e)),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "the value was already taken by result()",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `true` once the task has finished, failed or been cancelled.

@@ -135,8 +135,9 @@
 //!   thread, tasks are sent only while some thread waits on the pool, so
 //!   a consumer slower than the `map`'s timeout between two items can
 //!   time out where Python's would not (see [`MapIter`]).
-//!   `futures::wait`/`as_completed` take the futures of one executor; done
-//!   callbacks are given at submission ([`Executor::submit_with`]).
+//!   `futures::wait`/`as_completed` take the futures of one executor; a
+//!   done callback ([`Future::add_done_callback`]) gets the result, not
+//!   the future.
 //! - Dropping a [`Pool`] terminates it (as leaving Python's `with Pool()`
 //!   block does): workers are killed and reaped, unfinished tasks fail with
 //!   [`ErrorKind::Cancelled`] (their error callbacks run). It never hangs.

@@ -204,6 +204,44 @@ impl<T: ?Sized> std::fmt::Debug for Callbacks<T> {
     }
 }
 
+/// A done callback of one task (an executor `Future`'s).
+pub(super) type DoneCallback<R> = Box<dyn FnOnce(std::result::Result<&R, &Error>) + Send>;
+
+/// `old` (the job's callbacks so far, if any), then `f` with the result
+/// it decoded: how a callback is added to a job after its submission.
+pub(super) fn chain<R: DeserializeOwned + Send + 'static>(old: Option<OnDone>, f: DoneCallback<R>) -> OnDone {
+    Box::new(move |out| {
+        let done = match old {
+            Some(old) => old(out),
+            None => {
+                let r = decode_output::<R>(out, 1);
+                Decoded {
+                    error: r.as_ref().err().map(Error::kind),
+                    value: Box::new(r),
+                    panic: None,
+                }
+            }
+        };
+        let panic = panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(r) = done.value.downcast_ref::<Result<Vec<R>>>() {
+                match r {
+                    Ok(values) => {
+                        if let Some(one) = values.first() {
+                            f(Ok(one));
+                        }
+                    }
+                    Err(e) => f(Err(e)),
+                }
+            }
+        }))
+        .err();
+        Decoded {
+            panic: done.panic.or(panic),
+            ..done
+        }
+    })
+}
+
 /// The type-erased end of a job with callbacks: decodes its `len`
 /// results, calls the right callback (catching its panic), keeps the
 /// decoded result for `get`.

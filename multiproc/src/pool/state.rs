@@ -564,7 +564,8 @@ impl State {
         self.settle(job);
     }
 
-    fn settle(&mut self, job: u64) {
+    /// Queues the callbacks of `job` if it is done.
+    pub(super) fn settle(&mut self, job: u64) {
         let Some(j) = self.jobs.get_mut(&job) else { return };
         if !j.sealed || j.outstanding > 0 {
             return;

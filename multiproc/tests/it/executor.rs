@@ -723,3 +723,76 @@ per_method!(
     endless_iterations_end_after_terminate,
     nested_callback_waiting_on_the_outer_future_is_an_error,
 );
+
+/// Python's `add_done_callback`: before the end (run once the task ends,
+/// in order), after it (at once), with errors, cancellations, and after
+/// `result()` took the outcome.
+fn add_done_callback_runs_once_at_the_end(m: StartMethod) {
+    type Seen = mpsc::Sender<(&'static str, std::result::Result<bool, ErrorKind>)>;
+    fn record(
+        tx: &Seen,
+        tag: &'static str,
+    ) -> impl FnOnce(std::result::Result<&bool, &multiproc::Error>) + Send + 'static {
+        let tx = tx.clone();
+        move |r| tx.send((tag, r.copied().map_err(|e| e.kind()))).unwrap()
+    }
+    let ex = executor(m, 2);
+    let (tx, rx) = mpsc::channel();
+    let rv = Rendezvous::new();
+    // Before the end: both run when the held task ends, in order, after
+    // the callback given at submission.
+    let mut held = ex
+        .submit_with(
+            held_or_not,
+            Some(rv.addr()),
+            Callbacks::new().callback({
+                let tx = tx.clone();
+                move |v: &bool| tx.send(("given", Ok(*v))).unwrap()
+            }),
+        )
+        .unwrap();
+    let gate = rv.wait_ready();
+    held.add_done_callback(record(&tx, "first")).unwrap();
+    held.add_done_callback(record(&tx, "second")).unwrap();
+    assert!(rx.try_recv().is_err(), "nothing ran before the end");
+    gate.open();
+    assert!(held.result(Some(DEADLINE)).unwrap());
+    let got: Vec<_> = (0..3).map(|_| rx.recv_timeout(DEADLINE).unwrap()).collect();
+    assert_eq!(got, [("given", Ok(true)), ("first", Ok(true)), ("second", Ok(true))]);
+    // After the end: at once, in this thread; the value stays.
+    let mut quick = ex.submit(held_or_not, None).unwrap();
+    assert!(quick.exception(Some(DEADLINE)).unwrap().is_none());
+    quick.add_done_callback(record(&tx, "late")).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), ("late", Ok(false)));
+    assert!(!quick.result(None).unwrap());
+    assert_eq!(
+        quick.add_done_callback(record(&tx, "taken")).unwrap_err().kind(),
+        ErrorKind::InvalidState,
+        "the value is gone"
+    );
+    // A failure, before and after `result()` took it.
+    let mut bad = ex.submit(panics, None).unwrap();
+    bad.add_done_callback(record(&tx, "bad")).unwrap();
+    assert_eq!(bad.result(Some(DEADLINE)).unwrap_err().kind(), ErrorKind::ChildPanicked);
+    assert_eq!(
+        rx.recv_timeout(DEADLINE).unwrap(),
+        ("bad", Err(ErrorKind::ChildPanicked))
+    );
+    bad.add_done_callback(record(&tx, "bad again")).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), ("bad again", Err(ErrorKind::ChildPanicked)));
+    // A cancelled future calls back at once with its cancellation.
+    let blockers: Vec<_> = (0..2)
+        .map(|_| ex.submit(held_or_not, Some(rv.addr())).unwrap())
+        .collect();
+    let gates: Vec<_> = (0..2).map(|_| rv.wait_ready()).collect();
+    let mut queued = ex.submit(held_or_not, None).unwrap();
+    assert!(queued.cancel());
+    queued.add_done_callback(record(&tx, "cancelled")).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), ("cancelled", Err(ErrorKind::Cancelled)));
+    for g in gates {
+        g.open();
+    }
+    drop(blockers);
+}
+
+per_method!(add_done_callback_runs_once_at_the_end);
