@@ -198,13 +198,19 @@ impl Executor {
         if wait { self.pool.join() } else { Ok(()) }
     }
 
-    /// Python 3.14's `terminate_workers`: sends `SIGTERM` to every worker,
-    /// then ends the executor as [`kill_workers`](Executor::kill_workers)
-    /// does. Submitting afterwards is an [`ErrorKind::InvalidState`] error.
+    /// Python 3.14's `terminate_workers`: sends `SIGTERM` to every worker
+    /// and gives them up to [`TERMINATE_GRACE`](Executor::TERMINATE_GRACE)
+    /// in all to exit (their signal handlers run), then ends the executor
+    /// as [`kill_workers`](Executor::kill_workers) does: what is left is
+    /// killed, unfinished tasks fail with [`ErrorKind::Cancelled`].
+    /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
     pub fn terminate_workers(&self) {
-        self.pool.signal_workers();
-        self.pool.terminate();
+        self.pool.terminate_gently(Executor::TERMINATE_GRACE);
     }
+
+    /// How long [`terminate_workers`](Executor::terminate_workers) waits
+    /// for the workers to exit after `SIGTERM` before it kills them.
+    pub const TERMINATE_GRACE: Duration = Duration::from_secs(1);
 
     /// Python 3.14's `kill_workers`: kills every worker (`SIGKILL`) and
     /// reaps it; the unfinished tasks fail with [`ErrorKind::Cancelled`].
@@ -319,7 +325,9 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     /// the value, or the error) once the task has ended, in whichever
     /// caller drives the pool then, as [`Pool::apply_async_with`]'s
     /// callbacks do, after the callbacks added before it; at once, in this
-    /// thread, if the task has ended already. The result stays for
+    /// thread, if the task has ended already; right after them, in their
+    /// thread, if its callbacks are running (in another thread, or this
+    /// call is made from one of them). The result stays for
     /// [`result`](Future::result).
     ///
     /// ```
@@ -340,7 +348,7 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidState`] once [`result`](Future::result) has
-    /// taken the value, or from within a callback of this future.
+    /// taken the value.
     pub fn add_done_callback(&mut self, f: impl FnOnce(std::result::Result<&R, &Error>) + Send + 'static) -> Result<()>
     where
         R: Send,
@@ -356,6 +364,14 @@ impl<R: DeserializeOwned + 'static> Future<R> {
                     j.on_done = Some(super::results::chain::<R>(old, Box::new(f)));
                     st.settle(job);
                     drop(run_due(&shared, st, true));
+                    return Ok(());
+                }
+                // Its callbacks run (in another thread, or this one is in
+                // one of them): this one runs right after them, there.
+                if j.running {
+                    let f: super::results::DoneCallback<R> = Box::new(f);
+                    j.late
+                        .push(Box::new(move |value| super::results::call_with_one(f, value)));
                     return Ok(());
                 }
             }

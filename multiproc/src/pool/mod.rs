@@ -864,13 +864,21 @@ impl Pool {
         Ok(())
     }
 
-    /// Sends `SIGTERM` to every worker (the executor's
-    /// `terminate_workers`); their deaths are handled as any others.
-    pub(crate) fn signal_workers(&self) {
-        let Ok(st) = self.shared.enter() else { return };
+    /// [`terminate`](Pool::terminate), but each worker first gets `SIGTERM`
+    /// and up to `grace` (shared) to exit by itself: its handlers run.
+    /// Under one lock: nothing is submitted or sent meanwhile.
+    pub(crate) fn terminate_gently(&self, grace: Duration) {
+        let Ok(mut st) = self.shared.enter() else { return };
+        st.life = Life::Terminated;
         for w in &st.workers {
             let _ = w.proc.terminate();
         }
+        let until = Instant::now() + grace;
+        for w in &mut st.workers {
+            let _ = w.proc.join_timeout(until.saturating_duration_since(Instant::now()));
+        }
+        st.terminate();
+        drop(run_due(&self.shared, st, true));
     }
 
     pub(crate) fn cancel_pending(&self) {

@@ -66,7 +66,11 @@ impl JobHandle {
             if let Some((_, value)) = j.decoded.take() {
                 return match value.downcast::<Result<Vec<R>>>() {
                     Ok(v) => *v,
-                    Err(_) => Err(Error::new(ErrorKind::Protocol, "a pool result of another type")),
+                    // The decoding itself failed (`run_due` caught it).
+                    Err(value) => Err(match value.downcast::<Error>() {
+                        Ok(e) => *e,
+                        Err(_) => Error::new(ErrorKind::Protocol, "a pool result of another type"),
+                    }),
                 };
             }
             std::mem::take(&mut j.out)
@@ -112,6 +116,28 @@ pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usi
         .into_iter()
         .map(|s| s.unwrap_or_else(|| Err(Error::new(ErrorKind::Protocol, "a task's result is missing"))))
         .collect()
+}
+
+/// [`decode_output`] for callbacks: a panic of `R`'s `Deserialize` fails
+/// the result with [`ErrorKind::Deserialize`] and is handed back, for the
+/// driving caller to resume once the pool is consistent.
+pub(super) fn decode_caught<R: DeserializeOwned + 'static>(
+    out: Output,
+    len: usize,
+) -> (Result<Vec<R>>, Option<Box<dyn Any + Send>>) {
+    match panic::catch_unwind(AssertUnwindSafe(|| decode_output::<R>(out, len))) {
+        Ok(r) => (r, None),
+        Err(p) => {
+            let e = Error::new(
+                ErrorKind::Deserialize,
+                format!(
+                    "the result's deserializer panicked: {}",
+                    crate::target::payload_text(&*p)
+                ),
+            );
+            (Err(e), Some(p))
+        }
+    }
 }
 
 /// Decodes a batch reply of `n` results.
@@ -214,32 +240,37 @@ pub(super) fn chain<R: DeserializeOwned + Send + 'static>(old: Option<OnDone>, f
         let done = match old {
             Some(old) => old(out),
             None => {
-                let r = decode_output::<R>(out, 1);
+                let (r, panic) = decode_caught::<R>(out, 1);
                 Decoded {
                     error: r.as_ref().err().map(Error::kind),
                     value: Box::new(r),
-                    panic: None,
+                    panic,
                 }
             }
         };
-        let panic = panic::catch_unwind(AssertUnwindSafe(|| {
-            if let Some(r) = done.value.downcast_ref::<Result<Vec<R>>>() {
-                match r {
-                    Ok(values) => {
-                        if let Some(one) = values.first() {
-                            f(Ok(one));
-                        }
-                    }
-                    Err(e) => f(Err(e)),
-                }
-            }
-        }))
-        .err();
+        let panic = panic::catch_unwind(AssertUnwindSafe(|| call_with_one(f, &*done.value))).err();
         Decoded {
             panic: done.panic.or(panic),
             ..done
         }
     })
+}
+
+/// Calls `f` with the first result of a decoded `Result<Vec<R>>` (or with
+/// the [`Error`] that stands for it when decoding failed).
+pub(super) fn call_with_one<R: 'static>(f: DoneCallback<R>, value: &(dyn Any + Send)) {
+    if let Some(r) = value.downcast_ref::<Result<Vec<R>>>() {
+        match r {
+            Ok(values) => {
+                if let Some(one) = values.first() {
+                    f(Ok(one));
+                }
+            }
+            Err(e) => f(Err(e)),
+        }
+    } else if let Some(e) = value.downcast_ref::<Error>() {
+        f(Err(e));
+    }
 }
 
 /// The type-erased end of a job with callbacks: decodes its `len`
@@ -251,7 +282,7 @@ pub(super) fn erase<R: DeserializeOwned + Send + 'static>(
     error: Option<ErrorCallback>,
 ) -> OnDone {
     Box::new(move |out| {
-        let r = decode_output::<R>(out, len);
+        let (r, decode_panic) = decode_caught::<R>(out, len);
         let panic = panic::catch_unwind(AssertUnwindSafe(|| match &r {
             Ok(v) => {
                 if let Some(cb) = value {
@@ -268,7 +299,7 @@ pub(super) fn erase<R: DeserializeOwned + Send + 'static>(
         Decoded {
             error: r.as_ref().err().map(Error::kind),
             value: Box::new(r),
-            panic,
+            panic: decode_panic.or(panic),
         }
     })
 }
@@ -641,11 +672,50 @@ where
     /// Reads and queues the input up to the read-ahead bound; the pool
     /// stays locked for the caller. A pool that takes no more work (broken,
     /// terminated, or, for an executor's `map_buffered`, shut down) ends
-    /// the reading with its error, and the unsent tasks are cancelled.
+    /// the reading with its error once there is something to submit (an
+    /// input found to be at its end submits nothing: the results of what
+    /// went out before still come), and the unsent tasks are cancelled.
     pub(super) fn feed<'a>(&mut self, shared: &'a Shared) -> Result<MutexGuard<'a, State>> {
         let job = self.handle.job;
-        if self.input.is_some() && self.handle.len - self.yielded < self.ahead {
-            let st = shared.enter()?;
+        // Read and encode the input without the lock: it is the caller's
+        // code, and may itself use the pool. What was read before a panic
+        // of the input is still queued (it is counted in the job), a
+        // chunk's part included.
+        let mut parts = Vec::new();
+        let mut part: Vec<(usize, A)> = Vec::new();
+        let (offs, chunksize) = (self.offs, self.chunksize);
+        let encode = |part: Vec<(usize, A)>| match <[_; 1]>::try_from(part) {
+            Ok([(i, a)]) => encode_one(offs, i, a),
+            Err(part) => encode_items(offs, part),
+        };
+        let read = panic::catch_unwind(AssertUnwindSafe(|| {
+            while self.handle.len - self.yielded < self.ahead {
+                let Some(input) = self.input.as_mut() else { break };
+                let start = self.handle.len;
+                while part.len() < chunksize {
+                    match input.next() {
+                        Some(a) => part.push((start + part.len(), a)),
+                        None => {
+                            self.input = None;
+                            break;
+                        }
+                    }
+                }
+                if part.is_empty() {
+                    break;
+                }
+                let n = part.len();
+                parts.push(encode(std::mem::take(&mut part)));
+                self.handle.len += n;
+            }
+        }));
+        if !part.is_empty() {
+            let n = part.len();
+            parts.push(encode(part));
+            self.handle.len += n;
+        }
+        let mut st = shared.enter()?;
+        if !parts.is_empty() {
             let closed = st.life != Life::Running;
             if st.broken.is_some() || st.life == Life::Terminated || (self.stop_at_close && closed) {
                 let e = st
@@ -654,37 +724,12 @@ where
                     .unwrap_or_else(|| Error::new(ErrorKind::InvalidState, "the pool is closed"));
                 drop(st);
                 cancel_job(shared, job, false);
+                if let Err(payload) = read {
+                    panic::resume_unwind(payload);
+                }
                 return Err(e);
             }
         }
-        // Read and encode the input without the lock: it is the caller's
-        // code, and may itself use the pool. What was read before a panic
-        // of the input is still queued (it is counted in the job).
-        let mut parts = Vec::new();
-        let read = panic::catch_unwind(AssertUnwindSafe(|| {
-            while self.handle.len - self.yielded < self.ahead {
-                let Some(input) = self.input.as_mut() else { break };
-                let start = self.handle.len;
-                let part: Vec<(usize, A)> = input
-                    .by_ref()
-                    .take(self.chunksize)
-                    .enumerate()
-                    .map(|(k, a)| (start + k, a))
-                    .collect();
-                if part.len() < self.chunksize {
-                    self.input = None;
-                }
-                if part.is_empty() {
-                    break;
-                }
-                self.handle.len += part.len();
-                parts.push(match <[_; 1]>::try_from(part) {
-                    Ok([(i, a)]) => encode_one(self.offs, i, a),
-                    Err(part) => encode_items(self.offs, part),
-                });
-            }
-        }));
-        let mut st = shared.enter()?;
         for enc in parts {
             st.add(job, enc);
         }

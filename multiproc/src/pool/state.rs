@@ -97,6 +97,10 @@ pub(super) struct Output {
 /// Decodes a finished job's output and runs the user's callback on it.
 pub(super) type OnDone = Box<dyn FnOnce(Output) -> Decoded + Send>;
 
+/// A callback added while a job's callbacks run: called with the decoded
+/// `Result<Vec<R>>` (or, if decoding itself failed, an [`Error`]).
+pub(super) type LateCallback = Box<dyn FnOnce(&(dyn Any + Send)) + Send>;
+
 /// What [`OnDone`] gives back.
 pub(super) struct Decoded {
     /// The `Result<Vec<R>>`, for a later `get`.
@@ -122,6 +126,12 @@ pub(super) struct Job {
     pub(super) decoded: Option<(Option<ErrorKind>, Box<dyn Any + Send>)>,
     /// The handle was dropped: forget the job once its callbacks ran.
     pub(super) orphan: bool,
+    /// While the callbacks run: whether the job failed and its error's
+    /// kind, as it read before (its output is with the callbacks).
+    pub(super) running_as: Option<(bool, Option<ErrorKind>)>,
+    /// Callbacks added while the others ran, run after them with the
+    /// decoded result.
+    pub(super) late: Vec<LateCallback>,
     #[cfg(feature = "progress")]
     pub(super) bar: Option<ProgressBar>,
 }
@@ -138,6 +148,9 @@ impl Job {
         if let Some((error, _)) = &self.decoded {
             return *error;
         }
+        if let Some((_, kind)) = self.running_as {
+            return kind;
+        }
         self.out
             .results
             .values()
@@ -149,6 +162,9 @@ impl Job {
     pub(super) fn failed(&self) -> bool {
         if let Some((error, _)) = &self.decoded {
             return error.is_some();
+        }
+        if let Some((failed, _)) = self.running_as {
+            return failed;
         }
         !self
             .out
@@ -1202,24 +1218,59 @@ pub(super) fn drive<'a>(
     }
 }
 
-/// Runs the callbacks of finished jobs, without the lock. A callback's
-/// panic is resumed once the pool's state is consistent (with `resume`;
-/// otherwise dropped: the panic hook has reported it already).
+/// Runs the callbacks of finished jobs, without the lock, then the
+/// callbacks added to them meanwhile ([`Job::late`]). A callback's panic
+/// is resumed once the pool's state is consistent (with `resume`;
+/// otherwise dropped: the panic hook has reported it already); a panic
+/// that escapes the decoding fails the job instead of leaving it running.
 pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, resume: bool) -> MutexGuard<'a, State> {
     let mut first_panic = None;
     while let Some(id) = st.due.pop() {
         let Some(j) = st.jobs.get_mut(&id) else { continue };
         let Some(on_done) = j.on_done.take() else { continue };
+        j.running_as = Some((j.failed(), j.error_kind()));
         let out = std::mem::take(&mut j.out);
         j.running = true;
         drop(st);
         let key = (std::ptr::from_ref(shared) as usize, id);
         IN_CALLBACK.with_borrow_mut(|v| v.push(key));
-        let done = on_done(out);
-        IN_CALLBACK.with_borrow_mut(|v| v.pop());
+        let done = panic::catch_unwind(AssertUnwindSafe(|| on_done(out))).unwrap_or_else(|p| {
+            let e = Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "decoding the task's result panicked: {}",
+                    crate::target::payload_text(&*p)
+                ),
+            );
+            Decoded {
+                error: Some(e.kind()),
+                value: Box::new(e),
+                panic: Some(p),
+            }
+        });
+        let mut panic = done.panic;
         st = shared.lock();
+        loop {
+            let late = st
+                .jobs
+                .get_mut(&id)
+                .map(|j| std::mem::take(&mut j.late))
+                .unwrap_or_default();
+            if late.is_empty() {
+                break;
+            }
+            drop(st);
+            for cb in late {
+                if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| cb(&*done.value))) {
+                    panic.get_or_insert(p);
+                }
+            }
+            st = shared.lock();
+        }
+        IN_CALLBACK.with_borrow_mut(|v| v.pop());
         if let Some(j) = st.jobs.get_mut(&id) {
             j.running = false;
+            j.running_as = None;
             if j.orphan {
                 st.jobs.remove(&id);
             } else {
@@ -1230,10 +1281,13 @@ pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, res
         // A driver waiting on the workers may be waiting for this job.
         st.nudge();
         if first_panic.is_none() {
-            first_panic = done.panic;
+            first_panic = panic;
         }
     }
-    if let Some(p) = first_panic.or_else(|| STASHED_PANIC.take()) {
+    // A panic stashed by a nested call is taken in any case: resumed if
+    // it is the first, dropped (already reported) otherwise.
+    let stashed = STASHED_PANIC.take();
+    if let Some(p) = first_panic.or(stashed) {
         if IN_CALLBACK.with_borrow(|v| !v.is_empty()) {
             // Inside another callback (that uses the pool): it must not be
             // cut short; the outermost call resumes the panic.

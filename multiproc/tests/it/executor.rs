@@ -562,6 +562,9 @@ fn map_buffered_is_lazy_and_bounded(m: StartMethod) {
     assert!(read <= 10 + 4, "read {read} items for 10 results with a buffer of 4");
     drop(it);
 
+    // A fresh executor: the dropped iteration's tasks may still hold the
+    // workers.
+    let ex = executor(m, 2);
     let mut held = ex
         .map_buffered(
             held_or_not,
@@ -796,3 +799,234 @@ fn add_done_callback_runs_once_at_the_end(m: StartMethod) {
 }
 
 per_method!(add_done_callback_runs_once_at_the_end);
+
+// ---------------------------------------------------------------------
+// Third review: panics, cancellations and callbacks at the edges.
+// ---------------------------------------------------------------------
+
+/// A callback's panic stashed inside another callback that panics too is
+/// not resumed later, in an unrelated call.
+fn nested_panics_do_not_leak_into_later_calls(m: StartMethod) {
+    use std::sync::{Arc, Mutex};
+    let ex = executor(m, 2);
+    let inner_slot: Arc<Mutex<Option<multiproc::Future<bool>>>> = Arc::default();
+    let rv_b = Rendezvous::new();
+    let cb_b = Callbacks::new().callback(|_: &bool| panic!("inner callback"));
+    let fb = ex.submit_with(held_or_not, Some(rv_b.addr()), cb_b).unwrap();
+    let gate_b = rv_b.wait_ready();
+    let slot = inner_slot.clone();
+    let cb_a = Callbacks::new().callback(move |_: &bool| {
+        gate_b.open();
+        // Drives the pool: B's callback runs (and panics) in here.
+        let _ = slot.lock().unwrap().as_mut().unwrap().result(Some(DEADLINE));
+        panic!("outer callback");
+    });
+    let rv_a = Rendezvous::new();
+    let mut fa = ex.submit_with(held_or_not, Some(rv_a.addr()), cb_a).unwrap();
+    *inner_slot.lock().unwrap() = Some(fb);
+    rv_a.wait_ready().open();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fa.result(Some(DEADLINE))));
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"outer callback"),
+        "the outermost panic comes out"
+    );
+    // Later calls see no stale panic.
+    for x in 0..3u64 {
+        assert_eq!(ex.submit(square, x).unwrap().result(Some(DEADLINE)).unwrap(), x * x);
+    }
+}
+
+/// `map_buffered` whose whole input went out before `shutdown`: its
+/// results still come out (Python reads no further item, submits nothing).
+fn map_buffered_after_shutdown_keeps_what_was_submitted(m: StartMethod) {
+    let ex = executor(m, 2);
+    let it = ex.map_buffered(square, [1u64, 2], Some(DEADLINE), 2).unwrap();
+    ex.shutdown(true, false).unwrap();
+    let got: Vec<_> = it.map(|r| r.map_err(|e| e.kind())).collect();
+    assert_eq!(got, [Ok(1), Ok(4)]);
+    // The same after terminate, for results that had arrived.
+    let ex = executor(m, 2);
+    let mut it = ex.map_buffered(square, [1u64, 2], Some(DEADLINE), 2).unwrap();
+    let mut f = ex.submit(square, 3).unwrap();
+    assert_eq!(f.result(Some(DEADLINE)).unwrap(), 9);
+    ex.shutdown(true, false).unwrap();
+    ex.kill_workers();
+    assert_eq!(it.next().map(|r| r.map_err(|e| e.kind())), Some(Ok(1)));
+    assert_eq!(it.next().map(|r| r.map_err(|e| e.kind())), Some(Ok(4)));
+    assert!(it.next().is_none());
+}
+
+/// A cancelled future reads as cancelled while its callbacks run in
+/// another thread.
+fn cancelled_while_its_callbacks_run(m: StartMethod) {
+    let ex = executor(m, 1);
+    let rv = Rendezvous::new();
+    let blocker = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+    let gate = rv.wait_ready();
+    let (in_tx, in_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let cb = Callbacks::new().error_callback(move |e| {
+        in_tx.send(e.kind()).unwrap();
+        go_rx.recv_timeout(DEADLINE).unwrap();
+    });
+    let queued = ex.submit_with(held_or_not, None, cb).unwrap();
+    std::thread::scope(|s| {
+        let t = s.spawn(|| queued.cancel());
+        assert_eq!(in_rx.recv_timeout(DEADLINE).unwrap(), ErrorKind::Cancelled);
+        assert!(queued.cancelled(), "cancelled while its callback runs");
+        assert!(queued.cancel(), "cancelling again still says cancelled");
+        go_tx.send(()).unwrap();
+        assert!(t.join().unwrap());
+    });
+    assert!(queued.cancelled());
+    gate.open();
+    drop(blocker);
+}
+
+/// A result type whose `Deserialize` panics on 13.
+#[derive(Debug, serde::Serialize)]
+struct Touchy(u64);
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Touchy, D::Error> {
+        let v = u64::deserialize(d)?;
+        assert_ne!(v, 13, "unlucky");
+        Ok(Touchy(v))
+    }
+}
+
+fn touchy(x: u64) -> Touchy {
+    Touchy(x)
+}
+
+/// A result's deserializer that panics while callbacks decode it: the
+/// panic reaches the driving caller, the future fails with
+/// `Deserialize`, and nothing stays stuck.
+fn deserializer_panic_under_callbacks_fails_only_its_task(m: StartMethod) {
+    let ex = executor(m, 2);
+    let (tx, rx) = mpsc::channel();
+    let cb = Callbacks::new()
+        .callback(|_: &Touchy| unreachable!("no value"))
+        .error_callback(move |e| tx.send(e.kind()).unwrap());
+    // The deserializer's panic comes out of whichever call drives the pool
+    // when the result is in: the submission itself (a quick worker), or
+    // the wait.
+    let submitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ex.submit_with(touchy, 13, cb).unwrap()));
+    if let Ok(mut f) = submitted {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.result(Some(DEADLINE))));
+        if let Ok(r) = caught {
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::Deserialize);
+        } else {
+            assert_eq!(f.result(Some(DEADLINE)).unwrap_err().kind(), ErrorKind::Deserialize);
+        }
+        assert!(f.done());
+    }
+    assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), ErrorKind::Deserialize);
+    assert_eq!(ex.submit(touchy, 12).unwrap().result(Some(DEADLINE)).unwrap().0, 12);
+    // The same for a map's callbacks.
+    let (tx, rx) = mpsc::channel();
+    let cb = Callbacks::new().error_callback(move |e| tx.send(e.kind()).unwrap());
+    let submitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ex.pool().map_async_with(touchy, [12u64, 13], None, cb).unwrap()
+    }));
+    if let Ok(mut r) = submitted {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.wait(Some(DEADLINE))));
+        assert_eq!(r.get_timeout(DEADLINE).unwrap_err().kind(), ErrorKind::Deserialize);
+    }
+    assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), ErrorKind::Deserialize);
+    assert_eq!(ex.submit(touchy, 12).unwrap().result(Some(DEADLINE)).unwrap().0, 12);
+}
+
+/// `add_done_callback` while another thread runs the future's callbacks
+/// returns at once; the new callback runs after them, in that thread.
+fn add_done_callback_while_callbacks_run_elsewhere(m: StartMethod) {
+    let ex = executor(m, 2);
+    let (in_tx, in_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let seen = seen_tx.clone();
+    let cb = Callbacks::new().callback(move |_: &bool| {
+        in_tx.send(()).unwrap();
+        let go = go_rx.recv_timeout(DEADLINE).is_ok();
+        seen.send(("given", go, std::thread::current().id())).unwrap();
+    });
+    let mut fut = ex.submit_with(held_or_not, None, cb).unwrap();
+    std::thread::scope(|s| {
+        let driver = s.spawn(|| {
+            // Drives the pool until its own task is done: the first
+            // future's callback runs here.
+            let mut other = ex.submit(held_or_not, None).unwrap();
+            assert!(!other.result(Some(DEADLINE)).unwrap());
+            std::thread::current().id()
+        });
+        in_rx.recv_timeout(DEADLINE).unwrap();
+        fut.add_done_callback(move |r| {
+            seen_tx.send(("late", r.is_ok(), std::thread::current().id())).unwrap();
+        })
+        .unwrap();
+        go_tx.send(()).unwrap();
+        let driver = driver.join().unwrap();
+        let first = seen_rx.recv_timeout(DEADLINE).unwrap();
+        let second = seen_rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(first, ("given", true, driver), "add_done_callback did not wait");
+        assert_eq!(second, ("late", true, driver));
+    });
+    assert!(!fut.result(Some(DEADLINE)).unwrap());
+}
+
+static TERM_MARK: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+
+#[allow(clippy::disallowed_methods)] // `_exit` is what a signal handler may call
+extern "C" fn mark_and_exit(_: libc::c_int) {
+    if let Some(path) = TERM_MARK.get() {
+        // SAFETY: open, close and _exit are async-signal-safe; the path is
+        // a C string set before the handler was installed.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            libc::_exit(0);
+        }
+    }
+}
+
+/// Creates `path` when it gets SIGTERM (then exits); reports, then waits.
+fn mark_on_sigterm((path, addr): (String, String)) -> bool {
+    let _ = TERM_MARK.set(std::ffi::CString::new(path).unwrap());
+    // SAFETY: installs a handler that only calls async-signal-safe
+    // functions.
+    unsafe {
+        libc::signal(libc::SIGTERM, mark_and_exit as *const () as libc::sighandler_t);
+    }
+    ready_then_wait(&addr);
+    true
+}
+
+/// `terminate_workers` gives the workers' SIGTERM handlers time to run
+/// before it kills what is left (Python sends SIGTERM only).
+fn terminate_workers_lets_sigterm_handlers_run(m: StartMethod) {
+    let ex = executor(m, 1);
+    let rv = Rendezvous::new();
+    let path = std::env::temp_dir().join(format!("multiproc-term-{}-{:?}", std::process::id(), m));
+    let _ = std::fs::remove_file(&path);
+    let mut held = ex
+        .submit(mark_on_sigterm, (path.to_str().unwrap().to_owned(), rv.addr()))
+        .unwrap();
+    let _gate = rv.wait_ready();
+    ex.terminate_workers();
+    assert_eq!(held.result(Some(DEADLINE)).unwrap_err().kind(), ErrorKind::Cancelled);
+    let marked = path.exists();
+    let _ = std::fs::remove_file(&path);
+    assert!(marked, "the worker's SIGTERM handler ran");
+}
+
+per_method!(
+    nested_panics_do_not_leak_into_later_calls,
+    map_buffered_after_shutdown_keeps_what_was_submitted,
+    cancelled_while_its_callbacks_run,
+    deserializer_panic_under_callbacks_fails_only_its_task,
+    add_done_callback_while_callbacks_run_elsewhere,
+    terminate_workers_lets_sigterm_handlers_run,
+);

@@ -910,7 +910,27 @@ fn imap_input_panic_loses_no_queued_item(m: StartMethod) {
     assert_eq!(first, [Ok(0), Ok(1)]);
 }
 
+/// The same for `imap_chunked`: the part of a chunk read before the
+/// panic is queued, and the indexes after it do not shift.
+fn imap_chunked_input_panic_keeps_the_partial_chunk(m: StartMethod) {
+    use std::sync::atomic::AtomicBool;
+    let p = pool(m, 2).build().unwrap();
+    let once = Arc::new(AtomicBool::new(false));
+    let input = (0u64..8).inspect(move |&i| {
+        if i == 4 && !once.swap(true, Ordering::SeqCst) {
+            panic!("the input broke once")
+        }
+    });
+    let mut it = p.imap_chunked(square, input, 3).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next()));
+    assert!(caught.is_err());
+    let got: Vec<_> = it.map(|r| r.map_err(|e| e.to_string())).collect();
+    // Item 4 was taken by the panic; the rest come in order.
+    assert_eq!(got, [Ok(0), Ok(1), Ok(4), Ok(9), Ok(25), Ok(36), Ok(49)]);
+}
+
 per_method!(
+    imap_chunked_input_panic_keeps_the_partial_chunk,
     imap_input_panic_loses_no_queued_item,
     timeouts_leave_results_to_wait_for,
     input_panics_leave_the_pool_usable,
