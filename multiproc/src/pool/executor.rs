@@ -299,16 +299,24 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Timeout`] (the future stays usable).
+    /// [`ErrorKind::Timeout`] (the future stays usable);
+    /// [`ErrorKind::Cancelled`] for a cancelled task (Python's
+    /// `CancelledError`: the cancellation is not the task's error).
     pub fn exception(&mut self, timeout: Option<Duration>) -> Result<Option<Error>> {
-        if let Some(e) = &self.taken {
-            return Ok(e.as_ref().map(Error::duplicate));
+        let e = match &self.taken {
+            Some(e) => e.as_ref().map(Error::duplicate),
+            None => {
+                if self.kept.is_none() {
+                    self.inner.handle.wait_done(timeout.map(deadline_after))?;
+                    self.kept = Some(self.inner.take());
+                }
+                self.kept.as_ref().and_then(|r| r.as_ref().err()).map(Error::duplicate)
+            }
+        };
+        match e {
+            Some(e) if e.kind() == ErrorKind::Cancelled => Err(e),
+            e => Ok(e),
         }
-        if self.kept.is_none() {
-            self.inner.handle.wait_done(timeout.map(deadline_after))?;
-            self.kept = Some(self.inner.take());
-        }
-        Ok(self.kept.as_ref().and_then(|r| r.as_ref().err()).map(Error::duplicate))
     }
 
     /// Cancels the task if it has not been sent to a worker yet; `true` if

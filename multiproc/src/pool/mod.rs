@@ -61,7 +61,12 @@
 //!   once and kept as a run of consecutive results until their turn; what
 //!   was taken is kept in the iterator, so a callback's panic unwinding
 //!   through it loses nothing); `futures::wait` and `as_completed` drive
-//!   with a check over several jobs of one pool.
+//!   with a check over several jobs of one pool. A dropped `AsyncResult`,
+//!   `MapResult` or `Future` leaves its job to run (an orphan, forgotten
+//!   once it has finished: Python's cache keeps it too); a dropped
+//!   iterator's job is forgotten at once, its queued chunks skipped.
+//! - **Terminating** kills the workers, then reads what each had sent
+//!   before its death: a task that finished keeps its result.
 //!
 //! Arguments are encoded, and an `imap`'s input read, without the lock. A
 //! large argument (64 KiB or more encoded; the first item decides for a
@@ -120,6 +125,10 @@
 //! - The task timeout applies to a chunk: `timeout × tasks in the chunk`
 //!   from the moment the chunk reached the head of its worker's queue.
 //! - Arguments cannot carry connections or other descriptors.
+//! - `imap` reads its input as results are taken, not all at once in a
+//!   task thread: after `join`, the part not read fails with
+//!   [`ErrorKind::InvalidState`]. An empty `map_async` calls its callback
+//!   (with no results).
 //! - Callbacks get a reference (`&R`, `&[R]`, `&Error`) and run in one of
 //!   the caller's threads, not in a result-handler thread; a callback's
 //!   panic comes out of the call that ran it, and a callback cannot wait
@@ -137,7 +146,10 @@
 //!   time out where Python's would not (see [`MapIter`]).
 //!   `futures::wait`/`as_completed` take the futures of one executor; a
 //!   done callback ([`Future::add_done_callback`]) gets the result, not
-//!   the future.
+//!   the future; added while the future's callbacks run in another
+//!   thread, it runs right after them, in that thread (Python's would run
+//!   at once, in the adding thread). `terminate_workers` waits up to a
+//!   second for the workers to exit on `SIGTERM`, then kills the rest.
 //! - Dropping a [`Pool`] terminates it (as leaving Python's `with Pool()`
 //!   block does): workers are killed and reaped, unfinished tasks fail with
 //!   [`ErrorKind::Cancelled`] (their error callbacks run). It never hangs.
@@ -520,6 +532,7 @@ impl Pool {
             shared: self.shared.clone(),
             job,
             len: 1,
+            cancel_on_drop: false,
         };
         st.add(job, enc);
         st.seal(job);
@@ -682,6 +695,7 @@ impl Pool {
             shared: self.shared.clone(),
             job,
             len,
+            cancel_on_drop: false,
         };
         for enc in encoded {
             st.add(job, enc);
@@ -740,8 +754,8 @@ impl Pool {
         self.imap_with(f, items, chunksize, true)
     }
 
-    /// Like [`imap`](Pool::imap), but yields results as they arrive, with
-    /// the input index: `(index, result)`.
+    /// Like [`imap`](Pool::imap), but yields results as they arrive
+    /// ([`Imap::next_indexed`] gives each one's input index too).
     ///
     /// # Errors
     ///
@@ -753,6 +767,26 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         self.imap_with(f, items, 1, false)
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with a chunk size.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a chunk size of 0; as
+    /// [`imap`](Pool::imap).
+    pub fn imap_unordered_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<Imap<I::IntoIter, A, R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.imap_with(f, items, chunksize, false)
     }
 
     pub(super) fn imap_with<A, R, I>(
@@ -788,6 +822,7 @@ impl Pool {
                 shared: self.shared.clone(),
                 job,
                 len: 0,
+                cancel_on_drop: true,
             },
             input: Some(items),
             offs,

@@ -3,13 +3,17 @@
 
 use super::state::*;
 use super::*;
-/// A job's registration in the pool; dropping it forgets the job (its
-/// queued chunks are skipped, late results dropped) unless it has
-/// callbacks to run.
+/// A job's registration in the pool. Dropping the handle of an
+/// `AsyncResult`, `MapResult` or `Future` leaves the job to run to its end
+/// (as Python's pool cache keeps it: fire and forget, and `join` waits for
+/// it), then forgets it. Dropping an iterator's (`cancel_on_drop`: `imap`,
+/// the executor's `map`) forgets the job at once: its queued chunks are
+/// skipped, late results dropped, unless it has callbacks to run.
 pub(super) struct JobHandle {
     pub(super) shared: Arc<Shared>,
     pub(super) job: u64,
     pub(super) len: usize,
+    pub(super) cancel_on_drop: bool,
 }
 
 impl JobHandle {
@@ -168,7 +172,12 @@ impl Drop for JobHandle {
                     bar.abandon();
                 }
             }
-            if j.on_done.is_some() || j.running {
+            let keep = if self.cancel_on_drop {
+                j.on_done.is_some() || j.running
+            } else {
+                !j.finished()
+            };
+            if keep {
                 j.orphan = true;
             } else {
                 st.jobs.remove(&self.job);
@@ -477,7 +486,8 @@ pub struct MapIter<R> {
 }
 
 impl<R: DeserializeOwned + 'static> MapIter<R> {
-    pub(super) fn new(handle: JobHandle, deadline: Option<Instant>) -> MapIter<R> {
+    pub(super) fn new(mut handle: JobHandle, deadline: Option<Instant>) -> MapIter<R> {
+        handle.cancel_on_drop = true;
         MapIter {
             handle,
             next: 0,
@@ -717,11 +727,18 @@ where
         let mut st = shared.enter()?;
         if !parts.is_empty() {
             let closed = st.life != Life::Running;
-            if st.broken.is_some() || st.life == Life::Terminated || (self.stop_at_close && closed) {
-                let e = st
-                    .check_open()
-                    .err()
-                    .unwrap_or_else(|| Error::new(ErrorKind::InvalidState, "the pool is closed"));
+            // Closed and joined: no worker is left to run what is read.
+            let joined = closed && st.workers.is_empty();
+            if st.broken.is_some() || st.life == Life::Terminated || joined || (self.stop_at_close && closed) {
+                let e = match st.check_open() {
+                    Err(e) if st.broken.is_some() || !joined => e,
+                    _ if joined && !self.stop_at_close => Error::new(
+                        ErrorKind::InvalidState,
+                        "the pool was joined before this imap had read all its input (it reads \
+                         lazily, as results are taken): take its results before join",
+                    ),
+                    _ => Error::new(ErrorKind::InvalidState, "the pool is closed"),
+                };
                 drop(st);
                 cancel_job(shared, job, false);
                 if let Err(payload) = read {

@@ -124,7 +124,8 @@ pub(super) struct Job {
     /// What the callbacks decoded (its error's kind and the
     /// `Result<Vec<R>>`), for `get`.
     pub(super) decoded: Option<(Option<ErrorKind>, Box<dyn Any + Send>)>,
-    /// The handle was dropped: forget the job once its callbacks ran.
+    /// The handle was dropped: forget the job once it has finished, its
+    /// callbacks included.
     pub(super) orphan: bool,
     /// While the callbacks run: whether the job failed and its error's
     /// kind, as it read before (its output is with the callbacks).
@@ -527,8 +528,18 @@ impl State {
         for w in &self.workers {
             let _ = w.proc.kill();
         }
+        for i in 0..self.workers.len() {
+            let _ = self.workers[i].proc.join_timeout(WORKER_DEADLINE);
+            // What a worker sent before it was killed is a finished task's
+            // result: keep it (bounded: a message cut short by the kill
+            // ends the reading).
+            while let Ok(msg) = self.workers[i].conn.recv_bytes_timeout(Duration::ZERO) {
+                if self.on_message(i, &msg).is_err() {
+                    break;
+                }
+            }
+        }
         for mut w in std::mem::take(&mut self.workers) {
-            let _ = w.proc.join_timeout(WORKER_DEADLINE);
             for s in w.in_flight.drain(..) {
                 self.pending.push_back(s.chunk);
             }
@@ -592,8 +603,13 @@ impl State {
                 bar.finish();
             }
         }
-        if j.on_done.is_some() && !self.due.contains(&job) {
-            self.due.push(job);
+        if j.on_done.is_some() {
+            if !self.due.contains(&job) {
+                self.due.push(job);
+            }
+        } else if j.orphan && !j.running {
+            // Its handle is gone and nothing is left to run: forget it.
+            self.jobs.remove(&job);
         }
     }
 

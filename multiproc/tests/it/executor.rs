@@ -946,20 +946,32 @@ fn add_done_callback_while_callbacks_run_elsewhere(m: StartMethod) {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (seen_tx, seen_rx) = mpsc::channel();
     let seen = seen_tx.clone();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran_in_cb = ran.clone();
     let cb = Callbacks::new().callback(move |_: &bool| {
         in_tx.send(()).unwrap();
         let go = go_rx.recv_timeout(DEADLINE).is_ok();
         seen.send(("given", go, std::thread::current().id())).unwrap();
+        ran_in_cb.store(true, std::sync::atomic::Ordering::SeqCst);
     });
-    let mut fut = ex.submit_with(held_or_not, None, cb).unwrap();
+    // Held until the other thread drives: this thread must not run the
+    // callback (a quick result can arrive during the submission itself).
+    let rv = Rendezvous::new();
+    let mut fut = ex.submit_with(held_or_not, Some(rv.addr()), cb).unwrap();
+    let gate = rv.wait_ready();
     std::thread::scope(|s| {
         let driver = s.spawn(|| {
-            // Drives the pool until its own task is done: the first
-            // future's callback runs here.
-            let mut other = ex.submit(held_or_not, None).unwrap();
-            assert!(!other.result(Some(DEADLINE)).unwrap());
+            // Drives the pool (a task at a time) until the first future's
+            // callback has run, here.
+            let start = std::time::Instant::now();
+            while !ran.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(start.elapsed() < DEADLINE, "the callback never ran");
+                let mut other = ex.submit(held_or_not, None).unwrap();
+                assert!(!other.result(Some(DEADLINE)).unwrap());
+            }
             std::thread::current().id()
         });
+        gate.open();
         in_rx.recv_timeout(DEADLINE).unwrap();
         fut.add_done_callback(move |r| {
             seen_tx.send(("late", r.is_ok(), std::thread::current().id())).unwrap();
@@ -972,7 +984,7 @@ fn add_done_callback_while_callbacks_run_elsewhere(m: StartMethod) {
         assert_eq!(first, ("given", true, driver), "add_done_callback did not wait");
         assert_eq!(second, ("late", true, driver));
     });
-    assert!(!fut.result(Some(DEADLINE)).unwrap());
+    assert!(fut.result(Some(DEADLINE)).unwrap());
 }
 
 static TERM_MARK: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();

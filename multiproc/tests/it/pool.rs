@@ -146,6 +146,20 @@ fn imap_is_lazy(m: StartMethod) {
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(chunked, (0..50u64).map(square).collect::<Vec<_>>());
+    let mut unordered: Vec<(usize, u64)> = Vec::new();
+    let mut it = p.imap_unordered_chunked(square, 0..50u64, 7).unwrap();
+    while let Some((i, r)) = it.next_indexed() {
+        unordered.push((i, r.unwrap()));
+    }
+    unordered.sort_unstable();
+    assert_eq!(
+        unordered,
+        (0..50u64).map(|x| (x as usize, square(x))).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        p.imap_unordered_chunked(square, 0..3u64, 0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     assert_eq!(p.imap(square, Vec::<u64>::new()).unwrap().count(), 0);
 }
 
