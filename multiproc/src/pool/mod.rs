@@ -16,6 +16,12 @@
 //! comes back as one encoded `Vec<R>` when every task returned; after a
 //! panic, or when the results do not encode together, the worker answers
 //! with one outcome per task instead, so a failure stays with its task.
+//! A panic of the caller's `Serialize` or `Deserialize` (an argument's, in
+//! the parent or the worker; a result's) is a codec error of its task,
+//! not the caller's panic nor the worker's death. A batch reply that does
+//! not decode as a whole is read one result at a time: the results before
+//! the first that fails keep their values, the ones after it fail too
+//! (they cannot be found in the bytes past a value that did not decode).
 //!
 //! There is no background thread (it would make the program
 //! multithreaded, and `fork` is refused there: to this pool's workers and

@@ -95,7 +95,11 @@ pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usi
         // The common case: one batch, or none for an empty input.
         return match batches.into_iter().next() {
             None => Ok(Vec::new()),
-            Some((_, bytes)) => decode_batch::<R>(&bytes, len),
+            Some((_, bytes)) => decode_batch::<R>(&bytes, len).or_else(|e| {
+                // The first failure in input order, found result by result.
+                let each = decode_batch_each::<R>(&bytes, len);
+                each.into_iter().find_map(Result::err).map_or(Err(e), Err)
+            }),
         };
     }
     let mut slots: Vec<Option<Result<R>>> = (0..len).map(|_| None).collect();
@@ -103,17 +107,9 @@ pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usi
         slots[i] = Some(decode::<R>(r));
     }
     for (idx, bytes) in batches {
-        match decode_batch::<R>(&bytes, idx.len()) {
-            Ok(values) => {
-                for (i, v) in idx.into_iter().zip(values) {
-                    slots[i] = Some(Ok(v));
-                }
-            }
-            Err(e) => {
-                for i in idx {
-                    slots[i] = Some(Err(e.duplicate()));
-                }
-            }
+        let values = decode_batch_each::<R>(&bytes, idx.len());
+        for (i, v) in idx.into_iter().zip(values) {
+            slots[i] = Some(v);
         }
     }
     slots
@@ -122,31 +118,60 @@ pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usi
         .collect()
 }
 
-/// [`decode_output`] for callbacks: a panic of `R`'s `Deserialize` fails
-/// the result with [`ErrorKind::Deserialize`] and is handed back, for the
-/// driving caller to resume once the pool is consistent.
-pub(super) fn decode_caught<R: DeserializeOwned + 'static>(
-    out: Output,
-    len: usize,
-) -> (Result<Vec<R>>, Option<Box<dyn Any + Send>>) {
-    match panic::catch_unwind(AssertUnwindSafe(|| decode_output::<R>(out, len))) {
-        Ok(r) => (r, None),
-        Err(p) => {
-            let e = Error::new(
-                ErrorKind::Deserialize,
-                format!(
-                    "the result's deserializer panicked: {}",
+/// Decodes a batch reply of `n` results, each on its own: when the batch
+/// does not decode as a whole, it is read one element at a time, and the
+/// results before the first that fails keep their values. The first
+/// failing result gets its error; the ones after it cannot be found in
+/// the bytes any more (a value's length is known only once it decoded)
+/// and fail with an error that says so.
+pub(super) fn decode_batch_each<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize) -> Vec<Result<R>> {
+    let whole = match decode_batch::<R>(bytes, n) {
+        Ok(values) => return values.into_iter().map(Ok).collect(),
+        Err(e) => e,
+    };
+    if !codec::by_serde::<Vec<R>>() || whole.kind() != ErrorKind::Deserialize {
+        return (0..n).map(|_| Err(whole.duplicate())).collect();
+    }
+    let mut out: Vec<Result<R>> = Vec::with_capacity(n);
+    let mut at = match codec::decode_prefix::<u64>(bytes) {
+        Ok((len, used)) if len == n as u64 => used,
+        _ => return (0..n).map(|_| Err(whole.duplicate())).collect(),
+    };
+    while out.len() < n {
+        let one =
+            panic::catch_unwind(AssertUnwindSafe(|| codec::decode_prefix::<R>(&bytes[at..]))).unwrap_or_else(|p| {
+                Err(CodecError(format!(
+                    "its Deserialize panicked: {}",
                     crate::target::payload_text(&*p)
-                ),
-            );
-            (Err(e), Some(p))
+                )))
+            });
+        match one {
+            Ok((v, used)) => {
+                out.push(Ok(v));
+                at += used;
+            }
+            Err(CodecError(e)) => {
+                out.push(Err(Error::new(
+                    ErrorKind::Deserialize,
+                    format!("failed to deserialize the task's result: {e}"),
+                )));
+                break;
+            }
         }
     }
+    while out.len() < n {
+        out.push(Err(Error::new(
+            ErrorKind::Deserialize,
+            "the task's result came in one reply with a result before it that failed to \
+             deserialize, and could not be read past it",
+        )));
+    }
+    out
 }
 
 /// Decodes a batch reply of `n` results.
 pub(super) fn decode_batch<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize) -> Result<Vec<R>> {
-    let values: Vec<R> = codec::decode(bytes).map_err(|CodecError(e)| {
+    let values: Vec<R> = decode_caught_panic(bytes).map_err(|CodecError(e)| {
         Error::new(
             ErrorKind::Deserialize,
             format!("failed to deserialize the tasks' results: {e}"),
@@ -249,11 +274,11 @@ pub(super) fn chain<R: DeserializeOwned + Send + 'static>(old: Option<OnDone>, f
         let done = match old {
             Some(old) => old(out),
             None => {
-                let (r, panic) = decode_caught::<R>(out, 1);
+                let r = decode_output::<R>(out, 1);
                 Decoded {
                     error: r.as_ref().err().map(Error::kind),
                     value: Box::new(r),
-                    panic,
+                    panic: None,
                 }
             }
         };
@@ -291,7 +316,7 @@ pub(super) fn erase<R: DeserializeOwned + Send + 'static>(
     error: Option<ErrorCallback>,
 ) -> OnDone {
     Box::new(move |out| {
-        let (r, decode_panic) = decode_caught::<R>(out, len);
+        let r = decode_output::<R>(out, len);
         let panic = panic::catch_unwind(AssertUnwindSafe(|| match &r {
             Ok(v) => {
                 if let Some(cb) = value {
@@ -308,7 +333,7 @@ pub(super) fn erase<R: DeserializeOwned + Send + 'static>(
         Decoded {
             error: r.as_ref().err().map(Error::kind),
             value: Box::new(r),
-            panic: decode_panic.or(panic),
+            panic,
         }
     })
 }
@@ -511,10 +536,7 @@ impl<R: DeserializeOwned + 'static> MapIter<R> {
             self.ahead.insert(i, vec![decode::<R>(r)]);
         }
         for (idx, bytes) in out.batches {
-            let values: Vec<Result<R>> = match decode_batch::<R>(&bytes, idx.len()) {
-                Ok(values) => values.into_iter().map(Ok).collect(),
-                Err(e) => idx.iter().map(|_| Err(e.duplicate())).collect(),
-            };
+            let values = decode_batch_each::<R>(&bytes, idx.len());
             // A batch's tasks are consecutive; any other order is kept
             // one result per index.
             let first = idx.first().copied().unwrap_or_default();

@@ -361,7 +361,7 @@ pub(super) fn encode_one<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: 
         (Some(data), _) => data,
         (None, Some(a)) => {
             let mut data = Vec::new();
-            if let Err(CodecError(e)) = codec::encode_into(&a, &mut data) {
+            if let Err(CodecError(e)) = encode_caught(&a, &mut data) {
                 return Encoded {
                     idx: Vec::new(),
                     payload: Vec::new(),
@@ -392,6 +392,35 @@ pub(super) fn encode_one<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: 
 }
 
 /// The error of a task whose argument does not serialize.
+/// [`codec::encode_into`] for the caller's values: a panic of their
+/// `Serialize` is an encoding error (what was written is taken back), so
+/// it fails the tasks concerned alone.
+pub(super) fn encode_caught<T: Serialize + 'static>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), CodecError> {
+    let start = out.len();
+    panic::catch_unwind(AssertUnwindSafe(|| codec::encode_into(value, out))).unwrap_or_else(|p| {
+        out.truncate(start);
+        Err(CodecError(format!(
+            "its Serialize panicked: {}",
+            crate::target::payload_text(&*p)
+        )))
+    })
+}
+
+/// [`codec::decode`] for the caller's types: a panic of their
+/// `Deserialize` is a decoding error, which fails the tasks concerned
+/// alone.
+pub(super) fn decode_caught_panic<R: DeserializeOwned + 'static>(bytes: &[u8]) -> std::result::Result<R, CodecError> {
+    panic::catch_unwind(AssertUnwindSafe(|| codec::decode::<R>(bytes))).unwrap_or_else(|p| {
+        Err(CodecError(format!(
+            "its Deserialize panicked: {}",
+            crate::target::payload_text(&*p)
+        )))
+    })
+}
+
 fn arg_error(e: &str) -> Error {
     Error::new(
         ErrorKind::Serialize,
@@ -412,7 +441,7 @@ pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<
         // Encoded straight into the message, behind its length.
         let at = enc.payload.len();
         enc.payload.extend_from_slice(&[0; 8]);
-        match codec::encode_into(&a, &mut enc.payload) {
+        match encode_caught(&a, &mut enc.payload) {
             Ok(()) => {
                 let len = (enc.payload.len() - at - 8) as u64;
                 enc.payload[at..at + 8].copy_from_slice(&len.to_le_bytes());
@@ -438,7 +467,7 @@ pub(super) fn encode_batch<A: Serialize + 'static>(
 ) -> Encoded {
     if let Some(bo) = batch_offs {
         let mut payload = worker::task_header(bo.0, bo.1, 1);
-        if codec::encode_into(&items, &mut payload).is_ok() {
+        if encode_caught(&items, &mut payload).is_ok() {
             return Encoded {
                 idx: (start..start + items.len()).collect(),
                 payload,
@@ -1320,7 +1349,7 @@ pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, res
 pub(super) fn decode<R: DeserializeOwned + 'static>(r: TaskResult) -> Result<R> {
     let bytes = r?;
     match Outcome::from_bytes(&bytes) {
-        Ok(OutcomeRef::Value(v)) => codec::decode::<R>(v).map_err(|CodecError(e)| {
+        Ok(OutcomeRef::Value(v)) => decode_caught_panic::<R>(v).map_err(|CodecError(e)| {
             Error::new(
                 ErrorKind::Deserialize,
                 format!("failed to deserialize the task's result: {e}"),

@@ -77,7 +77,15 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     f: fn(A) -> R,
     args: Vec<u8>,
 ) -> Vec<u8> {
-    let items: Vec<A> = match codec::decode_owned(args) {
+    // A panic of the caller's `Deserialize` or `Serialize` is a codec
+    // error of the tasks concerned, not the worker's death.
+    let decoded = panic::catch_unwind(AssertUnwindSafe(|| codec::decode_owned::<Vec<A>>(args))).unwrap_or_else(|p| {
+        Err(CodecError(format!(
+            "its Deserialize panicked: {}",
+            target::payload_text(&*p)
+        )))
+    });
+    let items: Vec<A> = match decoded {
         Ok(v) => v,
         Err(CodecError(e)) => {
             let mut out = vec![2];
@@ -94,7 +102,7 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     }
     if results.iter().all(Result::is_ok) {
         let values: Vec<R> = results.into_iter().filter_map(Result::ok).collect();
-        if let Ok(bytes) = codec::encode(&values) {
+        if let Ok(Ok(bytes)) = panic::catch_unwind(AssertUnwindSafe(|| codec::encode(&values))) {
             let mut out = Vec::with_capacity(1 + bytes.len());
             out.push(1);
             out.extend_from_slice(&bytes);
@@ -105,10 +113,13 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     let mut out = vec![0];
     for r in results {
         let outcome = match r {
-            Ok(v) => match codec::encode(&v) {
-                Ok(b) => Outcome::Value(b.into_owned()),
-                Err(CodecError(e)) => Outcome::failed_result(e),
-            },
+            Ok(v) => {
+                match panic::catch_unwind(AssertUnwindSafe(|| codec::encode(&v).map(std::borrow::Cow::into_owned))) {
+                    Ok(Ok(b)) => Outcome::Value(b),
+                    Ok(Err(CodecError(e))) => Outcome::failed_result(e),
+                    Err(p) => Outcome::Panic(bootstrap::take_panic(target::payload_text(&*p))),
+                }
+            }
             Err(o) => o,
         };
         put(&mut out, &outcome.to_bytes());

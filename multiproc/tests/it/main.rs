@@ -19,6 +19,7 @@ mod identity;
 mod lifecycle;
 mod listener;
 mod pool;
+mod pool_edges;
 mod queue;
 mod shared_memory;
 mod sharedctypes;

@@ -1,0 +1,310 @@
+//! The pool's edges, from a break-it review: panics of the caller's
+//! `Serialize`/`Deserialize`, late callbacks of orphaned jobs, and
+//! `terminate_workers` racing other threads or called from a callback.
+
+use std::sync::{Arc, Mutex, mpsc};
+
+use multiproc::{Callbacks, ErrorKind, Executor, Pool, StartMethod};
+
+use crate::support::{DEADLINE, Rendezvous, open_fds, ready_then_wait};
+
+fn executor(m: StartMethod, n: usize) -> Executor {
+    Executor::from_builder(Pool::builder().processes(n).start_method(m)).unwrap()
+}
+
+fn held_or_not(gate: Option<String>) -> bool {
+    match gate {
+        Some(addr) => {
+            ready_then_wait(&addr);
+            true
+        }
+        None => false,
+    }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// An argument whose `Serialize` panics on 13.
+#[derive(Debug, serde::Deserialize)]
+struct Prickly(u64);
+
+impl serde::Serialize for Prickly {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert_ne!(self.0, 13, "unlucky argument");
+        s.serialize_u64(self.0)
+    }
+}
+
+fn prickly_square(p: Prickly) -> u64 {
+    p.0 * p.0
+}
+
+/// A result whose `Deserialize` panics on 13.
+#[derive(Debug, serde::Serialize)]
+struct Touchy(u64);
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Touchy, D::Error> {
+        let v = u64::deserialize(d)?;
+        assert_ne!(v, 13, "unlucky result");
+        Ok(Touchy(v))
+    }
+}
+
+fn touchy(x: u64) -> Touchy {
+    Touchy(x)
+}
+
+/// A panic of an argument's `Serialize` fails that task alone, with a
+/// `Serialize` error; the items around it (in its chunk too) run.
+fn serialize_panic_fails_only_its_task(m: StartMethod) {
+    let p = Pool::builder().processes(2).start_method(m).build().unwrap();
+    let input = [1u64, 2, 13, 4, 5, 6].into_iter().map(Prickly);
+    let got: Vec<_> = p
+        .imap_chunked(prickly_square, input, 3)
+        .unwrap()
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(got, [Ok(1), Ok(4), Err(ErrorKind::Serialize), Ok(16), Ok(25), Ok(36)]);
+    let one: Vec<_> = p
+        .imap(prickly_square, [Prickly(13), Prickly(3)])
+        .unwrap()
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(one, [Err(ErrorKind::Serialize), Ok(9)]);
+    let e = p.apply(prickly_square, Prickly(13)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Serialize);
+    assert!(e.to_string().contains("unlucky argument"), "{e}");
+    // A result's `Serialize` panicking in the worker, in a batch of a
+    // `map` chunk: that task panicked; the worker and the others go on.
+    let pids = p.pids();
+    let got = p
+        .map_async(prickly, [12u64, 13, 14], Some(3))
+        .unwrap()
+        .get()
+        .map(|v| v.into_iter().map(|x| x.0).collect::<Vec<_>>())
+        .map_err(|e| (e.kind(), e.to_string()));
+    let (kind, text) = got.unwrap_err();
+    assert_eq!(kind, ErrorKind::ChildPanicked);
+    assert!(text.contains("unlucky argument") || text.contains("panicked"), "{text}");
+    let each: Vec<_> = p
+        .imap_chunked(prickly, [12u64, 13, 14], 3)
+        .unwrap()
+        .map(|r| r.map(|x| x.0).map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(each, [Ok(12), Err(ErrorKind::ChildPanicked), Ok(14)]);
+    assert_eq!(p.pids(), pids, "no worker died");
+}
+
+/// A `Prickly` result (its `Serialize` panics in the worker on 13).
+fn prickly(x: u64) -> Prickly {
+    Prickly(x)
+}
+
+/// A panic of a result's `Deserialize` is a `Deserialize` error of that
+/// task. In a batch reply (one chunk's results in one message), the
+/// results before it keep their values; the ones after it cannot be
+/// located in the bytes and fail, saying why.
+fn deserialize_panic_fails_only_its_task(m: StartMethod) {
+    let ex = executor(m, 1);
+    let got: Vec<_> = ex
+        .map_chunked(touchy, [12u64, 13, 14], Some(DEADLINE), 3)
+        .unwrap()
+        .map(|r| r.map(|t| t.0).map_err(|e| (e.kind(), e.to_string())))
+        .collect();
+    assert_eq!(got[0], Ok(12));
+    let (kind, text) = got[1].clone().unwrap_err();
+    assert_eq!(kind, ErrorKind::Deserialize);
+    assert!(text.contains("unlucky result"), "{text}");
+    let (kind, text) = got[2].clone().unwrap_err();
+    assert_eq!(kind, ErrorKind::Deserialize);
+    assert!(text.contains("could not be read past it"), "{text}");
+    // Results that come one per message fail alone.
+    let got: Vec<_> = ex
+        .map_chunked(touchy, [12u64, 13, 14], Some(DEADLINE), 1)
+        .unwrap()
+        .map(|r| r.map(|t| t.0).map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(got, [Ok(12), Err(ErrorKind::Deserialize), Ok(14)]);
+    let mut all = ex.pool().map_async(touchy, [12u64, 13, 14], Some(3)).unwrap();
+    assert_eq!(all.get_timeout(DEADLINE).unwrap_err().kind(), ErrorKind::Deserialize);
+    let p = ex.pool();
+    let got: Vec<_> = p
+        .imap(touchy, [13u64, 14])
+        .unwrap()
+        .map(|r| r.map(|t| t.0).map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(got, [Err(ErrorKind::Deserialize), Ok(14)]);
+    let e = p.apply(touchy, 13).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Deserialize);
+    assert!(e.to_string().contains("unlucky result"), "{e}");
+}
+
+// ---------------------------------------------------------------------
+// Late callbacks of an orphaned job.
+// ---------------------------------------------------------------------
+
+/// A done callback added while the future's callbacks run in another
+/// thread, then the future dropped before they end: the late callback
+/// still runs (in the running thread).
+fn late_callback_of_a_dropped_future_still_runs(m: StartMethod) {
+    let ex = executor(m, 2);
+    let rv = Rendezvous::new();
+    let rv2 = Rendezvous::new();
+    let mut other = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+    let (in_tx, in_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let cb = Callbacks::new().callback(move |_: &bool| {
+        in_tx.send(()).unwrap();
+        go_rx.recv_timeout(DEADLINE).unwrap();
+    });
+    let mut fut = ex.submit_with(held_or_not, Some(rv2.addr()), cb).unwrap();
+    let gate = rv.wait_ready();
+    let gate2 = rv2.wait_ready();
+    let (late_tx, late_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let driver = s.spawn(move || other.result(Some(DEADLINE)).map_err(|e| e.kind()));
+        gate2.open();
+        in_rx.recv_timeout(DEADLINE).unwrap();
+        fut.add_done_callback(move |r| late_tx.send(r.is_ok()).unwrap())
+            .unwrap();
+        drop(fut);
+        go_tx.send(()).unwrap();
+        gate.open();
+        assert_eq!(driver.join().unwrap(), Ok(true));
+    });
+    assert_eq!(late_rx.recv_timeout(DEADLINE), Ok(true));
+}
+
+/// A late callback's panic comes out of the call that ran the callbacks
+/// (the driver), and does not leak into a later, unrelated call.
+fn late_callback_panic_comes_out_of_the_driver_once(m: StartMethod) {
+    let ex = executor(m, 2);
+    let rv = Rendezvous::new();
+    let rv2 = Rendezvous::new();
+    // Held until the late callback is in: the driver drives meanwhile.
+    let mut other = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+    let (in_tx, in_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let cb = Callbacks::new().callback(move |_: &bool| {
+        in_tx.send(()).unwrap();
+        go_rx.recv_timeout(DEADLINE).unwrap();
+    });
+    // Held too: only the driver (below) can run its callbacks.
+    let mut fut = ex.submit_with(held_or_not, Some(rv2.addr()), cb).unwrap();
+    let gate = rv.wait_ready();
+    let gate2 = rv2.wait_ready();
+    std::thread::scope(|s| {
+        let ex = &ex;
+        let driver = s.spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| other.result(Some(DEADLINE))));
+            let msg = r.err().and_then(|p| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            // A later call in the same thread sees no panic.
+            let later = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ex.submit(square, 3)
+                    .unwrap()
+                    .result(Some(DEADLINE))
+                    .map_err(|e| e.kind())
+            }))
+            .map_err(|p| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            (msg, later)
+        });
+        gate2.open();
+        in_rx.recv_timeout(DEADLINE).unwrap();
+        fut.add_done_callback(|_| panic!("late panic")).unwrap();
+        go_tx.send(()).unwrap();
+        gate.open();
+        let (msg, later) = driver.join().unwrap();
+        assert_eq!(msg.as_deref(), Some("late panic"));
+        assert_eq!(later, Ok(Ok(9)));
+    });
+    assert!(fut.result(Some(DEADLINE)).unwrap());
+}
+
+// ---------------------------------------------------------------------
+// terminate_workers racing a driver; no leak, no hang.
+// ---------------------------------------------------------------------
+
+/// `terminate_workers` while another thread drives (polls the workers
+/// without the lock) and a third sleeps on the condition variable: both
+/// get `Cancelled`, nothing hangs, and the workers' descriptors are closed.
+fn terminate_workers_while_another_thread_drives(m: StartMethod) {
+    let before = open_fds().len();
+    {
+        let ex = executor(m, 2);
+        let rv1 = Rendezvous::new();
+        let rv2 = Rendezvous::new();
+        let mut f1 = ex.submit(held_or_not, Some(rv1.addr())).unwrap();
+        let mut f2 = ex.submit(held_or_not, Some(rv2.addr())).unwrap();
+        let _g1 = rv1.wait_ready();
+        let _g2 = rv2.wait_ready();
+        std::thread::scope(|s| {
+            let a = s.spawn(move || f1.result(Some(DEADLINE)).map_err(|e| e.kind()));
+            let b = s.spawn(move || f2.result(Some(DEADLINE)).map_err(|e| e.kind()));
+            // (Whether both are waiting yet is a race; either way they
+            // must end with Cancelled.)
+            ex.terminate_workers();
+            assert_eq!(a.join().unwrap(), Err(ErrorKind::Cancelled));
+            assert_eq!(b.join().unwrap(), Err(ErrorKind::Cancelled));
+        });
+        assert_eq!(
+            ex.submit(square, 2).map(|_| ()).map_err(|e| e.kind()),
+            Err(ErrorKind::InvalidState)
+        );
+    }
+    // Only the fork scenario runs in a process of its own: elsewhere other
+    // tests open and close descriptors meanwhile (and the fork server's
+    // connection opens on first use).
+    if m == StartMethod::Fork {
+        let after = open_fds().len();
+        assert!(after <= before, "descriptors leaked: {before} before, {after} after");
+    }
+}
+
+// ---------------------------------------------------------------------
+// A callback that calls terminate_workers.
+// ---------------------------------------------------------------------
+
+/// A callback that calls `terminate_workers` (re-entrant, the pool lock
+/// is free while callbacks run): the other task fails with `Cancelled`,
+/// its error callback runs, nothing hangs.
+fn callback_that_terminates_the_executor(m: StartMethod) {
+    let ex = Arc::new(executor(m, 2));
+    let rv = Rendezvous::new();
+    let (tx, rx) = mpsc::channel();
+    let held = ex
+        .submit_with(
+            held_or_not,
+            Some(rv.addr()),
+            Callbacks::new().error_callback(move |e| tx.send(e.kind()).unwrap()),
+        )
+        .unwrap();
+    let _gate = rv.wait_ready();
+    let slot: Arc<Mutex<Option<Arc<Executor>>>> = Arc::new(Mutex::new(Some(ex.clone())));
+    let s2 = slot.clone();
+    let mut quick = ex
+        .submit_with(
+            held_or_not,
+            None,
+            Callbacks::new().callback(move |_: &bool| {
+                if let Some(ex) = s2.lock().unwrap().take() {
+                    ex.terminate_workers();
+                }
+            }),
+        )
+        .unwrap();
+    assert_eq!(quick.result(Some(DEADLINE)).map_err(|e| e.kind()), Ok(false));
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok(ErrorKind::Cancelled));
+    drop(held);
+}
+
+per_method!(
+    serialize_panic_fails_only_its_task,
+    deserialize_panic_fails_only_its_task,
+    late_callback_of_a_dropped_future_still_runs,
+    late_callback_panic_comes_out_of_the_driver_once,
+    terminate_workers_while_another_thread_drives,
+    callback_that_terminates_the_executor,
+);
