@@ -10,7 +10,7 @@ use multiproc::{
 
 use crate::support::{DEADLINE, Rendezvous, ready_then_wait};
 
-fn executor(m: StartMethod, n: usize) -> Executor {
+pub(crate) fn executor(m: StartMethod, n: usize) -> Executor {
     Executor::from_builder(Pool::builder().processes(n).start_method(m)).unwrap()
 }
 
@@ -19,13 +19,13 @@ fn divmod((a, b): (u32, u32)) -> (u32, u32) {
     (a / b, a % b)
 }
 
-fn square(x: u64) -> u64 {
+pub(crate) fn square(x: u64) -> u64 {
     x * x
 }
 
 /// `false` at once, or (given a rendezvous address) `true` once the test
 /// opens the gate.
-fn held_or_not(gate: Option<String>) -> bool {
+pub(crate) fn held_or_not(gate: Option<String>) -> bool {
     match gate {
         Some(addr) => {
             ready_then_wait(&addr);
@@ -886,7 +886,7 @@ fn cancelled_while_its_callbacks_run(m: StartMethod) {
 
 /// A result type whose `Deserialize` panics on 13.
 #[derive(Debug, serde::Serialize)]
-struct Touchy(u64);
+pub(crate) struct Touchy(pub(crate) u64);
 
 impl<'de> serde::Deserialize<'de> for Touchy {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Touchy, D::Error> {
@@ -896,7 +896,7 @@ impl<'de> serde::Deserialize<'de> for Touchy {
     }
 }
 
-fn touchy(x: u64) -> Touchy {
+pub(crate) fn touchy(x: u64) -> Touchy {
     Touchy(x)
 }
 

@@ -6,25 +6,10 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use multiproc::{Callbacks, ErrorKind, Executor, Pool, StartMethod};
 
-use crate::support::{DEADLINE, Rendezvous, open_fds, ready_then_wait};
-
-fn executor(m: StartMethod, n: usize) -> Executor {
-    Executor::from_builder(Pool::builder().processes(n).start_method(m)).unwrap()
-}
-
-fn held_or_not(gate: Option<String>) -> bool {
-    match gate {
-        Some(addr) => {
-            ready_then_wait(&addr);
-            true
-        }
-        None => false,
-    }
-}
-
-fn square(x: u64) -> u64 {
-    x * x
-}
+use crate::{
+    executor::{executor, held_or_not, square, touchy},
+    support::{DEADLINE, Rendezvous, open_fds},
+};
 
 /// An argument whose `Serialize` panics on 13.
 #[derive(Debug, serde::Deserialize)]
@@ -39,22 +24,6 @@ impl serde::Serialize for Prickly {
 
 fn prickly_square(p: Prickly) -> u64 {
     p.0 * p.0
-}
-
-/// A result whose `Deserialize` panics on 13.
-#[derive(Debug, serde::Serialize)]
-struct Touchy(u64);
-
-impl<'de> serde::Deserialize<'de> for Touchy {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Touchy, D::Error> {
-        let v = u64::deserialize(d)?;
-        assert_ne!(v, 13, "unlucky result");
-        Ok(Touchy(v))
-    }
-}
-
-fn touchy(x: u64) -> Touchy {
-    Touchy(x)
 }
 
 /// A panic of an argument's `Serialize` fails that task alone, with a
@@ -117,7 +86,7 @@ fn deserialize_panic_fails_only_its_task(m: StartMethod) {
     assert_eq!(got[0], Ok(12));
     let (kind, text) = got[1].clone().unwrap_err();
     assert_eq!(kind, ErrorKind::Deserialize);
-    assert!(text.contains("unlucky result"), "{text}");
+    assert!(text.contains("unlucky"), "{text}");
     let (kind, text) = got[2].clone().unwrap_err();
     assert_eq!(kind, ErrorKind::Deserialize);
     assert!(text.contains("could not be read past it"), "{text}");
@@ -139,7 +108,7 @@ fn deserialize_panic_fails_only_its_task(m: StartMethod) {
     assert_eq!(got, [Err(ErrorKind::Deserialize), Ok(14)]);
     let e = p.apply(touchy, 13).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Deserialize);
-    assert!(e.to_string().contains("unlucky result"), "{e}");
+    assert!(e.to_string().contains("unlucky"), "{e}");
 }
 
 // ---------------------------------------------------------------------
