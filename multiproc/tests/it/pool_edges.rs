@@ -115,33 +115,62 @@ fn deserialize_panic_fails_only_its_task(m: StartMethod) {
 // Late callbacks of an orphaned job.
 // ---------------------------------------------------------------------
 
-/// A done callback added while the future's callbacks run in another
-/// thread, then the future dropped before they end: the late callback
-/// still runs (in the running thread).
-fn late_callback_of_a_dropped_future_still_runs(m: StartMethod) {
-    let ex = executor(m, 2);
-    let rv = Rendezvous::new();
-    let rv2 = Rendezvous::new();
-    let mut other = ex.submit(held_or_not, Some(rv.addr())).unwrap();
+/// Two held tasks: `other`, for another thread to drive on, and `fut`,
+/// whose callback tells `in_rx` it runs, then waits for `go_tx`.
+struct HeldCallback {
+    other: multiproc::Future<bool>,
+    other_gate: crate::support::Gate,
+    fut: multiproc::Future<bool>,
+    fut_gate: crate::support::Gate,
+    in_rx: mpsc::Receiver<()>,
+    go_tx: mpsc::Sender<()>,
+}
+
+fn held_callback(ex: &Executor) -> HeldCallback {
+    let (rv, rv2) = (Rendezvous::new(), Rendezvous::new());
+    // Held until the late callback is in: the driver drives meanwhile.
+    let other = ex.submit(held_or_not, Some(rv.addr())).unwrap();
     let (in_tx, in_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let cb = Callbacks::new().callback(move |_: &bool| {
         in_tx.send(()).unwrap();
         go_rx.recv_timeout(DEADLINE).unwrap();
     });
-    let mut fut = ex.submit_with(held_or_not, Some(rv2.addr()), cb).unwrap();
-    let gate = rv.wait_ready();
-    let gate2 = rv2.wait_ready();
+    // Held too: only the driver can run its callbacks.
+    let fut = ex.submit_with(held_or_not, Some(rv2.addr()), cb).unwrap();
+    HeldCallback {
+        other,
+        other_gate: rv.wait_ready(),
+        fut,
+        fut_gate: rv2.wait_ready(),
+        in_rx,
+        go_tx,
+    }
+}
+
+/// A done callback added while the future's callbacks run in another
+/// thread, then the future dropped before they end: the late callback
+/// still runs (in the running thread).
+fn late_callback_of_a_dropped_future_still_runs(m: StartMethod) {
+    let ex = executor(m, 2);
+    let HeldCallback {
+        mut other,
+        other_gate,
+        mut fut,
+        fut_gate,
+        in_rx,
+        go_tx,
+    } = held_callback(&ex);
     let (late_tx, late_rx) = mpsc::channel();
     std::thread::scope(|s| {
         let driver = s.spawn(move || other.result(Some(DEADLINE)).map_err(|e| e.kind()));
-        gate2.open();
+        fut_gate.open();
         in_rx.recv_timeout(DEADLINE).unwrap();
         fut.add_done_callback(move |r| late_tx.send(r.is_ok()).unwrap())
             .unwrap();
         drop(fut);
         go_tx.send(()).unwrap();
-        gate.open();
+        other_gate.open();
         assert_eq!(driver.join().unwrap(), Ok(true));
     });
     assert_eq!(late_rx.recv_timeout(DEADLINE), Ok(true));
@@ -151,20 +180,14 @@ fn late_callback_of_a_dropped_future_still_runs(m: StartMethod) {
 /// (the driver), and does not leak into a later, unrelated call.
 fn late_callback_panic_comes_out_of_the_driver_once(m: StartMethod) {
     let ex = executor(m, 2);
-    let rv = Rendezvous::new();
-    let rv2 = Rendezvous::new();
-    // Held until the late callback is in: the driver drives meanwhile.
-    let mut other = ex.submit(held_or_not, Some(rv.addr())).unwrap();
-    let (in_tx, in_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let cb = Callbacks::new().callback(move |_: &bool| {
-        in_tx.send(()).unwrap();
-        go_rx.recv_timeout(DEADLINE).unwrap();
-    });
-    // Held too: only the driver (below) can run its callbacks.
-    let mut fut = ex.submit_with(held_or_not, Some(rv2.addr()), cb).unwrap();
-    let gate = rv.wait_ready();
-    let gate2 = rv2.wait_ready();
+    let HeldCallback {
+        mut other,
+        other_gate,
+        mut fut,
+        fut_gate,
+        in_rx,
+        go_tx,
+    } = held_callback(&ex);
     std::thread::scope(|s| {
         let ex = &ex;
         let driver = s.spawn(move || {
@@ -180,11 +203,11 @@ fn late_callback_panic_comes_out_of_the_driver_once(m: StartMethod) {
             .map_err(|p| p.downcast_ref::<&str>().map(|s| s.to_string()));
             (msg, later)
         });
-        gate2.open();
+        fut_gate.open();
         in_rx.recv_timeout(DEADLINE).unwrap();
         fut.add_done_callback(|_| panic!("late panic")).unwrap();
         go_tx.send(()).unwrap();
-        gate.open();
+        other_gate.open();
         let (msg, later) = driver.join().unwrap();
         assert_eq!(msg.as_deref(), Some("late panic"));
         assert_eq!(later, Ok(Ok(9)));
