@@ -207,20 +207,6 @@ fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Codec
     }
 }
 
-/// Whether `T` travels through serde (not as raw bytes: see the module
-/// docs), so that its encoding can be read piece by piece with
-/// [`decode_prefix`].
-pub(crate) fn by_serde<T: 'static>() -> bool {
-    !(is::<T, Vec<u8>>() || is::<T, String>() || numbers_from_bytes::<T>(&[]).is_some())
-}
-
-/// Decodes one `T` (serde path) at the start of `bytes`: the value and how
-/// many bytes it took. A sequence of `n` values is a length (a `u64`) and
-/// then the values, so a `Vec` encoding can be read one element at a time.
-pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-    decode_limited::<T>(bytes)
-}
-
 fn is<T: 'static, U: 'static>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>()
 }

@@ -16,12 +16,18 @@
 //! comes back as one encoded `Vec<R>` when every task returned; after a
 //! panic, or when the results do not encode together, the worker answers
 //! with one outcome per task instead, so a failure stays with its task.
-//! A panic of the caller's `Serialize` or `Deserialize` (an argument's, in
-//! the parent or the worker; a result's) is a codec error of its task,
-//! not the caller's panic nor the worker's death. A batch reply that does
-//! not decode as a whole is read one result at a time: the results before
-//! the first that fails keep their values, the ones after it fail too
-//! (they cannot be found in the bytes past a value that did not decode).
+//! A panic of the caller's `Serialize` or `Deserialize` is neither the
+//! caller's panic nor the worker's death: an argument's `Serialize` (in the
+//! parent) and a result's `Deserialize` (in the parent) fail their task
+//! with [`ErrorKind::Serialize`] / [`ErrorKind::Deserialize`]; in the
+//! worker, a result's `Serialize` panic is that task's panic
+//! ([`ErrorKind::ChildPanicked`]), an argument's `Deserialize` panic a
+//! `Deserialize` error. A `map` chunk travels as one encoded `Vec` each
+//! way, and a value's end in it is known only once the value decoded: an
+//! argument or result of a chunk that does not decode fails the whole
+//! chunk (chunk size 1 keeps the failure to its task). An argument that
+//! does not *encode* fails its task alone (the chunk is then sent one
+//! argument at a time), and so does a result that does not encode.
 //!
 //! There is no background thread (it would make the program
 //! multithreaded, and `fork` is refused there: to this pool's workers and
@@ -246,13 +252,12 @@ impl PoolBuilder {
     pub fn initializer<A: Serialize + DeserializeOwned + 'static>(mut self, f: fn(A), args: A) -> PoolBuilder {
         self.init = Some(match target::offsets_of(f) {
             None => Err("the initializer lies outside the main executable".into()),
-            Some((tramp, target)) => codec::encode(&args)
-                .map(|a| Init {
-                    tramp,
-                    target,
-                    args: a.into_owned(),
-                })
-                .map_err(|CodecError(e)| format!("failed to serialize the initializer's arguments: {e}")),
+            Some((tramp, target)) => {
+                let mut a = Vec::new();
+                encode_caught(&args, &mut a)
+                    .map(|()| Init { tramp, target, args: a })
+                    .map_err(|CodecError(e)| format!("failed to serialize the initializer's arguments: {e}"))
+            }
         });
         self
     }
@@ -660,7 +665,10 @@ impl Pool {
         // own (a byte buffer is then sent as it is, not element by element
         // inside a `Vec`), and the automatic chunk size keeps a chunk's
         // message near `BATCH_BYTES`.
-        let first = items.first().map_or(0, |a| codec::encode(a).map_or(0, |b| b.len()));
+        let first = items.first().map_or(0, |a| {
+            let mut probe = Vec::new();
+            encode_caught(a, &mut probe).map_or(0, |()| probe.len())
+        });
         let large = first >= LARGE_ARG;
         let chunk = match chunksize {
             Some(c) => c,

@@ -95,11 +95,7 @@ pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usi
         // The common case: one batch, or none for an empty input.
         return match batches.into_iter().next() {
             None => Ok(Vec::new()),
-            Some((_, bytes)) => decode_batch::<R>(&bytes, len).or_else(|e| {
-                // The first failure in input order, found result by result.
-                let each = decode_batch_each::<R>(&bytes, len);
-                each.into_iter().find_map(Result::err).map_or(Err(e), Err)
-            }),
+            Some((_, bytes)) => decode_batch::<R>(&bytes, len),
         };
     }
     let mut slots: Vec<Option<Result<R>>> = (0..len).map(|_| None).collect();
@@ -118,55 +114,16 @@ pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usi
         .collect()
 }
 
-/// Decodes a batch reply of `n` results, each on its own: when the batch
-/// does not decode as a whole, it is read one element at a time, and the
-/// results before the first that fails keep their values. The first
-/// failing result gets its error; the ones after it cannot be found in
-/// the bytes any more (a value's length is known only once it decoded)
-/// and fail with an error that says so.
+/// Decodes a batch reply of `n` results, one `Result` per task. A batch
+/// that does not decode fails all its tasks with that error: the reply is
+/// one encoded `Vec<R>`, in which a value's end is known only once it has
+/// decoded correctly, so reading past a failure (or trusting values read
+/// before a misaligned one) could yield wrong values.
 pub(super) fn decode_batch_each<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize) -> Vec<Result<R>> {
-    let whole = match decode_batch::<R>(bytes, n) {
-        Ok(values) => return values.into_iter().map(Ok).collect(),
-        Err(e) => e,
-    };
-    if !codec::by_serde::<Vec<R>>() || whole.kind() != ErrorKind::Deserialize {
-        return (0..n).map(|_| Err(whole.duplicate())).collect();
+    match decode_batch::<R>(bytes, n) {
+        Ok(values) => values.into_iter().map(Ok).collect(),
+        Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
     }
-    let mut out: Vec<Result<R>> = Vec::with_capacity(n);
-    let mut at = match codec::decode_prefix::<u64>(bytes) {
-        Ok((len, used)) if len == n as u64 => used,
-        _ => return (0..n).map(|_| Err(whole.duplicate())).collect(),
-    };
-    while out.len() < n {
-        let one =
-            panic::catch_unwind(AssertUnwindSafe(|| codec::decode_prefix::<R>(&bytes[at..]))).unwrap_or_else(|p| {
-                Err(CodecError(format!(
-                    "its Deserialize panicked: {}",
-                    crate::target::payload_text(&*p)
-                )))
-            });
-        match one {
-            Ok((v, used)) => {
-                out.push(Ok(v));
-                at += used;
-            }
-            Err(CodecError(e)) => {
-                out.push(Err(Error::new(
-                    ErrorKind::Deserialize,
-                    format!("failed to deserialize the task's result: {e}"),
-                )));
-                break;
-            }
-        }
-    }
-    while out.len() < n {
-        out.push(Err(Error::new(
-            ErrorKind::Deserialize,
-            "the task's result came in one reply with a result before it that failed to \
-             deserialize, and could not be read past it",
-        )));
-    }
-    out
 }
 
 /// Decodes a batch reply of `n` results.
@@ -750,7 +707,7 @@ where
         if !parts.is_empty() {
             let closed = st.life != Life::Running;
             // Closed and joined: no worker is left to run what is read.
-            let joined = closed && st.workers.is_empty();
+            let joined = st.life == Life::Closed && st.workers.is_empty();
             if st.broken.is_some() || st.life == Life::Terminated || joined || (self.stop_at_close && closed) {
                 let e = match st.check_open() {
                     Err(e) if st.broken.is_some() || !joined => e,
