@@ -25,6 +25,11 @@
 //! (a `map` chunk of numbers, and its results, are such vectors). A length
 //! that is not a multiple of the element size is an error.
 //!
+//! The pool's batches (a `map` chunk's arguments or results) of serde
+//! values are *indexed* sequences ([`encode_indexed`]): the `Vec`'s own
+//! encoding behind a table of each element's end, so that when the whole
+//! does not decode, each element still can, from its exact bytes.
+//!
 //! Both sides run the same monomorphised code, so no tag says which path was
 //! taken. Decoding never trusts lengths beyond the input: a corrupted payload
 //! is an error, never an unbounded allocation (see `decode_limited`). A
@@ -205,6 +210,94 @@ fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Codec
     } else {
         bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))
     }
+}
+
+/// Whether `T` is encoded through serde rather than as raw bytes (see the
+/// module docs).
+pub(crate) fn by_serde<T: 'static>() -> bool {
+    !(is::<T, Vec<u8>>() || is::<T, String>() || numbers_from_bytes::<T>(&[]).is_some())
+}
+
+/// Encodes `items` as an *indexed* sequence: `n` (a little-endian `u32`),
+/// `n + 1` offsets (`u32`, into the body: the end of its length prefix, then
+/// the end of each element), then the body, which is exactly the serde
+/// encoding of `items` as a `Vec<T>`. It decodes whole, as fast as the
+/// `Vec` ([`decode_indexed`]), or, when that fails, element by element
+/// from each one's exact bytes ([`indexed_elements`]): one element that
+/// does not decode then fails alone, and no element is ever read from
+/// another's bytes. The pool's batches of serde values travel so. On an
+/// error, `out` is left as it was.
+pub(crate) fn encode_indexed<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    let r = (|| {
+        let n = u32::try_from(items.len()).map_err(|_| CodecError("too many elements".into()))?;
+        out.extend_from_slice(&n.to_le_bytes());
+        let table = out.len();
+        out.resize(table + 4 * (items.len() + 1), 0);
+        let body = out.len();
+        let put_end = |out: &mut Vec<u8>, k: usize| -> Result<(), CodecError> {
+            let end = u32::try_from(out.len() - body).map_err(|_| CodecError("a batch over 4 GiB".into()))?;
+            out[table + 4 * k..table + 4 * k + 4].copy_from_slice(&end.to_le_bytes());
+            Ok(())
+        };
+        // A `Vec`'s length is encoded as a `u64`.
+        bincode::serde::encode_into_std_write(items.len() as u64, out, CONFIG)
+            .map_err(|e| CodecError(e.to_string()))?;
+        put_end(out, 0)?;
+        for (k, item) in items.iter().enumerate() {
+            bincode::serde::encode_into_std_write(item, out, CONFIG).map_err(|e| CodecError(e.to_string()))?;
+            put_end(out, k + 1)?;
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
+/// The element count and the body of an indexed sequence, with each
+/// element's bytes (checked: in order, within the body).
+fn indexed_parts(bytes: &[u8]) -> Result<(&[u8], Vec<&[u8]>), CodecError> {
+    let bad = || CodecError("malformed indexed sequence".into());
+    let n = bytes.get(..4).ok_or_else(bad)?;
+    let n = u32::from_le_bytes(n.try_into().map_err(|_| bad())?) as usize;
+    let table_len = n.checked_add(1).and_then(|k| k.checked_mul(4)).ok_or_else(bad)?;
+    let table = bytes.get(4..4 + table_len).ok_or_else(bad)?;
+    let body = &bytes[4 + table_len..];
+    let ends: Vec<usize> = table
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let mut parts = Vec::with_capacity(n);
+    for w in ends.windows(2) {
+        parts.push(body.get(w[0]..w[1]).ok_or_else(bad)?);
+    }
+    if ends.last() != Some(&body.len()) {
+        return Err(bad());
+    }
+    Ok((body, parts))
+}
+
+/// Decodes an indexed sequence whole (see [`encode_indexed`]).
+pub(crate) fn decode_indexed<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, CodecError> {
+    let (body, parts) = indexed_parts(bytes)?;
+    let values: Vec<T> = decode_serde(body)?;
+    if values.len() != parts.len() {
+        return Err(CodecError("an indexed sequence of the wrong length".into()));
+    }
+    Ok(values)
+}
+
+/// Each element's bytes of an indexed sequence, for decoding one by one
+/// with [`decode_element`].
+pub(crate) fn indexed_elements(bytes: &[u8]) -> Result<Vec<&[u8]>, CodecError> {
+    indexed_parts(bytes).map(|(_, parts)| parts)
+}
+
+/// Decodes one element of an indexed sequence: all its bytes, no more.
+pub(crate) fn decode_element<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_serde(bytes)
 }
 
 fn is<T: 'static, U: 'static>() -> bool {

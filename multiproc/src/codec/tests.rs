@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
 struct Sample {
     id: u64,
     name: String,
@@ -92,4 +92,74 @@ fn number_vectors_travel_as_their_bytes() {
         decode::<(u8, Vec<u64>)>(&encode(&nested).ok().unwrap()).ok(),
         Some(nested)
     );
+}
+
+#[test]
+fn an_indexed_sequence_holds_the_vec_encoding_and_each_element_alone() {
+    let items = vec![
+        Sample {
+            id: 1,
+            name: "a".into(),
+            data: vec![],
+            nested: None,
+        },
+        Sample {
+            id: 300,
+            name: "bcd".into(),
+            data: vec![7, 8],
+            nested: Some((3, 0.5)),
+        },
+    ];
+    let mut out = vec![9];
+    encode_indexed(&items, &mut out).ok().unwrap();
+    assert_eq!(out[0], 9, "appended");
+    let bytes = &out[1..];
+    // The body is the `Vec`'s own encoding.
+    let plain = bincode::serde::encode_to_vec(&items, CONFIG).unwrap();
+    assert!(bytes.ends_with(&plain));
+    assert_eq!(decode_indexed::<Sample>(bytes).ok(), Some(items.clone()));
+    let parts = indexed_elements(bytes).ok().unwrap();
+    assert_eq!(parts.len(), 2);
+    for (part, item) in parts.iter().zip(&items) {
+        assert_eq!(decode_element::<Sample>(part).ok().as_ref(), Some(item));
+    }
+    // Empty.
+    let mut out = Vec::new();
+    encode_indexed::<Sample>(&[], &mut out).ok().unwrap();
+    assert_eq!(decode_indexed::<Sample>(&out).ok(), Some(Vec::new()));
+}
+
+#[test]
+fn a_malformed_indexed_sequence_is_an_error() {
+    let mut out = Vec::new();
+    encode_indexed(&[1u32, 2, 3], &mut out).ok().unwrap();
+    for cut in 0..out.len() {
+        assert!(decode_indexed::<u32>(&out[..cut]).is_err(), "cut at {cut}");
+        assert!(indexed_elements(&out[..cut]).is_err(), "cut at {cut}");
+    }
+    // Offsets out of order.
+    let mut bad = out.clone();
+    bad[8..12].copy_from_slice(&100u32.to_le_bytes());
+    assert!(indexed_elements(&bad).is_err());
+    // A count that does not match the table.
+    let mut bad = out;
+    bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(decode_indexed::<u32>(&bad).is_err());
+}
+
+/// One element that does not decode leaves the others readable.
+#[test]
+fn indexed_elements_decode_alone() {
+    #[derive(Serialize)]
+    struct Wide(u32, u32);
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Narrow(u32);
+    let mut out = Vec::new();
+    encode_indexed(&[Wide(1, 2), Wide(3, 4)], &mut out).ok().unwrap();
+    // Decoding as `Narrow` leaves a byte over in each element: an error
+    // for each, never a value read across elements.
+    assert!(decode_indexed::<Narrow>(&out).is_err());
+    for part in indexed_elements(&out).ok().unwrap() {
+        assert!(decode_element::<Narrow>(part).is_err());
+    }
 }

@@ -22,12 +22,12 @@
 //! with [`ErrorKind::Serialize`] / [`ErrorKind::Deserialize`]; in the
 //! worker, a result's `Serialize` panic is that task's panic
 //! ([`ErrorKind::ChildPanicked`]), an argument's `Deserialize` panic a
-//! `Deserialize` error. A `map` chunk travels as one encoded `Vec` each
-//! way, and a value's end in it is known only once the value decoded: an
-//! argument or result of a chunk that does not decode fails the whole
-//! chunk (chunk size 1 keeps the failure to its task). An argument that
-//! does not *encode* fails its task alone (the chunk is then sent one
-//! argument at a time), and so does a result that does not encode.
+//! `Deserialize` error. A value that fails to encode or decode fails its
+//! task alone, in a `map` chunk too: a chunk of serde values travels as an
+//! *indexed* sequence (the `Vec`'s encoding behind a table of each
+//! value's end, 4 bytes per value), decoded whole, or, when that fails,
+//! value by value from each one's exact bytes (never from another's);
+//! numbers and bytes travel raw, and cannot fail one by one.
 //!
 //! There is no background thread (it would make the program
 //! multithreaded, and `fork` is refused there: to this pool's workers and

@@ -114,33 +114,47 @@ pub(super) fn decode_output<R: DeserializeOwned + 'static>(out: Output, len: usi
         .collect()
 }
 
-/// Decodes a batch reply of `n` results, one `Result` per task. A batch
-/// that does not decode fails all its tasks with that error: the reply is
-/// one encoded `Vec<R>`, in which a value's end is known only once it has
-/// decoded correctly, so reading past a failure (or trusting values read
-/// before a misaligned one) could yield wrong values.
+fn result_error(CodecError(e): CodecError) -> Error {
+    Error::new(
+        ErrorKind::Deserialize,
+        format!("failed to deserialize the task's result: {e}"),
+    )
+}
+
+fn wrong_count() -> Error {
+    Error::new(ErrorKind::Protocol, "a pool worker sent the wrong number of results")
+}
+
+/// Decodes a batch reply of `n` results, one `Result` per task: a result
+/// that does not decode fails its task alone (the reply carries each
+/// result's bytes: see `worker::encode_seq`).
 pub(super) fn decode_batch_each<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize) -> Vec<Result<R>> {
-    match decode_batch::<R>(bytes, n) {
-        Ok(values) => values.into_iter().map(Ok).collect(),
-        Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+    each_of(worker::decode_seq_each::<R>(bytes), n)
+}
+
+fn each_of<R>(
+    decoded: std::result::Result<Vec<std::result::Result<R, CodecError>>, CodecError>,
+    n: usize,
+) -> Vec<Result<R>> {
+    match decoded {
+        Ok(values) if values.len() == n => values.into_iter().map(|r| r.map_err(result_error)).collect(),
+        Ok(_) => (0..n).map(|_| Err(wrong_count())).collect(),
+        Err(e) => {
+            let e = result_error(e);
+            (0..n).map(|_| Err(e.duplicate())).collect()
+        }
     }
 }
 
-/// Decodes a batch reply of `n` results.
+/// Decodes a batch reply of `n` results; the first error in input order.
 pub(super) fn decode_batch<R: DeserializeOwned + 'static>(bytes: &[u8], n: usize) -> Result<Vec<R>> {
-    let values: Vec<R> = decode_caught_panic(bytes).map_err(|CodecError(e)| {
-        Error::new(
-            ErrorKind::Deserialize,
-            format!("failed to deserialize the tasks' results: {e}"),
-        )
-    })?;
-    if values.len() != n {
-        return Err(Error::new(
-            ErrorKind::Protocol,
-            "a pool worker sent the wrong number of results",
-        ));
+    match worker::decode_seq::<R>(bytes) {
+        Ok(values) if values.len() == n => Ok(values),
+        Ok(_) => Err(wrong_count()),
+        Err(e) => each_of(worker::decode_seq_elements::<R>(bytes, e), n)
+            .into_iter()
+            .collect(),
     }
-    Ok(values)
 }
 
 impl Drop for JobHandle {

@@ -467,7 +467,7 @@ pub(super) fn encode_batch<A: Serialize + 'static>(
 ) -> Encoded {
     if let Some(bo) = batch_offs {
         let mut payload = worker::task_header(bo.0, bo.1, 1);
-        if encode_caught(&items, &mut payload).is_ok() {
+        if worker::encode_seq(&items, &mut payload).is_ok() {
             return Encoded {
                 idx: (start..start + items.len()).collect(),
                 payload,

@@ -70,31 +70,104 @@ pub(crate) fn task_header(tramp: i64, target: i64, mode: u8) -> Vec<u8> {
     out
 }
 
+/// A panic of the caller's `Serialize`/`Deserialize`, as a codec error.
+fn codec_panic(what: &str, p: &(dyn std::any::Any + Send)) -> CodecError {
+    CodecError(format!("its {what} panicked: {}", target::payload_text(p)))
+}
+
+/// Encodes a batch (a `map` chunk's arguments, or its results) at the end
+/// of `out`: a sequence of serde values as an indexed sequence (see
+/// `codec::encode_indexed`), so that one that does not decode fails
+/// alone; numbers and bytes as their raw `Vec`. A panic of `T`'s
+/// `Serialize` is an error. On an error, `out` is left as it was.
+pub(crate) fn encode_seq<T: Serialize + 'static>(items: &Vec<T>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    let r = panic::catch_unwind(AssertUnwindSafe(|| {
+        if codec::by_serde::<Vec<T>>() {
+            codec::encode_indexed(items, out)
+        } else {
+            codec::encode_into(items, out)
+        }
+    }))
+    .unwrap_or_else(|p| Err(codec_panic("Serialize", &*p)));
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
+/// Decodes a batch [`encode_seq`] made, whole. A panic of `T`'s
+/// `Deserialize` is an error.
+pub(crate) fn decode_seq<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<Vec<T>, CodecError> {
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        if codec::by_serde::<Vec<T>>() {
+            codec::decode_indexed::<T>(bytes)
+        } else {
+            codec::decode::<Vec<T>>(bytes)
+        }
+    }))
+    .unwrap_or_else(|p| Err(codec_panic("Deserialize", &*p)))
+}
+
+/// Decodes a batch [`encode_seq`] made: whole when it can, else, for
+/// serde values, each from its own bytes (an error for each one that does
+/// not decode); the error of the whole when even that cannot be done.
+pub(crate) fn decode_seq_each<T: DeserializeOwned + 'static>(
+    bytes: &[u8],
+) -> Result<Vec<Result<T, CodecError>>, CodecError> {
+    match decode_seq::<T>(bytes) {
+        Ok(values) => Ok(values.into_iter().map(Ok).collect()),
+        Err(e) => decode_seq_elements(bytes, e),
+    }
+}
+
+/// The per-value half of [`decode_seq_each`], once the whole failed with
+/// `e`.
+pub(crate) fn decode_seq_elements<T: DeserializeOwned + 'static>(
+    bytes: &[u8],
+    e: CodecError,
+) -> Result<Vec<Result<T, CodecError>>, CodecError> {
+    if !codec::by_serde::<Vec<T>>() {
+        return Err(e);
+    }
+    let Ok(parts) = codec::indexed_elements(bytes) else {
+        return Err(e);
+    };
+    Ok(parts
+        .into_iter()
+        .map(|part| {
+            panic::catch_unwind(AssertUnwindSafe(|| codec::decode_element::<T>(part)))
+                .unwrap_or_else(|p| Err(codec_panic("Deserialize", &*p)))
+        })
+        .collect())
+}
+
 /// Runs a batch: decode the arguments, call `f` on each (a panic fails
-/// only its task), encode the results together, or one by one when a task
-/// panicked or the results do not encode together.
+/// only its task, and so does an argument that does not decode), encode
+/// the results together, or one by one when a task failed or the results
+/// do not encode together.
 pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     f: fn(A) -> R,
     args: Vec<u8>,
 ) -> Vec<u8> {
-    // A panic of the caller's `Deserialize` or `Serialize` is a codec
-    // error of the tasks concerned, not the worker's death.
-    let decoded = panic::catch_unwind(AssertUnwindSafe(|| codec::decode_owned::<Vec<A>>(args))).unwrap_or_else(|p| {
-        Err(CodecError(format!(
-            "its Deserialize panicked: {}",
-            target::payload_text(&*p)
-        )))
-    });
-    let items: Vec<A> = match decoded {
-        Ok(v) => v,
+    let items = match decode_seq_each::<A>(&args) {
+        Ok(items) => items,
         Err(CodecError(e)) => {
             let mut out = vec![2];
             out.extend(Outcome::failed_args(e).to_bytes());
             return out;
         }
     };
+    drop(args);
     let mut results: Vec<Result<R, Outcome>> = Vec::with_capacity(items.len());
     for a in items {
+        let a = match a {
+            Ok(a) => a,
+            Err(CodecError(e)) => {
+                results.push(Err(Outcome::failed_args(e)));
+                continue;
+            }
+        };
         bootstrap::enter_target();
         let r = panic::catch_unwind(AssertUnwindSafe(|| f(a)));
         bootstrap::leave_target();
@@ -102,10 +175,8 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     }
     if results.iter().all(Result::is_ok) {
         let values: Vec<R> = results.into_iter().filter_map(Result::ok).collect();
-        if let Ok(Ok(bytes)) = panic::catch_unwind(AssertUnwindSafe(|| codec::encode(&values))) {
-            let mut out = Vec::with_capacity(1 + bytes.len());
-            out.push(1);
-            out.extend_from_slice(&bytes);
+        let mut out = vec![1];
+        if encode_seq(&values, &mut out).is_ok() {
             return out;
         }
         results = values.into_iter().map(Ok).collect();

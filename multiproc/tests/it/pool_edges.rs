@@ -75,10 +75,8 @@ fn prickly(x: u64) -> Prickly {
     Prickly(x)
 }
 
-/// A panic of a result's `Deserialize` is a `Deserialize` error: of its
-/// task when results come one per message, of its whole chunk in a batch
-/// reply (one chunk's results in one message, where a value's end is known
-/// only once it decoded).
+/// A panic of a result's `Deserialize` is a `Deserialize` error of its
+/// task alone, in a batch reply (one chunk's results in one message) too.
 fn deserialize_panic_fails_only_its_task(m: StartMethod) {
     let ex = executor(m, 1);
     let got: Vec<_> = ex
@@ -86,12 +84,11 @@ fn deserialize_panic_fails_only_its_task(m: StartMethod) {
         .unwrap()
         .map(|r| r.map(|t| t.0).map_err(|e| (e.kind(), e.to_string())))
         .collect();
-    assert_eq!(got.len(), 3);
-    for r in got {
-        let (kind, text) = r.unwrap_err();
-        assert_eq!(kind, ErrorKind::Deserialize);
-        assert!(text.contains("unlucky"), "{text}");
-    }
+    assert_eq!(got[0], Ok(12));
+    let (kind, text) = got[1].clone().unwrap_err();
+    assert_eq!(kind, ErrorKind::Deserialize);
+    assert!(text.contains("unlucky"), "{text}");
+    assert_eq!(got[2], Ok(14));
     // Results that come one per message fail alone.
     let got: Vec<_> = ex
         .map_chunked(touchy, [12u64, 13, 14], Some(DEADLINE), 1)
@@ -183,6 +180,9 @@ fn batch_reply_decoded_by_element_never_yields_a_wrong_value(m: StartMethod) {
             "task of {x}: a wrong value came back: {got:?}"
         );
     }
+    // Each result read from its own bytes fails alone (a byte is left
+    // over in each), the same as one result does.
+    assert_eq!(got, [Err(ErrorKind::Deserialize); 3]);
 }
 
 /// The same through a pool's `map` of one and of several batches.
@@ -202,27 +202,28 @@ fn touchy_arg(t: Touchy) -> u64 {
     t.0
 }
 
-/// An argument's `Deserialize` panicking in the worker: one per message,
-/// it fails its task alone; in a batch (a `map` chunk, one `Vec<A>`), the
-/// whole chunk fails with a `Deserialize` error (documented: a value's end
-/// in the chunk is known only once it decoded).
-fn worker_side_argument_deserialize_panic_fails_its_chunk(m: StartMethod) {
+/// An argument's `Deserialize` panicking in the worker fails its task
+/// alone, one per message or in a batch (a `map` chunk).
+fn worker_side_argument_deserialize_panic_fails_only_its_task(m: StartMethod) {
     let ex = executor(m, 1);
-    let single: Vec<_> = ex
-        .map_chunked(touchy_arg, [Touchy(12), Touchy(13), Touchy(14)], Some(DEADLINE), 1)
-        .unwrap()
-        .map(|r| r.map_err(|e| e.kind()))
-        .collect();
-    assert!(
-        single[0] == Ok(12) && single[1].is_err() && single[2] == Ok(14),
-        "{single:?}"
-    );
-    let batch: Vec<_> = ex
-        .map_chunked(touchy_arg, [Touchy(12), Touchy(13), Touchy(14)], Some(DEADLINE), 3)
-        .unwrap()
-        .map(|r| r.map_err(|e| e.kind()))
-        .collect();
-    assert_eq!(batch, [Err(ErrorKind::Deserialize); 3]);
+    for chunksize in [1, 3] {
+        let got: Vec<_> = ex
+            .map_chunked(
+                touchy_arg,
+                [Touchy(12), Touchy(13), Touchy(14)],
+                Some(DEADLINE),
+                chunksize,
+            )
+            .unwrap()
+            .map(|r| r.map_err(|e| e.kind()))
+            .collect();
+        assert!(
+            got[0] == Ok(12) && got[1].is_err() && got[2] == Ok(14),
+            "chunk size {chunksize}: {got:?}"
+        );
+    }
+    let e = ex.pool().map(touchy_arg, [Touchy(12), Touchy(13)]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Deserialize, "{e}");
 }
 
 /// After `terminate`, an `imap` that reads more input says the pool is
@@ -432,7 +433,7 @@ per_method!(
     map_with_a_first_argument_whose_serialize_panics,
     batch_reply_decoded_by_element_never_yields_a_wrong_value,
     map_of_several_batches_never_yields_wrong_values,
-    worker_side_argument_deserialize_panic_fails_its_chunk,
+    worker_side_argument_deserialize_panic_fails_only_its_task,
     imap_after_terminate_does_not_blame_join,
     late_callback_of_a_dropped_future_still_runs,
     late_callback_panic_comes_out_of_the_driver_once,
