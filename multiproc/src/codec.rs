@@ -221,11 +221,11 @@ pub(crate) fn by_serde<T: 'static>() -> bool {
 /// Encodes `items` as an *indexed* sequence: `n` (a little-endian `u32`),
 /// `n + 1` offsets (`u32`, into the body: the end of its length prefix, then
 /// the end of each element), then the body, which is exactly the serde
-/// encoding of `items` as a `Vec<T>`. It decodes whole, as fast as the
-/// `Vec` ([`decode_indexed`]), or, when that fails, element by element
-/// from each one's exact bytes ([`indexed_elements`]): one element that
-/// does not decode then fails alone, and no element is ever read from
-/// another's bytes. The pool's batches of serde values travel so. On an
+/// encoding of `items` as a `Vec<T>`. It decodes whole
+/// ([`decode_indexed`]) or, when that fails, element by element
+/// ([`indexed_elements`]); either way each element from exactly its own
+/// bytes: one element that does not decode fails alone, and no element
+/// is ever read from another's bytes. The pool's batches of serde values travel so. On an
 /// error, `out` is left as it was.
 pub(crate) fn encode_indexed<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = out.len();
@@ -279,14 +279,18 @@ fn indexed_parts(bytes: &[u8]) -> Result<(&[u8], Vec<&[u8]>), CodecError> {
     Ok((body, parts))
 }
 
-/// Decodes an indexed sequence whole (see [`encode_indexed`]).
+/// Decodes an indexed sequence whole (see [`encode_indexed`]), each
+/// element from exactly its own bytes: a type whose `Deserialize` reads
+/// other than what its `Serialize` wrote (`skip_serializing_if`, which
+/// bincode cannot carry) is an error, never a value read across elements,
+/// as decoding the body as one `Vec` could give.
 pub(crate) fn decode_indexed<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, CodecError> {
     let (body, parts) = indexed_parts(bytes)?;
-    let values: Vec<T> = decode_serde(body)?;
-    if values.len() != parts.len() {
+    let (len, _) = decode_limited::<u64>(body)?;
+    if len != parts.len() as u64 {
         return Err(CodecError("an indexed sequence of the wrong length".into()));
     }
-    Ok(values)
+    parts.into_iter().map(decode_serde).collect()
 }
 
 /// Each element's bytes of an indexed sequence, for decoding one by one

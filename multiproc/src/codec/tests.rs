@@ -163,3 +163,27 @@ fn indexed_elements_decode_alone() {
         assert!(decode_element::<Narrow>(part).is_err());
     }
 }
+
+/// A type whose `Deserialize` reads other bytes than its `Serialize` wrote
+/// (`skip_serializing_if`, which bincode cannot carry): the sequence
+/// decodes as one `Vec` into a wrong second value, but an indexed sequence
+/// never does.
+#[test]
+fn an_indexed_sequence_never_reads_across_elements() {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Skippy {
+        a: u8,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        b: Option<u8>,
+    }
+    let items = [Skippy { a: 5, b: None }, Skippy { a: 0, b: Some(0) }];
+    let mut out = Vec::new();
+    encode_indexed(&items, &mut out).ok().unwrap();
+    assert!(decode_indexed::<Skippy>(&out).is_err());
+    let parts = indexed_elements(&out).ok().unwrap();
+    assert!(decode_element::<Skippy>(parts[0]).is_err());
+    assert_eq!(
+        decode_element::<Skippy>(parts[1]).ok(),
+        Some(Skippy { a: 0, b: Some(0) })
+    );
+}

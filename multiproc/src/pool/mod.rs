@@ -25,9 +25,14 @@
 //! `Deserialize` error. A value that fails to encode or decode fails its
 //! task alone, in a `map` chunk too: a chunk of serde values travels as an
 //! *indexed* sequence (the `Vec`'s encoding behind a table of each
-//! value's end, 4 bytes per value), decoded whole, or, when that fails,
-//! value by value from each one's exact bytes (never from another's);
-//! numbers and bytes travel raw, and cannot fail one by one.
+//! value's end, 4 bytes per value), and each value is decoded from
+//! exactly its own bytes, so that a type whose `Deserialize` reads other
+//! than what its `Serialize` wrote (`skip_serializing_if`, which bincode
+//! cannot carry) fails its task rather than turning a neighbour into a
+//! wrong value, as decoding the chunk as one `Vec` could. That costs
+//! 10–15 % on a `map` of 100 k small structs (measured against decoding
+//! the whole `Vec`); numbers and bytes travel raw, and cannot fail one by
+//! one.
 //!
 //! There is no background thread (it would make the program
 //! multithreaded, and `fork` is refused there: to this pool's workers and

@@ -246,6 +246,60 @@ fn imap_after_terminate_does_not_blame_join(m: StartMethod) {
     assert!(!text.contains("joined"), "a terminated pool's imap blames join: {text}");
 }
 
+/// A value whose `Serialize` skips `b` when it is `None` (bincode does
+/// not support `skip_serializing_if`): a broken round trip, which one
+/// value alone reports as an error.
+#[derive(Debug, PartialEq, Clone, serde::Serialize, serde::Deserialize)]
+struct Skippy {
+    a: u8,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    b: Option<u8>,
+}
+
+fn skippy(x: u8) -> Skippy {
+    if x == 0 {
+        Skippy { a: 5, b: None }
+    } else {
+        Skippy { a: 0, b: Some(0) }
+    }
+}
+
+fn skippy_back(s: Skippy) -> (u8, Option<u8>) {
+    (s.a, s.b)
+}
+
+/// A batch (a `map` chunk) of results or of arguments never yields a
+/// value other than the one sent (decoded as one `Vec`, these bytes give
+/// `[Skippy{5,None}, Skippy{1,None}]`); the value that cannot travel
+/// fails alone.
+fn batch_never_decodes_a_value_across_elements(m: StartMethod) {
+    let p = Pool::builder().processes(1).start_method(m).build().unwrap();
+    // Arguments, one chunk of two: the worker's target must not be
+    // called with a value that was not sent.
+    match p.map_chunked(skippy_back, [skippy(0), skippy(1)], 2) {
+        Err(_) => {}
+        Ok(v) => assert_eq!(v, [(5, None), (0, Some(0))], "the target got wrong arguments"),
+    }
+    // Results, one chunk of two.
+    match p.map_chunked(skippy, [0u8, 1], 2) {
+        Err(_) => {}
+        Ok(v) => assert_eq!(v, [skippy(0), skippy(1)], "map returned wrong results"),
+    }
+    // Each task on its own: the first fails, the second comes through.
+    let got: Vec<_> = p
+        .imap_chunked(skippy, [0u8, 1], 2)
+        .unwrap()
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(got, [Err(ErrorKind::Deserialize), Ok(skippy(1))]);
+    let got: Vec<_> = p
+        .imap_chunked(skippy_back, [skippy(0), skippy(1)], 2)
+        .unwrap()
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(got, [Err(ErrorKind::Deserialize), Ok((0, Some(0)))]);
+}
+
 // ---------------------------------------------------------------------
 // Late callbacks of an orphaned job.
 // ---------------------------------------------------------------------
@@ -435,6 +489,7 @@ per_method!(
     map_of_several_batches_never_yields_wrong_values,
     worker_side_argument_deserialize_panic_fails_only_its_task,
     imap_after_terminate_does_not_blame_join,
+    batch_never_decodes_a_value_across_elements,
     late_callback_of_a_dropped_future_still_runs,
     late_callback_panic_comes_out_of_the_driver_once,
     terminate_workers_while_another_thread_drives,
