@@ -20,9 +20,10 @@
 //! caller's panic nor the worker's death: an argument's `Serialize` (in the
 //! parent) and a result's `Deserialize` (in the parent) fail their task
 //! with [`ErrorKind::Serialize`] / [`ErrorKind::Deserialize`]; in the
-//! worker, a result's `Serialize` panic is that task's panic
-//! ([`ErrorKind::ChildPanicked`]), an argument's `Deserialize` panic a
-//! `Deserialize` error. A value that fails to encode or decode fails its
+//! worker, a panic of a result's `Serialize` or of an argument's
+//! `Deserialize` is that task's panic ([`ErrorKind::ChildPanicked`], as for
+//! a [`Process`] target), except an argument's `Deserialize` panic in a
+//! `map` chunk, which is a `Deserialize` error of its task. A value that fails to encode or decode fails its
 //! task alone, in a `map` chunk too: a chunk of serde values travels as an
 //! *indexed* sequence (the `Vec`'s encoding behind a table of each
 //! value's end, 4 bytes per value), and each value is decoded from
