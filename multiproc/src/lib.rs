@@ -132,14 +132,17 @@
 //! # Pools
 //!
 //! [`Pool`] is Python's `multiprocessing.Pool` (`apply`, `map`, `imap`,
-//! `imap_unordered`, `starmap`, their `_async` forms with callbacks,
+//! `imap_unordered`, `starmap`, `apply_async` and `map_async` (with
+//! callbacks: `apply_async_with`, `map_async_with`), `starmap_async`,
 //! `close`, `terminate`, `join`), and [`Executor`] its
 //! `ProcessPoolExecutor` ([`Future`]s, an ordered `map` iterator, and the
 //! module functions [`futures::wait`] and [`futures::as_completed`]). A
 //! worker that dies fails only the chunk of tasks it held, with its exit
 //! status, and is replaced; a failing initializer fails
 //! [`PoolBuilder::build`]; no wait hangs on a dead worker, and every wait
-//! takes a deadline.
+//! for a result has a form with a deadline (`join` and an executor's
+//! `shutdown(true, _)` have none: bound them with
+//! [`PoolBuilder::task_timeout`]).
 //!
 //! ```
 //! use std::time::Duration;

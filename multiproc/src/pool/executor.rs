@@ -12,8 +12,8 @@ use super::{AsyncResult, Callbacks, Imap, MapIter, Pool, PoolBuilder, deadline_a
 use crate::error::{Error, ErrorKind, Result};
 
 /// Python's `ProcessPoolExecutor`, on top of [`Pool`]: unlike Python's, a
-/// worker's death fails only the task it ran (the executor is never
-/// "broken" by it).
+/// worker's death fails only the chunk it ran (one task for `submit`), and
+/// the executor is never "broken" by it.
 ///
 /// ```
 /// # fn main() -> multiproc::Result<()> {
@@ -57,7 +57,10 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] after [`shutdown`](Executor::shutdown).
+    /// [`ErrorKind::InvalidState`] after [`shutdown`](Executor::shutdown)
+    /// or [`kill_workers`](Executor::kill_workers); otherwise as
+    /// [`Pool::apply_async`] (a function outside the main executable, a
+    /// broken pool).
     pub fn submit<A, R>(&self, f: fn(A) -> R, args: A) -> Result<Future<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -88,8 +91,7 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] after [`shutdown`](Executor::shutdown);
-    /// each item is its task's result.
+    /// As [`submit`](Executor::submit); each item is its task's result.
     pub fn map<A, R, I>(&self, f: fn(A) -> R, items: I, timeout: Option<Duration>) -> Result<MapIter<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -184,7 +186,8 @@ impl Executor {
     }
 
     /// Stops accepting work; `cancel_futures` cancels the tasks not yet
-    /// started ([`ErrorKind::Cancelled`]); `wait` runs the others to the
+    /// sent to a worker ([`ErrorKind::Cancelled`]), as
+    /// [`Future::cancel`] would; `wait` runs the others to the
     /// end and reaps the workers.
     ///
     /// # Errors
@@ -301,7 +304,9 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     ///
     /// [`ErrorKind::Timeout`] (the future stays usable);
     /// [`ErrorKind::Cancelled`] for a cancelled task (Python's
-    /// `CancelledError`: the cancellation is not the task's error).
+    /// `CancelledError`: the cancellation is not the task's error);
+    /// [`ErrorKind::InvalidState`] from within this future's own callback,
+    /// or in a fork child.
     pub fn exception(&mut self, timeout: Option<Duration>) -> Result<Option<Error>> {
         let e = match &self.taken {
             Some(e) => e.as_ref().map(Error::duplicate),
@@ -521,7 +526,8 @@ fn own_future_check<'a, R: 'a>(shared: &Arc<Shared>, mut fs: impl Iterator<Item 
 /// # Errors
 ///
 /// [`ErrorKind::InvalidInput`] for futures of different executors;
-/// [`ErrorKind::Io`] if waiting fails.
+/// [`ErrorKind::InvalidState`] from within a callback of one of them, or in
+/// a fork child; [`ErrorKind::Io`] if waiting fails.
 pub fn wait<R: DeserializeOwned + 'static>(
     futures: &[Future<R>],
     timeout: Option<Duration>,
@@ -591,7 +597,9 @@ pub fn wait<R: DeserializeOwned + 'static>(
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidInput`] for futures of different executors.
+/// [`ErrorKind::InvalidInput`] for futures of different executors;
+/// [`ErrorKind::InvalidState`] from within a callback of one of them, or in
+/// a fork child.
 pub fn as_completed<R: DeserializeOwned + 'static>(
     futures: &mut [Future<R>],
     timeout: Option<Duration>,

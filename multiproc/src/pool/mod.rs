@@ -23,7 +23,8 @@
 //! worker, a panic of a result's `Serialize` or of an argument's
 //! `Deserialize` is that task's panic ([`ErrorKind::ChildPanicked`], as for
 //! a [`Process`] target), except an argument's `Deserialize` panic in a
-//! `map` chunk, which is a `Deserialize` error of its task. A value that fails to encode or decode fails its
+//! `map` chunk sent as one batch (small arguments, all of the chunk's
+//! serialized), which is a `Deserialize` error of its task. A value that fails to encode or decode fails its
 //! task alone, in a `map` chunk too: a chunk of serde values travels as an
 //! *indexed* sequence (the `Vec`'s encoding behind a table of each
 //! value's end, 4 bytes per value), and each value is decoded from
@@ -88,8 +89,9 @@
 //!
 //! Arguments are encoded, and an `imap`'s input read, without the lock. A
 //! large argument (64 KiB or more encoded; the first item decides for a
-//! `map`) travels alone, as a message of its own that the worker receives
-//! as its own buffer: a `Vec<u8>` or `String` is taken over without a copy,
+//! `map`) alone in its chunk (`apply`, `imap`, or a `map` whose automatic
+//! chunk comes to one task: arguments over 128 KiB) travels as a message
+//! of its own that the worker receives as its own buffer: a `Vec<u8>` or `String` is taken over without a copy,
 //! another type is encoded into a buffer of its own, which the worker
 //! decodes in place. The automatic chunk size of large arguments keeps a
 //! chunk near 256 KiB. Workers tell their allocator to keep freed memory
@@ -101,8 +103,9 @@
 //! Workers are daemons: they die with the pool's process however it ends,
 //! through the kernel's parent-death signal (see
 //! [`ProcessBuilder::daemon`](crate::ProcessBuilder::daemon)). A worker's
-//! parent is the thread that started it (the one that built the pool, or
-//! whichever caller was driving when a replacement started); when that
+//! parent is the thread that started it (the one that built the pool, or,
+//! for a replacement, the caller that handled the death; under the fork
+//! server, the server); when that
 //! thread exits, the signal reaches the worker too and its handler returns,
 //! so a task's blocking call that the kernel does not restart (`poll`, a
 //! socket read with a timeout) may fail once with `EINTR`. The library's
@@ -155,8 +158,9 @@
 //!   two threads whose callbacks wait for each other's futures without a
 //!   timeout wait for ever: give such waits a deadline.
 //! - A pool belongs to the process that created it: in a fork child every
-//!   operation fails with [`ErrorKind::InvalidState`] and dropping it does
-//!   nothing.
+//!   operation that returns a `Result` fails with
+//!   [`ErrorKind::InvalidState`]; `close` and `terminate` do nothing,
+//!   `ready()` is `false`, and dropping it does nothing.
 //! - The executor's `map` yields each task's `Result` and goes on past a
 //!   failure (Python's stops at the first exception); with no pool
 //!   thread, tasks are sent only while some thread waits on the pool, so
@@ -209,8 +213,6 @@ use crate::{
     sys, target,
 };
 
-/// How long a worker may take to start and run its initializer, and how
-/// long a closing worker may take to exit before it is killed.
 /// A chunk size of 0 is refused (Python: "Chunksize must be 1+").
 fn check_chunksize(chunksize: Option<usize>) -> Result<()> {
     if chunksize == Some(0) {
@@ -219,6 +221,8 @@ fn check_chunksize(chunksize: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// How long a worker may take to start and run its initializer, and how
+/// long a closing worker may take to exit before it is killed.
 const WORKER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A worker has more than one chunk only while their messages total at
@@ -240,7 +244,7 @@ type TaskResult = std::result::Result<Vec<u8>, Error>;
 #[derive(Debug, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    init: Option<std::result::Result<Init, String>>,
+    init: Option<Result<Init>>,
     maxtasks: Option<usize>,
     method: Option<StartMethod>,
     task_timeout: Option<Duration>,
@@ -257,12 +261,20 @@ impl PoolBuilder {
     /// A function each worker runs once, before any task.
     pub fn initializer<A: Serialize + DeserializeOwned + 'static>(mut self, f: fn(A), args: A) -> PoolBuilder {
         self.init = Some(match target::offsets_of(f) {
-            None => Err("the initializer lies outside the main executable".into()),
+            None => Err(Error::new(
+                ErrorKind::Unsupported,
+                "the initializer lies outside the main executable",
+            )),
             Some((tramp, target)) => {
                 let mut a = Vec::new();
                 encode_caught(&args, &mut a)
                     .map(|()| Init { tramp, target, args: a })
-                    .map_err(|CodecError(e)| format!("failed to serialize the initializer's arguments: {e}"))
+                    .map_err(|CodecError(e)| {
+                        Error::new(
+                            ErrorKind::Serialize,
+                            format!("failed to serialize the initializer's arguments: {e}"),
+                        )
+                    })
             }
         });
         self
@@ -308,8 +320,13 @@ impl PoolBuilder {
     /// [`ErrorKind::InvalidInput`] for zero processes or a zero
     /// `maxtasksperchild`; [`ErrorKind::Serialize`] or
     /// [`ErrorKind::Unsupported`] for an initializer that cannot be sent;
-    /// the initializer's error ([`ErrorKind::ChildPanicked`] with its panic)
-    /// if it fails in a worker; the start errors of [`Process::start`].
+    /// the initializer's error if it fails in a worker
+    /// ([`ErrorKind::ChildPanicked`] with its panic,
+    /// [`ErrorKind::Deserialize`] for its arguments), or
+    /// [`ErrorKind::Bootstrap`] for a worker that ended before it reported,
+    /// [`ErrorKind::Timeout`] for one that took over a minute; the start
+    /// errors of [`Process::start`]; without a process count, the error of
+    /// [`cpu_count`](crate::cpu_count).
     pub fn build(self) -> Result<Pool> {
         let size = match self.processes {
             Some(n) => n,
@@ -324,7 +341,7 @@ impl PoolBuilder {
         let init = match self.init {
             None => None,
             Some(Ok(i)) => Some(i),
-            Some(Err(m)) => return Err(Error::new(ErrorKind::Serialize, m)),
+            Some(Err(e)) => return Err(e),
         };
         let mut state = State {
             cfg: Config {
@@ -446,9 +463,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] on a closed pool; the task's own error
+    /// As [`apply_async`](Pool::apply_async); then the task's own error
     /// ([`ErrorKind::ChildPanicked`], a codec error, a worker's death, a
-    /// timeout) otherwise.
+    /// timeout).
     pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -561,7 +578,8 @@ impl Pool {
         })
     }
 
-    /// `f` over every item, in order, with Python's automatic chunk size.
+    /// `f` over every item, in order, with Python's automatic chunk size
+    /// (for arguments of 64 KiB or more: chunks near 256 KiB).
     /// The input is collected first (as Python's `map` does); use
     /// [`imap`](Pool::imap) for a long or endless input.
     ///
@@ -609,7 +627,8 @@ impl Pool {
     }
 
     /// Queues `f` over every item and returns a handle on the results;
-    /// `chunksize` `None` picks Python's automatic size.
+    /// `chunksize` `None` picks Python's automatic size (for arguments of
+    /// 64 KiB or more: chunks near 256 KiB).
     ///
     /// # Errors
     ///
@@ -774,7 +793,8 @@ impl Pool {
         self.imap_with(f, items, chunksize, true)
     }
 
-    /// Like [`imap`](Pool::imap), but yields results as they arrive
+    /// Like [`imap`](Pool::imap), but yields results in the order they
+    /// arrive (of those that arrived together, lowest index first)
     /// ([`Imap::next_indexed`] gives each one's input index too).
     ///
     /// # Errors
@@ -856,7 +876,8 @@ impl Pool {
         })
     }
 
-    /// No new tasks; the queued ones still run. Call [`join`](Pool::join)
+    /// No new submissions (an unfinished `imap` still reads its input and
+    /// submits until [`join`](Pool::join)); the queued ones still run. Call [`join`](Pool::join)
     /// to wait for them and for the workers' exit.
     pub fn close(&self) {
         let Ok(mut st) = self.shared.enter() else { return };
@@ -879,7 +900,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] if the pool is still open.
+    /// [`ErrorKind::InvalidState`] if the pool is still open, or in a fork
+    /// child; [`ErrorKind::Io`] if waiting on the workers fails.
     pub fn join(&self) -> Result<()> {
         let st = self.shared.enter()?;
         if st.life == Life::Running {

@@ -326,7 +326,9 @@ impl<R: DeserializeOwned + 'static> AsyncResult<R> {
     ///
     /// # Errors
     ///
-    /// The task's error.
+    /// The task's error; [`ErrorKind::InvalidState`] once the result was
+    /// taken (by [`get_timeout`](AsyncResult::get_timeout)), from within
+    /// this task's own callback, or in a fork child.
     pub fn get(self) -> Result<R> {
         self.handle.wait_done(None)?;
         self.take()
@@ -337,8 +339,7 @@ impl<R: DeserializeOwned + 'static> AsyncResult<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Timeout`]; the task's error; [`ErrorKind::InvalidState`]
-    /// once the result was taken.
+    /// [`ErrorKind::Timeout`]; as [`get`](AsyncResult::get).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
         self.handle.wait_done(Some(deadline_after(timeout)))?;
         self.take()
@@ -356,7 +357,7 @@ impl<R: DeserializeOwned + 'static> AsyncResult<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Io`] if waiting fails.
+    /// [`ErrorKind::Io`] if waiting fails; [`ErrorKind::InvalidState`] from within this job's own callback, or in a fork child.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         match self.handle.wait_done(timeout.map(deadline_after)) {
             Ok(()) => Ok(true),
@@ -393,7 +394,9 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
     ///
     /// # Errors
     ///
-    /// The first failed task's error.
+    /// The first failed task's error; [`ErrorKind::InvalidState`] once the
+    /// results were taken (by [`get_timeout`](MapResult::get_timeout)),
+    /// from within this map's own callback, or in a fork child.
     pub fn get(self) -> Result<Vec<R>> {
         self.handle.wait_done(None)?;
         self.handle.take_all()
@@ -415,7 +418,7 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Io`] if waiting fails.
+    /// [`ErrorKind::Io`] if waiting fails; [`ErrorKind::InvalidState`] from within this job's own callback, or in a fork child.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         match self.handle.wait_done(timeout.map(deadline_after)) {
             Ok(()) => Ok(true),
@@ -639,7 +642,8 @@ where
     R: DeserializeOwned + 'static,
 {
     /// The next result with its input index (in input order for
-    /// [`Pool::imap`], in completion order for [`Pool::imap_unordered`]).
+    /// [`Pool::imap`], in arrival order for [`Pool::imap_unordered`]: of
+    /// the results that arrived together, lowest index first).
     /// After an error of the pool itself (not of a task), the iteration
     /// ends.
     pub fn next_indexed(&mut self) -> Option<(usize, Result<R>)> {
