@@ -391,7 +391,6 @@ pub(super) fn encode_one<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: 
     }
 }
 
-/// The error of a task whose argument does not serialize.
 /// [`codec::encode_into`] for the caller's values: a panic of their
 /// `Serialize` is an encoding error (what was written is taken back), so
 /// it fails the tasks concerned alone.
@@ -421,6 +420,7 @@ pub(super) fn decode_caught_panic<R: DeserializeOwned + 'static>(bytes: &[u8]) -
     })
 }
 
+/// The error of a task whose argument does not serialize.
 fn arg_error(e: &str) -> Error {
     Error::new(
         ErrorKind::Serialize,

@@ -115,10 +115,17 @@ pub(crate) fn decode_seq<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<
 pub(crate) fn decode_seq_each<T: DeserializeOwned + 'static>(
     bytes: &[u8],
 ) -> Result<Vec<Result<T, CodecError>>, CodecError> {
-    match decode_seq::<T>(bytes) {
-        Ok(values) => Ok(values.into_iter().map(Ok).collect()),
-        Err(e) => decode_seq_elements(bytes, e),
+    if codec::by_serde::<Vec<T>>() {
+        // Each value from its own bytes, in one pass.
+        let parts = codec::indexed_elements(bytes)?;
+        return Ok(parts.into_iter().map(decode_one_caught).collect());
     }
+    decode_seq::<T>(bytes).map(|values| values.into_iter().map(Ok).collect())
+}
+
+fn decode_one_caught<T: DeserializeOwned>(part: &[u8]) -> Result<T, CodecError> {
+    panic::catch_unwind(AssertUnwindSafe(|| codec::decode_element::<T>(part)))
+        .unwrap_or_else(|p| Err(codec_panic("Deserialize", &*p)))
 }
 
 /// The per-value half of [`decode_seq_each`], once the whole failed with
@@ -133,13 +140,7 @@ pub(crate) fn decode_seq_elements<T: DeserializeOwned + 'static>(
     let Ok(parts) = codec::indexed_elements(bytes) else {
         return Err(e);
     };
-    Ok(parts
-        .into_iter()
-        .map(|part| {
-            panic::catch_unwind(AssertUnwindSafe(|| codec::decode_element::<T>(part)))
-                .unwrap_or_else(|p| Err(codec_panic("Deserialize", &*p)))
-        })
-        .collect())
+    Ok(parts.into_iter().map(decode_one_caught).collect())
 }
 
 /// Runs a batch: decode the arguments, call `f` on each (a panic fails
