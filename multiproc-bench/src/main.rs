@@ -11,7 +11,8 @@
 //! (start + join, argument transfer) and the channel rows `pipe/...` and
 //! `queue/...` (see [`channels`]), whose floors are `<area>/<operation>/raw_*`,
 //! and the pool rows `pool/...` and `executor/...` (see [`pool_rows`]), some
-//! of whose baselines are this library's own single process or pipe.
+//! of whose baselines are this library's own single process or pipe, and
+//! the scaling rows `scale/...` (see [`scale_rows`]).
 //!
 //! `--json` prints one JSON object per row (`name`, `impl`, `unit`,
 //! `median`, `min`, `max`, `n`, plus `desc`; a rate row has unit `msg/s` or
@@ -36,6 +37,7 @@ mod peers;
 mod pool_rows;
 mod report;
 mod rows;
+mod scale_rows;
 mod shm_rows;
 mod sync_rows;
 

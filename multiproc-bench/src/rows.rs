@@ -18,7 +18,7 @@ use crate::{
     cli::{Counts, Options},
     cpython, floors,
     harness::{self, Bench, Impl, Row},
-    peers, pool_rows, shm_rows, sync_rows,
+    peers, pool_rows, scale_rows, shm_rows, sync_rows,
 };
 
 const MIB: usize = 1 << 20;
@@ -144,6 +144,9 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 8. The process pool (see pool_rows).
     pool_rows::run_all(opts, &mut out);
+
+    // 9. How costs grow with the amount of work (see scale_rows).
+    scale_rows::run_all(opts, &mut out);
     out
 }
 
