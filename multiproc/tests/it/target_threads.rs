@@ -19,7 +19,11 @@ fn leaves_a_thread_parked() -> u32 {
 fn unjoined_threads_end_with_the_target(m: StartMethod) {
     let mut p = ProcessBuilder::new().start_method(m).target(leaves_a_thread_parked);
     p.start().unwrap();
-    assert_eq!(p.join_timeout(DEADLINE).unwrap(), 7, "the child exited with its target's value");
+    assert_eq!(
+        p.join_timeout(DEADLINE).unwrap(),
+        7,
+        "the child exited with its target's value"
+    );
     assert_eq!(p.exitcode(), Some(0));
 }
 
