@@ -220,6 +220,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bootstrap;
 mod channel_error;

@@ -308,6 +308,7 @@ impl PoolBuilder {
     /// a terminal; [`MapResult::progress_bar`] and [`Imap::progress_bar`]
     /// give the bar, to restyle or read it. Needs the `progress` feature.
     #[cfg(feature = "progress")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
     pub fn progress(mut self, on: bool) -> PoolBuilder {
         self.progress = on;
         self

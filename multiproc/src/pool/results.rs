@@ -439,6 +439,7 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
 
     /// The progress bar of this `map` (with [`PoolBuilder::progress`]).
     #[cfg(feature = "progress")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
     pub fn progress_bar(&self) -> Option<ProgressBar> {
         self.handle.bar()
     }
@@ -817,6 +818,7 @@ where
     /// The progress bar of this `imap` (with
     /// [`PoolBuilder::progress`]).
     #[cfg(feature = "progress")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
     pub fn progress_bar(&self) -> Option<ProgressBar> {
         self.handle.bar()
     }
