@@ -29,7 +29,7 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::Connection;
@@ -171,7 +171,7 @@ fn send(conn: &Connection, bytes: &[u8]) -> Result<()> {
 }
 
 fn hmac(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(message);
     mac
 }
