@@ -187,3 +187,27 @@ pub fn active_children() -> Vec<ActiveChild> {
 pub fn cpu_count() -> Result<usize> {
     sys::cpu_count().ok_or_else(|| Error::new(ErrorKind::Unsupported, "cannot determine the number of CPUs"))
 }
+
+/// The number of CPUs this process may use (Python 3.13's
+/// `process_cpu_count()`): the CPUs of its affinity mask, further capped by
+/// its cgroup's CPU quota (a container limited to 1.5 CPUs counts 2),
+/// which Python does not look at. This is the default size of a
+/// [`Pool`](crate::Pool) and an [`Executor`](crate::Executor).
+///
+/// ```
+/// let n = multiproc::process_cpu_count()?;
+/// assert!(n >= 1 && n <= multiproc::cpu_count()?);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Unsupported`] when the system does not say.
+pub fn process_cpu_count() -> Result<usize> {
+    let all = cpu_count()?;
+    let mut n = sys::affinity_cpu_count().unwrap_or(all).min(all);
+    if let Some(limit) = sys::cgroup_cpu_limit() {
+        n = n.min((limit.ceil() as usize).max(1));
+    }
+    Ok(n)
+}

@@ -253,6 +253,7 @@ pub use crate::{
     },
     current::{
         ActiveChild, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
+        process_cpu_count,
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},

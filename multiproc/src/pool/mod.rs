@@ -252,7 +252,7 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// The number of workers (default: [`cpu_count`](crate::cpu_count)).
+    /// The number of workers (default: [`process_cpu_count`](crate::process_cpu_count)).
     pub fn processes(mut self, n: usize) -> PoolBuilder {
         self.processes = Some(n);
         self
@@ -327,11 +327,11 @@ impl PoolBuilder {
     /// [`ErrorKind::Bootstrap`] for a worker that ended before it reported,
     /// [`ErrorKind::Timeout`] for one that took over a minute; the start
     /// errors of [`Process::start`]; without a process count, the error of
-    /// [`cpu_count`](crate::cpu_count).
+    /// [`process_cpu_count`](crate::process_cpu_count).
     pub fn build(self) -> Result<Pool> {
         let size = match self.processes {
             Some(n) => n,
-            None => crate::cpu_count()?,
+            None => crate::process_cpu_count()?,
         };
         if size == 0 || self.maxtasks == Some(0) {
             return Err(Error::new(

@@ -25,6 +25,7 @@
 //! - `fork_child()`: fork; returns which side the caller is on.
 //! - `exit_now(code)`: leave the process at once (`_exit`).
 //! - process facts: `getpid`, `getppid`, `thread_count`, `cpu_count`,
+//!   `affinity_cpu_count`, `cgroup_cpu_limit`,
 //!   `random_bytes`, `exe_identity`, `image_base`, `main_image_base`,
 //!   `socket_peer_pid`.
 //! - `ParentWatch`: a pidfd on this process's parent, whose death can be

@@ -9,6 +9,7 @@ mod bootstrap;
 mod conformance_pool;
 mod connection;
 mod context;
+mod cpu_count;
 mod examples;
 mod executor;
 mod faults;

@@ -48,6 +48,54 @@ pub(crate) fn cpu_count() -> Option<usize> {
     (n > 0).then_some(n as usize)
 }
 
+/// Number of CPUs this process may run on: its `sched_getaffinity` mask.
+pub(crate) fn affinity_cpu_count() -> Option<usize> {
+    // SAFETY: cpu_set_t is plain data; all zeroes is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a writable cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: set was filled by sched_getaffinity.
+    let n = unsafe { libc::CPU_COUNT(&set) };
+    (n > 0).then_some(n as usize)
+}
+
+/// The CPU bandwidth this process's cgroup (v2) allows, in CPUs
+/// (`quota / period` of the tightest `cpu.max` on the path from the
+/// process's cgroup to the root), or `None` when unlimited or unknown.
+pub(crate) fn cgroup_cpu_limit() -> Option<f64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut dir = std::path::PathBuf::from("/sys/fs/cgroup");
+    dir.push(cgroup_v2_path(&cgroups)?.trim_start_matches('/'));
+    let mut limit: Option<f64> = None;
+    for d in dir.ancestors().take_while(|d| d.starts_with("/sys/fs/cgroup")) {
+        if let Some(cpus) = std::fs::read_to_string(d.join("cpu.max"))
+            .ok()
+            .as_deref()
+            .and_then(parse_cpu_max)
+        {
+            limit = Some(limit.map_or(cpus, |l: f64| l.min(cpus)));
+        }
+    }
+    limit
+}
+
+/// The unified (v2) hierarchy's path in `/proc/self/cgroup` (its `0::`
+/// line).
+pub(crate) fn cgroup_v2_path(cgroups: &str) -> Option<&str> {
+    cgroups.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// `cpu.max`'s `"<quota> <period>"` as CPUs; `None` for `"max ..."`.
+pub(crate) fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut it = text.split_ascii_whitespace();
+    let quota: f64 = it.next()?.parse().ok()?;
+    let period: f64 = it.next().map_or(Some(100_000.0), |p| p.parse().ok())?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
 /// Fills `buf` from the kernel's random source.
 pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
@@ -199,5 +247,33 @@ pub(crate) fn reserve_closed(fds: &[i32]) {
         if unsafe { libc::dup3(null.raw(), fd, libc::O_CLOEXEC) } < 0 {
             close_inherited(&[fd]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_max() {
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("150000 100000\n"), Some(1.5));
+        assert_eq!(parse_cpu_max("50000"), Some(0.5));
+        assert_eq!(parse_cpu_max("0 100000"), None);
+        assert_eq!(parse_cpu_max("garbage"), None);
+        assert_eq!(parse_cpu_max(""), None);
+    }
+
+    #[test]
+    fn cgroup_v2_line() {
+        assert_eq!(cgroup_v2_path("0::/user.slice/a.scope\n"), Some("/user.slice/a.scope"));
+        assert_eq!(cgroup_v2_path("12:cpu,cpuacct:/x\n0::/\n"), Some("/"));
+        assert_eq!(cgroup_v2_path("12:cpu,cpuacct:/x\n"), None);
+    }
+
+    #[test]
+    fn affinity_is_within_the_machine() {
+        let n = affinity_cpu_count().expect("sched_getaffinity works on Linux");
+        assert!(n >= 1 && n <= cpu_count().unwrap());
     }
 }

@@ -25,9 +25,9 @@ pub(crate) use fd::{
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
 pub(crate) use memfd::{Memfd, buffer, read_file, retain_freed_memory};
 pub(crate) use misc::{
-    SIGKILL, SIGTERM, atexit, close_inherited, cpu_count, exe_identity, getpid, getppid, ignore_sigpipe, image_base,
-    main_image_base, null_device, random_bytes, redirect, reserve_closed, set_sigint_ignored, signal_name,
-    socket_peer_pid, thread_count,
+    SIGKILL, SIGTERM, affinity_cpu_count, atexit, cgroup_cpu_limit, close_inherited, cpu_count, exe_identity, getpid,
+    getppid, ignore_sigpipe, image_base, main_image_base, null_device, random_bytes, redirect, reserve_closed,
+    set_sigint_ignored, signal_name, socket_peer_pid, thread_count,
 };
 pub(crate) use net::{
     PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
