@@ -289,18 +289,29 @@ impl fmt::Display for Error {
     }
 }
 
+/// Short by default: kind, message, process, exit status, the panic's
+/// message and location, and the source. The remote backtrace, which can
+/// run to kilobytes, is printed only by the alternate form (`{:#?}`) and
+/// is always available through [`RemotePanic::backtrace`].
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let alternate = f.alternate();
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.inner.kind).field("message", &self.inner.message);
-        if let Some(p) = &self.inner.process {
-            d.field("process", p);
-        }
-        if let Some(p) = &self.inner.panic {
-            d.field("panic", p);
+        if let Some((name, pid)) = &self.inner.process {
+            match pid {
+                Some(pid) => d.field("process", &format_args!("{name} (pid {pid})")),
+                None => d.field("process", name),
+            };
         }
         if let Some(s) = &self.inner.status {
-            d.field("status", s);
+            d.field("status", &format_args!("{s}"));
+        }
+        if let Some(p) = &self.inner.panic {
+            d.field("panic", &format_args!("{p}"));
+            if let Some(bt) = p.backtrace().filter(|_| alternate) {
+                d.field("backtrace", &format_args!("\n{bt}"));
+            }
         }
         if let Some(s) = &self.inner.source {
             d.field("source", s);

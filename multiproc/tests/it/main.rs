@@ -10,6 +10,7 @@ mod conformance_pool;
 mod connection;
 mod context;
 mod cpu_count;
+mod error_report;
 mod examples;
 mod executor;
 mod faults;
