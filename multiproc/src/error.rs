@@ -320,6 +320,27 @@ impl fmt::Debug for Error {
     }
 }
 
+/// An I/O error met in the caller's own code, so that `?` works on
+/// `io::Result` in functions returning [`Result`]: kind
+/// [`ErrorKind::Io`], the `io::Error` as its
+/// [`source`](std::error::Error::source) (shown by `Debug`, and by error
+/// reporters that walk the chain; `Display` does not repeat it).
+///
+/// ```
+/// fn read_config() -> multiproc::Result<String> {
+///     Ok(std::fs::read_to_string("/nonexistent/config")?)
+/// }
+/// let e = read_config().unwrap_err();
+/// assert_eq!(e.kind(), multiproc::ErrorKind::Io);
+/// assert!(std::error::Error::source(&e).is_some());
+/// ```
+impl From<io::Error> for Error {
+    #[cold]
+    fn from(e: io::Error) -> Error {
+        Error::new(ErrorKind::Io, "i/o error").with_source(e)
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner

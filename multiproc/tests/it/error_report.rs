@@ -30,3 +30,16 @@ fn debug_is_short_and_alternate_has_the_backtrace(m: StartMethod) {
 }
 
 per_method!(debug_is_short_and_alternate_has_the_backtrace);
+
+#[test]
+fn io_errors_convert_with_their_source() {
+    fn open() -> multiproc::Result<std::fs::File> {
+        Ok(std::fs::File::open("/nonexistent/multiproc-test")?)
+    }
+    let e = open().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    let source = std::error::Error::source(&e).expect("the io::Error");
+    let io = source.downcast_ref::<std::io::Error>().expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    assert!(format!("{e:?}").contains("NotFound"));
+}
