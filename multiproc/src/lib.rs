@@ -255,7 +255,11 @@ pub use crate::{
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},
-    process::{ExitStatus, Process, ProcessBuilder, spawn},
+    process::{
+        ExitStatus, Process, ProcessBuilder,
+        executable::{get_executable, reset_executable, set_executable},
+        spawn,
+    },
     queue::{JoinableQueue, Queue, SimpleQueue},
     shared_memory::SharedMemory,
     sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard},
