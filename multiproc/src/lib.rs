@@ -262,7 +262,7 @@ pub use crate::{
     },
     queue::{JoinableQueue, Queue, SimpleQueue},
     shared_memory::SharedMemory,
-    sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard},
+    sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard, ValueLock},
     start::StartMethod,
     sync::{
         AcquireError, Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard,
