@@ -261,7 +261,7 @@ pub use crate::{
         spawn,
     },
     queue::{JoinableQueue, Queue, SimpleQueue},
-    shared_memory::SharedMemory,
+    shared_memory::{ListItem, ShareableList, SharedMemory},
     sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard, ValueLock},
     start::StartMethod,
     sync::{
