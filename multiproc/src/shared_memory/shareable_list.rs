@@ -233,6 +233,9 @@ impl ShareableList {
                 ),
             )
         };
+        if shm.name().is_none() {
+            return Err(bad("it is anonymous (a shareable list lives in a named segment)"));
+        }
         let size = shm.size();
         let n = read_word(&shm, 0)?;
         let n = usize::try_from(n)
