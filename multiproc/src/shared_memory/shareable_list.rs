@@ -605,6 +605,54 @@ mod tests {
         );
     }
 
+    /// SHM-09 (CPython's `test_shared_memory_ShareableList_basics`).
+    #[test]
+    fn cpython_basics() {
+        let items = [
+            ListItem::from("howdy"),
+            b"HoWdY".as_slice().into(),
+            (-273.154).into(),
+            100.into(),
+            ().into(),
+            true.into(),
+            42.into(),
+        ];
+        let sl = ShareableList::new(items.clone()).unwrap();
+        assert!(format!("{sl:?}").contains(sl.name()) && format!("{sl:?}").contains("howdy"));
+        assert_eq!(sl.get(7).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(sl.set(7, 2).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(sl.format().unwrap(), "8s8sdqxxxxxx?xxxxxxxx?q");
+        assert_eq!(sl.len(), 7);
+        assert_eq!(sl.index(&ListItem::from("100")).unwrap(), None);
+        assert_eq!(sl.index(&ListItem::Int(100)).unwrap(), Some(3));
+        assert_eq!(sl.to_vec().unwrap(), items);
+        sl.set(3, 42).unwrap();
+        sl.set(4, "some").unwrap();
+        assert_eq!(sl.format().unwrap(), "8s8sdq8sxxxxxxx?q");
+        let e = sl.set(4, "far too many").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert_eq!(sl.get(4).unwrap(), ListItem::from("some"));
+        sl.set(0, "encodés").unwrap(); // 8 bytes of UTF-8
+        assert_eq!(sl.get(0).unwrap(), ListItem::from("encodés"));
+        assert_eq!(sl.set(0, "encodéss").unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            sl.set(1, b"123456789".as_slice()).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(sl.count(&ListItem::Int(42)).unwrap(), 2);
+        // A copy under a new name is independent; a second handle shares.
+        let copy = ShareableList::new(sl.to_vec().unwrap()).unwrap();
+        assert_ne!(copy.name(), sl.name());
+        copy.set(3, 0).unwrap();
+        assert_eq!(sl.get(3).unwrap(), ListItem::Int(42));
+        let same = ShareableList::attach(sl.name()).unwrap();
+        same.set(3, 7).unwrap();
+        assert_eq!(sl.get(3).unwrap(), ListItem::Int(7));
+        let empty = ShareableList::new(Vec::<ListItem>::new()).unwrap();
+        assert_eq!(empty.format().unwrap(), "");
+        assert_eq!(empty.index(&ListItem::None).unwrap(), None);
+    }
+
     #[test]
     fn an_empty_list_and_a_foreign_segment() {
         let l = ShareableList::new(Vec::<ListItem>::new()).unwrap();
