@@ -169,7 +169,39 @@ fn array_and_value_share_a_callers_rlock(m: StartMethod) {
     assert_eq!(b.load().unwrap(), 4 * ROUNDS);
 }
 
-per_method!(values_share_a_callers_lock, array_and_value_share_a_callers_rlock);
+/// Takes `a`'s guard (the shared lock), says so, and dies holding it.
+fn die_holding((a, held): (Value<u64>, mp::Event)) {
+    let mut g = a.lock().expect("free");
+    *g = 7;
+    held.set();
+    crate::support::block_forever()
+}
+
+/// A holder killed inside the shared lock: the next locker of *another*
+/// value under that lock is told (`OwnerDied`, with the guard), and the
+/// dead holder's guard on the first value does not block later guards.
+fn callers_lock_holder_killed(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    let a = Value::with_lock(0u64, lock.clone()).unwrap();
+    let b = Value::with_lock(0u64, lock.clone()).unwrap();
+    let held = mp::Event::new().unwrap();
+    let mut p = start(m, die_holding, (a.clone(), held.clone()));
+    assert!(held.wait_timeout(DEADLINE), "the child holds the lock");
+    p.kill().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap_err().kind(), ErrorKind::ChildKilled);
+    match b.lock() {
+        Err(e @ AcquireError::OwnerDied(_)) => *e.recover().unwrap() += 1,
+        other => panic!("expected OwnerDied, got {:?}", other.map(|g| *g)),
+    }
+    assert_eq!(*a.lock().expect("a is not left borrowed"), 7);
+    assert_eq!(b.load().unwrap(), 1);
+}
+
+per_method!(
+    values_share_a_callers_lock,
+    array_and_value_share_a_callers_rlock,
+    callers_lock_holder_killed
+);
 
 #[test]
 fn a_value_under_a_callers_lock_is_never_borrowed_twice() {
