@@ -51,7 +51,8 @@ fn lock() -> std::sync::MutexGuard<'static, Option<PathBuf>> {
 /// server already running keeps its program. [`StartMethod::Fork`](crate::StartMethod::Fork) runs no
 /// program (the child is a copy of this process's memory): the setting
 /// does not apply to it. The children themselves run with their own
-/// executable (the copy) as their default.
+/// executable (the copy) as their default. A relative path is made
+/// absolute against the current directory now.
 ///
 /// ```
 /// use multiproc::{self as mp, StartMethod};
@@ -75,7 +76,10 @@ fn lock() -> std::sync::MutexGuard<'static, Option<PathBuf>> {
 /// # Ok(()) }
 /// ```
 pub fn set_executable(path: impl AsRef<Path>) {
-    *lock() = Some(path.as_ref().to_owned());
+    // A relative path names the file from today's directory, also after a
+    // later change of directory (a failure here keeps it relative).
+    let path = path.as_ref();
+    *lock() = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
 }
 
 /// Goes back to running this process's own executable (`/proc/self/exe`)
