@@ -102,6 +102,9 @@ pub(crate) const PROTOCOL: u32 = 1;
 pub(crate) struct Boot {
     pub(crate) protocol: u32,
     pub(crate) exe: (u64, u64),
+    /// The parent's GNU build id (empty if it has none): a child running
+    /// another file (`set_executable`) must have the same.
+    pub(crate) build_id: Vec<u8>,
     pub(crate) trampoline: i64,
     pub(crate) target: i64,
     pub(crate) name: String,
@@ -521,9 +524,20 @@ fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot
     match sys::exe_identity() {
         Ok(id) if id == boot.exe => {}
         Ok(_) => {
-            return Err(BootError::Invalid(
-                "the child runs a different executable file than its parent".into(),
-            ));
+            // Another file (set_executable): it must be the same build.
+            let mine = crate::process::executable::own_build_id();
+            if !matches!(mine, Ok(Some(id)) if !boot.build_id.is_empty() && id == boot.build_id) {
+                return Err(BootError::Invalid(format!(
+                    "the child's executable {} is not the parent's build (build id {} here, {} in the parent)",
+                    crate::process::executable::own_path(),
+                    match mine {
+                        Ok(Some(id)) => crate::process::executable::hex(id),
+                        Ok(None) => "none".to_owned(),
+                        Err(e) => format!("unreadable: {e}"),
+                    },
+                    crate::process::executable::hex(&boot.build_id),
+                )));
+            }
         }
         Err(e) => {
             return Err(BootError::Invalid(format!(

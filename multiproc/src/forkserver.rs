@@ -115,7 +115,14 @@ fn retire(old: Server) {
 
 fn start_server() -> std::io::Result<Server> {
     let (ours, theirs) = sys::socketpair()?;
-    let handle = sys::spawn_self(&theirs, (bootstrap::MARKER, &bootstrap::marker_value()))?;
+    // The program set by `set_executable`, checked to be this build (the
+    // server calls the preload function by its offset).
+    let program = crate::process::executable::checked().map_err(std::io::Error::other)?;
+    let handle = sys::spawn_program(
+        &theirs,
+        (bootstrap::MARKER, &bootstrap::marker_value()),
+        program.as_deref(),
+    )?;
     drop(theirs);
     let preload = PRELOAD.load(Ordering::Relaxed);
     let payload = (preload != NO_PRELOAD).then(|| preload.to_le_bytes());

@@ -257,10 +257,14 @@ pub use crate::{
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},
-    process::{ExitStatus, Process, ProcessBuilder, spawn},
+    process::{
+        ExitStatus, Process, ProcessBuilder,
+        executable::{get_executable, reset_executable, set_executable},
+        spawn,
+    },
     queue::{JoinableQueue, Queue, SimpleQueue},
-    shared_memory::SharedMemory,
-    sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard},
+    shared_memory::{ListItem, ShareableList, SharedMemory},
+    sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard, ValueLock},
     start::StartMethod,
     sync::{
         AcquireError, Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, RLockGuard,

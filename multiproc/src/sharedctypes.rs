@@ -9,9 +9,11 @@
 //! holding a header, a lock and the data:
 //!
 //! ```text
-//! 0    header: magic, version, lock flag, element size and alignment,
+//! 0    header: magic, version, lock kind, element size and alignment,
 //!      a hash of the element type's name, element count
-//! 64   pthread_mutex_t (robust, process-shared, error-checking)
+//! 48   the thread holding a guard, under a caller's lock (0: none)
+//! 64   pthread_mutex_t (robust, process-shared, error-checking), unused
+//!      under a caller's lock
 //! 128  the elements (aligned for T)
 //! ```
 //!
@@ -42,8 +44,24 @@
 //! read half-updated), bulk operations are raw copies. No reference to the
 //! shared data is ever handed out.
 //!
+//! **With a caller's lock** ([`Value::with_lock`], [`Array::with_lock`]:
+//! Python's `Value(t, v, lock=L)`). Several values share one
+//! [`Lock`](crate::Lock) or [`RLock`](crate::RLock) of the caller's
+//! instead of a lock of their own: holding it for one excludes the holders
+//! of the others, in every process, so one critical section can update
+//! several values consistently. The lock travels with each value (its
+//! descriptor beside the value's), and [`Value::get_lock`] returns it.
+//! Under an `RLock` (Python's default kind), [`Value::lock`] nests inside
+//! the caller's own acquisition (`with lock: a.value += 1; b.value += 1`);
+//! a `Lock` does not nest, so values under a held `Lock` are opened with
+//! [`Value::lock_in`], which takes the lock's guard as proof. A value never
+//! hands out two guards at once (two `&mut T`): the header records the
+//! thread that holds a guard on it, and a second guard from that thread is
+//! refused with [`ErrorKind::InvalidState`]. `lock=True` is [`Value::new`],
+//! `lock=False` is [`RawValue`].
+//!
 //! A leaked guard (`mem::forget`) keeps the lock held forever, as with any
-//! mutex; dropping the last handle of a value whose lock a thread of this
+//! mutex (and a value under a caller's lock borrowed by its thread); dropping the last handle of a value whose lock a thread of this
 //! process still holds leaves its memory mapped until the process exits
 //! (glibc keeps the held mutex's address on the thread's robust list).
 
@@ -59,16 +77,106 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
     Error, ErrorKind, Result, codec,
-    sync::AcquireError,
+    sync::{AcquireError, Lock, LockGuard, RLock},
     sys::{self, Fd, Locked, MUTEX_SIZE, Mapping, RobustMutex},
 };
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mpshval\0");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The thread id of a guard's holder, under a caller's lock.
+const BORROW_OFF: usize = 48;
 const MUTEX_OFF: usize = 64;
 const HEADER_END: usize = 128;
 
-const _: () = assert!(MUTEX_OFF + MUTEX_SIZE <= HEADER_END);
+const _: () = assert!(MUTEX_OFF + MUTEX_SIZE <= HEADER_END && BORROW_OFF + 4 <= MUTEX_OFF);
+
+/// The lock of kind `locked` in the header.
+const RAW: u32 = 0;
+const OWN: u32 = 1;
+const CALLERS_LOCK: u32 = 2;
+const CALLERS_RLOCK: u32 = 3;
+
+/// The caller's lock that a [`Value`] or [`Array`] built
+/// [`with_lock`](Value::with_lock) shares with others (Python's
+/// `lock=L`); [`Value::get_lock`] returns it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ValueLock {
+    /// A [`Lock`]: not recursive; open values under a held one with
+    /// [`Value::lock_in`].
+    Lock(Lock),
+    /// An [`RLock`]: [`Value::lock`] nests inside the caller's own
+    /// acquisition.
+    RLock(RLock),
+}
+
+impl From<Lock> for ValueLock {
+    fn from(l: Lock) -> ValueLock {
+        ValueLock::Lock(l)
+    }
+}
+
+impl From<RLock> for ValueLock {
+    fn from(l: RLock) -> ValueLock {
+        ValueLock::RLock(l)
+    }
+}
+
+impl ValueLock {
+    fn code(&self) -> u32 {
+        match self {
+            ValueLock::Lock(_) => CALLERS_LOCK,
+            ValueLock::RLock(_) => CALLERS_RLOCK,
+        }
+    }
+
+    fn acquire(&self, t: Option<Duration>) -> std::result::Result<(), AcquireError<()>> {
+        match self {
+            ValueLock::Lock(l) => l.acquire_unguarded(t),
+            ValueLock::RLock(l) => l.acquire_unguarded(t),
+        }
+    }
+
+    fn release(&self) -> Result<()> {
+        match self {
+            ValueLock::Lock(l) => l.release(),
+            ValueLock::RLock(l) => l.release(),
+        }
+    }
+
+    fn owner_tid(&self) -> u32 {
+        match self {
+            ValueLock::Lock(l) => l.owner_tid(),
+            ValueLock::RLock(l) => l.owner_tid(),
+        }
+    }
+}
+
+/// What guards an object's elements.
+enum Guarding {
+    /// Nothing (`RawValue`, `RawArray`).
+    Raw,
+    /// Its own mutex in the same memory.
+    Own(RobustMutex),
+    /// A caller's lock, shared with other objects.
+    Callers(ValueLock),
+}
+
+/// How to make or receive an object.
+enum Mode {
+    Raw,
+    Own,
+    Callers(ValueLock),
+}
+
+impl Mode {
+    fn code(&self) -> u32 {
+        match self {
+            Mode::Raw => RAW,
+            Mode::Own => OWN,
+            Mode::Callers(l) => l.code(),
+        }
+    }
+}
 
 /// The header at the start of the memory file, as six words: magic,
 /// version and lock flag, element size, element alignment, type hash,
@@ -123,7 +231,7 @@ struct Shared<T> {
     fd: Fd,
     len: usize,
     data: usize,
-    mutex: Option<RobustMutex>,
+    guarding: Guarding,
     _t: PhantomData<T>,
 }
 
@@ -131,18 +239,20 @@ impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
         // A lock still held by a thread of this process (a leaked guard)
         // is on that thread's robust list: its memory must stay mapped.
-        if self.mutex.as_ref().is_some_and(RobustMutex::held_by_this_process) {
+        if let Guarding::Own(m) = &self.guarding
+            && m.held_by_this_process()
+        {
             self.map.keep_mapped();
         }
     }
 }
 
 impl<T: Pod> Shared<T> {
-    fn header(len: usize, locked: bool) -> Header {
+    fn header(len: usize, locked: u32) -> Header {
         Header {
             magic: MAGIC,
             version: VERSION,
-            locked: u32::from(locked),
+            locked,
             elem_size: size_of::<T>() as u64,
             elem_align: align_of::<T>() as u64,
             type_hash: type_hash::<T>(),
@@ -161,7 +271,7 @@ impl<T: Pod> Shared<T> {
         Ok(HEADER_END.next_multiple_of(align_of::<T>()))
     }
 
-    fn new(len: usize, locked: bool) -> Result<Shared<T>> {
+    fn new(len: usize, mode: Mode) -> Result<Shared<T>> {
         let data = Self::data_offset()?;
         let size = len
             .checked_mul(size_of::<T>())
@@ -174,24 +284,26 @@ impl<T: Pod> Shared<T> {
             })?;
         let fd = sys::memfd_sealed(size).map_err(|e| Error::io("failed to create shared memory for a value", e))?;
         let map = Mapping::new(&fd, size).map_err(|e| Error::io("failed to map shared memory for a value", e))?;
-        map.copy_in(0, bytemuck::bytes_of(&Self::header(len, locked).to_words()));
-        let mutex = if locked {
-            Some(RobustMutex::init(&map, MUTEX_OFF).map_err(|e| Error::io("failed to initialise a shared lock", e))?)
-        } else {
-            None
+        map.copy_in(0, bytemuck::bytes_of(&Self::header(len, mode.code()).to_words()));
+        let guarding = match mode {
+            Mode::Raw => Guarding::Raw,
+            Mode::Own => Guarding::Own(
+                RobustMutex::init(&map, MUTEX_OFF).map_err(|e| Error::io("failed to initialise a shared lock", e))?,
+            ),
+            Mode::Callers(l) => Guarding::Callers(l),
         };
         Ok(Shared {
             map,
             fd: fd.into_endpoint(),
             len,
             data,
-            mutex,
+            guarding,
             _t: PhantomData,
         })
     }
 
     /// The object another process passed: checks size, seals and header.
-    fn from_fd(fd: Fd, len: u64, locked: bool) -> std::result::Result<Shared<T>, String> {
+    fn from_fd(fd: Fd, len: u64, mode: Mode) -> std::result::Result<Shared<T>, String> {
         let data = Self::data_offset().map_err(|e| e.to_string())?;
         let size = sys::file_size(&fd).map_err(|e| format!("not a shared value: {e}"))?;
         let want = usize::try_from(len)
@@ -212,12 +324,12 @@ impl<T: Pod> Shared<T> {
         let mut words = [0u64; 6];
         map.copy_out(0, bytemuck::bytes_of_mut(&mut words));
         let got = Header::from_words(words);
-        let expected = Self::header(len as usize, locked);
+        let expected = Self::header(len as usize, mode.code());
         if got != expected {
             let what = if got.magic != MAGIC || got.version != VERSION {
                 "it is not a multiproc shared value".to_owned()
             } else if got.locked != expected.locked {
-                "a locked value was received as a raw one, or the reverse".to_owned()
+                "a locked value was received as a raw one, or the reverse, or with another lock".to_owned()
             } else if got.len != expected.len {
                 format!("size mismatch: it holds {} elements, not {}", got.len, expected.len)
             } else {
@@ -230,13 +342,17 @@ impl<T: Pod> Shared<T> {
             };
             return Err(format!("cannot use the received shared value: {what}"));
         }
-        let mutex = locked.then(|| RobustMutex::attach(&map, MUTEX_OFF));
+        let guarding = match mode {
+            Mode::Raw => Guarding::Raw,
+            Mode::Own => Guarding::Own(RobustMutex::attach(&map, MUTEX_OFF)),
+            Mode::Callers(l) => Guarding::Callers(l),
+        };
         Ok(Shared {
             map,
             fd: fd.into_endpoint(),
             len: len as usize,
             data,
-            mutex,
+            guarding,
             _t: PhantomData,
         })
     }
@@ -271,13 +387,14 @@ impl<T: Pod> Shared<T> {
         self.map.as_ptr().wrapping_add(self.data).cast()
     }
 
-    fn mutex(&self) -> &RobustMutex {
-        self.mutex.as_ref().expect("locked objects have a mutex")
-    }
-
     /// Takes the lock; `Ok(true)` when its previous holder died.
     fn lock(&self, timeout: Option<Duration>) -> std::result::Result<bool, LockFail> {
-        match self.mutex().lock(timeout) {
+        let m = match &self.guarding {
+            Guarding::Own(m) => m,
+            Guarding::Callers(l) => return self.lock_callers(l, timeout),
+            Guarding::Raw => unreachable!("only locked objects are locked"),
+        };
+        match m.lock(timeout) {
             Ok(Locked::Yes) => Ok(false),
             Ok(Locked::OwnerDied) => Ok(true),
             Ok(Locked::Busy) => Err(LockFail::Timeout),
@@ -289,11 +406,85 @@ impl<T: Pod> Shared<T> {
         }
     }
 
+    /// Takes a caller's lock, then marks this thread as the holder of the
+    /// (one) guard; a second guard from the same thread is refused (an
+    /// `RLock` would nest, and two `&mut T` must never exist).
+    fn lock_callers(&self, l: &ValueLock, timeout: Option<Duration>) -> std::result::Result<bool, LockFail> {
+        let died = match l.acquire(timeout) {
+            Ok(()) => false,
+            Err(AcquireError::OwnerDied(())) => true,
+            Err(AcquireError::Timeout) => return Err(LockFail::Timeout),
+            Err(AcquireError::Failed(e)) => return Err(LockFail::Failed(e)),
+        };
+        if let Err(e) = self.borrow(l) {
+            // Cannot fail: this thread holds the level it just took.
+            let _ = l.release();
+            return Err(LockFail::Failed(e));
+        }
+        Ok(died)
+    }
+
+    /// Records this thread (the holder of the caller's lock `l`) as the
+    /// holder of the value's guard, unless it holds one already. A stale
+    /// id (a holder that died) is overwritten.
+    fn borrow(&self, l: &ValueLock) -> Result<()> {
+        let me = l.owner_tid();
+        if me != 0 && self.map.load::<u32>(BORROW_OFF) == me {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "this thread already holds a guard on this shared value",
+            ));
+        }
+        self.map.store(BORROW_OFF, me);
+        Ok(())
+    }
+
+    /// Ends a guard: clears the borrow mark, and releases the lock when
+    /// the guard took it.
+    fn unlock(&self, release: bool) {
+        match &self.guarding {
+            Guarding::Own(m) => m.unlock(),
+            Guarding::Callers(l) => {
+                self.map.store(BORROW_OFF, 0u32);
+                if release {
+                    // Cannot fail: this thread holds the level the guard
+                    // took (guards are not Send).
+                    let _ = l.release();
+                }
+            }
+            Guarding::Raw => {}
+        }
+    }
+
+    fn callers_lock(&self) -> Option<&ValueLock> {
+        match &self.guarding {
+            Guarding::Callers(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Checks that `held` guards this object's caller's `Lock` and marks
+    /// the object borrowed by this thread.
+    fn open_in(&self, held: &LockGuard<'_>) -> Result<()> {
+        match &self.guarding {
+            Guarding::Callers(l @ ValueLock::Lock(lock)) if lock.is_same_lock(held.lock()) => self.borrow(l),
+            Guarding::Callers(ValueLock::Lock(_)) => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the guard is of another lock than the shared value's",
+            )),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "lock_in opens values made with a caller's Lock (use lock() for the others)",
+            )),
+        }
+    }
+
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        Passed {
+        PassedRef {
             fd: codec::fds::export(self.fd.raw()).map_err(S::Error::custom)?,
             len: self.len as u64,
+            lock: self.callers_lock(),
         }
         .serialize(s)
     }
@@ -302,16 +493,32 @@ impl<T: Pod> Shared<T> {
         use serde::de::Error as _;
         let p = Passed::deserialize(d)?;
         let fd = codec::fds::import(p.fd).map_err(D::Error::custom)?;
-        Shared::from_fd(fd, p.len, locked).map_err(D::Error::custom)
+        let mode = match (locked, p.lock) {
+            (false, None) => Mode::Raw,
+            (true, None) => Mode::Own,
+            (true, Some(l)) => Mode::Callers(l),
+            (false, Some(_)) => return Err(D::Error::custom("a locked value was received as a raw one")),
+        };
+        Shared::from_fd(fd, p.len, mode).map_err(D::Error::custom)
     }
 }
 
 /// What a shared value becomes on the wire: the index of its descriptor
-/// (see `crate::codec::fds`) and its element count.
-#[derive(Serialize, Deserialize)]
+/// (see `crate::codec::fds`), its element count and the caller's lock it
+/// shares, if any.
+#[derive(Deserialize)]
 struct Passed {
     fd: u32,
     len: u64,
+    lock: Option<ValueLock>,
+}
+
+/// [`Passed`], borrowing the lock.
+#[derive(Serialize)]
+struct PassedRef<'a> {
+    fd: u32,
+    len: u64,
+    lock: Option<&'a ValueLock>,
 }
 
 enum LockFail {
@@ -382,7 +589,42 @@ impl<T: Pod> Value<T> {
     ///
     /// [`ErrorKind::Io`] when the system refuses the memory.
     pub fn new(v: T) -> Result<Value<T>> {
-        let shared = Shared::new(1, true)?;
+        Self::make(v, Mode::Own)
+    }
+
+    /// A new shared value holding `v`, guarded by the caller's `lock`
+    /// (a [`Lock`] or an [`RLock`]) instead of a lock of its own (Python's
+    /// `Value(t, v, lock=L)`): every value made with the same lock is
+    /// excluded by holding it once. The lock travels with the value to
+    /// other processes; [`get_lock`](Self::get_lock) returns it.
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{RLock, Value};
+    ///
+    /// let lock = RLock::new()?;
+    /// let (a, b) = (Value::with_lock(0u32, lock.clone())?, Value::with_lock(0u32, lock.clone())?);
+    /// {
+    ///     // Python's `with lock: a.value += 1; b.value += 1`.
+    ///     let _held = lock.acquire()?;
+    ///     *a.lock()? += 1;
+    ///     *b.lock()? += 1;
+    /// }
+    /// assert_eq!((a.load()?, b.load()?), (1, 1));
+    /// assert!(a.get_lock().is_some());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
+    #[doc(alias = "Value(typecode, v, lock)")]
+    pub fn with_lock(v: T, lock: impl Into<ValueLock>) -> Result<Value<T>> {
+        Self::make(v, Mode::Callers(lock.into()))
+    }
+
+    fn make(v: T, mode: Mode) -> Result<Value<T>> {
+        let shared = Shared::new(1, mode)?;
         shared.store(0, v);
         Ok(Value {
             shared: std::sync::Arc::new(shared),
@@ -430,8 +672,53 @@ impl<T: Pod> Value<T> {
     ) -> std::result::Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
         guard_result(self.shared.lock(t), || ValueGuard {
             shared: &self.shared,
+            release: true,
             _not_send: PhantomData,
         })
+    }
+
+    /// Opens a value made [`with_lock`](Self::with_lock) of a [`Lock`]
+    /// under that lock, held by `held`: one critical section for several
+    /// values (a `Lock` does not nest, so [`lock`](Self::lock) would be
+    /// refused). The guard does not release the lock; it cannot outlive
+    /// `held`.
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Lock, Value};
+    ///
+    /// let lock = Lock::new()?;
+    /// let (a, b) = (Value::with_lock(10i64, lock.clone())?, Value::with_lock(0i64, lock.clone())?);
+    /// {
+    ///     // Move 3 from a to b: nobody sees one without the other.
+    ///     let held = lock.acquire()?;
+    ///     *a.lock_in(&held)? -= 3;
+    ///     *b.lock_in(&held)? += 3;
+    /// }
+    /// assert_eq!((a.load()?, b.load()?), (7, 3));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] when the value is not under `held`'s
+    /// lock; [`ErrorKind::InvalidState`] when this thread holds a guard
+    /// on the value already.
+    pub fn lock_in<'a>(&'a self, held: &'a LockGuard<'_>) -> Result<ValueGuard<'a, T>> {
+        self.shared.open_in(held)?;
+        Ok(ValueGuard {
+            shared: &self.shared,
+            release: false,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The caller's lock the value was made with
+    /// ([`with_lock`](Self::with_lock), Python's `get_lock()`); `None`
+    /// for a value with a lock of its own, taken only through
+    /// [`lock`](Self::lock).
+    pub fn get_lock(&self) -> Option<&ValueLock> {
+        self.shared.callers_lock()
     }
 
     /// The value, read under the lock (Python's `v.value`). A dead
@@ -464,6 +751,8 @@ impl<T> fmt::Debug for Value<T> {
 /// The lock of a [`Value`], held; dereferences to the value.
 pub struct ValueGuard<'a, T: Pod> {
     shared: &'a Shared<T>,
+    /// The guard took the lock (not one of [`Value::lock_in`]).
+    release: bool,
     /// The mutex must be unlocked by the thread that locked it.
     _not_send: PhantomData<*const ()>,
 }
@@ -489,7 +778,7 @@ impl<T: Pod> DerefMut for ValueGuard<'_, T> {
 
 impl<T: Pod> Drop for ValueGuard<'_, T> {
     fn drop(&mut self) {
-        self.shared.mutex().unlock();
+        self.shared.unlock(self.release);
     }
 }
 
@@ -538,7 +827,34 @@ impl<T: Pod> Array<T> {
     /// [`ErrorKind::InvalidInput`] when `len` elements do not fit memory.
     pub fn new(len: usize) -> Result<Array<T>> {
         Ok(Array {
-            shared: std::sync::Arc::new(Shared::new(len, true)?),
+            shared: std::sync::Arc::new(Shared::new(len, Mode::Own)?),
+        })
+    }
+
+    /// A new array of `len` zeroed elements guarded by the caller's `lock`
+    /// (Python's `Array(t, n, lock=L)`; see [`Value::with_lock`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
+    #[doc(alias = "Array(typecode, n, lock)")]
+    pub fn with_lock(len: usize, lock: impl Into<ValueLock>) -> Result<Array<T>> {
+        Ok(Array {
+            shared: std::sync::Arc::new(Shared::new(len, Mode::Callers(lock.into()))?),
+        })
+    }
+
+    /// A new array holding a copy of `items`, guarded by the caller's
+    /// `lock` (see [`with_lock`](Self::with_lock)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
+    pub fn from_slice_with_lock(items: &[T], lock: impl Into<ValueLock>) -> Result<Array<T>> {
+        let shared = Shared::new(items.len(), Mode::Callers(lock.into()))?;
+        shared.copy_in(items);
+        Ok(Array {
+            shared: std::sync::Arc::new(shared),
         })
     }
 
@@ -548,7 +864,7 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`new`](Self::new).
     pub fn from_slice(items: &[T]) -> Result<Array<T>> {
-        let shared = Shared::new(items.len(), true)?;
+        let shared = Shared::new(items.len(), Mode::Own)?;
         shared.copy_in(items);
         Ok(Array {
             shared: std::sync::Arc::new(shared),
@@ -604,8 +920,30 @@ impl<T: Pod> Array<T> {
     ) -> std::result::Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
         guard_result(self.shared.lock(t), || ArrayGuard {
             shared: &self.shared,
+            release: true,
             _not_send: PhantomData,
         })
+    }
+
+    /// Opens an array made [`with_lock`](Self::with_lock) of a [`Lock`]
+    /// under that lock, held by `held` (see [`Value::lock_in`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Value::lock_in`].
+    pub fn lock_in<'a>(&'a self, held: &'a LockGuard<'_>) -> Result<ArrayGuard<'a, T>> {
+        self.shared.open_in(held)?;
+        Ok(ArrayGuard {
+            shared: &self.shared,
+            release: false,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The caller's lock the array was made with (see
+    /// [`Value::get_lock`]).
+    pub fn get_lock(&self) -> Option<&ValueLock> {
+        self.shared.callers_lock()
     }
 
     /// A copy of the elements, taken under the lock. A dead previous
@@ -628,6 +966,8 @@ impl<T> fmt::Debug for Array<T> {
 /// The lock of an [`Array`], held; dereferences to the elements.
 pub struct ArrayGuard<'a, T: Pod> {
     shared: &'a Shared<T>,
+    /// The guard took the lock (not one of [`Array::lock_in`]).
+    release: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -651,7 +991,7 @@ impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
 
 impl<T: Pod> Drop for ArrayGuard<'_, T> {
     fn drop(&mut self) {
-        self.shared.mutex().unlock();
+        self.shared.unlock(self.release);
     }
 }
 
@@ -694,7 +1034,7 @@ impl<T: Pod> RawValue<T> {
     ///
     /// [`ErrorKind::Io`] when the system refuses the memory.
     pub fn new(v: T) -> Result<RawValue<T>> {
-        let shared = Shared::new(1, false)?;
+        let shared = Shared::new(1, Mode::Raw)?;
         shared.store(0, v);
         Ok(RawValue {
             shared: std::sync::Arc::new(shared),
@@ -757,7 +1097,7 @@ impl<T: Pod> RawArray<T> {
     /// As for [`Array::new`].
     pub fn new(len: usize) -> Result<RawArray<T>> {
         Ok(RawArray {
-            shared: std::sync::Arc::new(Shared::new(len, false)?),
+            shared: std::sync::Arc::new(Shared::new(len, Mode::Raw)?),
         })
     }
 
@@ -767,7 +1107,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// As for [`Array::new`].
     pub fn from_slice(items: &[T]) -> Result<RawArray<T>> {
-        let shared = Shared::new(items.len(), false)?;
+        let shared = Shared::new(items.len(), Mode::Raw)?;
         shared.copy_in(items);
         Ok(RawArray {
             shared: std::sync::Arc::new(shared),

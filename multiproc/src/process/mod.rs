@@ -1,5 +1,6 @@
 //! [`Process`]: run a function in a child process.
 
+pub(crate) mod executable;
 mod status;
 
 use std::{
@@ -427,9 +428,19 @@ where
             self.err(ErrorKind::Serialize, format!("failed to serialize the arguments: {e}"))
         })?;
         let exe = sys::exe_identity().map_err(|e| Error::io("cannot identify the running executable", e))?;
+        // `set_executable`: another path of this build, checked before
+        // anything starts; the child checks the build id again.
+        let program = executable::checked().map_err(|e| e.with_process(&self.name, None))?;
+        // Read once per process; a fork server may run a copy.
+        let build_id = executable::own_build_id()
+            .ok()
+            .flatten()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         let boot = registry::with_me(|me: &Me| Boot {
             protocol: PROTOCOL,
             exe,
+            build_id,
             trampoline,
             target: target_offset,
             name: self.name.clone(),
@@ -453,8 +464,14 @@ where
                 // A smaller buffer only risks blocking a writer that is not
                 // read; the frames are small enough in practice.
                 let _ = theirs.set_send_buffer(SOCKET_BUFFER);
-                let handle = sys::spawn_self(&theirs, (MARKER, &bootstrap::marker_value()))
-                    .map_err(|e| Error::io("failed to spawn the child process", e).with_process(&self.name, None))?;
+                let handle = sys::spawn_program(&theirs, (MARKER, &bootstrap::marker_value()), program.as_deref())
+                    .map_err(|e| {
+                        let what = match &program {
+                            Some(p) => format!("failed to spawn the child process from {}", p.display()),
+                            None => "failed to spawn the child process".to_owned(),
+                        };
+                        Error::io(what, e).with_process(&self.name, None)
+                    })?;
                 (handle, ours)
             }
         };

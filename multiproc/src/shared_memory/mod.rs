@@ -50,12 +50,14 @@
 //! Typed shared values with a lock are [`Value`](crate::Value) and
 //! [`Array`](crate::Array).
 
+mod shareable_list;
 pub(crate) mod tracker;
 
 use std::{fmt, io, sync::atomic::AtomicU8};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use self::shareable_list::{ListItem, ShareableList};
 use crate::{
     Error, ErrorKind, Result, codec,
     sys::{self, Fd, Mapping},

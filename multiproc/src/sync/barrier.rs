@@ -37,8 +37,11 @@ use crate::{
 ///
 /// A party that dies before it arrives is not detected (the barrier does
 /// not know its parties in advance): the others wait for it forever with
-/// [`wait`](Self::wait). Use [`wait_timeout`](Self::wait_timeout) when a
-/// party may die. There is no `action` (see [the module docs](crate#synchronisation)).
+/// [`wait`](Self::wait) on a barrier without a default timeout. Give the
+/// barrier one ([`with_timeout`](Self::with_timeout), Python's
+/// `Barrier(parties, timeout=t)`) or use
+/// [`wait_timeout`](Self::wait_timeout) when a party may die. There is no
+/// `action` (see [the module docs](crate#synchronisation)).
 #[derive(Clone)]
 pub struct Barrier {
     mem: Arc<SyncMem>,
@@ -57,31 +60,75 @@ impl Barrier {
     /// barrier's table holds ([`Barrier::MAX_PARTIES`]);
     /// [`ErrorKind::Io`] when the system refuses the shared memory.
     pub fn new(parties: usize) -> Result<Barrier> {
+        Self::create(parties, None)
+    }
+
+    fn create(parties: usize, timeout: Option<Duration>) -> Result<Barrier> {
         if parties == 0 || parties > Self::MAX_PARTIES {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!("a barrier needs 1 to {} parties, not {parties}", Self::MAX_PARTIES),
             ));
         }
-        let mem = SyncMem::new(SyncKind::Barrier, parties as u64, 0).map_err(|e| create_error("barrier", e))?;
+        let mem = SyncMem::new(SyncKind::Barrier, parties as u64, timeout_word(timeout))
+            .map_err(|e| create_error("barrier", e))?;
         Ok(Barrier { mem: Arc::new(mem) })
     }
 
-    /// Waits until `parties` parties wait; returns this party's arrival
-    /// index, `0..parties` (exactly one party of each pass gets 0).
+    /// A barrier for `parties` parties whose plain [`wait`](Self::wait)
+    /// waits at most `timeout` (Python's `Barrier(parties,
+    /// timeout=timeout)`). The default travels with the barrier to other
+    /// processes. As with [`wait_timeout`](Self::wait_timeout), a wait that
+    /// times out breaks the barrier: it and every other waiter get
+    /// [`ErrorKind::BrokenBarrier`] (Python's `BrokenBarrierError`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> multiproc::Result<()> {
+    /// let b = multiproc::Barrier::with_timeout(2, Duration::from_millis(20))?;
+    /// assert_eq!(b.timeout(), Some(Duration::from_millis(20)));
+    /// // Nobody else comes: the plain wait times out and breaks the barrier.
+    /// let e = b.wait().unwrap_err();
+    /// assert_eq!(e.kind(), multiproc::ErrorKind::BrokenBarrier);
+    /// assert!(b.is_broken());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::BrokenBarrier`] as described above.
+    /// As for [`new`](Self::new).
+    #[doc(alias = "Barrier(parties, timeout)")]
+    pub fn with_timeout(parties: usize, timeout: Duration) -> Result<Barrier> {
+        Self::create(parties, Some(timeout))
+    }
+
+    /// The default timeout of a plain [`wait`](Self::wait), if the barrier
+    /// was made with one (Python's `_timeout`).
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.mem.bar_timeout() {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// Waits until `parties` parties wait; returns this party's arrival
+    /// index, `0..parties` (exactly one party of each pass gets 0). On a
+    /// barrier made [`with_timeout`](Self::with_timeout), waits at most
+    /// that long, as [`wait_timeout`](Self::wait_timeout) does.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BrokenBarrier`] as described above, also when the
+    /// default timeout passes.
     pub fn wait(&self) -> Result<usize> {
         self.mem
-            .bar_wait(None)
+            .bar_wait(self.timeout().map(deadline))
             .map(|i| i as usize)
             .map_err(|e| error(e, "barrier"))
     }
 
-    /// Like [`wait`](Self::wait), for at most `timeout`; a timeout breaks
-    /// the barrier.
+    /// Like [`wait`](Self::wait), for at most `timeout` (instead of the
+    /// default timeout, if any); a timeout breaks the barrier.
     ///
     /// # Errors
     ///
@@ -138,8 +185,17 @@ impl fmt::Debug for Barrier {
             .field("parties", &parties)
             .field("n_waiting", &waiting)
             .field("broken", &broken)
+            .field("timeout", &self.timeout())
             .finish()
     }
+}
+
+/// The shared word of a default timeout: 0 for none, else nanoseconds + 1
+/// (saturating: a timeout of centuries is as good as none).
+fn timeout_word(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |t| {
+        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX - 1).saturating_add(1)
+    })
 }
 
 by_descriptor!(Barrier, Barrier, |mem| Barrier { mem });

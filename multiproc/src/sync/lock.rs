@@ -138,6 +138,25 @@ impl Lock {
     pub fn is_held_by_me(&self) -> bool {
         self.mem.owned_by_me()
     }
+
+    /// The holder's thread id, 0 when unlocked.
+    pub(crate) fn owner_tid(&self) -> u32 {
+        self.mem.owner_tid()
+    }
+
+    /// Whether `other` is a handle on the same lock (also one received
+    /// from another process: the same memory file).
+    pub(crate) fn is_same_lock(&self, other: &Lock) -> bool {
+        Arc::ptr_eq(&self.mem, &other.mem)
+            || matches!((self.mem.fd().identity(), other.mem.fd().identity()), (Some(a), Some(b)) if a == b)
+    }
+}
+
+impl LockGuard<'_> {
+    /// The lock held.
+    pub(crate) fn lock(&self) -> &Lock {
+        self.lock
+    }
 }
 
 impl Drop for LockGuard<'_> {
@@ -281,6 +300,11 @@ impl RLock {
     /// the lock).
     pub fn depth(&self) -> u32 {
         if self.mem.owned_by_me() { self.mem.depth() } else { 0 }
+    }
+
+    /// The holder's thread id, 0 when unlocked.
+    pub(crate) fn owner_tid(&self) -> u32 {
+        self.mem.owner_tid()
     }
 }
 

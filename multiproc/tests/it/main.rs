@@ -22,6 +22,7 @@ mod lifecycle;
 mod listener;
 mod pool;
 mod pool_edges;
+mod python_surface;
 mod queue;
 mod shared_memory;
 mod sharedctypes;

@@ -40,7 +40,7 @@ pub(crate) use segment::{
 };
 pub(crate) use shm::passed;
 pub(crate) use shmring::{RingError, ShmRing};
-pub(crate) use spawn::{BOOT_FD, spawn_self};
+pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
 pub(crate) use sync::{Acquired, Kind as SyncKind, SyncError, SyncMem};
 
 use std::io;

@@ -11,6 +11,7 @@ use std::{
     ffi::{CString, OsString},
     io,
     os::unix::ffi::OsStringExt,
+    path::Path,
 };
 
 use super::{ChildHandle, Fd, cvt};
@@ -21,6 +22,12 @@ pub(crate) const BOOT_FD: i32 = 3;
 /// Starts a copy of the running executable with `boot` as descriptor
 /// [`BOOT_FD`] and the environment variable `marker` set.
 pub(crate) fn spawn_self(boot: &Fd, marker: (&str, &str)) -> io::Result<ChildHandle> {
+    spawn_program(boot, marker, None)
+}
+
+/// As [`spawn_self`], running `program` (another path of the same build)
+/// instead when it is given.
+pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Path>) -> io::Result<ChildHandle> {
     // dup2(3, 3) would keep close-on-exec set; move the socket away first.
     let moved;
     let source = if boot.raw() == BOOT_FD {
@@ -92,6 +99,13 @@ pub(crate) fn spawn_self(boot: &Fd, marker: (&str, &str)) -> io::Result<ChildHan
             )
         }
     };
+    if let Some(program) = program {
+        let err = spawn(&cstring(program.as_os_str().to_owned())?);
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+        return ChildHandle::open(pid as u32).inspect_err(|_| super::fork::kill_and_reap(pid));
+    }
     let mut err = spawn(&CString::from(c"/proc/self/exe"));
     if err == libc::ENOENT {
         // No /proc: fall back to the path the executable was started from.

@@ -457,7 +457,8 @@ impl SyncMem {
     pub(crate) const MAX_PARTIES: usize = NSLOTS + 1;
 
     /// A new object of `kind`; `value` and `max` are a semaphore's initial
-    /// and maximal values, or a barrier's parties in `value`.
+    /// and maximal values, or a barrier's parties in `value` and its
+    /// default timeout in `max` (see [`bar_timeout`](Self::bar_timeout)).
     pub(crate) fn new(kind: Kind, value: u64, max: u64) -> io::Result<SyncMem> {
         install_atfork();
         let fd = create_memfd(
@@ -1208,6 +1209,12 @@ impl SyncMem {
         }
         h.broken.store(0, SeqCst);
         Ok(())
+    }
+
+    /// The word a barrier was created with as its default timeout (0:
+    /// none, else nanoseconds + 1; the facade gives it meaning).
+    pub(crate) fn bar_timeout(&self) -> u64 {
+        self.hdr().max.load(Relaxed)
     }
 
     /// `(parties, waiting, broken)`.
