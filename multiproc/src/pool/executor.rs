@@ -207,8 +207,13 @@ impl Executor {
     /// as [`kill_workers`](Executor::kill_workers) does: what is left is
     /// killed, unfinished tasks fail with [`ErrorKind::Cancelled`].
     /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
-    pub fn terminate_workers(&self) {
-        self.pool.terminate_gently(Executor::TERMINATE_GRACE);
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::terminate`]: the workers still running at its deadline
+    /// (one that cannot be signalled has its link closed instead).
+    pub fn terminate_workers(&self) -> Result<()> {
+        self.pool.terminate_gently(Executor::TERMINATE_GRACE)
     }
 
     /// How long [`terminate_workers`](Executor::terminate_workers) waits
@@ -218,8 +223,12 @@ impl Executor {
     /// Python 3.14's `kill_workers`: kills every worker (`SIGKILL`) and
     /// reaps it; the unfinished tasks fail with [`ErrorKind::Cancelled`].
     /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
-    pub fn kill_workers(&self) {
-        self.pool.terminate();
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::terminate`].
+    pub fn kill_workers(&self) -> Result<()> {
+        self.pool.terminate()
     }
 
     /// The underlying pool.
@@ -240,7 +249,14 @@ impl Drop for Executor {
             return;
         }
         self.pool.close();
-        let _ = self.pool.join();
+        // A drop cannot return the error of workers left running (they
+        // could not be signalled, see `Pool::join`): it is said on
+        // standard error, as the pool's own drop does.
+        if let Err(e) = self.pool.join() {
+            if e.is_timeout() {
+                eprintln!("multiproc: dropping an executor: {e}");
+            }
+        }
     }
 }
 

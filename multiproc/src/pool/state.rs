@@ -84,6 +84,11 @@ pub(super) struct State {
     pub(super) sleepers: usize,
     /// Workers that died before reporting ready since one last did.
     pub(super) early_deaths: usize,
+    /// Workers a stop left running (they could not be signalled, or did
+    /// not exit in time), with the signal's error: their links are shut
+    /// down, so each leaves when its task returns; `join` waits for them
+    /// again.
+    pub(super) stuck: Vec<(Worker, Option<Error>)>,
 }
 
 /// A job's finished tasks, as the workers sent them.
@@ -225,6 +230,47 @@ const FAST_CHUNK: Duration = Duration::from_millis(1);
 /// killed (its exit status tells more than a kill).
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 
+/// How long stopping the workers waits for them, in all (one deadline
+/// shared by every worker, not one each): for the workers killed by
+/// `terminate` or `Drop` (or whose link was shut down, when the signal
+/// failed) to exit, and, in `join`, for those killed after they did not
+/// leave by themselves.
+pub(super) const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// What stopping one worker came to, when it did not go as asked.
+pub(super) struct Unstopped {
+    pub(super) pid: Option<u32>,
+    /// The signal's error, if it could not be signalled.
+    pub(super) refused: Option<String>,
+    /// It was still running at the deadline.
+    pub(super) running: bool,
+}
+
+/// The error of a stop that did not go as asked: [`ErrorKind::Timeout`]
+/// when workers are still running, [`ErrorKind::Io`] when they all left
+/// but some could not be signalled; each worker named by its pid.
+pub(super) fn stop_error(what: &[Unstopped]) -> Error {
+    let which: Vec<String> = what
+        .iter()
+        .map(|u| {
+            let pid = u.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+            match (&u.refused, u.running) {
+                (Some(e), true) => {
+                    format!("pid {pid} could not be signalled ({e}) and is still running: its link is closed, so it leaves when its task returns")
+                }
+                (Some(e), false) => format!("pid {pid} could not be signalled ({e}) and left when its link closed"),
+                (None, _) => format!("pid {pid} did not exit within {STOP_WAIT:?}"),
+            }
+        })
+        .collect();
+    let kind = if what.iter().any(|u| u.running) {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Io
+    };
+    Error::new(kind, format!("failed to stop the pool's workers: {}", which.join("; ")))
+}
+
 impl Worker {
     /// Waits for the initializer's outcome (bounded), for a worker of a
     /// pool being built.
@@ -320,10 +366,16 @@ impl Worker {
         }
     }
 
-    /// Kills the worker (if alive) and reaps it, bounded.
+    /// Kills the worker (if alive) and reaps it, bounded. A worker that
+    /// cannot be signalled (`EPERM` once the pool's process dropped its
+    /// privileges) is not waited for: its link is shut down, so it leaves
+    /// when its task returns (dropping the worker closes the link).
     pub(super) fn kill_and_reap(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.join_timeout(WORKER_DEADLINE);
+        if self.proc.kill().is_ok() {
+            let _ = self.proc.join_timeout(STOP_WAIT);
+        } else {
+            let _ = self.conn.shut_down(true);
+        }
     }
 }
 
@@ -553,12 +605,27 @@ impl State {
         })
     }
 
-    pub(super) fn kill_all(&mut self) {
+    /// Kills the workers and reaps them, waiting at most [`STOP_WAIT`] in
+    /// all. A worker that cannot be signalled (`EPERM`: the pool's process
+    /// dropped its privileges) has its link closed instead: idle, it
+    /// leaves at once; running a task, when that task returns. What each
+    /// worker sent before it ended is kept. The workers still running at
+    /// the deadline go to [`State::stuck`], and the error names them.
+    pub(super) fn kill_all(&mut self) -> Result<()> {
+        let until = deadline_after(STOP_WAIT);
+        let mut refused = Vec::with_capacity(self.workers.len());
         for w in &self.workers {
-            let _ = w.proc.kill();
+            let r = w.proc.kill().err();
+            if r.is_some() {
+                // The end of its link ends its loop; what it sends before
+                // it leaves is still read.
+                let _ = w.conn.shut_down(false);
+            }
+            refused.push(r);
         }
         for i in 0..self.workers.len() {
-            let _ = self.workers[i].proc.join_timeout(WORKER_DEADLINE);
+            let left = until.saturating_duration_since(Instant::now());
+            let _ = self.workers[i].proc.join_timeout(left);
             // What a worker sent before it was killed is a finished task's
             // result: keep it (bounded: a message cut short by the kill
             // ends the reading).
@@ -568,14 +635,58 @@ impl State {
                 }
             }
         }
-        for mut w in std::mem::take(&mut self.workers) {
+        let mut unstopped = Vec::new();
+        for (mut w, refused) in std::mem::take(&mut self.workers).into_iter().zip(refused) {
             for s in w.in_flight.drain(..) {
                 self.pending.push_back(s.chunk);
             }
-            self.bury(w);
+            let running = w.proc.exit_status().is_none();
+            if running || refused.is_some() {
+                unstopped.push(Unstopped {
+                    pid: w.proc.pid(),
+                    refused: refused.as_ref().map(ToString::to_string),
+                    running,
+                });
+            }
+            if running {
+                // Its sends fail from now on: it never blocks on a full
+                // link nobody reads.
+                let _ = w.conn.shut_down(true);
+                self.stuck.push((w, refused));
+            } else {
+                self.bury(w);
+            }
+        }
+        if unstopped.is_empty() {
+            Ok(())
+        } else {
+            Err(stop_error(&unstopped))
         }
     }
+}
 
+/// Waits (until `until`) for the workers a stop left running; the error
+/// names those still running.
+pub(super) fn wait_stuck(stuck: &mut Vec<(Worker, Option<Error>)>, until: Instant) -> Result<()> {
+    for (w, _) in stuck.iter_mut() {
+        let _ = w.proc.join_timeout(until.saturating_duration_since(Instant::now()));
+    }
+    stuck.retain(|(w, _)| w.proc.exit_status().is_none());
+    if stuck.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<Unstopped> = stuck
+        .iter()
+        .map(|(w, refused)| Unstopped {
+            pid: w.proc.pid(),
+            refused: refused.as_ref().map(ToString::to_string),
+            running: true,
+        })
+        .collect();
+    Err(stop_error(&what))
+}
+
+impl State {
     /// A chunk of `job` has been sent to a worker and not answered yet.
     pub(super) fn job_sent(&self, job: u64) -> bool {
         self.workers
@@ -1103,13 +1214,15 @@ impl State {
         }
     }
 
-    /// Kills the workers and fails every unfinished task.
-    pub(super) fn terminate(&mut self) {
+    /// Kills the workers and fails every unfinished task; the error of
+    /// [`kill_all`](State::kill_all) names the workers left running.
+    pub(super) fn terminate(&mut self) -> Result<()> {
         self.life = Life::Terminated;
-        self.kill_all();
+        let r = self.kill_all();
         let e = Error::new(ErrorKind::Cancelled, "the pool was terminated before the task finished");
         self.fail_pending(&e);
         self.nudge();
+        r
     }
 }
 

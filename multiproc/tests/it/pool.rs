@@ -264,7 +264,7 @@ fn terminate_and_drop_leave_no_process(m: StartMethod) {
     let p = pool(m, 2).build().unwrap();
     let r = p.apply_async(forever, 0).unwrap();
     let pids = p.pids();
-    p.terminate();
+    p.terminate().unwrap();
     assert_eq!(r.get().unwrap_err().kind(), ErrorKind::Cancelled);
     p.join().unwrap();
     assert_gone(&pids);
@@ -300,7 +300,7 @@ fn executor_basics(m: StartMethod) {
         busy[0].result(Some(Duration::from_millis(50))).unwrap_err().kind(),
         ErrorKind::Timeout
     );
-    ex.pool().terminate();
+    ex.pool().terminate().unwrap();
     assert_eq!(busy[1].result(None).unwrap_err().kind(), ErrorKind::Cancelled);
     ex.shutdown(true, true).unwrap();
     assert_eq!(ex.submit(square, 1).unwrap_err().kind(), ErrorKind::InvalidState);
@@ -376,7 +376,7 @@ fn callbacks_run_once_with_value_or_error(m: StartMethod) {
     let p = pool(m, 1).build().unwrap();
     let r = p.apply_async_with(forever, 0, both(&seen, "stuck")).unwrap();
     drop(p.map_async_with(square, 0..3u64, None, both(&seen, "queued")).unwrap());
-    p.terminate();
+    p.terminate().unwrap();
     assert_eq!(r.get().unwrap_err().kind(), ErrorKind::Cancelled);
     assert_eq!(seen.sorted(), ["queued err Cancelled", "stuck err Cancelled"]);
     drop(p);
@@ -464,7 +464,7 @@ fn waits_from_threads_do_not_block_each_other(m: StartMethod) {
         std::thread::yield_now();
     }
     assert_eq!(r.successful(), Some(true));
-    p.terminate();
+    p.terminate().unwrap();
     assert_eq!(waiter.join().unwrap(), Err(ErrorKind::Cancelled));
 }
 
@@ -678,7 +678,7 @@ fn cancelling_wakes_the_waiters(m: StartMethod) {
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || done_tx.send(waiter.join().unwrap()).unwrap());
     assert_eq!(done_rx.recv_timeout(DEADLINE).unwrap(), Err(ErrorKind::Cancelled));
-    ex.pool().terminate();
+    ex.pool().terminate().unwrap();
 }
 
 fn executor_drop_waits_like_python(m: StartMethod) {
