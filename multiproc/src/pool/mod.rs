@@ -455,9 +455,19 @@ impl Pool {
         self.shared.lock().size
     }
 
-    /// The pids of the current workers.
+    /// The pids of the current workers. A worker whose process has ended
+    /// is replaced first (its task fails, as in any round), so that a
+    /// pid the caller has seen end is never named.
     pub fn pids(&self) -> Vec<u32> {
-        self.shared.lock().workers.iter().filter_map(|w| w.proc.pid()).collect()
+        let mut st = self.shared.lock();
+        if !self.shared.is_owner() {
+            // A fork child's copy: the parent's workers, as they were.
+            return st.workers.iter().filter_map(|w| w.proc.pid()).collect();
+        }
+        st.notice_deaths();
+        let pids = st.workers.iter().filter_map(|w| w.proc.pid()).collect();
+        drop(run_due(&self.shared, st, true));
+        pids
     }
 
     /// Runs `f(args)` in a worker and waits for its result.

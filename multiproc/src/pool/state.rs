@@ -1108,6 +1108,26 @@ impl State {
         Ok(())
     }
 
+    /// Replaces the workers whose process has ended, without waiting. A
+    /// round looks at the workers' sentinels only while there is work: an
+    /// idle pool notices an idle worker's death here, or at the next send.
+    pub(super) fn notice_deaths(&mut self) {
+        let fds: Vec<RawFd> = self
+            .workers
+            .iter()
+            .map(|w| w.proc.sentinel().map_or(-1, |fd| fd.as_raw_fd()))
+            .collect();
+        let Ok(polled) = sys::poll_readable_set(&fds, Some(Duration::ZERO)) else {
+            return;
+        };
+        // From the highest index: `on_death` may remove its worker.
+        for i in (0..fds.len()).rev() {
+            if polled.get(i) == Some(&true) {
+                self.on_death(i, false);
+            }
+        }
+    }
+
     pub(super) fn on_death(&mut self, i: usize, timed_out: bool) {
         self.on_death_as(i, if timed_out { Death::Overdue } else { Death::Ended });
     }

@@ -20,6 +20,7 @@ mod lifecycle;
 mod listener;
 mod pool;
 mod pool_edges;
+mod pool_pids;
 mod pool_unsignalled;
 mod queue;
 mod shared_memory;
