@@ -190,7 +190,7 @@ use std::{
     marker::PhantomData,
     os::fd::{AsRawFd, RawFd},
     panic::{self, AssertUnwindSafe},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -883,6 +883,7 @@ impl Pool {
             stop_at_close: false,
             yielded: 0,
             ordered,
+            input_panic: Mutex::new(None),
             _r: PhantomData,
         })
     }

@@ -20,6 +20,7 @@ mod lifecycle;
 mod listener;
 mod pool;
 mod pool_edges;
+mod pool_imap_input_failure;
 mod pool_pids;
 mod pool_unsignalled;
 mod queue;
