@@ -30,7 +30,10 @@ fn pids_leave_out_workers_that_ended(m: StartMethod) {
         assert!(w.ended_within(DEADLINE));
     }
     let now = p.pids();
-    assert!(now.iter().all(|pid| !pids.contains(pid)), "{now:?} still names {pids:?}");
+    assert!(
+        now.iter().all(|pid| !pids.contains(pid)),
+        "{now:?} still names {pids:?}"
+    );
     assert_eq!(now.len(), 2, "{now:?}");
     assert_eq!(p.apply(square, 7).unwrap(), 49);
 }
