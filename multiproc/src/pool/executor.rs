@@ -15,6 +15,14 @@ use crate::error::{Error, ErrorKind, Result};
 /// worker's death fails only the chunk it ran (one task for `submit`), and
 /// the executor is never "broken" by it.
 ///
+/// Workers start on demand, as in Python 3.9 and later: none at first, and
+/// one whenever a task is submitted while no worker is idle, up to
+/// `max_workers`; idle workers are reused (three tasks submitted one after
+/// the other, each waited for, run in one process). Under fork every
+/// worker starts with the first task, as Python's fork context does (it
+/// forks before any thread of its own runs). A worker that dies is
+/// replaced when a task needs it.
+///
 /// ```
 /// # fn main() -> multiproc::Result<()> {
 /// fn double(x: i32) -> i32 {
@@ -34,22 +42,28 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor of `max_workers` processes.
+    /// An executor of up to `max_workers` processes, started on demand.
     ///
     /// # Errors
     ///
-    /// As [`PoolBuilder::build`].
+    /// [`ErrorKind::InvalidInput`] for zero workers.
     pub fn new(max_workers: usize) -> Result<Executor> {
-        Pool::new(max_workers).map(|pool| Executor { pool })
+        Executor::from_builder(Pool::builder().processes(max_workers))
     }
 
     /// An executor over a pool configured with a [`PoolBuilder`]
-    /// (initializer, start method, `maxtasksperchild`, task timeout).
+    /// (initializer, start method, `maxtasksperchild`, task timeout); its
+    /// workers start on demand. An initializer runs in each worker as it
+    /// starts: one that fails breaks the executor (Python's
+    /// `BrokenProcessPool`), its tasks and later submissions fail with the
+    /// initializer's error.
     ///
     /// # Errors
     ///
-    /// As [`PoolBuilder::build`].
-    pub fn from_builder(builder: PoolBuilder) -> Result<Executor> {
+    /// As [`PoolBuilder::build`], except the errors of starting workers
+    /// and of their initializers, which come with the tasks.
+    pub fn from_builder(mut builder: PoolBuilder) -> Result<Executor> {
+        builder.on_demand = true;
         builder.build().map(|pool| Executor { pool })
     }
 

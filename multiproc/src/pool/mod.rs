@@ -100,6 +100,12 @@
 //! a page fault per 4 KiB costs more than copying it. A worker's memory
 //! therefore stays near its peak, as a CPython worker's does.
 //!
+//! A `Pool` starts all its workers at `build`, as Python's does; an
+//! [`Executor`]'s pool starts them on demand (Python >= 3.9): a pending
+//! chunk that no idle worker will take starts one, up to the pool's size,
+//! and a dead worker is replaced only when work needs it; under fork,
+//! every worker starts at the first need, as Python's fork context does.
+//!
 //! Workers are daemons: they die with the pool's process however it ends,
 //! through the kernel's parent-death signal (see
 //! [`ProcessBuilder::daemon`](crate::ProcessBuilder::daemon)). A worker's
@@ -249,6 +255,8 @@ pub struct PoolBuilder {
     method: Option<StartMethod>,
     task_timeout: Option<Duration>,
     progress: bool,
+    /// Start the workers on demand (an executor's pool).
+    on_demand: bool,
 }
 
 impl PoolBuilder {
@@ -350,6 +358,7 @@ impl PoolBuilder {
                 method: self.method,
                 task_timeout: self.task_timeout,
                 progress: self.progress,
+                on_demand: self.on_demand,
             },
             size,
             workers: Vec::with_capacity(size),
@@ -367,7 +376,8 @@ impl PoolBuilder {
             early_deaths: 0,
             stuck: Vec::new(),
         };
-        let (starting, failed) = state.start_workers(size);
+        // An executor's workers start on demand, with its first tasks.
+        let (starting, failed) = state.start_workers(if self.on_demand { 0 } else { size });
         if let Some(e) = failed {
             state.workers = starting;
             let _ = state.kill_all();

@@ -51,6 +51,10 @@ pub(super) struct Config {
     pub(super) task_timeout: Option<Duration>,
     #[cfg_attr(not(feature = "progress"), allow(dead_code))]
     pub(super) progress: bool,
+    /// Workers start when work finds no idle one, up to the pool's size
+    /// (the executor's, as Python's >= 3.9), not all at `build`; a dead
+    /// one is replaced when work needs it.
+    pub(super) on_demand: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -869,6 +873,7 @@ impl State {
         if self.life == Life::Terminated {
             return;
         }
+        self.start_on_demand();
         let now = Instant::now();
         // Chunks given to each worker in this round: the last ones of its
         // `in_flight`.
@@ -935,6 +940,39 @@ impl State {
         }
         for &i in dead.iter().rev() {
             self.on_death(i, false);
+        }
+    }
+
+    /// For a pool with on-demand workers (an executor): starts a worker
+    /// for each pending chunk that no idle worker will take, up to the
+    /// pool's size (Python >= 3.9 starts one per submission that finds no
+    /// idle worker). Under fork, every missing worker starts at once, as
+    /// Python's fork context starts them all at the first submission
+    /// (gh-90622: a fork once other threads run is unsafe; here it goes
+    /// to the fork server then). When no worker can be started and none
+    /// is left, the pool is broken with that error.
+    fn start_on_demand(&mut self) {
+        if !self.cfg.on_demand || self.broken.is_some() || self.workers.len() >= self.size {
+            return;
+        }
+        let waiting = self.pending.iter().filter(|c| self.jobs.contains_key(&c.job)).count();
+        let idle = self.workers.iter().filter(|w| w.in_flight.is_empty()).count();
+        let missing = self.size - self.workers.len();
+        let mut need = waiting.saturating_sub(idle).min(missing);
+        if need == 0 {
+            return;
+        }
+        if self.cfg.method.unwrap_or_else(crate::context::get_start_method) == StartMethod::Fork {
+            need = missing;
+        }
+        let (started, failed) = self.start_workers(need);
+        self.workers.extend(started);
+        self.nudge();
+        if let Some(e) = failed {
+            if self.workers.is_empty() {
+                self.fail_pending(&e);
+                self.broken = Some(e);
+            }
         }
     }
 
@@ -1215,6 +1253,13 @@ impl State {
                 None => Error::new(ErrorKind::Cancelled, "the pool was terminated before the task finished"),
             };
             self.fail_pending(&e);
+            return;
+        }
+        if self.cfg.on_demand {
+            // Replaced when work needs it (`start_on_demand`).
+            let old = self.workers.remove(i);
+            self.bury(old);
+            self.nudge();
             return;
         }
         // The replacement starts now; its initializer reports in a later

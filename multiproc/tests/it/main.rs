@@ -11,6 +11,7 @@ mod connection;
 mod context;
 mod examples;
 mod executor;
+mod executor_on_demand;
 mod faults;
 mod forkserver;
 mod fuzz;

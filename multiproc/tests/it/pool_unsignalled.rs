@@ -81,10 +81,9 @@ fn owner((m, stop, own, worker): (StartMethod, Stop, String, String)) -> Report 
     assert_eq!(pids.len(), 2);
     let busy = (stop == Stop::TerminateBusy).then(|| p.apply_async(blocks, worker).unwrap());
     notify(&own, &format!("pids {} {}", pids[0], pids[1]));
-    if busy.is_some() {
-        // Until the test has seen the task run in its worker.
-        ready_then_wait(&own);
-    }
+    // Until the test watches the workers (and has seen the task run in
+    // its worker).
+    ready_then_wait(&own);
     drop_privileges();
     for &pid in &pids {
         assert!(refused(pid), "signalling worker {pid} is not refused");
@@ -178,9 +177,9 @@ fn stop_unsignalled(m: StartMethod, stop: Stop) -> (Report, [u32; 2]) {
         .collect();
     let pids = [pids[0], pids[1]];
     let watches = pids.map(Watch::open);
-    if stop == Stop::TerminateBusy {
-        let task = worker.wait_ready();
-        own.wait_ready().open();
+    let task = (stop == Stop::TerminateBusy).then(|| worker.wait_ready());
+    own.wait_ready().open();
+    if let Some(task) = task {
         assert_eq!(own.recv(), "terminated");
         task.open();
     }
