@@ -149,7 +149,11 @@ impl Executor {
     /// [`ErrorKind::Timeout`] item) and cancels the tasks not sent yet.
     /// After [`shutdown`](Executor::shutdown), the next task it would
     /// submit ends the iteration with an [`ErrorKind::InvalidState`] item
-    /// instead (Python's `RuntimeError`).
+    /// instead (Python's `RuntimeError`). A panic of the input (also while
+    /// this call fills the buffer) comes out of `next` after the results
+    /// of every item read before it, then the iteration ends (Python's
+    /// raises as soon as it reads the failing item, and the buffered
+    /// results are lost).
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {

@@ -786,6 +786,10 @@ impl Pool {
     /// A lazy, ordered `map`: the input is read as results are consumed,
     /// at most `4 × processes` chunks ahead; chunk size 1.
     ///
+    /// A panic of the input comes out of `next` after the results of every
+    /// item read before it, in order (Python's `imap` yields them, then
+    /// raises the input's exception); the iteration then ends.
+    ///
     /// # Errors
     ///
     /// As [`apply_async`](Pool::apply_async); each item is the task's
@@ -816,7 +820,9 @@ impl Pool {
 
     /// Like [`imap`](Pool::imap), but yields results in the order they
     /// arrive (of those that arrived together, lowest index first)
-    /// ([`Imap::next_indexed`] gives each one's input index too).
+    /// ([`Imap::next_indexed`] gives each one's input index too). A panic
+    /// of the input comes out of the `next` that read it; the items read
+    /// before it are still queued, and their results come later.
     ///
     /// # Errors
     ///
