@@ -260,6 +260,20 @@ impl Connection {
     /// [`RecvError::Disconnected`] once every copy of this end is closed.
     pub fn close(self) {}
 
+    /// Ends this end's sending (and, with `receiving`, its receiving too)
+    /// while the descriptor stays open: the other end's receive sees
+    /// [`RecvError::Disconnected`] once it has read what was sent, and
+    /// with `receiving` its sends fail. The pool closes its link to a
+    /// worker this way, still reading what the worker sends before it
+    /// leaves, without freeing a descriptor number another thread may be
+    /// polling.
+    pub(crate) fn shut_down(&self, receiving: bool) -> Result<()> {
+        let how = if receiving { libc::SHUT_RDWR } else { libc::SHUT_WR };
+        self.fd()?
+            .shutdown(how)
+            .map_err(|e| Error::io("failed to shut down a connection", e))
+    }
+
     /// Sends `value` as one message.
     ///
     /// The value is encoded here, so an error in its `Serialize` is

@@ -15,6 +15,14 @@ use crate::error::{Error, ErrorKind, Result};
 /// worker's death fails only the chunk it ran (one task for `submit`), and
 /// the executor is never "broken" by it.
 ///
+/// Workers start on demand, as in Python 3.9 and later: none at first, and
+/// one whenever a task is submitted while no worker is idle, up to
+/// `max_workers`; idle workers are reused (three tasks submitted one after
+/// the other, each waited for, run in one process). Under fork every
+/// worker starts with the first task, as Python's fork context does (it
+/// forks before any thread of its own runs). A worker that dies is
+/// replaced when a task needs it.
+///
 /// ```
 /// # fn main() -> multiproc::Result<()> {
 /// fn double(x: i32) -> i32 {
@@ -34,22 +42,28 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor of `max_workers` processes.
+    /// An executor of up to `max_workers` processes, started on demand.
     ///
     /// # Errors
     ///
-    /// As [`PoolBuilder::build`].
+    /// [`ErrorKind::InvalidInput`] for zero workers.
     pub fn new(max_workers: usize) -> Result<Executor> {
-        Pool::new(max_workers).map(|pool| Executor { pool })
+        Executor::from_builder(Pool::builder().processes(max_workers))
     }
 
     /// An executor over a pool configured with a [`PoolBuilder`]
-    /// (initializer, start method, `maxtasksperchild`, task timeout).
+    /// (initializer, start method, `maxtasksperchild`, task timeout); its
+    /// workers start on demand. An initializer runs in each worker as it
+    /// starts: one that fails breaks the executor (Python's
+    /// `BrokenProcessPool`), its tasks and later submissions fail with the
+    /// initializer's error.
     ///
     /// # Errors
     ///
-    /// As [`PoolBuilder::build`].
-    pub fn from_builder(builder: PoolBuilder) -> Result<Executor> {
+    /// As [`PoolBuilder::build`], except the errors of starting workers
+    /// and of their initializers, which come with the tasks.
+    pub fn from_builder(mut builder: PoolBuilder) -> Result<Executor> {
+        builder.on_demand = true;
         builder.build().map(|pool| Executor { pool })
     }
 
@@ -135,7 +149,11 @@ impl Executor {
     /// [`ErrorKind::Timeout`] item) and cancels the tasks not sent yet.
     /// After [`shutdown`](Executor::shutdown), the next task it would
     /// submit ends the iteration with an [`ErrorKind::InvalidState`] item
-    /// instead (Python's `RuntimeError`).
+    /// instead (Python's `RuntimeError`). A panic of the input (also while
+    /// this call fills the buffer) comes out of `next` after the results
+    /// of every item read before it, then the iteration ends (Python's
+    /// raises as soon as it reads the failing item, and the buffered
+    /// results are lost).
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -207,8 +225,13 @@ impl Executor {
     /// as [`kill_workers`](Executor::kill_workers) does: what is left is
     /// killed, unfinished tasks fail with [`ErrorKind::Cancelled`].
     /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
-    pub fn terminate_workers(&self) {
-        self.pool.terminate_gently(Executor::TERMINATE_GRACE);
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::terminate`]: the workers still running at its deadline
+    /// (one that cannot be signalled has its link closed instead).
+    pub fn terminate_workers(&self) -> Result<()> {
+        self.pool.terminate_gently(Executor::TERMINATE_GRACE)
     }
 
     /// How long [`terminate_workers`](Executor::terminate_workers) waits
@@ -218,8 +241,12 @@ impl Executor {
     /// Python 3.14's `kill_workers`: kills every worker (`SIGKILL`) and
     /// reaps it; the unfinished tasks fail with [`ErrorKind::Cancelled`].
     /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
-    pub fn kill_workers(&self) {
-        self.pool.terminate();
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::terminate`].
+    pub fn kill_workers(&self) -> Result<()> {
+        self.pool.terminate()
     }
 
     /// The underlying pool.
@@ -240,7 +267,14 @@ impl Drop for Executor {
             return;
         }
         self.pool.close();
-        let _ = self.pool.join();
+        // A drop cannot return the error of workers left running (they
+        // could not be signalled, see `Pool::join`): it is said on
+        // standard error, as the pool's own drop does.
+        if let Err(e) = self.pool.join() {
+            if e.is_timeout() {
+                eprintln!("multiproc: dropping an executor: {e}");
+            }
+        }
     }
 }
 

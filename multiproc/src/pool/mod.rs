@@ -100,6 +100,12 @@
 //! a page fault per 4 KiB costs more than copying it. A worker's memory
 //! therefore stays near its peak, as a CPython worker's does.
 //!
+//! A `Pool` starts all its workers at `build`, as Python's does; an
+//! [`Executor`]'s pool starts them on demand (Python >= 3.9): a pending
+//! chunk that no idle worker will take starts one, up to the pool's size,
+//! and a dead worker is replaced only when work needs it; under fork,
+//! every worker starts at the first need, as Python's fork context does.
+//!
 //! Workers are daemons: they die with the pool's process however it ends,
 //! through the kernel's parent-death signal (see
 //! [`ProcessBuilder::daemon`](crate::ProcessBuilder::daemon)). A worker's
@@ -159,7 +165,7 @@
 //!   timeout wait for ever: give such waits a deadline.
 //! - A pool belongs to the process that created it: in a fork child every
 //!   operation that returns a `Result` fails with
-//!   [`ErrorKind::InvalidState`]; `close` and `terminate` do nothing,
+//!   [`ErrorKind::InvalidState`] (`terminate` too); `close` does nothing,
 //!   `ready()` is `false`, and dropping it does nothing.
 //! - The executor's `map` yields each task's `Result` and goes on past a
 //!   failure (Python's stops at the first exception); with no pool
@@ -190,7 +196,7 @@ use std::{
     marker::PhantomData,
     os::fd::{AsRawFd, RawFd},
     panic::{self, AssertUnwindSafe},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -249,6 +255,8 @@ pub struct PoolBuilder {
     method: Option<StartMethod>,
     task_timeout: Option<Duration>,
     progress: bool,
+    /// Start the workers on demand (an executor's pool).
+    on_demand: bool,
 }
 
 impl PoolBuilder {
@@ -351,6 +359,7 @@ impl PoolBuilder {
                 method: self.method,
                 task_timeout: self.task_timeout,
                 progress: self.progress,
+                on_demand: self.on_demand,
             },
             size,
             workers: Vec::with_capacity(size),
@@ -366,11 +375,13 @@ impl PoolBuilder {
             wake: sys::eventfd().map_err(|e| Error::io("failed to create the pool's wake-up eventfd", e))?,
             sleepers: 0,
             early_deaths: 0,
+            stuck: Vec::new(),
         };
-        let (starting, failed) = state.start_workers(size);
+        // An executor's workers start on demand, with its first tasks.
+        let (starting, failed) = state.start_workers(if self.on_demand { 0 } else { size });
         if let Some(e) = failed {
             state.workers = starting;
-            state.kill_all();
+            let _ = state.kill_all();
             return Err(e);
         }
         // Workers with an initializer report it before the pool is
@@ -388,7 +399,7 @@ impl PoolBuilder {
             }
         }
         if let Some(e) = first_err {
-            state.kill_all();
+            let _ = state.kill_all();
             return Err(e);
         }
         Ok(Pool {
@@ -455,9 +466,19 @@ impl Pool {
         self.shared.lock().size
     }
 
-    /// The pids of the current workers.
+    /// The pids of the current workers. A worker whose process has ended
+    /// is replaced first (its task fails, as in any round), so that a
+    /// pid the caller has seen end is never named.
     pub fn pids(&self) -> Vec<u32> {
-        self.shared.lock().workers.iter().filter_map(|w| w.proc.pid()).collect()
+        let mut st = self.shared.lock();
+        if !self.shared.is_owner() {
+            // A fork child's copy: the parent's workers, as they were.
+            return st.workers.iter().filter_map(|w| w.proc.pid()).collect();
+        }
+        st.notice_deaths();
+        let pids = st.workers.iter().filter_map(|w| w.proc.pid()).collect();
+        drop(run_due(&self.shared, st, true));
+        pids
     }
 
     /// Runs `f(args)` in a worker and waits for its result.
@@ -766,6 +787,10 @@ impl Pool {
     /// A lazy, ordered `map`: the input is read as results are consumed,
     /// at most `4 × processes` chunks ahead; chunk size 1.
     ///
+    /// A panic of the input comes out of `next` after the results of every
+    /// item read before it, in order (Python's `imap` yields them, then
+    /// raises the input's exception); the iteration then ends.
+    ///
     /// # Errors
     ///
     /// As [`apply_async`](Pool::apply_async); each item is the task's
@@ -796,7 +821,9 @@ impl Pool {
 
     /// Like [`imap`](Pool::imap), but yields results in the order they
     /// arrive (of those that arrived together, lowest index first)
-    /// ([`Imap::next_indexed`] gives each one's input index too).
+    /// ([`Imap::next_indexed`] gives each one's input index too). A panic
+    /// of the input comes out of the `next` that read it; the items read
+    /// before it are still queued, and their results come later.
     ///
     /// # Errors
     ///
@@ -873,6 +900,7 @@ impl Pool {
             stop_at_close: false,
             yielded: 0,
             ordered,
+            input_panic: Mutex::new(None),
             _r: PhantomData,
         })
     }
@@ -887,22 +915,46 @@ impl Pool {
         }
     }
 
-    /// Kills the workers at once; every unfinished task fails with
-    /// [`ErrorKind::Cancelled`].
-    pub fn terminate(&self) {
-        let Ok(mut st) = self.shared.enter() else { return };
-        st.terminate();
+    /// Kills the workers at once and reaps them; every unfinished task
+    /// fails with [`ErrorKind::Cancelled`]. Waits at most ten seconds in
+    /// all (one deadline for every worker) for them to exit.
+    ///
+    /// A worker that cannot be signalled (the process dropped its
+    /// privileges since the pool started it, and the kill fails with
+    /// `EPERM`) has its link closed instead: idle, it leaves at once;
+    /// running a task, when that task returns.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] naming the workers still running at the
+    /// deadline, and why (the signal's error, or that they did not exit
+    /// in time); [`join`](Pool::join) waits for them again.
+    /// [`ErrorKind::Io`] when every worker is gone but some could not be
+    /// signalled (they left when their links closed): the error names
+    /// them, with the signal's error. [`ErrorKind::InvalidState`] in a
+    /// fork child (which does nothing).
+    pub fn terminate(&self) -> Result<()> {
+        let mut st = self.shared.enter()?;
+        let r = st.terminate();
         drop(run_due(&self.shared, st, true));
+        r
     }
 
     /// After [`close`](Pool::close): runs the queued tasks to the end, then
-    /// lets the workers exit and reaps them. After
-    /// [`terminate`](Pool::terminate): reaps.
+    /// closes the workers' links, which makes them exit, and reaps them.
+    /// The exit is bounded in all (one deadline for every worker): the
+    /// workers get a minute to leave, then those left are killed and get
+    /// ten seconds more. After [`terminate`](Pool::terminate): waits
+    /// (ten seconds) for the workers it left running.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidState`] if the pool is still open, or in a fork
-    /// child; [`ErrorKind::Io`] if waiting on the workers fails.
+    /// child; [`ErrorKind::Io`] if waiting on the workers fails;
+    /// [`ErrorKind::Timeout`] naming the workers still running at the
+    /// deadline, and why (a kill that failed, for example with `EPERM`
+    /// once the process dropped its privileges); a later `join` waits
+    /// for them again.
     pub fn join(&self) -> Result<()> {
         let st = self.shared.enter()?;
         if st.life == Life::Running {
@@ -925,38 +977,53 @@ impl Pool {
                 return Err(e);
             }
         }
-        let workers = std::mem::take(&mut st.workers);
+        let mut workers = std::mem::take(&mut st.workers);
+        let mut stuck = std::mem::take(&mut st.stuck);
         drop(st);
-        let mut procs = Vec::with_capacity(workers.len());
-        for w in workers {
-            // Closing our end makes the worker loop return.
-            drop(w.conn);
-            procs.push(w.proc);
+        for w in &workers {
+            // The end of its link makes the worker loop return (and its
+            // sends fail).
+            let _ = w.conn.shut_down(true);
         }
-        for mut p in procs {
-            if p.join_timeout(WORKER_DEADLINE).is_err() && p.exit_status().is_none() {
-                let _ = p.kill();
-                let _ = p.join_timeout(WORKER_DEADLINE);
+        let until = deadline_after(WORKER_DEADLINE);
+        for w in &mut workers {
+            let _ = w.proc.join_timeout(until.saturating_duration_since(Instant::now()));
+        }
+        // Those that did not leave are killed, and get one more deadline
+        // in all; one that cannot be signalled stays stuck.
+        let mut killed = Vec::new();
+        for w in workers {
+            if w.proc.exit_status().is_none() {
+                let refused = w.proc.kill().err();
+                killed.push((w, refused));
             }
         }
-        Ok(())
+        let until = deadline_after(STOP_WAIT);
+        stuck.append(&mut killed);
+        let r = wait_stuck(&mut stuck, until);
+        if !stuck.is_empty() {
+            self.shared.lock().stuck.append(&mut stuck);
+        }
+        r
     }
 
     /// [`terminate`](Pool::terminate), but each worker first gets `SIGTERM`
     /// and up to `grace` (shared) to exit by itself: its handlers run.
     /// Under one lock: nothing is submitted or sent meanwhile.
-    pub(crate) fn terminate_gently(&self, grace: Duration) {
-        let Ok(mut st) = self.shared.enter() else { return };
+    pub(crate) fn terminate_gently(&self, grace: Duration) -> Result<()> {
+        let mut st = self.shared.enter()?;
         st.life = Life::Terminated;
-        for w in &st.workers {
-            let _ = w.proc.terminate();
-        }
+        // Only the workers the signal reached are waited for.
+        let signalled: Vec<bool> = st.workers.iter().map(|w| w.proc.terminate().is_ok()).collect();
         let until = Instant::now() + grace;
-        for w in &mut st.workers {
-            let _ = w.proc.join_timeout(until.saturating_duration_since(Instant::now()));
+        for (w, signalled) in st.workers.iter_mut().zip(signalled) {
+            if signalled {
+                let _ = w.proc.join_timeout(until.saturating_duration_since(Instant::now()));
+            }
         }
-        st.terminate();
+        let r = st.terminate();
         drop(run_due(&self.shared, st, true));
+        r
     }
 
     pub(crate) fn cancel_pending(&self) {
@@ -970,15 +1037,25 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// Terminates the pool: kills and reaps the workers (bounded), fails
-    /// the unfinished tasks with [`ErrorKind::Cancelled`]. Never hangs.
+    /// Terminates the pool: kills and reaps the workers (waiting at most
+    /// ten seconds in all), fails the unfinished tasks with
+    /// [`ErrorKind::Cancelled`]. Never hangs. Workers that could not be
+    /// signalled (`EPERM`, once the process dropped its privileges) have
+    /// their links closed instead, and leave at once when idle; those
+    /// still running at the deadline (a task that has not returned) are
+    /// named in one line on standard error, since a drop cannot return
+    /// the error [`terminate`](Pool::terminate) would: each leaves when
+    /// its task returns.
     fn drop(&mut self) {
         if !self.shared.is_owner() {
             // A fork child's copy: the workers are the parent's.
             return;
         }
         let mut st = self.shared.lock();
-        st.terminate();
+        match st.terminate() {
+            Err(e) if e.is_timeout() => eprintln!("multiproc: dropping a pool: {e}"),
+            _ => {}
+        }
         drop(run_due(&self.shared, st, false));
     }
 }

@@ -633,6 +633,11 @@ pub struct Imap<I, A, R> {
     pub(super) stop_at_close: bool,
     pub(super) yielded: usize,
     pub(super) ordered: bool,
+    /// Ordered: the input's panic, and the index of the item it took
+    /// the place of; resumed once every result before it was yielded.
+    /// (In a mutex only to keep the iterator `Sync`: it is reached
+    /// through `&mut self`, without locking.)
+    pub(super) input_panic: Mutex<Option<(usize, Box<dyn Any + Send>)>>,
     pub(super) _r: PhantomData<fn(A) -> R>,
 }
 
@@ -722,6 +727,18 @@ where
             parts.push(encode(part));
             self.handle.len += n;
         }
+        // Ordered, the input's panic waits for its turn (Python's `imap`
+        // yields the results before a failing input, then raises), and the
+        // input is not read again.
+        let read = match read {
+            Err(payload) if self.ordered => {
+                self.input = None;
+                let at = self.handle.len;
+                *self.input_panic.get_mut().unwrap_or_else(PoisonError::into_inner) = Some((at, payload));
+                Ok(())
+            }
+            read => read,
+        };
         let mut st = shared.enter()?;
         if !parts.is_empty() {
             let closed = st.life != Life::Running;
@@ -770,6 +787,13 @@ where
             Ok(st) => st,
             Err(e) => return self.fail(e),
         };
+        let slot = self.input_panic.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, payload)) = slot.take_if(|(at, _)| *at == self.yielded) {
+            // Every result before it was yielded: the input's panic now,
+            // and the iteration ends.
+            drop(st);
+            panic::resume_unwind(payload);
+        }
         let (yielded, ordered, len) = (self.yielded, self.ordered, self.handle.len);
         let mut found = None;
         let (st, r) = drive(&shared, st, deadline, |st| {

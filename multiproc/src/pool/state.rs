@@ -51,6 +51,10 @@ pub(super) struct Config {
     pub(super) task_timeout: Option<Duration>,
     #[cfg_attr(not(feature = "progress"), allow(dead_code))]
     pub(super) progress: bool,
+    /// Workers start when work finds no idle one, up to the pool's size
+    /// (the executor's, as Python's >= 3.9), not all at `build`; a dead
+    /// one is replaced when work needs it.
+    pub(super) on_demand: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -84,6 +88,11 @@ pub(super) struct State {
     pub(super) sleepers: usize,
     /// Workers that died before reporting ready since one last did.
     pub(super) early_deaths: usize,
+    /// Workers a stop left running (they could not be signalled, or did
+    /// not exit in time), with the signal's error: their links are shut
+    /// down, so each leaves when its task returns; `join` waits for them
+    /// again.
+    pub(super) stuck: Vec<(Worker, Option<Error>)>,
 }
 
 /// A job's finished tasks, as the workers sent them.
@@ -225,6 +234,47 @@ const FAST_CHUNK: Duration = Duration::from_millis(1);
 /// killed (its exit status tells more than a kill).
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 
+/// How long stopping the workers waits for them, in all (one deadline
+/// shared by every worker, not one each): for the workers killed by
+/// `terminate` or `Drop` (or whose link was shut down, when the signal
+/// failed) to exit, and, in `join`, for those killed after they did not
+/// leave by themselves.
+pub(super) const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// What stopping one worker came to, when it did not go as asked.
+pub(super) struct Unstopped {
+    pub(super) pid: Option<u32>,
+    /// The signal's error, if it could not be signalled.
+    pub(super) refused: Option<String>,
+    /// It was still running at the deadline.
+    pub(super) running: bool,
+}
+
+/// The error of a stop that did not go as asked: [`ErrorKind::Timeout`]
+/// when workers are still running, [`ErrorKind::Io`] when they all left
+/// but some could not be signalled; each worker named by its pid.
+pub(super) fn stop_error(what: &[Unstopped]) -> Error {
+    let which: Vec<String> = what
+        .iter()
+        .map(|u| {
+            let pid = u.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+            match (&u.refused, u.running) {
+                (Some(e), true) => {
+                    format!("pid {pid} could not be signalled ({e}) and is still running: its link is closed, so it leaves when its task returns")
+                }
+                (Some(e), false) => format!("pid {pid} could not be signalled ({e}) and left when its link closed"),
+                (None, _) => format!("pid {pid} did not exit within {STOP_WAIT:?}"),
+            }
+        })
+        .collect();
+    let kind = if what.iter().any(|u| u.running) {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Io
+    };
+    Error::new(kind, format!("failed to stop the pool's workers: {}", which.join("; ")))
+}
+
 impl Worker {
     /// Waits for the initializer's outcome (bounded), for a worker of a
     /// pool being built.
@@ -320,10 +370,16 @@ impl Worker {
         }
     }
 
-    /// Kills the worker (if alive) and reaps it, bounded.
+    /// Kills the worker (if alive) and reaps it, bounded. A worker that
+    /// cannot be signalled (`EPERM` once the pool's process dropped its
+    /// privileges) is not waited for: its link is shut down, so it leaves
+    /// when its task returns (dropping the worker closes the link).
     pub(super) fn kill_and_reap(&mut self) {
-        let _ = self.proc.kill();
-        let _ = self.proc.join_timeout(WORKER_DEADLINE);
+        if self.proc.kill().is_ok() {
+            let _ = self.proc.join_timeout(STOP_WAIT);
+        } else {
+            let _ = self.conn.shut_down(true);
+        }
     }
 }
 
@@ -553,12 +609,27 @@ impl State {
         })
     }
 
-    pub(super) fn kill_all(&mut self) {
+    /// Kills the workers and reaps them, waiting at most [`STOP_WAIT`] in
+    /// all. A worker that cannot be signalled (`EPERM`: the pool's process
+    /// dropped its privileges) has its link closed instead: idle, it
+    /// leaves at once; running a task, when that task returns. What each
+    /// worker sent before it ended is kept. The workers still running at
+    /// the deadline go to [`State::stuck`], and the error names them.
+    pub(super) fn kill_all(&mut self) -> Result<()> {
+        let until = deadline_after(STOP_WAIT);
+        let mut refused = Vec::with_capacity(self.workers.len());
         for w in &self.workers {
-            let _ = w.proc.kill();
+            let r = w.proc.kill().err();
+            if r.is_some() {
+                // The end of its link ends its loop; what it sends before
+                // it leaves is still read.
+                let _ = w.conn.shut_down(false);
+            }
+            refused.push(r);
         }
         for i in 0..self.workers.len() {
-            let _ = self.workers[i].proc.join_timeout(WORKER_DEADLINE);
+            let left = until.saturating_duration_since(Instant::now());
+            let _ = self.workers[i].proc.join_timeout(left);
             // What a worker sent before it was killed is a finished task's
             // result: keep it (bounded: a message cut short by the kill
             // ends the reading).
@@ -568,14 +639,58 @@ impl State {
                 }
             }
         }
-        for mut w in std::mem::take(&mut self.workers) {
+        let mut unstopped = Vec::new();
+        for (mut w, refused) in std::mem::take(&mut self.workers).into_iter().zip(refused) {
             for s in w.in_flight.drain(..) {
                 self.pending.push_back(s.chunk);
             }
-            self.bury(w);
+            let running = w.proc.exit_status().is_none();
+            if running || refused.is_some() {
+                unstopped.push(Unstopped {
+                    pid: w.proc.pid(),
+                    refused: refused.as_ref().map(ToString::to_string),
+                    running,
+                });
+            }
+            if running {
+                // Its sends fail from now on: it never blocks on a full
+                // link nobody reads.
+                let _ = w.conn.shut_down(true);
+                self.stuck.push((w, refused));
+            } else {
+                self.bury(w);
+            }
+        }
+        if unstopped.is_empty() {
+            Ok(())
+        } else {
+            Err(stop_error(&unstopped))
         }
     }
+}
 
+/// Waits (until `until`) for the workers a stop left running; the error
+/// names those still running.
+pub(super) fn wait_stuck(stuck: &mut Vec<(Worker, Option<Error>)>, until: Instant) -> Result<()> {
+    for (w, _) in stuck.iter_mut() {
+        let _ = w.proc.join_timeout(until.saturating_duration_since(Instant::now()));
+    }
+    stuck.retain(|(w, _)| w.proc.exit_status().is_none());
+    if stuck.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<Unstopped> = stuck
+        .iter()
+        .map(|(w, refused)| Unstopped {
+            pid: w.proc.pid(),
+            refused: refused.as_ref().map(ToString::to_string),
+            running: true,
+        })
+        .collect();
+    Err(stop_error(&what))
+}
+
+impl State {
     /// A chunk of `job` has been sent to a worker and not answered yet.
     pub(super) fn job_sent(&self, job: u64) -> bool {
         self.workers
@@ -758,6 +873,7 @@ impl State {
         if self.life == Life::Terminated {
             return;
         }
+        self.start_on_demand();
         let now = Instant::now();
         // Chunks given to each worker in this round: the last ones of its
         // `in_flight`.
@@ -824,6 +940,39 @@ impl State {
         }
         for &i in dead.iter().rev() {
             self.on_death(i, false);
+        }
+    }
+
+    /// For a pool with on-demand workers (an executor): starts a worker
+    /// for each pending chunk that no idle worker will take, up to the
+    /// pool's size (Python >= 3.9 starts one per submission that finds no
+    /// idle worker). Under fork, every missing worker starts at once, as
+    /// Python's fork context starts them all at the first submission
+    /// (gh-90622: a fork once other threads run is unsafe; here it goes
+    /// to the fork server then). When no worker can be started and none
+    /// is left, the pool is broken with that error.
+    fn start_on_demand(&mut self) {
+        if !self.cfg.on_demand || self.broken.is_some() || self.workers.len() >= self.size {
+            return;
+        }
+        let waiting = self.pending.iter().filter(|c| self.jobs.contains_key(&c.job)).count();
+        let idle = self.workers.iter().filter(|w| w.in_flight.is_empty()).count();
+        let missing = self.size - self.workers.len();
+        let mut need = waiting.saturating_sub(idle).min(missing);
+        if need == 0 {
+            return;
+        }
+        if self.cfg.method.unwrap_or_else(crate::context::get_start_method) == StartMethod::Fork {
+            need = missing;
+        }
+        let (started, failed) = self.start_workers(need);
+        self.workers.extend(started);
+        self.nudge();
+        if let Some(e) = failed {
+            if self.workers.is_empty() {
+                self.fail_pending(&e);
+                self.broken = Some(e);
+            }
         }
     }
 
@@ -997,6 +1146,26 @@ impl State {
         Ok(())
     }
 
+    /// Replaces the workers whose process has ended, without waiting. A
+    /// round looks at the workers' sentinels only while there is work: an
+    /// idle pool notices an idle worker's death here, or at the next send.
+    pub(super) fn notice_deaths(&mut self) {
+        let fds: Vec<RawFd> = self
+            .workers
+            .iter()
+            .map(|w| w.proc.sentinel().map_or(-1, |fd| fd.as_raw_fd()))
+            .collect();
+        let Ok(polled) = sys::poll_readable_set(&fds, Some(Duration::ZERO)) else {
+            return;
+        };
+        // From the highest index: `on_death` may remove its worker.
+        for i in (0..fds.len()).rev() {
+            if polled.get(i) == Some(&true) {
+                self.on_death(i, false);
+            }
+        }
+    }
+
     pub(super) fn on_death(&mut self, i: usize, timed_out: bool) {
         self.on_death_as(i, if timed_out { Death::Overdue } else { Death::Ended });
     }
@@ -1086,6 +1255,13 @@ impl State {
             self.fail_pending(&e);
             return;
         }
+        if self.cfg.on_demand {
+            // Replaced when work needs it (`start_on_demand`).
+            let old = self.workers.remove(i);
+            self.bury(old);
+            self.nudge();
+            return;
+        }
         // The replacement starts now; its initializer reports in a later
         // round (the lock is not held while it runs).
         match self.start_worker() {
@@ -1103,13 +1279,15 @@ impl State {
         }
     }
 
-    /// Kills the workers and fails every unfinished task.
-    pub(super) fn terminate(&mut self) {
+    /// Kills the workers and fails every unfinished task; the error of
+    /// [`kill_all`](State::kill_all) names the workers left running.
+    pub(super) fn terminate(&mut self) -> Result<()> {
         self.life = Life::Terminated;
-        self.kill_all();
+        let r = self.kill_all();
         let e = Error::new(ErrorKind::Cancelled, "the pool was terminated before the task finished");
         self.fail_pending(&e);
         self.nudge();
+        r
     }
 }
 

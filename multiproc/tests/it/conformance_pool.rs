@@ -161,7 +161,7 @@ fn finished_results_survive_terminate(m: StartMethod) {
     let mut it = ex.map_chunked(held, [rv0.addr(), rv1.addr()], None, 1).unwrap();
     rv0.wait_ready().open();
     let _gate1 = rv1.wait_ready();
-    ex.kill_workers();
+    ex.kill_workers().unwrap();
     let first = it.next().unwrap().map_err(|e| e.kind());
     assert_eq!(first, Ok(true), "task 0 had finished before the workers were killed");
     assert_eq!(it.next().unwrap().unwrap_err().kind(), ErrorKind::Cancelled);

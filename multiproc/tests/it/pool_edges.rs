@@ -232,7 +232,7 @@ fn imap_after_terminate_does_not_blame_join(m: StartMethod) {
     let p = Pool::builder().processes(1).start_method(m).build().unwrap();
     let mut it = p.imap(square, 0..1000u64).unwrap();
     assert_eq!(it.next().map(|r| r.map_err(|e| e.kind())), Some(Ok(0)));
-    p.terminate();
+    p.terminate().unwrap();
     let mut last = None;
     for r in it.by_ref() {
         if let Err(e) = r {
@@ -426,7 +426,7 @@ fn terminate_workers_while_another_thread_drives(m: StartMethod) {
             let b = s.spawn(move || f2.result(Some(DEADLINE)).map_err(|e| e.kind()));
             // (Whether both are waiting yet is a race; either way they
             // must end with Cancelled.)
-            ex.terminate_workers();
+            ex.terminate_workers().unwrap();
             assert_eq!(a.join().unwrap(), Err(ErrorKind::Cancelled));
             assert_eq!(b.join().unwrap(), Err(ErrorKind::Cancelled));
         });
@@ -471,7 +471,7 @@ fn callback_that_terminates_the_executor(m: StartMethod) {
             None,
             Callbacks::new().callback(move |_: &bool| {
                 if let Some(ex) = s2.lock().unwrap().take() {
-                    ex.terminate_workers();
+                    ex.terminate_workers().unwrap();
                 }
             }),
         )
