@@ -23,4 +23,5 @@ mod pool_edges;
 mod queue;
 mod shared_memory;
 mod sharedctypes;
+mod shm_creator_killed;
 mod sync;
