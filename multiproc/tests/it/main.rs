@@ -13,6 +13,7 @@ mod examples;
 mod executor;
 mod faults;
 mod forkserver;
+mod forkserver_signals;
 mod fuzz;
 mod hygiene;
 mod identity;
