@@ -114,4 +114,55 @@ fn creators_killed_at_random_points(m: StartMethod) {
     );
 }
 
-per_method!(creators_killed_at_random_points);
+/// Child: creates a segment, has its tracker killed, creates a second one
+/// (a new tracker starts and is told both names), reports the names and
+/// the new tracker's pid, and blocks until killed.
+fn create_kill_tracker_create(addr: String) {
+    let first = SharedMemory::create(4096).unwrap();
+    let old = SharedMemory::__tracker_pid().expect("a tracker runs");
+    let watch = PidWatch::open(old);
+    // SAFETY: kill(2) of this process's own tracker.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    assert_eq!(rc, 0);
+    assert!(watch.ended_within(DEADLINE));
+    let second = SharedMemory::create(4096).unwrap();
+    let new = SharedMemory::__tracker_pid().expect("a new tracker runs");
+    assert_ne!(new, old, "the killed tracker was replaced");
+    notify(
+        &addr,
+        &format!("{} {} {new}", first.name().unwrap(), second.name().unwrap()),
+    );
+    std::mem::forget((first, second));
+    crate::support::block_forever()
+}
+
+/// A killed tracker is replaced at the next create and told every live
+/// name: the creator's death still removes them all.
+fn a_killed_tracker_is_replaced_with_every_name(m: StartMethod) {
+    let rv = Rendezvous::new();
+    let mut p = mp::ProcessBuilder::new()
+        .start_method(m)
+        .target_with(create_kill_tracker_create, rv.addr());
+    p.start().unwrap();
+    let report = rv.recv();
+    let parts: Vec<&str> = report.split(' ').collect();
+    let tracker = PidWatch::open(parts[2].parse().expect("a pid"));
+    for name in &parts[..2] {
+        assert!(std::path::Path::new(&format!("/dev/shm/{name}")).exists());
+    }
+    p.kill().unwrap();
+    assert_eq!(p.join_timeout(DEADLINE).unwrap_err().kind(), ErrorKind::ChildKilled);
+    assert!(tracker.ended_within(DEADLINE), "the tracker outlived its owner");
+    for name in &parts[..2] {
+        assert!(
+            !std::path::Path::new(&format!("/dev/shm/{name}")).exists(),
+            "{name} outlived its creator"
+        );
+    }
+}
+
+per_method!(
+    creators_killed_at_random_points,
+    a_killed_tracker_is_replaced_with_every_name
+);
