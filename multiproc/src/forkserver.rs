@@ -423,8 +423,9 @@ fn fork_one(
 ) {
     // The child's real parent, taken before the fork: read in the child, a
     // `getppid()` would name a reaper if this server died meanwhile. A
-    // daemonic child dies when this server ends (which it does when the
-    // owner ends), see `sys::arm_parent_death`.
+    // daemonic child dies with its owner: through this server's exit when
+    // the owner ends, through its socket to the owner when this server
+    // was killed first (see `sys::arm_parent_death`).
     let server = sys::getpid();
     // SAFETY: the server is single-threaded; the child only closes
     // descriptors and then runs the child path, which leaves through
