@@ -267,8 +267,10 @@ static AVOID_STD_LOCKS: AtomicBool = AtomicBool::new(false);
 
 /// Sets up the child side (panic hook; for a daemon, its death with its
 /// parent). `real_parent` is the process that created this one (its
-/// `getppid()` at creation): the logical parent, or the fork server.
-pub(crate) fn prepare_child(sock: &Fd, daemon: bool, real_parent: u32) {
+/// `getppid()` at creation): the logical parent, or the fork server (then
+/// `server_child` names the owner's pidfd and this child's socket to it,
+/// so that the daemon dies with its owner and not with its server).
+pub(crate) fn prepare_child(sock: &Fd, daemon: bool, real_parent: u32, server_child: Option<sys::ServerChild>) {
     if cfg!(panic = "abort") {
         let copy = sock.try_clone().ok();
         if let Some(c) = &copy {
@@ -280,7 +282,7 @@ pub(crate) fn prepare_child(sock: &Fd, daemon: bool, real_parent: u32) {
         install_panic_hook();
     }
     if daemon {
-        die_with_parent(real_parent);
+        die_with_parent(real_parent, server_child);
     }
 }
 
@@ -311,7 +313,7 @@ pub(crate) fn flush_std_streams() {
 /// SIGKILL): the kernel's parent-death signal, filtered by a handler
 /// (`sys::arm_parent_death`, whose module docs explain the design), and a
 /// thread watching the parent's pidfd only if that cannot be armed.
-fn die_with_parent(real_parent: u32) {
+fn die_with_parent(real_parent: u32, server_child: Option<sys::ServerChild>) {
     let Some(parent) = registry::with_me(|me| me.parent.clone()) else {
         return;
     };
@@ -320,7 +322,7 @@ fn die_with_parent(real_parent: u32) {
     if parent.watch().is_none() {
         sys::exit_now(1);
     }
-    match sys::arm_parent_death(real_parent) {
+    match sys::arm_parent_death(real_parent, server_child) {
         Ok(true) => {}
         // Gone before the signal was armed.
         Ok(false) => sys::exit_now(1),
@@ -379,7 +381,7 @@ pub(crate) fn fork_child_main(
         if after_threads {
             AVOID_STD_LOCKS.store(true, Ordering::Relaxed);
         }
-        prepare_child(&theirs, daemon, parent.0);
+        prepare_child(&theirs, daemon, parent.0, None);
         let outcome = call.run_here();
         finish(&theirs, outcome)
     });
@@ -490,7 +492,11 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<
     }
     // A parent that died meanwhile is noticed when the outcome is sent.
     let _ = frame::send(&sock, Tag::Ready, &[]);
-    prepare_child(&sock, boot.daemon, real_parent);
+    let server_child = owner_fd.map(|owner_pidfd| sys::ServerChild {
+        owner_pidfd,
+        sock: sock.raw(),
+    });
+    prepare_child(&sock, boot.daemon, real_parent, server_child);
     // SAFETY: `read_boot` checked that this process runs the parent's
     // executable file, so the offset names the trampoline the parent chose.
     #[allow(unsafe_code)]

@@ -19,12 +19,25 @@
 //!
 //! Results never pass through the server. If the server dies, its
 //! children's statuses are lost (`ExitStatus::Unknown`, never a hang) and
-//! the next start launches a new server.
+//! the next start launches a new server; the children themselves go on
+//! (a daemonic one keeps dying with its owner, see `sys::arm_parent_death`).
+//!
+//! **Every answer names its request.** Several requests can be outstanding
+//! (a pool sends all its workers' requests before reading any answer). Each
+//! `Fork` frame carries a request number unique in the owner, and the
+//! server answers on that request's own status socket with a `Pid` frame
+//! that repeats the number (number, pid, and the child's pidfd); the exit
+//! status it writes later names the child's pid. The owner takes a `Pid`
+//! frame only if it names the request asked on that socket, and only alone
+//! (anything after it other than the exit status record is refused): any
+//! other answer is a broken server, which is stopped and replaced (the
+//! request is asked once more of the new server), never a pid handed to the
+//! wrong `Process`.
 
 use std::{
     sync::{
         Mutex, MutexGuard,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -46,6 +59,10 @@ pub(crate) struct Server {
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+/// The number of the next request (unique in this process; a fork child
+/// asks its own server).
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// The code offset of the preload function for servers started from now
 /// on, if any.
@@ -149,6 +166,8 @@ pub(crate) fn request_child(timeout: Duration) -> Result<(ChildHandle, Fd)> {
 /// is dropped unread, the child the server forks sees its bootstrap socket
 /// end before any `Boot` frame and exits; the server reaps it.
 pub(crate) struct Requested {
+    /// The request's number, which the answer must repeat.
+    id: u64,
     ours: Fd,
     status: Fd,
     server_pid: u32,
@@ -174,14 +193,16 @@ pub(crate) fn send_request() -> Result<Requested> {
     let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     replace_if_stale(&mut guard)?;
     let server = guard.as_ref().expect("set just above");
+    let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
     let sent = frame::send_with_fds(
         &server.control,
         Tag::Fork,
-        &[],
+        &id.to_le_bytes(),
         &[theirs.raw(), status_theirs.raw(), me.raw()],
     )
     .is_ok();
     Ok(Requested {
+        id,
         ours,
         status,
         server_pid: server.handle.pid(),
@@ -196,7 +217,7 @@ pub(crate) fn send_request() -> Result<Requested> {
 pub(crate) fn finish_request(mut req: Requested, timeout: Duration) -> Result<(ChildHandle, Fd)> {
     for attempt in 0..2 {
         if req.sent {
-            match read_pid(&req.status, &req.server_pidfd, timeout) {
+            match read_pid(&req.status, &req.server_pidfd, req.id, timeout) {
                 Ok((pid, pidfd, leftover)) => {
                     return Ok((ChildHandle::remote(pid, pidfd, req.status, leftover), req.ours));
                 }
@@ -229,31 +250,49 @@ fn stop_server(pid: u32) {
     }
 }
 
-/// Reads the server's answer: the pid, with the child's pidfd attached,
-/// and any bytes that followed it (the start of the exit status, if the
-/// child has already ended).
-fn read_pid(status: &Fd, server: &Fd, timeout: Duration) -> Result<(u32, Fd, Vec<u8>)> {
+/// Reads the server's answer to request `id`: the pid, with the child's
+/// pidfd attached, and any bytes that followed it (the start of the exit
+/// status, if the child has already ended).
+fn read_pid(status: &Fd, server: &Fd, id: u64, timeout: Duration) -> Result<(u32, Fd, Vec<u8>)> {
     let deadline = Instant::now().checked_add(timeout);
     let mut reader = frame::Reader::default();
+    let broken = |what: String| {
+        Error::new(
+            ErrorKind::Bootstrap,
+            format!("the fork server broke the protocol: {what}"),
+        )
+    };
     loop {
         let at_end = reader_at_end(&mut reader, status)?;
         match reader.next() {
-            Ok(Some((Tag::Pid, payload))) if payload.len() == 4 => {
-                let pid = u32::from_le_bytes(payload[..].try_into().expect("4 bytes"));
-                let pidfd =
-                    reader.take_fds().into_iter().next().ok_or_else(|| {
-                        Error::new(ErrorKind::Bootstrap, "the fork server sent a pid without its pidfd")
-                    })?;
-                return Ok((pid, pidfd, reader.into_leftover()));
+            Ok(Some((Tag::Pid, payload))) if payload.len() == 12 => {
+                let answered = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+                if answered != id {
+                    return Err(broken(format!("it answered request {answered} where {id} was asked")));
+                }
+                let pid = u32::from_le_bytes(payload[8..].try_into().expect("4 bytes"));
+                let mut fds = reader.take_fds();
+                if fds.len() != 1 {
+                    return Err(broken(format!(
+                        "a pid came with {} descriptors, not its pidfd",
+                        fds.len()
+                    )));
+                }
+                let leftover = reader.into_leftover();
+                // Only the 12-byte exit status may follow the answer.
+                if leftover.len() > ChildHandle::STATUS_LEN {
+                    return Err(broken(format!("{} unexpected bytes followed the pid", leftover.len())));
+                }
+                return Ok((pid, fds.remove(0), leftover));
             }
-            Ok(Some((tag, _))) => {
-                return Err(Error::new(
-                    ErrorKind::Bootstrap,
-                    format!("the fork server sent an unexpected {tag:?}"),
-                ));
+            Ok(Some((tag, payload))) => {
+                return Err(broken(format!(
+                    "it sent a {tag:?} frame of {} bytes that answers no request",
+                    payload.len()
+                )));
             }
             Ok(None) => {}
-            Err(e) => return Err(Error::new(ErrorKind::Bootstrap, "the fork server broke the protocol").with_source(e)),
+            Err(e) => return Err(broken("its answer is not a frame".into()).with_source(e)),
         }
         if at_end {
             return Err(Error::new(
@@ -332,8 +371,8 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                 sys::exit_now(1);
             }
             loop {
-                let tag = match reader.next() {
-                    Ok(Some((tag, _))) => tag,
+                let (tag, payload) = match reader.next() {
+                    Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     // The owner is this library: a broken stream means
                     // something is badly wrong; stop serving.
@@ -342,8 +381,12 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                 // Several requests may arrive in one read: each takes its own
                 // three descriptors, in order.
                 let passed = reader.take_n_fds(3);
+                let Ok(id) = <[u8; 8]>::try_from(&payload[..]) else {
+                    // Not from our owner's library: ignore the request (its
+                    // status socket closes: the owner sees EOF).
+                    continue;
+                };
                 if tag != Tag::Fork || passed.len() != 3 {
-                    // Not from our owner's library: ignore the request.
                     continue;
                 }
                 let mut passed = passed.into_iter();
@@ -356,7 +399,7 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                 // children: the one forked now must not keep them.
                 let queued = reader.pending_fds();
                 let own = [control.raw(), owner_watch.raw_fd()];
-                fork_one(&own, &mut children, &queued, (boot, status, owner));
+                fork_one(&own, &mut children, &queued, id, (boot, status, owner));
             }
             if reader.at_end_empty() {
                 // The owner is gone: so is the reason to serve.
@@ -366,7 +409,7 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
         children.retain(|(handle, status)| match handle.try_reap() {
             Ok(Some(s)) => {
                 // An owner that went away cannot be told.
-                let _ = status.send_some(&ChildHandle::encode_status(s));
+                let _ = status.send_some(&ChildHandle::encode_status(handle.pid(), s));
                 false
             }
             Ok(None) => true,
@@ -377,11 +420,19 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
 
 /// Forks the child of one request. `own` are the server's own descriptors
 /// (its control socket, its watch on the owner), which the child closes.
-fn fork_one(own: &[i32], children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32], (boot, status, owner): (Fd, Fd, Fd)) {
+/// `id` is the request's number, repeated in the answer.
+fn fork_one(
+    own: &[i32],
+    children: &mut Vec<(ChildHandle, Fd)>,
+    queued: &[i32],
+    id: [u8; 8],
+    (boot, status, owner): (Fd, Fd, Fd),
+) {
     // The child's real parent, taken before the fork: read in the child, a
     // `getppid()` would name a reaper if this server died meanwhile. A
-    // daemonic child dies when this server ends (which it does when the
-    // owner ends), see `sys::arm_parent_death`.
+    // daemonic child dies with its owner: through this server's exit when
+    // the owner ends, through its socket to the owner when this server
+    // was killed first (see `sys::arm_parent_death`).
     let server = sys::getpid();
     // SAFETY: the server is single-threaded; the child only closes
     // descriptors and then runs the child path, which leaves through
@@ -406,10 +457,11 @@ fn fork_one(own: &[i32], children: &mut Vec<(ChildHandle, Fd)>, queued: &[i32], 
             bootstrap::forked_by_server(boot, served)
         }
         Ok(ForkSide::Parent(handle)) => {
-            let pid = handle.pid().to_le_bytes();
+            let mut answer = id.to_vec();
+            answer.extend_from_slice(&handle.pid().to_le_bytes());
             let pidfd = handle.pidfd_copy();
             let sent = match &pidfd {
-                Ok(fd) => frame::send_with_fds(&status, Tag::Pid, &pid, &[fd.raw()]),
+                Ok(fd) => frame::send_with_fds(&status, Tag::Pid, &answer, &[fd.raw()]),
                 Err(_) => Err(std::io::ErrorKind::Other.into()),
             };
             if sent.is_err() {
@@ -431,4 +483,85 @@ pub(crate) fn server_pid() -> Option<u32> {
         .as_ref()
         .filter(|s| s.owner == sys::getpid())
         .map(|s| s.handle.pid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame a fake server sends: tag, payload, descriptor count.
+    type Sent = (Tag, Vec<u8>, usize);
+
+    /// A fake server's answer on a fresh status socket, read as the answer
+    /// to request 7.
+    fn answer(frames: &[Sent], extra: &[u8]) -> Result<(u32, Fd, Vec<u8>)> {
+        let (ours, theirs) = sys::socketpair().unwrap();
+        let some_fd = sys::socketpair().unwrap().0;
+        for (tag, payload, nfds) in frames {
+            let fds = vec![some_fd.raw(); *nfds];
+            frame::send_with_fds(&theirs, *tag, payload, &fds).unwrap();
+        }
+        if !extra.is_empty() {
+            theirs.send_some(extra).unwrap();
+        }
+        drop(theirs);
+        // This process's own pidfd stands for the server: never readable.
+        let server = ParentWatch::of_self().unwrap();
+        read_pid(&ours, &server, 7, Duration::from_secs(5))
+    }
+
+    fn pid_frame(id: u64, pid: u32) -> Vec<u8> {
+        [&id.to_le_bytes()[..], &pid.to_le_bytes()].concat()
+    }
+
+    #[test]
+    fn an_answer_to_the_request_asked_is_taken() {
+        let (pid, _fd, rest) = answer(&[(Tag::Pid, pid_frame(7, 1234), 1)], &[]).unwrap();
+        assert_eq!((pid, rest.len()), (1234, 0));
+        // With the exit status record right behind it.
+        let status = ChildHandle::encode_status(1234, sys::RawStatus::Exited(3));
+        let (_, _, rest) = answer(&[(Tag::Pid, pid_frame(7, 1234), 1)], &status).unwrap();
+        assert_eq!(rest, status);
+    }
+
+    #[test]
+    fn an_answer_to_no_outstanding_request_is_a_broken_server() {
+        let cases: Vec<(&str, Vec<Sent>)> = vec![
+            ("another request's answer", vec![(Tag::Pid, pid_frame(8, 1234), 1)]),
+            (
+                "a pid without request number",
+                vec![(Tag::Pid, 1234u32.to_le_bytes().to_vec(), 1)],
+            ),
+            ("a pid without pidfd", vec![(Tag::Pid, pid_frame(7, 1234), 0)]),
+            ("a pid with two descriptors", vec![(Tag::Pid, pid_frame(7, 1234), 2)]),
+            ("another frame", vec![(Tag::Ready, vec![], 0)]),
+            (
+                "two answers",
+                vec![(Tag::Pid, pid_frame(7, 1234), 1), (Tag::Pid, pid_frame(7, 1235), 1)],
+            ),
+            ("nothing (EOF)", vec![]),
+        ];
+        for (what, frames) in cases {
+            let err = answer(&frames, &[]).err().unwrap_or_else(|| panic!("{what} was taken"));
+            assert_eq!(err.kind(), ErrorKind::Bootstrap, "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_exit_status_names_its_child() {
+        let rec = ChildHandle::encode_status(1234, sys::RawStatus::Signaled(9));
+        let (ours, theirs) = sys::socketpair().unwrap();
+        drop(theirs);
+        let pidfd = ParentWatch::of_self().unwrap();
+        // A record for another pid is not this child's status.
+        let other = ChildHandle::remote(
+            1235,
+            pidfd.try_clone().unwrap(),
+            ours.try_clone().unwrap(),
+            rec.to_vec(),
+        );
+        let mine = ChildHandle::remote(1234, pidfd, ours, rec.to_vec());
+        assert_eq!(other.status_for_test(), sys::RawStatus::Unknown);
+        assert_eq!(mine.status_for_test(), sys::RawStatus::Signaled(9));
+    }
 }

@@ -83,7 +83,9 @@ impl ProcessBuilder {
     /// handler then returns), so a blocking call in the child that the
     /// kernel does not restart (a socket read with a timeout, `poll`) may
     /// fail once with [`std::io::ErrorKind::Interrupted`]. A child started
-    /// by the fork server also ends if the server is killed. The kernel
+    /// by the fork server ends with its parent, not with the server: if
+    /// the server is killed, the child runs on (the same signal may then
+    /// interrupt such a call once more, when the server dies). The kernel
     /// clears the parent-death signal when the child changes its effective
     /// user or group ID (or its capabilities): such a child is still
     /// terminated when its parent exits normally (the exit routine), but

@@ -19,8 +19,10 @@
 //! [`unlink`](SharedMemory::unlink). A creator that dies without dropping
 //! its handle (`SIGKILL`, `process::exit`, `mem::forget`) does not leak the
 //! name: a cleanup tracker process, started with the first named segment,
-//! unlinks it (see `tracker.rs`). `create` returns only after the tracker
-//! has the name.
+//! unlinks it (see `tracker.rs`). The tracker itself creates each named
+//! segment and passes its descriptor back, so that no name exists, not even
+//! for an instant, without the tracker knowing it: a creator killed at any
+//! point of `create` leaves nothing behind.
 //!
 //! **Passing to other processes.** A `SharedMemory` is a process argument
 //! (or an item sent through a `Connection` or `Queue`) like a `Queue`: it
@@ -177,13 +179,17 @@ impl SharedMemory {
     pub fn create_named(name: &str, size: usize) -> Result<SharedMemory> {
         check_size(size)?;
         let name = check_name(name)?;
-        let fd = sys::shm_create(name, size)
-            .map_err(|e| Error::io(format!("failed to create the shared memory segment {name:?}"), e))?;
-        if let Err(e) = tracker::register(name) {
-            // Nobody else knows the name yet.
-            let _ = sys::shm_unlink(name);
-            return Err(Error::io("failed to start the shared memory cleanup tracker", e));
-        }
+        // The tracker creates the segment, so that the name is tracked from
+        // the instant it exists (see tracker.rs).
+        let fd = tracker::create(name, size).map_err(|e| match e {
+            tracker::CreateError::Segment(e) => {
+                Error::io(format!("failed to create the shared memory segment {name:?}"), e)
+            }
+            tracker::CreateError::Tracker(e) => Error::io(
+                format!("failed to create the shared memory segment {name:?}: the cleanup tracker failed"),
+                e,
+            ),
+        })?;
         let mut shm = match SharedMemory::map(fd, size, Some(name.to_owned())) {
             Ok(shm) => shm,
             Err(e) => {

@@ -1,13 +1,17 @@
-//! The cleanup tracker: unlinks the named segments a process created when
-//! that process dies without unlinking them (killed, `process::exit`, a
-//! segment leaked with `mem::forget`).
+//! The cleanup tracker: creates the named segments of one process and
+//! unlinks those that process leaves behind when it dies without unlinking
+//! them (killed, `process::exit`, a segment leaked with `mem::forget`).
 //!
 //! ```text
 //! owner                                        tracker (spawned lazily)
 //! Track frame + [seqpacket socket, own pidfd] ─▶ poll(socket, owner pidfd)
-//! "R<name>" ──────────────────────────────────▶ remember name
-//!            ◀──────────────────────────────── "k" (registered)
-//! "U<name>" ──────────────────────────────────▶ forget name
+//! "C"<size><name> ────────────────────────────▶ shm_open(O_CREAT|O_EXCL), size,
+//!                                                remember name
+//!            ◀──────────────────────────────── "c"<name> + the descriptor
+//!            ◀──────────────────────────────── or "e"<errno><name>
+//! "R"<name> (re-telling a new tracker) ───────▶ remember name
+//!            ◀──────────────────────────────── "r"<name>
+//! "U"<name> ──────────────────────────────────▶ forget name
 //! (owner dies: pidfd readable) ───────────────▶ shm_unlink every name, exit
 //! ```
 //!
@@ -19,23 +23,39 @@
 //! *pidfd*, not the socket: a fork child may keep a copy of the owner's
 //! end open after the owner died.
 //!
-//! `create` returns only after the tracker acknowledged the name, so a
-//! creator killed at any later instruction does not leak it. Unregistering
-//! needs no answer: the owner unlinks first and unregisters second, so a
-//! death between the two only makes the tracker unlink a name that is
-//! already gone (or, with odds of one in 2^64 per name, a namesake another
-//! process created in that instant).
+//! **A name never exists untracked.** The tracker itself creates the
+//! segment (`O_EXCL`) and remembers the name in the same step, then passes
+//! the descriptor to the owner: an owner killed at any instruction of
+//! `create_named` leaves either no segment or one its tracker unlinks.
+//! (When the owner created the file and told the tracker afterwards, a
+//! `SIGKILL` between the two leaked the name for good: 4 to 13 of 60 kills
+//! at random points.) A name that was taken fails in the tracker, which then
+//! does not remember it: a namesake someone else created is never unlinked
+//! on the owner's behalf. The segment belongs to the tracker's user and
+//! group, which are the owner's as they were when the tracker started.
+//!
+//! Every answer names the request it answers (its operation and the name),
+//! and the owner has at most one request outstanding (it asks under its
+//! state's lock): an answer that does not match is a broken tracker, which
+//! is replaced, never taken for another name's answer.
+//!
+//! Unregistering needs no answer: the owner unlinks first and unregisters
+//! second, so a death between the two only makes the tracker unlink a name
+//! that is already gone (or, with odds of one in 2^64 per name, a namesake
+//! another process created in that instant).
 //!
 //! The tracker unlinks by name without checking that the name still names
 //! its owner's segment (the owner's own drop compares device and inode
 //! first): when someone else unlinked a name and created a namesake while
 //! the owner lived, the owner's death removes the namesake. Closing this
-//! gap would take passing each segment's descriptor to the tracker.
+//! gap would take keeping each segment's descriptor in the tracker.
 //!
 //! The owner keeps the list of its live names too: a tracker found dead
-//! (killed) is replaced and told every name again. A fork child starts with
-//! no tracker and no names (its parent's segments are its parent's), and
-//! starts its own tracker when it creates a segment.
+//! (killed) is replaced and told every name again. A tracker killed while
+//! it creates a segment may leave that one name behind (its outcome is
+//! unknown to the owner, which reports the error and does not guess). A
+//! fork child starts with no tracker and no names (its parent's segments
+//! are its parent's), and starts its own tracker when it creates a segment.
 
 use std::{
     collections::BTreeSet,
@@ -53,8 +73,9 @@ use crate::{
 
 /// How long an owner waits for the tracker to acknowledge a name.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest datagram: an operation byte and a name (`NAME_MAX`).
-const MAX_MESSAGE: usize = 1 + 255;
+/// The longest datagram: an operation byte, a size or an errno, and a
+/// name (`NAME_MAX`).
+const MAX_MESSAGE: usize = 1 + 8 + 255;
 
 /// This process's tracker and the names it must clean up.
 struct State {
@@ -92,30 +113,50 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     f(state)
 }
 
-/// Registers `name` with this process's tracker (started if needed) and
-/// returns once the tracker has acknowledged it.
-pub(crate) fn register(name: &str) -> io::Result<()> {
+/// Why [`create`] failed.
+#[derive(Debug)]
+pub(crate) enum CreateError {
+    /// The tracker could not be started or did not answer.
+    Tracker(io::Error),
+    /// The tracker could not create the segment (the name is taken, no
+    /// memory, ...).
+    Segment(io::Error),
+}
+
+/// Has this process's tracker (started if needed) create the named segment
+/// `name` of `size` bytes and remember the name; returns the segment's
+/// descriptor. The name is tracked from the instant the segment exists.
+pub(crate) fn create(name: &str, size: usize) -> Result<Fd, CreateError> {
+    let msg = create_message(name, size);
     with_state(|st| {
-        st.names.insert(name.to_owned());
-        let mut last = None;
-        // One retry: a tracker found dead is replaced and told every name.
-        for _ in 0..2 {
-            let res = match &st.tracker {
-                Some(t) => send_register(&t.sock, name),
-                None => start(&st.names).map(|t| st.tracker = Some(t)),
-            };
-            match res {
-                Ok(()) => return Ok(()),
-                Err(e) => {
+        // One retry: a tracker found dead before it took the request is
+        // replaced (and told every name) once.
+        for attempt in 0..2 {
+            if st.tracker.is_none() {
+                st.tracker = Some(start(&st.names).map_err(CreateError::Tracker)?);
+            }
+            let t = st.tracker.as_ref().expect("set just above");
+            match ask(&t.sock, &msg, name) {
+                Ok(Answer::Created(fd)) => {
+                    st.names.insert(name.to_owned());
+                    return Ok(fd);
+                }
+                Ok(Answer::Failed(e)) => return Err(CreateError::Segment(e)),
+                Ok(Answer::Registered) => unreachable!("ask checks the answer's operation"),
+                Err(failure) => {
                     if let Some(old) = st.tracker.take() {
                         retire(old);
                     }
-                    last = Some(e);
+                    if failure.taken || attempt == 1 {
+                        // Taken: the dead tracker may have created the
+                        // segment; another try would find the name taken by
+                        // it and say so wrongly.
+                        return Err(CreateError::Tracker(failure.error));
+                    }
                 }
             }
         }
-        st.names.remove(name);
-        Err(last.expect("the loop ran"))
+        unreachable!("the second attempt returns")
     })
 }
 
@@ -153,42 +194,93 @@ fn message(op: u8, name: &str) -> Vec<u8> {
     m
 }
 
-/// Sends one registration and waits for its acknowledgement.
-fn send_register(sock: &Fd, name: &str) -> io::Result<()> {
-    let msg = message(b'R', name);
+/// `"C"`, the size and the name: the request to create a segment.
+fn create_message(name: &str, size: usize) -> Vec<u8> {
+    let mut m = Vec::with_capacity(1 + 8 + name.len());
+    m.push(b'C');
+    m.extend_from_slice(&(size as u64).to_le_bytes());
+    m.extend_from_slice(name.as_bytes());
+    m
+}
+
+/// What the tracker answered.
+#[derive(Debug)]
+enum Answer {
+    /// `"c"<name>`: created, with its descriptor.
+    Created(Fd),
+    /// `"e"<errno><name>`: not created.
+    Failed(io::Error),
+    /// `"r"<name>`: remembered.
+    Registered,
+}
+
+/// A request that got no valid answer.
+#[derive(Debug)]
+struct AskFailure {
+    error: io::Error,
+    /// The tracker took the request (so it may have acted on it).
+    taken: bool,
+}
+
+/// Sends one request (`C` or `R` for `name`) and waits for its answer,
+/// which must name the same operation and name.
+fn ask(sock: &Fd, msg: &[u8], name: &str) -> Result<Answer, AskFailure> {
     let deadline = Instant::now() + ACK_TIMEOUT;
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "the shared memory tracker did not answer");
-    while !sock.try_send_datagram(&msg, &[])? {
+    let before = |error| AskFailure { error, taken: false };
+    let after = |error| AskFailure { error, taken: true };
+    while !sock.try_send_datagram(msg, &[]).map_err(before)? {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(timed_out());
+            return Err(before(timed_out()));
         }
-        sock.poll_writable_or(-1, Some(left))?;
+        sock.poll_writable_or(-1, Some(left)).map_err(before)?;
     }
-    let mut buf = Vec::with_capacity(8);
+    let mut buf = Vec::with_capacity(MAX_MESSAGE + 1);
     let mut fds = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !sock.poll_readable(Some(left))? {
-            return Err(timed_out());
+        if left.is_zero() || !sock.poll_readable(Some(left)).map_err(after)? {
+            return Err(after(timed_out()));
         }
         buf.clear();
-        match sock.recv_some(&mut buf, &mut fds, true)? {
-            RecvSome::Data(_) if buf.as_slice() == b"k" => return Ok(()),
-            RecvSome::Data(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the shared memory tracker sent an unexpected answer",
-                ));
-            }
+        fds.clear();
+        match sock.recv_some(&mut buf, &mut fds, true).map_err(after)? {
+            RecvSome::Data(_) => return parse_answer(msg[0], name, &buf, fds).map_err(after),
             RecvSome::Eof => {
-                return Err(io::Error::new(
+                return Err(after(io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "the shared memory tracker is gone",
-                ));
+                )));
             }
             RecvSome::WouldBlock => {}
         }
+    }
+}
+
+/// Checks that `answer` answers the request `op` for `name`.
+fn parse_answer(op: u8, name: &str, answer: &[u8], mut fds: Vec<Fd>) -> io::Result<Answer> {
+    let unexpected = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the shared memory tracker sent an answer to no outstanding request (asked {:?} for {name:?})",
+                op as char
+            ),
+        )
+    };
+    let (&kind, rest) = answer.split_first().ok_or_else(unexpected)?;
+    match (op, kind) {
+        (b'C', b'c') if rest == name.as_bytes() && fds.len() == 1 => Ok(Answer::Created(fds.remove(0))),
+        (b'C', b'e') if rest.len() >= 4 && &rest[4..] == name.as_bytes() && fds.is_empty() => {
+            let errno = i32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+            Ok(Answer::Failed(match errno {
+                0 => io::Error::other("the shared memory tracker refused the name or size"),
+                e => io::Error::from_raw_os_error(e),
+            }))
+        }
+        (b'R', b'r') if rest == name.as_bytes() && fds.is_empty() => Ok(Answer::Registered),
+        _ => Err(unexpected()),
     }
 }
 
@@ -205,7 +297,13 @@ fn start(names: &BTreeSet<String>) -> io::Result<Tracker> {
     let t = Tracker { handle, sock };
     let sent = frame::send_with_fds(&boot, Tag::Track, &[], &[sock_theirs.raw(), me.raw()]);
     drop((sock_theirs, me, boot));
-    let res = sent.and_then(|()| names.iter().try_for_each(|n| send_register(&t.sock, n)));
+    let res = sent.and_then(|()| {
+        names.iter().try_for_each(|n| match ask(&t.sock, &message(b'R', n), n) {
+            Ok(Answer::Registered) => Ok(()),
+            Ok(_) => unreachable!("ask checks the answer's operation"),
+            Err(f) => Err(f.error),
+        })
+    });
     match res {
         Ok(()) => Ok(t),
         Err(e) => {
@@ -252,12 +350,22 @@ pub(crate) fn serve(fds: Vec<Fd>) -> ! {
             buf.clear();
             passed.clear();
             match sock.recv_some(&mut buf, &mut passed, true) {
+                // The owner waits for each answer; if it is gone, the pidfd
+                // says so next.
                 Ok(RecvSome::Data(_)) => match buf.split_first() {
+                    Some((b'C', rest)) if rest.len() > 8 => {
+                        let (size, name) = rest.split_at(8);
+                        let size = u64::from_le_bytes(size.try_into().expect("8 bytes"));
+                        let (answer, fd) = create_here(&mut names, name, size);
+                        let fds: &[i32] = match &fd {
+                            Some(fd) => &[fd.raw()],
+                            None => &[],
+                        };
+                        let _ = sock.try_send_datagram(&answer, fds);
+                    }
                     Some((b'R', name)) => {
                         names.insert(name.to_vec());
-                        // The owner waits for this; if it is gone, the
-                        // pidfd says so next.
-                        let _ = sock.try_send_datagram(b"k", &[]);
+                        let _ = sock.try_send_datagram(&[&b"r"[..], name].concat(), &[]);
                     }
                     Some((b'U', name)) => {
                         names.remove(name);
@@ -277,5 +385,79 @@ pub(crate) fn serve(fds: Vec<Fd>) -> ! {
             }
             sys::exit_now(0);
         }
+    }
+}
+
+/// Creates the segment `name` of `size` bytes for the owner and remembers
+/// the name before anything else can happen: the answer (`"c"<name>` with
+/// the descriptor, or `"e"<errno><name>`) and the descriptor to pass.
+fn create_here(names: &mut BTreeSet<Vec<u8>>, name: &[u8], size: u64) -> (Vec<u8>, Option<Fd>) {
+    let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let created = std::str::from_utf8(name)
+        .map_err(|_| invalid("the name is not UTF-8"))
+        .and_then(|n| {
+            let size = usize::try_from(size).map_err(|_| invalid("the size does not fit"))?;
+            sys::shm_create(n, size)
+        });
+    match created {
+        Ok(fd) => {
+            names.insert(name.to_vec());
+            ([&b"c"[..], name].concat(), Some(fd))
+        }
+        Err(e) => {
+            // 0: not an OS error (the owner checked name and size first).
+            let errno = e.raw_os_error().unwrap_or(0);
+            ([&b"e"[..], &errno.to_le_bytes(), name].concat(), None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Fd, Fd) {
+        sys::seqpacket_pair().unwrap()
+    }
+
+    #[test]
+    fn an_answer_must_name_its_request() {
+        let (a, b) = pair();
+        let fd = || vec![a.try_clone().unwrap()];
+        // The right answers.
+        assert!(matches!(parse_answer(b'C', "x", b"cx", fd()), Ok(Answer::Created(_))));
+        assert!(matches!(parse_answer(b'R', "x", b"rx", vec![]), Ok(Answer::Registered)));
+        let failed = parse_answer(b'C', "x", &[&b"e"[..], &17i32.to_le_bytes(), b"x"].concat(), vec![]);
+        assert!(matches!(failed, Ok(Answer::Failed(e)) if e.kind() == io::ErrorKind::AlreadyExists));
+        // Answers to another name, another operation, or without (or with an
+        // extra) descriptor answer nothing outstanding.
+        for (op, answer, fds) in [
+            (b'C', &b"cy"[..], fd()),
+            (b'C', &b"cxx"[..], fd()),
+            (b'C', &b"cx"[..], vec![]),
+            (b'C', &b"rx"[..], vec![]),
+            (b'R', &b"cx"[..], fd()),
+            (b'R', &b"rx"[..], fd()),
+            (b'R', &b"ry"[..], vec![]),
+            (b'C', &b"e\x11\0\0\0y"[..], vec![]),
+            (b'C', &b"e\x11"[..], vec![]),
+            (b'C', &b""[..], vec![]),
+            (b'R', &b"k"[..], vec![]),
+        ] {
+            let err = parse_answer(op, "x", answer, fds).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{answer:?}");
+        }
+        drop(b);
+    }
+
+    #[test]
+    fn a_stray_answer_is_refused_not_taken() {
+        // A peer that answers with another name's reply: the request
+        // fails as a broken tracker, after the tracker took it.
+        let (owner, tracker) = pair();
+        assert!(tracker.try_send_datagram(b"rother", &[]).unwrap());
+        let failure = ask(&owner, &message(b'R', "mine"), "mine").unwrap_err();
+        assert!(failure.taken);
+        assert_eq!(failure.error.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -30,9 +30,11 @@
 //!   `socket_peer_pid`.
 //! - `ParentWatch`: a pidfd on this process's parent, whose death can be
 //!   awaited.
-//! - `arm_parent_death(real_parent)`: end this process when the process
-//!   that created it ends, without a thread (the parent-death signal and
-//!   its handler; design and the signal's number in `unix/pdeath.rs`).
+//! - `arm_parent_death(real_parent, server_child)`: end this process when
+//!   the process that created it ends (a fork server's child: when its
+//!   owner ends, not its server), without a thread (the parent-death
+//!   signal and its handler; design and the signal's number in
+//!   `unix/pdeath.rs`).
 //! - channels: `seqpacket_pair()`, `Fd::try_send_datagram`,
 //!   `Fd::peek_datagram`, `Fd::recv_into`, `MAX_FDS`; `ShmRing`, the
 //!   queues' robust shared-memory ring; Unix and TCP listening and

@@ -188,36 +188,8 @@ fn the_server_ends_with_its_owner_even_if_its_socket_lives_on() {
     assert_eq!(ended, (true, true), "(server, daemon) ended with their owner");
 }
 
-fn notify_then_block(addr: String) {
-    notify(&addr, "running");
-    block_forever()
-}
-
-fn daemon_then_kill_server(_: ()) {
-    let rv = Rendezvous::new();
-    let mut d = fs().daemon(true).target_with(notify_then_block, rv.addr());
-    d.start().unwrap();
-    let daemon = PidWatch::open(d.pid().unwrap());
-    // Running its target: its death signal is armed.
-    assert_eq!(rv.recv(), "running");
-    kill_server();
-    assert!(
-        daemon.ended_within(DEADLINE),
-        "the daemon outlived its fork server, its real parent"
-    );
-    // Its status went with the server; the join does not hang.
-    d.join_timeout(DEADLINE).unwrap_err();
-    assert_eq!(d.exit_status(), Some(ExitStatus::Unknown));
-}
-
-/// A daemon's real parent is the fork server (its owner's death reaches it
-/// through the server's exit), so it also dies when only the server is
-/// killed.
-#[test]
-fn a_daemon_dies_with_its_fork_server() {
-    // Isolated: killing this process's server would disturb other tests.
-    crate::support::run_isolated(|_| daemon_then_kill_server(()), StartMethod::Spawn);
-}
+// A daemon outlives its killed fork server and still dies with its
+// owner: `forkserver_signals.rs`.
 
 /// The sockets of `pid` and, for each, the flags and path /proc/net/unix
 /// lists.

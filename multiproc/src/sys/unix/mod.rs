@@ -32,7 +32,7 @@ pub(crate) use misc::{
 pub(crate) use net::{
     PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
 };
-pub(crate) use pdeath::arm_parent_death;
+pub(crate) use pdeath::{ServerChild, arm_parent_death};
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
 pub(crate) use segment::{
     Locked, MUTEX_SIZE, Mapping, RobustMutex, file_size, ignore_group_signals, is_size_sealed, memfd_sealed,

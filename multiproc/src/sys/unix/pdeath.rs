@@ -43,10 +43,30 @@
 //! - **The real parent.** For spawn and fork children it is the logical
 //!   parent. A fork-server child's real parent is the fork server, which
 //!   records its own pid before forking; the server exits as soon as its
-//!   owner's end of the control socket closes (the owner died, however),
-//!   so the chain "owner dies, server exits, death signal" keeps the
-//!   promise. A consequence: such a daemon also dies when its fork server
-//!   is killed while the owner lives.
+//!   owner (the logical parent) dies, however, so the chain "owner dies,
+//!   server exits, death signal" keeps the promise.
+//! - **A fork-server child does not die with its server.** Its life is its
+//!   owner's: when the server dies while the owner lives (someone killed
+//!   it), the handler must not end the daemon. A fork-server child
+//!   therefore arms with a pidfd of its owner and its bootstrap socket to
+//!   the owner ([`ServerChild`]). The handler first asks the owner's pidfd
+//!   (a `poll` with no wait): an ended owner ends the daemon. If the owner
+//!   lives and the server is gone, the daemon has lost its death signal's
+//!   source (its new parent is a reaper), so the handler turns to the
+//!   socket: it makes the socket signal this process, with the same death
+//!   signal, when its state changes (`O_ASYNC`, `F_SETOWN`, `F_SETSIG`),
+//!   then asks the pidfd once more and whether the owner's end of the
+//!   socket is closed. The owner's death closes its end of the socket,
+//!   whatever killed it, and the kernel then signals the daemon
+//!   (`POLL_HUP`); the handler runs again and finds the end closed. (A
+//!   dying process closes its descriptors before its pidfd turns readable:
+//!   that is how a server that saw its control socket end can die while
+//!   the owner's pidfd still says "running"; the closed end of the daemon's
+//!   socket is what tells the handler then.) No thread,
+//!   and all of it async-signal-safe (`poll`, `fcntl`, `getpid`, `getppid`,
+//!   `_exit`; `errno` is saved and restored). A copy of the owner's end of
+//!   the socket kept by a process the owner forked behind the library's
+//!   back would delay this second path until that process ends too.
 //! - **The arming thread.** The death signal belongs to the thread that
 //!   armed it: the one that then runs the target and ends the process, so
 //!   it lives as long as the daemon. The signal itself is sent to the
@@ -83,7 +103,7 @@
 
 use std::{
     io,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicI32, AtomicU32, Ordering},
 };
 
 use super::{cvt, exit_now, getpid, getppid};
@@ -103,6 +123,79 @@ fn death_signal() -> i32 {
 static ARMED_BY: AtomicU32 = AtomicU32::new(0);
 /// The real parent of the process that armed it.
 static REAL_PARENT: AtomicU32 = AtomicU32::new(0);
+/// For a fork server's child: a pidfd of its owner (-1: none).
+static OWNER_PIDFD: AtomicI32 = AtomicI32::new(-1);
+/// For a fork server's child: its bootstrap socket to its owner (-1: none).
+static OWNER_SOCK: AtomicI32 = AtomicI32::new(-1);
+
+/// What a fork server's child arms with besides its real parent (the
+/// server): descriptors that stay open as long as the process lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerChild {
+    /// A pidfd of the owner (the logical parent).
+    pub(crate) owner_pidfd: i32,
+    /// The child's end of its bootstrap socket to the owner.
+    pub(crate) sock: i32,
+}
+
+/// `fcntl`'s `F_SETSIG` (Linux, every architecture; not in the libc crate).
+const F_SETSIG: libc::c_int = 10;
+
+/// Whether the process behind `pidfd` has ended (a readable pidfd), asked
+/// without waiting. Async-signal-safe.
+fn ended(pidfd: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; poll is async-signal-safe.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// Whether the peer of the stream socket `sock` has closed its end.
+/// Async-signal-safe.
+fn hung_up(sock: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; poll is async-signal-safe.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0
+}
+
+/// Makes `sock` send this process the death signal when its state changes
+/// (its peer closes). Async-signal-safe.
+fn signal_on_hangup(sock: i32) {
+    // SAFETY: fcntl on a descriptor this process keeps open; F_SETOWN,
+    // F_SETSIG and F_SETFL change only how the socket signals.
+    unsafe {
+        libc::fcntl(sock, libc::F_SETOWN, getpid() as libc::c_int);
+        libc::fcntl(sock, F_SETSIG, death_signal());
+        let flags = libc::fcntl(sock, libc::F_GETFL);
+        if flags != -1 {
+            libc::fcntl(sock, libc::F_SETFL, flags | libc::O_ASYNC);
+        }
+    }
+}
+
+/// For a fork server's child: `true` when its owner has ended; when only
+/// the server has, arms the socket path first, and then also takes the
+/// owner's end of the socket closed for its end (see the module docs).
+/// Async-signal-safe.
+fn owner_gone(owner_pidfd: i32, sock: i32) -> bool {
+    if ended(owner_pidfd) {
+        return true;
+    }
+    if getppid() != REAL_PARENT.load(Ordering::Acquire) {
+        signal_on_hangup(sock);
+        return ended(owner_pidfd) || hung_up(sock);
+    }
+    false
+}
 
 /// The death signal's handler: ends the process when the parent recorded at
 /// arming is gone; returns otherwise (a re-parenting to another thread of
@@ -111,26 +204,45 @@ extern "C" fn on_parent_death(_signal: libc::c_int) {
     if getpid() != ARMED_BY.load(Ordering::Acquire) {
         return;
     }
-    if getppid() != REAL_PARENT.load(Ordering::Acquire) {
+    let owner_pidfd = OWNER_PIDFD.load(Ordering::Acquire);
+    if owner_pidfd < 0 {
+        if getppid() != REAL_PARENT.load(Ordering::Acquire) {
+            exit_now(1);
+        }
+        return;
+    }
+    // SAFETY: the calling thread's errno location, valid for its lifetime.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above; read and written only by this thread.
+    let saved = unsafe { *errno };
+    if owner_gone(owner_pidfd, OWNER_SOCK.load(Ordering::Acquire)) {
         exit_now(1);
     }
+    // SAFETY: as above.
+    unsafe { *errno = saved };
 }
 
 /// Arms the death signal of the calling thread so that this process ends
 /// (`_exit(1)`) when `real_parent`, the process that created it (its
-/// `getppid()` now), ends.
+/// `getppid()` now), ends; for a fork server's child (`server_child`), when
+/// its owner ends, not when the server does.
 ///
-/// Returns `Ok(false)` when `real_parent` is already gone (the signal may
-/// have been sent before it was armed): the caller must end the process.
+/// Returns `Ok(false)` when the parent whose death ends this process is
+/// already gone (the signal may have been sent before it was armed): the
+/// caller must end the process.
 ///
 /// # Errors
 ///
 /// The `sigaction`, `pthread_sigmask` or `prctl` error; nothing is armed
 /// then (at most the handler is installed, which ignores deliveries).
-pub(crate) fn arm_parent_death(real_parent: u32) -> io::Result<bool> {
+pub(crate) fn arm_parent_death(real_parent: u32, server_child: Option<ServerChild>) -> io::Result<bool> {
     let signal = death_signal();
     // Set before the handler can run.
     REAL_PARENT.store(real_parent, Ordering::Release);
+    if let Some(c) = server_child {
+        OWNER_SOCK.store(c.sock, Ordering::Release);
+        OWNER_PIDFD.store(c.owner_pidfd, Ordering::Release);
+    }
     ARMED_BY.store(getpid(), Ordering::Release);
 
     // SAFETY: an all-zero sigaction is a valid value (no flags, empty
@@ -163,5 +275,8 @@ pub(crate) fn arm_parent_death(real_parent: u32) -> io::Result<bool> {
     cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) })?;
     // Armed now: a parent that dies from here on sends the signal. One that
     // died before is seen here (its child was re-parented already).
-    Ok(getppid() == real_parent)
+    match server_child {
+        Some(c) => Ok(!owner_gone(c.owner_pidfd, c.sock)),
+        None => Ok(getppid() == real_parent),
+    }
 }

@@ -31,7 +31,8 @@ pub(crate) struct ChildHandle {
     pid: u32,
     pidfd: Fd,
     /// For a fork server's child: the socket the server writes its exit
-    /// status to (8 bytes: kind, value), and the bytes of it already read.
+    /// status to ([`STATUS_LEN`](Self::STATUS_LEN) bytes: kind, value,
+    /// pid), and the bytes of it already read.
     status: Option<(Fd, Vec<u8>)>,
 }
 
@@ -40,6 +41,9 @@ pub(crate) struct ChildHandle {
 const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 impl ChildHandle {
+    /// The length of a fork server's exit status record.
+    pub(crate) const STATUS_LEN: usize = 12;
+
     /// Opens a handle on `pid`, which must be an unreaped child of ours.
     pub(crate) fn open(pid: u32) -> io::Result<ChildHandle> {
         Ok(ChildHandle {
@@ -58,36 +62,57 @@ impl ChildHandle {
         }
     }
 
-    /// The exit status of a fork server's child that has ended.
-    fn remote_status(status: &Fd, already_read: &[u8]) -> RawStatus {
-        let mut buf = Vec::with_capacity(8);
-        buf.extend_from_slice(&already_read[..already_read.len().min(8)]);
-        if buf.len() < 8
+    /// The exit status of the fork server's child `pid`, which has ended.
+    /// A record that names another pid answers nothing asked: the status
+    /// is then unknown, never another child's.
+    fn remote_status(pid: u32, status: &Fd, already_read: &[u8]) -> RawStatus {
+        let n = Self::STATUS_LEN;
+        let mut buf = Vec::with_capacity(n);
+        buf.extend_from_slice(&already_read[..already_read.len().min(n)]);
+        if buf.len() < n
             && (!matches!(poll_one(status.raw(), libc::POLLIN, Some(STATUS_WAIT)), Ok(true))
-                || status.recv_exact_into(&mut buf, 8).is_err())
+                || status.recv_exact_into(&mut buf, n).is_err())
         {
             // The server died (EOF) or never answered: the status is lost.
             return RawStatus::Unknown;
         }
-        let kind = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
-        let value = i32::from_le_bytes(buf[4..].try_into().expect("4 bytes"));
+        Self::decode_status(pid, &buf)
+    }
+
+    fn decode_status(pid: u32, buf: &[u8]) -> RawStatus {
+        let word = |i: usize| <[u8; 4]>::try_from(&buf[i..i + 4]).expect("4 bytes");
+        let (kind, value, named) = (
+            u32::from_le_bytes(word(0)),
+            i32::from_le_bytes(word(4)),
+            u32::from_le_bytes(word(8)),
+        );
         match kind {
+            _ if named != pid => RawStatus::Unknown,
             0 => RawStatus::Exited(value),
             1 => RawStatus::Signaled(value),
             _ => RawStatus::Unknown,
         }
     }
 
-    /// The 8-byte record a fork server writes for `status`.
-    pub(crate) fn encode_status(status: RawStatus) -> [u8; 8] {
+    /// The status a fork server's child's record says, without waiting for
+    /// the child (unit tests of the protocol).
+    #[cfg(test)]
+    pub(crate) fn status_for_test(&self) -> RawStatus {
+        let (status, already_read) = self.status.as_ref().expect("a fork server's child");
+        ChildHandle::remote_status(self.pid, status, already_read)
+    }
+
+    /// The record a fork server writes for the end of its child `pid`.
+    pub(crate) fn encode_status(pid: u32, status: RawStatus) -> [u8; Self::STATUS_LEN] {
         let (kind, value) = match status {
             RawStatus::Exited(c) => (0u32, c),
             RawStatus::Signaled(s) => (1, s),
             RawStatus::Unknown => (2, 0),
         };
-        let mut out = [0u8; 8];
+        let mut out = [0u8; Self::STATUS_LEN];
         out[..4].copy_from_slice(&kind.to_le_bytes());
-        out[4..].copy_from_slice(&value.to_le_bytes());
+        out[4..8].copy_from_slice(&value.to_le_bytes());
+        out[8..].copy_from_slice(&pid.to_le_bytes());
         out
     }
 
@@ -129,7 +154,7 @@ impl ChildHandle {
             if !poll_one(self.pidfd.raw(), libc::POLLIN, Some(Duration::ZERO))? {
                 return Ok(None);
             }
-            return Ok(Some(ChildHandle::remote_status(status, already_read)));
+            return Ok(Some(ChildHandle::remote_status(self.pid, status, already_read)));
         }
         // SAFETY: an all-zero siginfo_t is a valid out-value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
