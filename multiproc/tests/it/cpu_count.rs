@@ -21,7 +21,7 @@ fn pinned_counts() -> (usize, usize) {
     }
     let pool = Pool::builder().build().expect("a pool of the default size");
     let size = pool.processes();
-    pool.terminate();
+    pool.terminate().expect("stop the pool");
     (mp::process_cpu_count().unwrap(), size)
 }
 
