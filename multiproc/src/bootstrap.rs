@@ -37,7 +37,7 @@ use std::{
     io::Write,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::Duration,
 };
@@ -116,6 +116,9 @@ pub(crate) struct Boot {
     /// The parent's default start method, which the child adopts (as
     /// Python's spawn children do), so grandchildren start the same way.
     pub(crate) default_method: StartMethod,
+    /// Whether to capture a backtrace at a panic of the target: forced on
+    /// or off, or (`None`) as the environment says.
+    pub(crate) backtrace: Option<bool>,
 }
 
 /// How a target ended, as the child reports it.
@@ -202,7 +205,28 @@ thread_local! {
 
 struct Captured {
     location: Option<Location>,
-    backtrace: String,
+    backtrace: Option<String>,
+}
+
+/// Whether a panic of the target captures a backtrace: `FOLLOW_ENV`, or
+/// forced (`ALWAYS`, `NEVER`).
+static BACKTRACE: AtomicU8 = AtomicU8::new(FOLLOW_ENV);
+const FOLLOW_ENV: u8 = 0;
+const ALWAYS: u8 = 1;
+const NEVER: u8 = 2;
+
+/// This process's name and pid as its panic message names them, set once
+/// the child knows who it is (and replaced in each fork child).
+static WHO: Mutex<String> = Mutex::new(String::new());
+
+fn capture_backtrace() -> Option<String> {
+    use std::backtrace::{Backtrace, BacktraceStatus};
+    let bt = match BACKTRACE.load(Ordering::Relaxed) {
+        ALWAYS => Backtrace::force_capture(),
+        NEVER => return None,
+        _ => Backtrace::capture(),
+    };
+    (bt.status() == BacktraceStatus::Captured).then(|| bt.to_string())
 }
 
 static LAST_PANIC: Mutex<Option<Captured>> = Mutex::new(None);
@@ -221,7 +245,7 @@ pub(crate) fn leave_target() {
 pub(crate) fn take_panic(message: String) -> RemotePanic {
     let captured = LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
     match captured {
-        Some(c) => RemotePanic::new(message, c.location, Some(c.backtrace)),
+        Some(c) => RemotePanic::new(message, c.location, c.backtrace),
         None => RemotePanic::new(message, None, None),
     }
 }
@@ -243,11 +267,17 @@ fn install_panic_hook() {
                 line: l.line(),
                 column: l.column(),
             });
-            let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+            let backtrace = capture_backtrace();
+            let who = WHO.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if !who.is_empty() {
+                // The default hook names the thread ('<unnamed>' for a
+                // spawned child's target); say which process it is.
+                eprintln!("multiproc: the target of {who} panicked");
+            }
             if cfg!(panic = "abort") {
                 // No unwinding will bring us back to `run_caught`: report now.
                 let message = target::payload_text(info.payload());
-                let outcome = Outcome::Panic(RemotePanic::new(message, location.clone(), Some(backtrace.clone())));
+                let outcome = Outcome::Panic(RemotePanic::new(message, location.clone(), backtrace.clone()));
                 if let Some(sock) = &*OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) {
                     // The process aborts next whatever happens here.
                     let _ = frame::send(sock, Tag::Outcome, &outcome.to_bytes());
@@ -270,7 +300,21 @@ static AVOID_STD_LOCKS: AtomicBool = AtomicBool::new(false);
 /// `getppid()` at creation): the logical parent, or the fork server (then
 /// `server_child` names the owner's pidfd and this child's socket to it,
 /// so that the daemon dies with its owner and not with its server).
-pub(crate) fn prepare_child(sock: &Fd, daemon: bool, real_parent: u32, server_child: Option<sys::ServerChild>) {
+pub(crate) fn prepare_child(
+    sock: &Fd,
+    (name, daemon, backtrace): (&str, bool, Option<bool>),
+    real_parent: u32,
+    server_child: Option<sys::ServerChild>,
+) {
+    let mode = match backtrace {
+        None => FOLLOW_ENV,
+        Some(true) => ALWAYS,
+        Some(false) => NEVER,
+    };
+    BACKTRACE.store(mode, Ordering::Relaxed);
+    if !AVOID_STD_LOCKS.load(Ordering::Relaxed) {
+        *WHO.lock().unwrap_or_else(|e| e.into_inner()) = format!("process {name} (pid {})", sys::getpid());
+    }
     if cfg!(panic = "abort") {
         let copy = sock.try_clone().ok();
         if let Some(c) = &copy {
@@ -367,12 +411,12 @@ pub(crate) fn fork_child_main(
     parent: (u32, String),
     (ours, theirs, devnull): (Fd, Fd, Fd),
     call: Box<dyn target::Call>,
-    (after_threads, keep): (bool, Option<Vec<i32>>),
+    (after_threads, keep, backtrace): (bool, Option<Vec<i32>>, Option<bool>),
 ) -> ! {
     let body = std::panic::AssertUnwindSafe(move || {
         ours.close_now();
         me.parent = Some(Arc::new(ParentRecord::new(parent.0, parent.1)));
-        let daemon = me.daemon;
+        let (daemon, name) = (me.daemon, me.name.clone());
         lock.become_fork_child(me, theirs.raw(), keep.as_deref());
         // Python gives children /dev/null as stdin; if that fails the
         // inherited stdin stays, which is harmless.
@@ -381,7 +425,7 @@ pub(crate) fn fork_child_main(
         if after_threads {
             AVOID_STD_LOCKS.store(true, Ordering::Relaxed);
         }
-        prepare_child(&theirs, daemon, parent.0, None);
+        prepare_child(&theirs, (&name, daemon, backtrace), parent.0, None);
         let outcome = call.run_here();
         finish(&theirs, outcome)
     });
@@ -476,6 +520,7 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<
         None => ParentRecord::new(boot.parent_pid, boot.parent_name),
     });
     crate::context::force_start_method(Some(boot.default_method));
+    let name = boot.name.clone();
     registry::become_child(
         Me {
             name: boot.name,
@@ -496,7 +541,7 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<
         owner_pidfd,
         sock: sock.raw(),
     });
-    prepare_child(&sock, boot.daemon, real_parent, server_child);
+    prepare_child(&sock, (&name, boot.daemon, boot.backtrace), real_parent, server_child);
     // SAFETY: `read_boot` checked that this process runs the parent's
     // executable file, so the offset names the trampoline the parent chose.
     #[allow(unsafe_code)]

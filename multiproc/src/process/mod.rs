@@ -51,6 +51,7 @@ pub struct ProcessBuilder {
     method: Option<StartMethod>,
     allow_threads: bool,
     bootstrap_timeout: Option<Duration>,
+    backtrace: Option<bool>,
 }
 
 impl ProcessBuilder {
@@ -109,6 +110,32 @@ impl ProcessBuilder {
     /// (see the crate docs on `auto-entry`) or the machine is overloaded.
     pub fn bootstrap_timeout(mut self, timeout: Duration) -> ProcessBuilder {
         self.bootstrap_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether the child captures a backtrace when its target panics
+    /// ([`RemotePanic::backtrace`](crate::RemotePanic::backtrace)).
+    /// By default it follows the environment, as std's
+    /// [`Backtrace::capture`](std::backtrace::Backtrace::capture) does
+    /// (`RUST_LIB_BACKTRACE`, then `RUST_BACKTRACE`, which a child
+    /// inherits); `true` or `false` decides for this child alone.
+    ///
+    /// ```
+    /// use multiproc::ProcessBuilder;
+    ///
+    /// fn fails() {
+    ///     panic!("no input");
+    /// }
+    ///
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut p = ProcessBuilder::new().capture_backtrace(true).target(fails);
+    /// p.start()?;
+    /// let e = p.join().unwrap_err();
+    /// assert!(e.panic().and_then(|p| p.backtrace()).is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn capture_backtrace(mut self, capture: bool) -> ProcessBuilder {
+        self.backtrace = Some(capture);
         self
     }
 
@@ -193,6 +220,7 @@ impl ProcessBuilder {
             method: self.method,
             allow_threads: self.allow_threads,
             bootstrap_timeout: self.bootstrap_timeout.unwrap_or(bootstrap::DEFAULT_BOOTSTRAP_TIMEOUT),
+            backtrace: self.backtrace,
             creator: sys::getpid(),
             state: State::Initial(call),
             requested: None,
@@ -243,6 +271,7 @@ pub struct Process<R> {
     method: Option<StartMethod>,
     allow_threads: bool,
     bootstrap_timeout: Duration,
+    backtrace: Option<bool>,
     creator: u32,
     state: State,
     /// A fork-server request sent ahead (see [`Process::start_requested`]).
@@ -452,6 +481,7 @@ where
             parent_pid: sys::getpid(),
             parent_name: me.name.clone(),
             default_method: crate::context::get_start_method(),
+            backtrace: self.backtrace,
         });
         let boot = codec::encode_record(&boot);
         let (handle, ours) = match method {
@@ -572,7 +602,7 @@ where
                 parent,
                 (ours, theirs, devnull),
                 call,
-                (threads > 1, keep),
+                (threads > 1, keep, self.backtrace),
             ),
             Ok(ForkSide::Parent(handle)) => {
                 drop(lock);

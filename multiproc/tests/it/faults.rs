@@ -21,7 +21,7 @@ fn panicking(x: u32) -> u32 {
 }
 
 fn panic_is_carried_back(m: StartMethod) {
-    let mut p = builder(m).target_with(panicking, 3);
+    let mut p = builder(m).capture_backtrace(true).target_with(panicking, 3);
     p.start().unwrap();
     let e = p.join_timeout(DEADLINE).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ChildPanicked, "{e}");
