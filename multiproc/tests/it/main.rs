@@ -24,3 +24,4 @@ mod queue;
 mod shared_memory;
 mod sharedctypes;
 mod sync;
+mod wait_readiness;
