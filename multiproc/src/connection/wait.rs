@@ -146,6 +146,12 @@ impl std::fmt::Debug for Waitable<'_> {
 /// started here counts as ready. For a queue, "ready" is advice: another
 /// consumer may take the item first.
 ///
+/// Every object is looked at again after the wait wakes, whatever woke it,
+/// and all that are ready then are returned. So items a process put before
+/// it ended are reported with its end: the loop "wait; drain the queue if
+/// it is ready; stop once the process is ready and the queue is not" loses
+/// nothing.
+///
 /// ```
 /// # fn main() -> multiproc::Result<()> {
 /// use std::time::Duration;
