@@ -18,6 +18,7 @@ mod hygiene;
 mod identity;
 mod lifecycle;
 mod listener;
+mod listener_concurrent_auth;
 mod pool;
 mod pool_edges;
 mod queue;
