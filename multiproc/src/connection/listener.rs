@@ -286,6 +286,23 @@ impl From<Address> for WireAddress {
 /// # Ok(()) }
 /// ```
 ///
+/// # Concurrent authentication
+///
+/// With a key, handshakes run concurrently inside `accept`, without a
+/// thread: each accepted peer gets its challenge at once and joins a set
+/// of pending handshakes, each with its own deadline
+/// ([`auth_timeout`](ListenerBuilder::auth_timeout)); `accept` waits on all
+/// of them and the listening socket together and returns the first peer
+/// that has authenticated. A peer that stays silent or trickles its bytes
+/// holds only its own place: it never delays a peer that authenticates
+/// (CPython authenticates inline, one peer at a time). A failed handshake
+/// is reported by one `accept` call as its error, after any peer already
+/// authenticated. At most [`max_pending_handshakes`](ListenerBuilder::max_pending_handshakes)
+/// are pending (32 by default); a new connection that finds the set full
+/// evicts the oldest pending one, so peers that connect and wait cannot
+/// lock honest ones out. Handshakes advance only while some thread is
+/// inside `accept`.
+///
 /// # The default address
 ///
 /// Without an address, a listener binds a Unix socket `listener-XXXXXXXX`
@@ -460,7 +477,7 @@ impl Listener {
 
     /// Waits for a peer and, if this listener has a key, for it to
     /// authenticate; returns the first peer that has. Handshakes run
-    /// concurrently (see [the design](self#design)): peers that are slow
+    /// concurrently (see [concurrent authentication](Listener#concurrent-authentication)): peers that are slow
     /// or silent never hold up one that authenticates.
     ///
     /// # Errors
@@ -761,7 +778,7 @@ impl ListenerBuilder {
     /// How many handshakes may be under way at once (default 32; at least
     /// 1). A connection that arrives when this many are pending evicts the
     /// oldest: its connection is closed and one `accept` reports it as an
-    /// [`ErrorKind::Timeout`] error (see [the design](self#design)).
+    /// [`ErrorKind::Timeout`] error (see [concurrent authentication](Listener#concurrent-authentication)).
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
