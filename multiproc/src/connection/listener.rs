@@ -568,11 +568,12 @@ impl Listener {
                 let p = &mut mine[i];
                 let due =
                     readable.as_ref().is_none_or(|r| r.contains(&p.conn.as_raw_fd())) || now >= p.handshake.deadline();
-                match if due {
+                let advanced = if due {
                     p.handshake.advance(&p.conn, key)
                 } else {
                     Ok(false)
-                } {
+                };
+                match advanced {
                     Ok(false) => i += 1,
                     Ok(true) => {
                         let p = mine.swap_remove(i);
