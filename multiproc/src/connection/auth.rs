@@ -73,93 +73,199 @@ impl Handshake {
     }
 
     /// The listener's side: challenge the client, then answer its challenge.
+    #[cfg(test)]
     pub(crate) fn accept(self, conn: &Connection, key: &[u8]) -> Result<()> {
-        self.deliver_challenge(conn, key)?;
-        self.answer_challenge(conn, key)
+        let message = send_challenge(conn)?;
+        check_response(conn, key, &message, &self.recv(conn, RESPONSE)?)?;
+        send_answer(conn, key, &self.recv(conn, CHALLENGE_WHAT)?)?;
+        check_verdict(&self.recv(conn, VERDICT)?)
     }
 
     /// The client's side: answer the listener's challenge, then challenge it.
     pub(crate) fn connect(self, conn: &Connection, key: &[u8]) -> Result<()> {
-        self.answer_challenge(conn, key)?;
-        self.deliver_challenge(conn, key)
-    }
-
-    fn deliver_challenge(self, conn: &Connection, key: &[u8]) -> Result<()> {
-        let mut message = [0u8; DIGEST.len() + NONCE_LEN];
-        message[..DIGEST.len()].copy_from_slice(DIGEST);
-        sys::random_bytes(&mut message[DIGEST.len()..])
-            .map_err(|e| Error::io("failed to make an authentication challenge", e))?;
-        send(conn, &[CHALLENGE, &message[..]].concat())?;
-        let response = self.recv(conn, "a response to the authentication challenge")?;
-        match verify(key, &message, &response) {
-            Ok(()) => send(conn, WELCOME),
-            Err(e) => {
-                // Tell the peer why it is dropped, as Python does; if it is
-                // gone already, the failed check is still the error to report.
-                let _ = conn.send_bytes(FAILURE);
-                Err(e)
-            }
-        }
-    }
-
-    fn answer_challenge(self, conn: &Connection, key: &[u8]) -> Result<()> {
-        let challenge = self.recv(conn, "an authentication challenge")?;
-        let Some(message) = challenge.strip_prefix(CHALLENGE) else {
-            return Err(auth(format!(
-                "expected an authentication challenge, got a {}-byte message that is not one \
-                 (does the peer use an authentication key?)",
-                challenge.len()
-            )));
-        };
-        if !message.starts_with(DIGEST) {
-            return Err(auth(match digest_name(message) {
-                Some(name) => format!("the authentication challenge asks for {name}; only sha256 is supported"),
-                None if LEGACY_LENGTHS.contains(&message.len()) => {
-                    "the authentication challenge is a legacy HMAC-MD5 one; only sha256 is supported".into()
-                }
-                None => "the authentication challenge names no digest".into(),
-            }));
-        }
-        if message.len() < DIGEST.len() + LEGACY_LENGTHS[0] {
-            return Err(auth(format!(
-                "the authentication challenge is too short ({} bytes)",
-                message.len()
-            )));
-        }
-        send(
-            conn,
-            &[DIGEST, &hmac(key, message).finalize().into_bytes()[..]].concat(),
-        )?;
-        let verdict = self.recv(conn, "the verdict on the authentication response")?;
-        if verdict != WELCOME {
-            return Err(auth(
-                "digest sent was rejected (the peer has a different authentication key)",
-            ));
-        }
-        Ok(())
+        send_answer(conn, key, &self.recv(conn, CHALLENGE_WHAT)?)?;
+        check_verdict(&self.recv(conn, VERDICT)?)?;
+        let message = send_challenge(conn)?;
+        check_response(conn, key, &message, &self.recv(conn, RESPONSE)?)
     }
 
     /// The next message, at most [`MESSAGE_MAX`] bytes, before the deadline.
     fn recv(self, conn: &Connection, what: &str) -> Result<Vec<u8>> {
-        match conn.recv_message(Some(self.deadline), Some(MESSAGE_MAX)) {
-            // Descriptors from a peer that is not authenticated are closed.
-            Ok((bytes, _fds)) => Ok(bytes),
-            Err(RecvFailure::Timeout) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "timed out waiting for {what} from the peer (the authentication deadline is {:?})",
-                    self.timeout
-                ),
-            )),
-            Err(RecvFailure::Disconnected) => Err(closed()),
-            Err(RecvFailure::Failed(e)) if e.kind() == ErrorKind::Protocol => Err(Error::new(
-                ErrorKind::Protocol,
-                format!("the peer sent something other than {what}"),
-            )
-            .with_source(e)),
-            Err(RecvFailure::Failed(e)) => Err(e),
+        match recv_until(conn, Some(self.deadline), what)? {
+            Some(bytes) => Ok(bytes),
+            None => Err(timed_out(what, self.timeout)),
         }
     }
+}
+
+const RESPONSE: &str = "a response to the authentication challenge";
+const CHALLENGE_WHAT: &str = "an authentication challenge";
+const VERDICT: &str = "the verdict on the authentication response";
+
+/// Where the listener's side of a handshake stands (see [`Accepting`]).
+#[derive(Debug)]
+enum Step {
+    /// The challenge is sent; the peer's response is awaited.
+    Response([u8; DIGEST.len() + NONCE_LEN]),
+    /// The peer passed; its own challenge is awaited.
+    Challenge,
+    /// The answer is sent; the peer's verdict is awaited.
+    Verdict,
+    /// Both sides proved they know the key.
+    Done,
+}
+
+/// The listener's side of a handshake as a state machine that never
+/// waits: [`advance`](Self::advance) consumes whatever messages have
+/// arrived and sends the replies, so that one thread can drive many
+/// handshakes with one `poll`. The messages and checks are those of
+/// [`Handshake`]; replies are at most a few dozen bytes on a fresh socket,
+/// so they fit its send buffer and their sends do not wait either.
+#[derive(Debug)]
+pub(crate) struct Accepting {
+    step: Step,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Accepting {
+    /// Sends the challenge; the handshake must be over `timeout` from now.
+    pub(crate) fn start(conn: &Connection, timeout: Duration) -> Result<Accepting> {
+        let deadline = super::deadline(timeout);
+        Ok(Accepting {
+            step: Step::Response(send_challenge(conn)?),
+            deadline,
+            timeout,
+        })
+    }
+
+    /// The moment this handshake fails unless it is over.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Goes as far as the messages already received allow, without
+    /// waiting; `Ok(true)` once done. Past the deadline, a handshake that
+    /// is not done fails with a [`ErrorKind::Timeout`] error.
+    pub(crate) fn advance(&mut self, conn: &Connection, key: &[u8]) -> Result<bool> {
+        loop {
+            let what = match self.step {
+                Step::Done => return Ok(true),
+                Step::Response(_) => RESPONSE,
+                Step::Challenge => CHALLENGE_WHAT,
+                Step::Verdict => VERDICT,
+            };
+            let Some(message) = recv_until(conn, Some(Instant::now()), what)? else {
+                if Instant::now() >= self.deadline {
+                    return Err(timed_out(what, self.timeout));
+                }
+                return Ok(false);
+            };
+            self.step = match &self.step {
+                Step::Response(challenge) => {
+                    check_response(conn, key, challenge, &message)?;
+                    Step::Challenge
+                }
+                Step::Challenge => {
+                    send_answer(conn, key, &message)?;
+                    Step::Verdict
+                }
+                Step::Verdict => {
+                    check_verdict(&message)?;
+                    Step::Done
+                }
+                Step::Done => unreachable!("returned above"),
+            };
+        }
+    }
+}
+
+/// Sends a fresh challenge; returns the part the response must cover.
+fn send_challenge(conn: &Connection) -> Result<[u8; DIGEST.len() + NONCE_LEN]> {
+    let mut message = [0u8; DIGEST.len() + NONCE_LEN];
+    message[..DIGEST.len()].copy_from_slice(DIGEST);
+    sys::random_bytes(&mut message[DIGEST.len()..])
+        .map_err(|e| Error::io("failed to make an authentication challenge", e))?;
+    send(conn, &[CHALLENGE, &message[..]].concat())?;
+    Ok(message)
+}
+
+/// Checks the peer's response to our challenge `message` and tells it the
+/// verdict.
+fn check_response(conn: &Connection, key: &[u8], message: &[u8], response: &[u8]) -> Result<()> {
+    match verify(key, message, response) {
+        Ok(()) => send(conn, WELCOME),
+        Err(e) => {
+            // Tell the peer why it is dropped, as Python does; if it is
+            // gone already, the failed check is still the error to report.
+            let _ = conn.send_bytes(FAILURE);
+            Err(e)
+        }
+    }
+}
+
+/// Answers the peer's `challenge`.
+fn send_answer(conn: &Connection, key: &[u8], challenge: &[u8]) -> Result<()> {
+    let Some(message) = challenge.strip_prefix(CHALLENGE) else {
+        return Err(auth(format!(
+            "expected an authentication challenge, got a {}-byte message that is not one \
+             (does the peer use an authentication key?)",
+            challenge.len()
+        )));
+    };
+    if !message.starts_with(DIGEST) {
+        return Err(auth(match digest_name(message) {
+            Some(name) => format!("the authentication challenge asks for {name}; only sha256 is supported"),
+            None if LEGACY_LENGTHS.contains(&message.len()) => {
+                "the authentication challenge is a legacy HMAC-MD5 one; only sha256 is supported".into()
+            }
+            None => "the authentication challenge names no digest".into(),
+        }));
+    }
+    if message.len() < DIGEST.len() + LEGACY_LENGTHS[0] {
+        return Err(auth(format!(
+            "the authentication challenge is too short ({} bytes)",
+            message.len()
+        )));
+    }
+    send(
+        conn,
+        &[DIGEST, &hmac(key, message).finalize().into_bytes()[..]].concat(),
+    )
+}
+
+/// Checks the peer's verdict on our answer.
+fn check_verdict(verdict: &[u8]) -> Result<()> {
+    if verdict != WELCOME {
+        return Err(auth(
+            "digest sent was rejected (the peer has a different authentication key)",
+        ));
+    }
+    Ok(())
+}
+
+/// The next message, at most [`MESSAGE_MAX`] bytes; `None` when none
+/// arrived before `deadline`.
+fn recv_until(conn: &Connection, deadline: Option<Instant>, what: &str) -> Result<Option<Vec<u8>>> {
+    match conn.recv_message(deadline, Some(MESSAGE_MAX)) {
+        // Descriptors from a peer that is not authenticated are closed.
+        Ok((bytes, _fds)) => Ok(Some(bytes)),
+        Err(RecvFailure::Timeout) => Ok(None),
+        Err(RecvFailure::Disconnected) => Err(closed()),
+        Err(RecvFailure::Failed(e)) if e.kind() == ErrorKind::Protocol => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("the peer sent something other than {what}"),
+        )
+        .with_source(e)),
+        Err(RecvFailure::Failed(e)) => Err(e),
+    }
+}
+
+fn timed_out(what: &str, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("timed out waiting for {what} from the peer (the authentication deadline is {timeout:?})"),
+    )
 }
 
 fn send(conn: &Connection, bytes: &[u8]) -> Result<()> {

@@ -10,11 +10,33 @@
 //! Each accepted or connected socket becomes an ordinary [`Connection`]
 //! (so it can be passed to other processes like any other), and then, if a
 //! key was given, runs the mutual handshake of `super::auth` before the
-//! caller sees it. The handshake has its own deadline (ten seconds unless
-//! configured), separate from the accept or connect timeout: a peer that
-//! connects and then stays silent, sends garbage, or knows the wrong key
-//! costs one failed [`accept`](Listener::accept) within that deadline, and
-//! the listener keeps working.
+//! caller sees it.
+//!
+//! **Handshakes run concurrently**, without a thread: a listener with a
+//! key keeps a set of *pending* handshakes, each a non-blocking state
+//! machine (`auth::Accepting`) over its connection, with its own deadline
+//! (ten seconds unless configured). `accept` polls the listening socket
+//! and every pending connection at once; it takes each new connection
+//! into the set (sending the challenge), advances each handshake whose
+//! peer has sent something, and returns the first one that is over. So a
+//! peer that stays silent, trickles its bytes or never finishes holds only
+//! its own slot: an honest peer is delayed by nothing but its own
+//! handshake (CPython authenticates inline, so each silent peer there
+//! holds every later one up for the whole deadline). A handshake that
+//! fails (a wrong key, garbage, its deadline) is reported by one `accept`
+//! as its error, after any handshake already over, and the listener keeps
+//! working. Handshakes advance only while some thread is inside `accept`;
+//! their deadlines run regardless.
+//!
+//! The set is bounded ([`ListenerBuilder::max_pending_handshakes`], 32 by
+//! default): a new connection that finds it full evicts the *oldest*
+//! pending handshake (its connection is closed and its `accept` error is a
+//! [`ErrorKind::Timeout`]). Evicting the oldest rather than refusing the
+//! newest means that peers which connect and wait cannot lock honest ones
+//! out: to starve them, a flood must open more connections than the bound
+//! within one handshake's round trip. Failures waiting to be reported are
+//! bounded likewise; beyond that, the oldest is dropped and the next one
+//! reported counts it.
 //!
 //! As in Python, no key means no authentication. The process key that
 //! Python uses elsewhere is [`CurrentProcess::authkey`](crate::CurrentProcess::authkey),
@@ -34,6 +56,7 @@
 //! holding a copy leaves them alone, as Python's finalizer does.
 
 use std::{
+    collections::VecDeque,
     fmt,
     fs::{self, DirBuilder, Permissions},
     io,
@@ -54,7 +77,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Connection,
-    auth::{self, Handshake},
+    auth::{self, Accepting, Handshake},
     lock,
 };
 use crate::{
@@ -263,6 +286,23 @@ impl From<Address> for WireAddress {
 /// # Ok(()) }
 /// ```
 ///
+/// # Concurrent authentication
+///
+/// With a key, handshakes run concurrently inside `accept`, without a
+/// thread: each accepted peer gets its challenge at once and joins a set
+/// of pending handshakes, each with its own deadline
+/// ([`auth_timeout`](ListenerBuilder::auth_timeout)); `accept` waits on all
+/// of them and the listening socket together and returns the first peer
+/// that has authenticated. A peer that stays silent or trickles its bytes
+/// holds only its own place: it never delays a peer that authenticates
+/// (CPython authenticates inline, one peer at a time). A failed handshake
+/// is reported by one `accept` call as its error, after any peer already
+/// authenticated. At most [`max_pending_handshakes`](ListenerBuilder::max_pending_handshakes)
+/// are pending (32 by default); a new connection that finds the set full
+/// evicts the oldest pending one, so peers that connect and wait cannot
+/// lock honest ones out. Handshakes advance only while some thread is
+/// inside `accept`.
+///
 /// # The default address
 ///
 /// Without an address, a listener binds a Unix socket `listener-XXXXXXXX`
@@ -290,7 +330,11 @@ pub struct Listener {
     address: Address,
     authkey: Option<Vec<u8>>,
     auth_timeout: Duration,
+    max_pending: usize,
     last_accepted: Mutex<Option<Address>>,
+    /// Handshakes under way and failures not yet reported (see the module
+    /// docs).
+    handshakes: Mutex<Handshakes>,
     /// Declared after `fd`: the socket closes before its file is removed.
     _files: Option<SocketFiles>,
 }
@@ -302,12 +346,83 @@ pub struct ListenerBuilder {
     authkey: Option<Vec<u8>>,
     backlog: u32,
     auth_timeout: Duration,
+    max_pending: usize,
 }
 
 /// The default backlog: enough that a burst of clients is queued rather
 /// than left retrying (Python's default of 1 would make TCP clients wait
 /// out SYN retransmissions).
 const DEFAULT_BACKLOG: u32 = 128;
+/// The default bound on handshakes under way at once.
+const DEFAULT_MAX_PENDING: usize = 32;
+
+/// One accepted connection whose peer is authenticating.
+struct Pending {
+    conn: Connection,
+    peer: Option<Address>,
+    handshake: Accepting,
+}
+
+/// The shared part of a keyed listener's handshakes. A thread inside
+/// `accept` takes the pending ones out (counted in `held`), drives them,
+/// and puts back those not over when it returns.
+#[derive(Default)]
+struct Handshakes {
+    pending: Vec<Pending>,
+    held: usize,
+    failures: VecDeque<Error>,
+    /// Failures dropped because `failures` was full.
+    dropped: usize,
+}
+
+impl Handshakes {
+    fn fail(&mut self, e: Error, bound: usize) {
+        if self.failures.len() >= bound {
+            self.failures.pop_front();
+            self.dropped += 1;
+        }
+        self.failures.push_back(e);
+    }
+
+    fn next_failure(&mut self) -> Option<Error> {
+        let e = self.failures.pop_front()?;
+        if self.dropped == 0 {
+            return Some(e);
+        }
+        let dropped = std::mem::take(&mut self.dropped);
+        let kind = e.kind();
+        Some(
+            Error::new(
+                kind,
+                format!("{e} (and {dropped} earlier failed handshakes were not reported: too many failed at once)"),
+            )
+            .with_source(e),
+        )
+    }
+}
+
+fn evicted_error(peer: Option<&Address>, listener: &Listener) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "the handshake with {} was abandoned unfinished: {} handshakes were pending at {}, the limit \
+             (see ListenerBuilder::max_pending_handshakes)",
+            peer_name(peer),
+            listener.max_pending,
+            listener.address
+        ),
+    )
+}
+
+/// The error `accept` reports for a failed handshake: the handshake's
+/// kind and message, and the peer's address.
+fn handshake_failed(peer: Option<&Address>, e: &Error) -> Error {
+    Error::new(e.kind(), format!("authentication of {} failed: {e}", peer_name(peer)))
+}
+
+fn peer_name(peer: Option<&Address>) -> String {
+    peer.map_or_else(|| "an unnamed peer".to_owned(), |a| a.to_string())
+}
 
 impl Listener {
     /// Listens at `address`, or at a fresh private Unix socket if `None`;
@@ -356,29 +471,36 @@ impl Listener {
             authkey: None,
             backlog: DEFAULT_BACKLOG,
             auth_timeout: auth::DEFAULT_TIMEOUT,
+            max_pending: DEFAULT_MAX_PENDING,
         }
     }
 
-    /// Waits for a peer, then authenticates it if this listener has a key.
+    /// Waits for a peer and, if this listener has a key, for it to
+    /// authenticate; returns the first peer that has. Handshakes run
+    /// concurrently (see [concurrent authentication](Listener#concurrent-authentication)): peers that are slow
+    /// or silent never hold up one that authenticates.
     ///
     /// # Errors
     ///
+    /// A handshake that failed, one per call (after any peer that
+    /// authenticated):
     /// [`ErrorKind::Authentication`] when the peer does not prove it knows
     /// the key (`"digest received was wrong"`) or rejects this side's proof,
     /// or closes the connection during the handshake;
     /// [`ErrorKind::Timeout`] when the handshake does not finish within the
-    /// [auth timeout](ListenerBuilder::auth_timeout);
+    /// [auth timeout](ListenerBuilder::auth_timeout), or was evicted by a
+    /// newer connection when [too many were
+    /// pending](ListenerBuilder::max_pending_handshakes);
     /// [`ErrorKind::Protocol`] when the peer's bytes are not messages;
     /// [`ErrorKind::Io`]. After any of these the listener keeps working: the
-    /// failed peer's connection is closed and the next `accept` waits for
-    /// another.
+    /// failed peer's connection is closed, and the other handshakes go on.
     pub fn accept(&self) -> Result<Connection> {
         self.accept_until(None)
     }
 
-    /// Like [`accept`](Self::accept), waiting at most `timeout` for a peer to
-    /// connect; the handshake that follows has its own deadline (see
-    /// [`ListenerBuilder::auth_timeout`]).
+    /// Like [`accept`](Self::accept), waiting at most `timeout` in all.
+    /// Handshakes still under way then stay pending for the next call,
+    /// each within its own deadline (see [`ListenerBuilder::auth_timeout`]).
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -390,13 +512,192 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Timeout`] when no peer connected in time, and as for
-    /// [`accept`](Self::accept).
+    /// [`ErrorKind::Timeout`] when no peer connected (and authenticated) in
+    /// time, and as for [`accept`](Self::accept).
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
         self.accept_until(Some((super::deadline(timeout), timeout)))
     }
 
     fn accept_until(&self, deadline: Option<(Instant, Duration)>) -> Result<Connection> {
+        let Some(key) = &self.authkey else {
+            let (fd, peer) = self.take_connection(deadline)?;
+            *lock(&self.last_accepted) = peer;
+            return Ok(Connection::from_socket(fd));
+        };
+        let mut mine = {
+            let mut shared = lock(&self.handshakes);
+            if let Some(e) = shared.next_failure() {
+                return Err(e);
+            }
+            let mine = std::mem::take(&mut shared.pending);
+            shared.held += mine.len();
+            mine
+        };
+        let result = self.drive(key, &mut mine, deadline);
+        let mut shared = lock(&self.handshakes);
+        shared.held -= mine.len();
+        shared.pending.append(&mut mine);
+        drop(shared);
+        result.map(|p| self.accepted(p))
+    }
+
+    fn accepted(&self, p: Pending) -> Connection {
+        *lock(&self.last_accepted) = p.peer;
+        p.conn
+    }
+
+    /// Drives the handshakes in `mine` and takes new connections into them
+    /// until one is over (returned, out of `mine`), one failed, or the
+    /// deadline. Every change to `mine` is counted in `held`.
+    fn drive(&self, key: &[u8], mine: &mut Vec<Pending>, deadline: Option<(Instant, Duration)>) -> Result<Pending> {
+        let io_err = |e| Error::io(format!("failed to accept a connection at {}", self.address), e);
+        // Descriptors of handshakes whose peer sent something; `None`: all
+        // (the first round, where some may have been waiting for a caller).
+        let mut readable: Option<Vec<RawFd>> = None;
+        loop {
+            // New connections first: their challenge goes out at once.
+            while let Some((fd, peer)) = sys::accept(&self.fd).map_err(io_err)? {
+                self.start_handshake(fd, peer, mine);
+            }
+            // Then every handshake whose peer sent something, or whose
+            // deadline has come.
+            let now = Instant::now();
+            let mut failed = None;
+            let mut i = 0;
+            while i < mine.len() {
+                let p = &mut mine[i];
+                let due =
+                    readable.as_ref().is_none_or(|r| r.contains(&p.conn.as_raw_fd())) || now >= p.handshake.deadline();
+                let advanced = if due {
+                    p.handshake.advance(&p.conn, key)
+                } else {
+                    Ok(false)
+                };
+                match advanced {
+                    Ok(false) => i += 1,
+                    Ok(true) => {
+                        let p = mine.swap_remove(i);
+                        let mut shared = lock(&self.handshakes);
+                        shared.held -= 1;
+                        if let Some(e) = failed {
+                            // Reported by a later call: this peer goes first.
+                            shared.failures.push_front(e);
+                        }
+                        return Ok(p);
+                    }
+                    Err(e) => {
+                        let p = mine.swap_remove(i);
+                        let e = handshake_failed(p.peer.as_ref(), &e);
+                        drop(p);
+                        let mut shared = lock(&self.handshakes);
+                        shared.held -= 1;
+                        match failed {
+                            None => failed = Some(e),
+                            Some(_) => shared.fail(e, self.max_pending),
+                        }
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let now = Instant::now();
+            let caller_left = deadline.map(|(d, _)| d.saturating_duration_since(now));
+            if caller_left == Some(Duration::ZERO) {
+                let waited = deadline.map_or(Duration::ZERO, |(_, t)| t);
+                let pending = match mine.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} still authenticating)"),
+                };
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no connection was accepted at {} within {waited:?}{pending}",
+                        self.address
+                    ),
+                ));
+            }
+            let first_due = mine
+                .iter()
+                .map(|p| p.handshake.deadline().saturating_duration_since(now))
+                .min();
+            let left = match (caller_left, first_due) {
+                (Some(a), Some(d)) => Some(a.min(d)),
+                (a, d) => a.or(d),
+            };
+            let mut fds = Vec::with_capacity(mine.len() + 1);
+            fds.push(self.fd.raw());
+            fds.extend(mine.iter().map(|p| p.conn.as_raw_fd()));
+            let polled = sys::poll_readable_set(&fds, left).map_err(io_err)?;
+            readable = Some(
+                fds.iter()
+                    .zip(polled)
+                    .skip(1)
+                    .filter_map(|(&fd, r)| r.then_some(fd))
+                    .collect(),
+            );
+        }
+    }
+
+    /// Takes an accepted socket into `mine` and sends it the challenge;
+    /// when the set of pending handshakes is full, the oldest is evicted
+    /// first (see the module docs).
+    fn start_handshake(&self, fd: Fd, peer: PeerAddr, mine: &mut Vec<Pending>) {
+        if let Address::Tcp(_) = self.address {
+            // Latency only, see `take_connection`.
+            let _ = sys::set_nodelay(&fd);
+        }
+        let peer = Address::from_peer(peer);
+        let conn = Connection::from_socket(fd);
+        let mut shared = lock(&self.handshakes);
+        if shared.pending.len() + shared.held >= self.max_pending {
+            let in_mine = mine
+                .iter()
+                .map(|p| p.handshake.deadline())
+                .enumerate()
+                .min_by_key(|&(_, d)| d);
+            let in_shared = shared
+                .pending
+                .iter()
+                .map(|p| p.handshake.deadline())
+                .enumerate()
+                .min_by_key(|&(_, d)| d);
+            let evicted = match (in_mine, in_shared) {
+                (Some((i, a)), Some((_, b))) if a <= b => {
+                    shared.held -= 1;
+                    mine.swap_remove(i)
+                }
+                (Some((i, _)), None) => {
+                    shared.held -= 1;
+                    mine.swap_remove(i)
+                }
+                (_, Some((i, _))) => shared.pending.swap_remove(i),
+                // Every pending handshake is held by other threads: this
+                // connection is the one refused.
+                (None, None) => {
+                    let e = evicted_error(peer.as_ref(), self);
+                    shared.fail(e, self.max_pending);
+                    return;
+                }
+            };
+            let e = evicted_error(evicted.peer.as_ref(), self);
+            shared.fail(e, self.max_pending);
+        }
+        drop(shared);
+        match Accepting::start(&conn, self.auth_timeout) {
+            Ok(handshake) => {
+                mine.push(Pending { conn, peer, handshake });
+                lock(&self.handshakes).held += 1;
+            }
+            Err(e) => {
+                let e = handshake_failed(peer.as_ref(), &e);
+                lock(&self.handshakes).fail(e, self.max_pending);
+            }
+        }
+    }
+
+    /// Waits for a connection without a handshake.
+    fn take_connection(&self, deadline: Option<(Instant, Duration)>) -> Result<(Fd, Option<Address>)> {
         let io_err = |e| Error::io(format!("failed to accept a connection at {}", self.address), e);
         let (fd, peer) = loop {
             if let Some(got) = sys::accept(&self.fd).map_err(io_err)? {
@@ -416,12 +717,7 @@ impl Listener {
             // reset it) fails the handshake or first receive more clearly.
             let _ = sys::set_nodelay(&fd);
         }
-        let conn = Connection::from_socket(fd);
-        if let Some(key) = &self.authkey {
-            Handshake::new(self.auth_timeout).accept(&conn, key)?;
-        }
-        *lock(&self.last_accepted) = Address::from_peer(peer);
-        Ok(conn)
+        Ok((fd, Address::from_peer(peer)))
     }
 
     /// The address this listener is bound to; for TCP port 0, the port the
@@ -480,6 +776,25 @@ impl ListenerBuilder {
         self
     }
 
+    /// How many handshakes may be under way at once (default 32; at least
+    /// 1). A connection that arrives when this many are pending evicts the
+    /// oldest: its connection is closed and one `accept` reports it as an
+    /// [`ErrorKind::Timeout`] error (see [concurrent authentication](Listener#concurrent-authentication)).
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let listener = multiproc::Listener::builder()
+    ///     .authkey(b"secret")
+    ///     .max_pending_handshakes(4)
+    ///     .bind()?;
+    /// # drop(listener);
+    /// # Ok(()) }
+    /// ```
+    pub fn max_pending_handshakes(mut self, max: usize) -> ListenerBuilder {
+        self.max_pending = max.max(1);
+        self
+    }
+
     /// Binds and listens.
     ///
     /// # Errors
@@ -518,7 +833,9 @@ impl ListenerBuilder {
             address,
             authkey: self.authkey,
             auth_timeout: self.auth_timeout,
+            max_pending: self.max_pending,
             last_accepted: Mutex::new(None),
+            handshakes: Mutex::new(Handshakes::default()),
             _files: files,
         })
     }
@@ -641,6 +958,7 @@ impl fmt::Debug for Listener {
             .field("address", &self.address)
             .field("authenticated", &self.authkey.is_some())
             .field("auth_timeout", &self.auth_timeout)
+            .field("max_pending_handshakes", &self.max_pending)
             .finish_non_exhaustive()
     }
 }
@@ -652,6 +970,7 @@ impl fmt::Debug for ListenerBuilder {
             .field("authenticated", &self.authkey.is_some())
             .field("backlog", &self.backlog)
             .field("auth_timeout", &self.auth_timeout)
+            .field("max_pending_handshakes", &self.max_pending)
             .finish_non_exhaustive()
     }
 }

@@ -3,10 +3,15 @@
 //!
 //! Descriptors (connections, process sentinels, raw descriptors) are
 //! watched with one `poll`, so they wake the caller at once. A queue lives
-//! in shared memory and has no descriptor: with nothing else to watch, a
-//! single queue is awaited on its futex; otherwise queues are looked at
-//! between `poll` slices of at most [`QUEUE_SLICE`], which bounds how late
-//! a queue's readiness is noticed in a mixed wait.
+//! in shared memory; with nothing else to watch, a single queue is awaited
+//! on its futex. In a mixed wait, each queue's eventfd joins the `poll`:
+//! the caller registers as a watcher of the queue, and a put signals the
+//! eventfd while anyone watches (design in `crate::queue`). After every
+//! wake, whatever woke it, every object is looked at again, and all that
+//! are ready are returned, as Python's `wait` does. The `poll` lasts at
+//! most [`QUEUE_SLICE`] while queues are watched: the only wake a queue can
+//! miss is that of a putter killed between committing its item and
+//! signalling, which the next look finds.
 
 use std::{
     os::fd::{AsRawFd, BorrowedFd, RawFd},
@@ -20,8 +25,11 @@ use crate::{
     sys,
 };
 
-/// Longest interval between two looks at the queues of a mixed wait.
-pub const QUEUE_SLICE: Duration = Duration::from_millis(2);
+/// Longest interval between two looks at the queues of a mixed wait when
+/// nothing wakes it. A put wakes a waiting [`wait`] at once; this bound
+/// only matters for a putter killed between committing its item and
+/// signalling the waiters.
+pub const QUEUE_SLICE: Duration = Duration::from_millis(100);
 
 /// Something [`wait`] can watch. Build one with `From`/`into()` from a
 /// `&Connection`, `&Queue<T>`, `&Process<R>` or a `BorrowedFd`.
@@ -39,6 +47,10 @@ enum Kind<'a> {
 trait QueueReady {
     fn ready_now(&self) -> bool;
     fn wait_one(&self, deadline: Option<Instant>) -> bool;
+    fn watch(&self);
+    fn unwatch(&self);
+    fn ready_fd(&self) -> RawFd;
+    fn rearm(&self) -> bool;
 }
 
 impl<T> QueueReady for Queue<T> {
@@ -47,6 +59,45 @@ impl<T> QueueReady for Queue<T> {
     }
     fn wait_one(&self, deadline: Option<Instant>) -> bool {
         Queue::wait_ready(self, deadline)
+    }
+    fn watch(&self) {
+        Queue::watch(self);
+    }
+    fn unwatch(&self) {
+        Queue::unwatch(self);
+    }
+    fn ready_fd(&self) -> RawFd {
+        Queue::ready_fd(self)
+    }
+    fn rearm(&self) -> bool {
+        Queue::rearm(self)
+    }
+}
+
+/// The queues of one mixed wait, watched until it returns.
+struct Watching<'a>(Vec<&'a dyn QueueReady>);
+
+impl<'a> Watching<'a> {
+    fn new(objects: &[Waitable<'a>]) -> Watching<'a> {
+        let queues: Vec<&'a dyn QueueReady> = objects
+            .iter()
+            .filter_map(|o| match o.0 {
+                Kind::Queue(q) => Some(q),
+                _ => None,
+            })
+            .collect();
+        for q in &queues {
+            q.watch();
+        }
+        Watching(queues)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        for q in &self.0 {
+            q.unwatch();
+        }
     }
 }
 
@@ -95,6 +146,12 @@ impl std::fmt::Debug for Waitable<'_> {
 /// started here counts as ready. For a queue, "ready" is advice: another
 /// consumer may take the item first.
 ///
+/// Every object is looked at again after the wait wakes, whatever woke it,
+/// and all that are ready then are returned. So items a process put before
+/// it ended are reported with its end: the loop "wait; drain the queue if
+/// it is ready; stop once the process is ready and the queue is not" loses
+/// nothing.
+///
 /// ```
 /// # fn main() -> multiproc::Result<()> {
 /// use std::time::Duration;
@@ -113,52 +170,68 @@ impl std::fmt::Debug for Waitable<'_> {
 /// descriptor is reported as ready, not as an error).
 pub fn wait(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let deadline = timeout.map(deadline);
+    if let [Waitable(Kind::Queue(q))] = objects {
+        // A lone queue: its futex, no descriptor at all.
+        loop {
+            if q.ready_now() {
+                return Ok(vec![0]);
+            }
+            if !q.wait_one(deadline) {
+                return Ok(Vec::new());
+            }
+        }
+    }
+    let watching = Watching::new(objects);
     let fds: Vec<RawFd> = objects
         .iter()
         .map(|o| match o.0 {
             // A send-only end never has anything to receive.
             Kind::Connection(c) if !c.readable() => -1,
             Kind::Connection(c) => c.as_raw_fd(),
+            Kind::Queue(q) => q.ready_fd(),
             Kind::Fd(Some(fd)) => fd,
-            Kind::Fd(None) | Kind::Queue(_) => -1,
+            Kind::Fd(None) => -1,
         })
         .collect();
-    let queues = objects.iter().filter(|o| matches!(o.0, Kind::Queue(_))).count();
+    let mut ready = Vec::new();
     loop {
-        let mut ready: Vec<usize> = objects
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| match o.0 {
+        // What is ready without asking the kernel (a queue that looks empty
+        // has its eventfd reset and is looked at again).
+        for (i, o) in objects.iter().enumerate() {
+            let now = match o.0 {
                 Kind::Connection(c) => c.readable() && c.ready_now() == Some(true),
-                Kind::Queue(q) => q.ready_now(),
+                Kind::Queue(q) => q.ready_now() || q.rearm(),
                 Kind::Fd(None) => true,
                 Kind::Fd(Some(_)) => false,
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        // Look at the descriptors without waiting if something is ready
-        // already, so that every ready object is reported.
-        let mut slice = if ready.is_empty() { left } else { Some(Duration::ZERO) };
-        if queues == objects.len() && queues == 1 && ready.is_empty() {
-            if let Kind::Queue(q) = objects[0].0 {
-                if q.wait_one(deadline) {
-                    continue;
-                }
-                return Ok(Vec::new());
-            }
-        }
-        if queues > 0 && ready.is_empty() {
-            slice = Some(slice.map_or(QUEUE_SLICE, |s| s.min(QUEUE_SLICE)));
-        }
-        let polled = sys::poll_readable_set(&fds, slice).map_err(|e| Error::io("failed to wait", e))?;
-        for (i, r) in polled.into_iter().enumerate() {
-            if r && !ready.contains(&i) {
+            };
+            if now {
                 ready.push(i);
             }
         }
-        ready.sort_unstable();
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        // With something ready already, the descriptors are only looked at,
+        // so that every ready object is reported.
+        let slice = if !ready.is_empty() {
+            Some(Duration::ZERO)
+        } else if watching.0.is_empty() {
+            left
+        } else {
+            Some(left.map_or(QUEUE_SLICE, |l| l.min(QUEUE_SLICE)))
+        };
+        let polled = sys::poll_readable_set(&fds, slice).map_err(|e| Error::io("failed to wait", e))?;
+        // After the wake, whatever woke it: every object again.
+        for (i, (o, polled)) in objects.iter().zip(polled).enumerate() {
+            let now = match o.0 {
+                Kind::Queue(q) => q.ready_now(),
+                Kind::Connection(c) => polled || (c.readable() && c.ready_now() == Some(true)),
+                Kind::Fd(_) => polled,
+            };
+            if now && !ready.contains(&i) {
+                ready.push(i);
+            }
+        }
         if !ready.is_empty() || left == Some(Duration::ZERO) {
+            ready.sort_unstable();
             return Ok(ready);
         }
     }

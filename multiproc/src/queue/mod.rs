@@ -41,6 +41,25 @@
 //! A record is the encoded item followed by a 12-byte trailer (descriptor
 //! count, token), at the end so that a byte buffer is handed to the caller
 //! without moving it.
+//!
+//! # Readiness for `wait`
+//!
+//! A queue has no descriptor of its own to `poll`, so it carries one: an
+//! eventfd shared by every user of the queue (it travels with the queue
+//! like the other descriptors). A caller of [`wait`](crate::wait) that
+//! watches queues among other objects registers as a *watcher* in the
+//! ring's shared header, then looks at the queue and polls its eventfd; a
+//! `put` that returns checks the count of watchers (one atomic load: with
+//! nobody watching, a put costs nothing more) and, when there are some,
+//! signals the eventfd. The watcher registers before it looks and the
+//! putter commits before it checks, with a full fence on each side, so a
+//! record committed after the watcher's look always finds the watcher
+//! counted and wakes it. The eventfd is level-triggered and shared, so a
+//! watcher that finds the queue empty drains it and then looks again,
+//! signalling it anew if an item arrived meanwhile (other watchers then
+//! still see it). A putter killed between its commit and its signal wakes
+//! nobody: `wait` also looks at its queues every
+//! [`QUEUE_SLICE`](crate::QUEUE_SLICE), as the ring's own waits do.
 
 use std::{
     fmt,
@@ -78,6 +97,8 @@ struct Core {
     ring: ShmRing,
     side_tx: Fd,
     side_rx: Fd,
+    /// Signalled after a put while someone watches (see the module docs).
+    ready: Fd,
     closed: AtomicBool,
 }
 
@@ -90,12 +111,21 @@ impl Core {
         let (side_tx, side_rx) =
             sys::seqpacket_pair().map_err(|e| Error::io("failed to create the queue's descriptor channel", e))?;
         let _ = side_tx.set_send_buffer(SIDE_BUFFER);
+        let ready = sys::eventfd().map_err(|e| Error::io("failed to create the queue's readiness eventfd", e))?;
         Ok(Core {
             ring,
             side_tx,
             side_rx,
+            ready,
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Wakes the watchers after a put, if there are any.
+    fn notify_watchers(&self) {
+        if self.ring.has_watchers() {
+            sys::eventfd_signal(&self.ready);
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -137,7 +167,10 @@ impl Core {
                 }
             };
             match self.ring.push(&[bytes, &trailer], deadline, &mut send_fds) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.notify_watchers();
+                    return Ok(());
+                }
                 Err(RingError::Timeout) => return Err(PutFail::Timeout),
                 Err(RingError::Io(_)) if side_full => {
                     // Too many items carrying descriptors are waiting: wait
@@ -466,6 +499,36 @@ impl<T> Queue<T> {
         let seen = self.core.ring.put_seq();
         self.ready_now() || self.core.ring.wait_put_seq_change(seen, deadline)
     }
+
+    /// For [`wait`](crate::wait): counts the caller as a watcher, whose
+    /// eventfd ([`ready_fd`](Self::ready_fd)) a put signals, until
+    /// [`unwatch`](Self::unwatch).
+    pub(crate) fn watch(&self) {
+        self.core.ring.watch();
+    }
+
+    /// Ends a [`watch`](Self::watch).
+    pub(crate) fn unwatch(&self) {
+        self.core.ring.unwatch();
+    }
+
+    /// The eventfd a watcher polls.
+    pub(crate) fn ready_fd(&self) -> RawFd {
+        self.core.ready.raw()
+    }
+
+    /// For a watcher that found the queue empty: resets the eventfd (a
+    /// signal of an item already taken would wake every poll at once),
+    /// then looks again; an item that arrived meanwhile is signalled anew,
+    /// for the other watchers. `true` when an item is there.
+    pub(crate) fn rearm(&self) -> bool {
+        sys::eventfd_drain(&self.core.ready);
+        if self.ready_now() {
+            sys::eventfd_signal(&self.core.ready);
+            return true;
+        }
+        false
+    }
 }
 
 impl<T> fmt::Debug for Queue<T> {
@@ -478,7 +541,7 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
-/// On the wire: the indexes of the four descriptors (see
+/// On the wire: the indexes of the five descriptors (see
 /// `crate::codec::fds`).
 #[derive(Serialize, Deserialize)]
 struct Passed {
@@ -486,6 +549,7 @@ struct Passed {
     data: u32,
     side_tx: u32,
     side_rx: u32,
+    ready: u32,
 }
 
 impl<T> Serialize for Queue<T> {
@@ -498,6 +562,7 @@ impl<T> Serialize for Queue<T> {
             data: export(data)?,
             side_tx: export(&self.core.side_tx)?,
             side_rx: export(&self.core.side_rx)?,
+            ready: export(&self.core.ready)?,
         }
         .serialize(s)
     }
@@ -508,18 +573,26 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         use serde::de::Error as _;
         let p = Passed::deserialize(d)?;
         let import = |i| codec::fds::import(i).map_err(D::Error::custom);
-        let (control, data, side_tx, side_rx) = (
+        let (control, data, side_tx, side_rx, ready) = (
             import(p.control)?,
             import(p.data)?,
             import(p.side_tx)?,
             import(p.side_rx)?,
+            import(p.ready)?,
         );
         let ring = ShmRing::from_fds(control, data).map_err(|e| D::Error::custom(format!("not a queue: {e}")))?;
+        if !ready.is_eventfd() {
+            // A put signals it: never write to a descriptor that is not one.
+            return Err(D::Error::custom(
+                "not a queue: its readiness descriptor is not an eventfd",
+            ));
+        }
         Ok(Queue {
             core: Arc::new(Core {
                 ring,
                 side_tx,
                 side_rx,
+                ready,
                 closed: AtomicBool::new(false),
             }),
             _items: PhantomData,

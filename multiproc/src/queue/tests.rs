@@ -95,3 +95,39 @@ fn a_lost_datagram_costs_one_item_only() {
     assert_eq!(b2.recv::<u8>().unwrap(), 2);
     drop(a1);
 }
+
+fn signalled(q: &Queue<u32>) -> bool {
+    crate::sys::poll_readable_set(&[q.ready_fd()], Some(Duration::ZERO)).unwrap()[0]
+}
+
+#[test]
+fn a_put_signals_the_eventfd_only_while_watched() {
+    let q: Queue<u32> = Queue::new().unwrap();
+    q.put(1).unwrap();
+    assert!(!signalled(&q), "nobody watches: a put costs no signal");
+    q.watch();
+    // Not empty: rearm resets the eventfd and signals it again.
+    assert!(q.rearm());
+    assert!(signalled(&q));
+    assert_eq!(q.try_get().unwrap(), 1);
+    // Empty: rearm resets it, and a later put signals it.
+    assert!(!q.rearm());
+    assert!(!signalled(&q));
+    q.clone().put(2).unwrap();
+    assert!(signalled(&q));
+    q.unwatch();
+    assert_eq!(q.try_get().unwrap(), 2);
+    assert!(!q.rearm());
+    q.put(3).unwrap();
+    assert!(!signalled(&q), "the watch ended");
+}
+
+#[test]
+fn unwatch_never_goes_below_zero() {
+    let q: Queue<u32> = Queue::new().unwrap();
+    q.unwatch();
+    q.watch();
+    q.unwatch();
+    q.put(1).unwrap();
+    assert!(!signalled(&q));
+}

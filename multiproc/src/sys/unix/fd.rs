@@ -230,6 +230,13 @@ impl Fd {
         cvt(unsafe { libc::fstat(self.raw(), &mut st) }).is_ok() && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
     }
 
+    /// `true` when the descriptor is an eventfd (the kernel names its
+    /// anonymous inode `anon_inode:[eventfd]`).
+    pub(crate) fn is_eventfd(&self) -> bool {
+        std::fs::read_link(format!("/proc/self/fd/{}", self.raw()))
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
+    }
+
     /// Shuts down one or both directions of a socket (`libc::SHUT_RD`,
     /// `SHUT_WR`, `SHUT_RDWR`), for every process holding it.
     pub(crate) fn shutdown(&self, how: libc::c_int) -> io::Result<()> {

@@ -107,6 +107,11 @@
 //! else touches the ring. A waiter that dies leaves its counter raised,
 //! which only costs later events a wake syscall.
 //!
+//! A fourth counter, `watchers`, counts callers of `wait()` that watch the
+//! ring through a descriptor instead (the queue's eventfd, which this module
+//! does not know): after a push returns, the queue signals that descriptor
+//! when the count is nonzero ([`ShmRing::watch`], [`ShmRing::has_watchers`]).
+//!
 //! # Deadlines
 //!
 //! `None` waits forever; `Some(t)` waits for the condition (not full, not
@@ -157,7 +162,7 @@ const CONTROL_SIZE: usize = 4096;
 /// First word of a control file: "mpshring".
 const MAGIC: u64 = u64::from_le_bytes(*b"mpshring");
 /// Layout version of the control file and records.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Smallest ring, one page.
 const MIN_CAPACITY: u64 = 4096;
 /// Largest ring: 64 TiB, far above any mapping that could succeed, low
@@ -291,8 +296,9 @@ struct Header {
     get_waiters: AtomicU32,
     /// Sleepers on `done_seq`.
     done_waiters: AtomicU32,
-    /// Keeps the slots 8-aligned whatever the fields above.
-    _pad: AtomicU32,
+    /// Callers of `wait()` watching this ring through its owner's
+    /// eventfd (see [`ShmRing::watch`]); also keeps the slots 8-aligned.
+    watchers: AtomicU32,
     /// The two copies of the state.
     slots: [Slot; 2],
 }
@@ -819,6 +825,30 @@ impl ShmRing {
                 let _ = self.lock_with(LockWait::Try);
             }
         }
+    }
+
+    /// Counts the caller as a watcher until [`unwatch`](Self::unwatch):
+    /// someone who wants to hear of every committed record by another
+    /// means than the futex (the queue's eventfd). The caller then reads
+    /// the ring's state; the fence pairs with the one in
+    /// [`has_watchers`](Self::has_watchers), so either the caller sees a
+    /// record or its putter sees the watcher. A watcher that dies leaves
+    /// the count raised, which only costs later puts a signal.
+    pub(crate) fn watch(&self) {
+        self.hdr().watchers.fetch_add(1, SeqCst);
+        std::sync::atomic::fence(SeqCst);
+    }
+
+    /// Ends a [`watch`](Self::watch).
+    pub(crate) fn unwatch(&self) {
+        // Saturating: a count is never taken below what was added.
+        let _ = self.hdr().watchers.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Whether anyone watches; called after a push has returned.
+    pub(crate) fn has_watchers(&self) -> bool {
+        std::sync::atomic::fence(SeqCst);
+        self.hdr().watchers.load(Relaxed) != 0
     }
 
     /// Takes the lock and never releases it; called from a thread that then
