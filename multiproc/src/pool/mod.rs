@@ -267,8 +267,13 @@ impl PoolBuilder {
             )),
             Some((tramp, target)) => {
                 let mut a = Vec::new();
-                encode_caught(&args, &mut a)
-                    .map(|()| Init { tramp, target, args: a })
+                encode_with_fds(&args, &mut a)
+                    .map(|fds| Init {
+                        tramp,
+                        target,
+                        args: a,
+                        fds: worker::PassedFds(fds),
+                    })
                     .map_err(|CodecError(e)| {
                         Error::new(
                             ErrorKind::Serialize,
@@ -692,7 +697,9 @@ impl Pool {
         // message near `BATCH_BYTES`.
         let first = items.first().map_or(0, |a| {
             let mut probe = Vec::new();
-            encode_caught(a, &mut probe).map_or(0, |()| probe.len())
+            // The descriptors of library objects are not wanted here.
+            let (r, _) = codec::fds::collect(|| encode_caught(a, &mut probe));
+            r.map_or(0, |()| probe.len())
         });
         let large = first >= LARGE_ARG;
         let chunk = match chunksize {
