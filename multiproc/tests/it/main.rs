@@ -20,6 +20,7 @@ mod lifecycle;
 mod listener;
 mod pool;
 mod pool_edges;
+mod pool_library_objects;
 mod pool_task_identity;
 mod queue;
 mod shared_memory;
