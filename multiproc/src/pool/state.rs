@@ -10,7 +10,7 @@ use super::worker::{Mode, PassedFds, ReplyHead, ReplyKind, TaskHead};
 use super::*;
 use crate::RecvTimeoutError;
 use crate::forkserver::{self, Requested};
-use crate::sys::{Fd, MAX_FDS};
+use crate::sys::MAX_FDS;
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Signalled after each of the driving thread's rounds, when it stops
@@ -191,7 +191,7 @@ pub(super) struct Chunk {
     pub(super) data: Option<Vec<u8>>,
     /// The descriptors of the library objects among the arguments
     /// (duplicates: the arguments are gone), sent with `payload`.
-    pub(super) fds: Vec<Fd>,
+    pub(super) fds: PassedFds,
 }
 
 impl Chunk {
@@ -374,7 +374,7 @@ pub(super) struct Encoded {
     idx: Vec<usize>,
     payload: Vec<u8>,
     data: Option<Vec<u8>>,
-    fds: Vec<Fd>,
+    fds: PassedFds,
     failed: Vec<(usize, Error)>,
 }
 
@@ -400,7 +400,7 @@ pub(super) fn encode_one<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: 
         None
     };
     let (data, fds) = match (taken, slot) {
-        (Some(data), _) => (data, Vec::new()),
+        (Some(data), _) => (data, PassedFds::default()),
         (None, Some(a)) => {
             let mut data = Vec::new();
             let fds = match encode_with_fds(&a, &mut data) {
@@ -410,7 +410,7 @@ pub(super) fn encode_one<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: 
                         idx: Vec::new(),
                         payload: Vec::new(),
                         data: None,
-                        fds: Vec::new(),
+                        fds: PassedFds::default(),
                         failed: vec![(i, arg_error(&e))],
                     };
                 }
@@ -465,19 +465,19 @@ pub(super) fn encode_caught<T: Serialize + 'static>(
 pub(super) fn encode_with_fds<T: Serialize + 'static>(
     value: &T,
     out: &mut Vec<u8>,
-) -> std::result::Result<Vec<Fd>, CodecError> {
+) -> std::result::Result<PassedFds, CodecError> {
     let start = out.len();
     let (r, exported) = codec::fds::collect(|| encode_caught(value, out));
     r?;
     if exported.fds.is_empty() {
-        return Ok(Vec::new());
+        return Ok(PassedFds::default());
     }
     match PassedFds::dup_all(&exported.fds) {
         Ok(fds) => {
             // The encoding carries what the objects had to hand over (a
             // connection's undelivered bytes).
             exported.sent();
-            Ok(fds.0)
+            Ok(fds)
         }
         Err(e) => {
             out.truncate(start);
@@ -514,7 +514,7 @@ pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<
         idx: Vec::with_capacity(items.len()),
         payload: TaskHead::message(offs.0, offs.1, Mode::Each),
         data: None,
-        fds: Vec::new(),
+        fds: PassedFds::default(),
         failed: Vec::new(),
     };
     for (i, a) in items {
@@ -523,7 +523,7 @@ pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<
         match encode_with_fds(&a, &mut enc.payload) {
             Ok(fds) if enc.fds.len() + fds.len() <= MAX_FDS => {
                 worker::end_task_item(&mut enc.payload, at, fds.len());
-                enc.fds.extend(fds);
+                enc.fds.append(fds);
                 enc.idx.push(i);
             }
             Ok(_) => {
@@ -556,11 +556,7 @@ pub(super) fn encode_batch<A: Serialize + 'static>(
         let mut payload = TaskHead::message(bo.0, bo.1, Mode::Batch);
         let (r, exported) = codec::fds::collect(|| worker::encode_seq(&items, &mut payload));
         let fds = match r {
-            Ok(()) if exported.fds.is_empty() => Some(Vec::new()),
-            Ok(()) => PassedFds::dup_all(&exported.fds).ok().map(|fds| {
-                exported.sent();
-                fds.0
-            }),
+            Ok(()) => PassedFds::dup_all(&exported.fds).ok().inspect(|_| exported.sent()),
             Err(_) => None,
         };
         if let Some(fds) = fds {
@@ -611,8 +607,7 @@ fn send_chunks<'a>(conn: &Connection, chunks: impl Iterator<Item = &'a Sent>) ->
             continue;
         }
         flush(&mut msgs, &mut ends, &mut done)?;
-        let raw: Vec<RawFd> = c.fds.iter().map(Fd::raw).collect();
-        conn.send_bytes_with_fds(&c.payload, &raw).map_err(|_| done)?;
+        conn.send_bytes_with_fds(&c.payload, &c.fds.raw()).map_err(|_| done)?;
         if let Some(d) = &c.data {
             conn.send_bytes(d).map_err(|_| done)?;
         }
@@ -1604,7 +1599,7 @@ pub(super) fn cancel_job(shared: &Shared, job: u64, resume: bool) -> bool {
                 idx,
                 payload: Vec::new(),
                 data: None,
-                fds: Vec::new(),
+                fds: PassedFds::default(),
             },
             &e,
         );

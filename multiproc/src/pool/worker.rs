@@ -39,6 +39,7 @@ use std::{
     ops::Range,
     os::fd::RawFd,
     panic::{self, AssertUnwindSafe},
+    sync::{Arc, Weak},
 };
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
@@ -48,6 +49,7 @@ use crate::{
     codec::{self, CodecError},
     connection::Connection,
     error::{Error, Result},
+    registry,
     sys::{self, Fd},
     target,
 };
@@ -75,40 +77,123 @@ impl Init {
     }
 }
 
-/// Descriptors that travel with a value the library sends (the
-/// initializer's, inside the worker's start arguments): each serialises as
-/// its index in the message's descriptor list (`codec::fds`).
+/// Descriptors that travel with a value the library sends (a task's
+/// arguments; the initializer's, inside the worker's start arguments):
+/// each serialises as its index in the message's descriptor list
+/// (`codec::fds`).
+///
+/// The parent's copies (duplicates that outlive the arguments they came
+/// from) are registered like connections: a fork child that was not given
+/// them (a worker started while a chunk waits, any other `Process`)
+/// closes them, so that a passed connection's peer still sees the end of
+/// the stream once the task is done with it.
 #[derive(Debug, Default)]
-pub(crate) struct PassedFds(pub(crate) Vec<Fd>);
+pub(crate) struct PassedFds {
+    fds: Vec<Fd>,
+    /// Set when the descriptors are registered (see above).
+    registered: Option<Arc<Registered>>,
+}
+
+/// The registration of a [`PassedFds`]; revoking needs no action of its
+/// own (the registry closes the numbers in the fork child).
+#[derive(Debug)]
+struct Registered;
+
+impl registry::Revoke for Registered {
+    fn revoke(&self) {}
+}
 
 impl PassedFds {
     /// Duplicates of `raw` (the descriptors a value exported while it was
     /// encoded), which outlive the value.
     pub(crate) fn dup_all(raw: &[RawFd]) -> Result<PassedFds> {
-        raw.iter()
+        if raw.is_empty() {
+            return Ok(PassedFds::default());
+        }
+        let fds = raw
+            .iter()
             .map(|&fd| Fd::dup_raw(fd))
             .collect::<std::io::Result<Vec<Fd>>>()
-            .map(PassedFds)
-            .map_err(|e| Error::io("failed to duplicate a descriptor of a pool task's argument", e))
+            .map_err(|e| Error::io("failed to duplicate a descriptor of a pool task's argument", e))?;
+        let token = Arc::new(Registered);
+        for fd in &fds {
+            let weak: Weak<dyn registry::Revoke> = Arc::downgrade(&token) as _;
+            registry::endpoint_opened(fd.raw(), weak);
+        }
+        Ok(PassedFds {
+            fds,
+            registered: Some(token),
+        })
     }
 
     fn duplicate(&self) -> Result<PassedFds> {
-        let raw: Vec<RawFd> = self.0.iter().map(Fd::raw).collect();
-        PassedFds::dup_all(&raw)
+        PassedFds::dup_all(&self.raw())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// The descriptors' numbers, for sending them.
+    pub(crate) fn raw(&self) -> Vec<RawFd> {
+        self.fds.iter().map(Fd::raw).collect()
+    }
+
+    /// Moves `other`'s descriptors to the end of these.
+    pub(crate) fn append(&mut self, mut other: PassedFds) {
+        if other.fds.is_empty() {
+            return;
+        }
+        if self.registered.is_none() {
+            self.registered.clone_from(&other.registered);
+        }
+        // Registered under `other`'s token, which the registry only
+        // upgrades: keep it alive with these.
+        if let (Some(mine), Some(theirs)) = (&self.registered, &other.registered) {
+            if !Arc::ptr_eq(mine, theirs) {
+                for fd in &other.fds {
+                    let weak: Weak<dyn registry::Revoke> = Arc::downgrade(mine) as _;
+                    registry::endpoint_opened(fd.raw(), weak);
+                }
+            }
+        }
+        self.fds.append(&mut other.fds);
     }
 
     /// The descriptors, owned by this process whichever created them (a
     /// fork child's copy), for `codec::fds::supply`.
-    pub(crate) fn into_owned(self) -> Vec<Fd> {
-        self.0.into_iter().map(Fd::into_endpoint).collect()
+    pub(crate) fn into_owned(mut self) -> Vec<Fd> {
+        self.unregister();
+        std::mem::take(&mut self.fds)
+            .into_iter()
+            .map(Fd::into_endpoint)
+            .collect()
+    }
+
+    fn unregister(&mut self) {
+        if self.registered.take().is_some() {
+            for fd in &self.fds {
+                registry::endpoint_closed(fd.raw());
+            }
+        }
+    }
+}
+
+impl Drop for PassedFds {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 
 impl Serialize for PassedFds {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        let mut idx = Vec::with_capacity(self.0.len());
-        for fd in &self.0 {
+        let mut idx = Vec::with_capacity(self.fds.len());
+        for fd in &self.fds {
             idx.push(codec::fds::export(fd.raw()).map_err(S::Error::custom)?);
         }
         idx.serialize(s)
@@ -123,7 +208,7 @@ impl<'de> Deserialize<'de> for PassedFds {
         for i in idx {
             fds.push(codec::fds::import(i).map_err(D::Error::custom)?);
         }
-        Ok(PassedFds(fds))
+        Ok(PassedFds { fds, registered: None })
     }
 }
 

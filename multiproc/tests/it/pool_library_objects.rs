@@ -219,6 +219,38 @@ fn connection_end_passed_to_a_task(m: StartMethod) {
     }
 }
 
+fn drop_it(c: Connection) -> u8 {
+    drop(c);
+    1
+}
+
+#[allow(unsafe_code)]
+fn exit_worker(_: u8) -> u8 {
+    // SAFETY: raising a signal touches no memory; SIGKILL ends the worker.
+    unsafe { libc::raise(libc::SIGKILL) };
+    unreachable!("killed")
+}
+
+/// A worker started while a chunk that carries a connection end waits
+/// (here: the replacement of a worker that died) keeps no copy of that
+/// end: once the task has dropped it, the parent's end sees the stream
+/// end while that worker lives on.
+fn a_waiting_chunk_end_is_not_inherited_by_a_new_worker(m: StartMethod) {
+    let p = Pool::builder().processes(1).start_method(m).build().unwrap();
+    let (ours, theirs) = mp::pipe(true).unwrap();
+    let first = p.apply_async(exit_worker, 0).unwrap();
+    // Waits in the parent until the first worker is replaced.
+    let second = p.apply_async(drop_it, theirs).unwrap();
+    assert_eq!(first.get().unwrap_err().kind(), ErrorKind::ChildKilled);
+    assert_eq!(second.get().unwrap(), 1);
+    let end = ours.recv_timeout::<u8>(DEADLINE);
+    assert!(
+        matches!(end, Err(RecvTimeoutError::Disconnected)),
+        "no copy of the passed end is left in the worker: {end:?}"
+    );
+    assert_eq!(p.pids().len(), 1);
+}
+
 /// Everything the library shares, in one task argument.
 type Everything = (
     (Lock, RLock, Semaphore, BoundedSemaphore),
@@ -319,6 +351,7 @@ per_method!(
     queue_as_a_task_argument,
     event_set_by_the_parent_wakes_a_task,
     connection_end_passed_to_a_task,
+    a_waiting_chunk_end_is_not_inherited_by_a_new_worker,
     every_library_object_reaches_a_task,
     a_library_object_as_a_result_is_a_serialize_error,
 );
