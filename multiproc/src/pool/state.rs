@@ -856,13 +856,16 @@ impl State {
     /// one gives the chunk back (a protocol violation).
     pub(super) fn complete(&mut self, chunk: Chunk, kind: ReplyKind, body: &[u8]) -> std::result::Result<(), Chunk> {
         let (job, n) = (chunk.job, chunk.idx.len());
+        // Only a batch (a `map` chunk sent as one `Vec`) is answered with
+        // values, or with one outcome for all.
+        let batch = || TaskHead::decode(&chunk.payload).is_some_and(|h| h.mode == Mode::Batch);
         let per_task = match kind {
             ReplyKind::Outcomes => match worker::items(body) {
                 Some(items) if items.len() == n => Some(items),
                 _ => return Err(chunk),
             },
-            ReplyKind::Values | ReplyKind::ArgsFailed => None,
-            ReplyKind::Init => return Err(chunk),
+            ReplyKind::Values | ReplyKind::ArgsFailed if batch() => None,
+            ReplyKind::Values | ReplyKind::ArgsFailed | ReplyKind::Init => return Err(chunk),
         };
         // A forgotten job (its iterator dropped) takes nothing.
         let Some(j) = self.jobs.get_mut(&job) else {
