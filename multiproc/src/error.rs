@@ -60,7 +60,9 @@ pub enum ErrorKind {
     Disconnected,
     /// Bytes from a peer broke the channel's framing (a message cut short by
     /// a writer's death, a corrupted header, a message over the reader's
-    /// size limit). The channel is unusable afterwards.
+    /// size limit). The channel is unusable afterwards. Also the error of
+    /// the tasks a pool worker held when it sent a message that answers
+    /// none of them (the worker is replaced).
     Protocol,
     /// A `Listener` or `Client` peer did
     /// not prove it knows the authentication key (Python's

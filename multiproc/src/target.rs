@@ -243,27 +243,35 @@ pub(crate) fn offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'static>(
 }
 
 /// Runs the task named by offsets from [`offsets_of`] on its encoded
-/// argument: decode, call, catch a panic, encode the result.
+/// argument and the descriptors of the library objects in it: decode,
+/// call, catch a panic, encode the result.
 ///
 /// # Safety
 /// `(tramp, target)` must come from [`offsets_of`] in a process running the
 /// same executable file (the pool's parent, which started this worker).
-pub(crate) unsafe fn run_offsets(tramp: i64, target: i64, args: Vec<u8>) -> Outcome {
+pub(crate) unsafe fn run_offsets(tramp: i64, target: i64, args: Vec<u8>, fds: Vec<Fd>) -> Outcome {
     // SAFETY: per the contract, `tramp` names a trampoline monomorphised for
     // the `fn(A) -> R` whose offset is `target`, in this very image.
     let t = unsafe { trampoline_at(tramp) };
-    t(addr_of(target), args, Vec::new())
+    t(addr_of(target), args, fds)
 }
 
-/// The non-generic signature of a batch trampoline: target address and an
-/// encoded `Vec<A>` in, the chunk's reply message out (see `pool::worker`).
-pub(crate) type BatchTrampoline = fn(usize, Vec<u8>) -> Vec<u8>;
+/// The non-generic signature of a batch trampoline: target address, an
+/// encoded `Vec<A>`, the descriptors of the library objects in it and the
+/// task message's id in, the chunk's reply message out (see
+/// `pool::worker`).
+pub(crate) type BatchTrampoline = fn(usize, Vec<u8>, Vec<Fd>, u64) -> Vec<u8>;
 
-fn batch_trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(target: usize, args: Vec<u8>) -> Vec<u8> {
+fn batch_trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    target: usize,
+    args: Vec<u8>,
+    fds: Vec<Fd>,
+    id: u64,
+) -> Vec<u8> {
     // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
     // trampoline with the same `A` and `R` (see `batch_offsets_of`).
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
-    crate::pool::worker::run_batch(f, args)
+    crate::pool::worker::run_batch(f, args, fds, id)
 }
 
 /// Like [`offsets_of`], for a chunk sent as one encoded `Vec<A>`.
@@ -279,9 +287,9 @@ pub(crate) fn batch_offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'st
 ///
 /// # Safety
 /// As [`run_offsets`], with offsets from [`batch_offsets_of`].
-pub(crate) unsafe fn run_batch_offsets(tramp: i64, target: i64, args: Vec<u8>) -> Vec<u8> {
+pub(crate) unsafe fn run_batch_offsets(tramp: i64, target: i64, args: Vec<u8>, fds: Vec<Fd>, id: u64) -> Vec<u8> {
     // SAFETY: per the contract, `tramp` names a batch trampoline
     // monomorphised for the `fn(A) -> R` at `target`, in this very image.
     let t = unsafe { std::mem::transmute::<usize, BatchTrampoline>(addr_of(tramp)) };
-    t(addr_of(target), args)
+    t(addr_of(target), args, fds, id)
 }

@@ -422,6 +422,17 @@ impl Connection {
         Ok(self.recv_message(None, None)?.0)
     }
 
+    /// Receives one message as bytes, with the descriptors that came with
+    /// it (the pool's task messages carry those of their arguments).
+    pub(crate) fn recv_bytes_with_fds(&self) -> std::result::Result<wire::Message, RecvError> {
+        self.recv_message(None, None).map_err(RecvError::from)
+    }
+
+    /// Sends `bytes` as one message with the descriptors `fds`.
+    pub(crate) fn send_bytes_with_fds(&self, bytes: &[u8], fds: &[RawFd]) -> Result<()> {
+        self.send_message(bytes, fds)
+    }
+
     /// Receives one message as bytes, refusing one longer than `max_len`
     /// (Python's `recv_bytes(maxlength)`): a longer message is an
     /// [`ErrorKind::Protocol`] error and leaves the connection broken, since

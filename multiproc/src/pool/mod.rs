@@ -16,6 +16,36 @@
 //! comes back as one encoded `Vec<R>` when every task returned; after a
 //! panic, or when the results do not encode together, the worker answers
 //! with one outcome per task instead, so a failure stays with its task.
+//!
+//! Every task message carries an id, fresh for each sending, and every
+//! reply names the id it answers (the worker's first message, its
+//! initializer's report, names 0); both headers are defined in
+//! `worker.rs`. A worker answers its chunks in order, so the parent takes
+//! a reply only when it names the oldest chunk that worker holds and its
+//! body is well formed. Anything else (a reply to an unknown, replayed or
+//! later id, of the wrong kind, or no reply at all: a frame that task code
+//! wrote onto the worker's socket, through a stale descriptor number say)
+//! is a protocol violation: the worker is killed, every chunk it held
+//! fails with [`ErrorKind::Protocol`], and a new worker takes its place. A
+//! result is only ever delivered to the task it names, never shifted to
+//! another. (A task's raw `fork` child that returns into the worker loop
+//! exits there without answering.)
+//!
+//! Library objects (connections, queues, locks and the other primitives,
+//! shared memory, `Value`/`Array`) travel in task arguments and in the
+//! initializer's arguments under every start method, by the descriptor
+//! passing of [`Process`] arguments: encoding them collects their
+//! descriptors, the pool keeps duplicates of them with the chunk (the
+//! arguments themselves are dropped once encoded), and they ride on the
+//! chunk's task message (`SCM_RIGHTS`), or, for the initializer, in each
+//! worker's start arguments (the pool keeps the initializer's copies for
+//! replacement workers). The pool's copies are closed in fork children not
+//! given them, so a passed connection's peer sees the end of the stream
+//! once the task is done with it. One message carries at most 253
+//! descriptors: a chunk whose arguments hold more fails the tasks past
+//! that with [`ErrorKind::Serialize`] (use a smaller chunk size). Results
+//! cannot carry library objects: such a result fails its task with
+//! [`ErrorKind::Serialize`].
 //! A panic of the caller's `Serialize` or `Deserialize` is neither the
 //! caller's panic nor the worker's death: an argument's `Serialize` (in the
 //! parent) and a result's `Deserialize` (in the parent) fail their task
@@ -151,7 +181,8 @@
 //!   task for the worker loop).
 //! - The task timeout applies to a chunk: `timeout × tasks in the chunk`
 //!   from the moment the chunk reached the head of its worker's queue.
-//! - Arguments cannot carry connections or other descriptors.
+//! - Task arguments may carry every library object, queues included
+//!   (CPython refuses queues as task arguments); results cannot.
 //! - `imap` reads its input as results are taken, not all at once in a
 //!   task thread: after `join`, the part not read fails with
 //!   [`ErrorKind::InvalidState`]. An empty `map_async` calls its callback
@@ -266,7 +297,39 @@ impl PoolBuilder {
         self
     }
 
-    /// A function each worker runs once, before any task.
+    /// A function each worker runs once, before any task, on `args`
+    /// (Python's `initializer` and `initargs`). The arguments may carry
+    /// library objects (a [`Lock`](crate::Lock), a [`Value`](crate::Value),
+    /// a [`Queue`](crate::Queue), a [`Connection`]...), under every start
+    /// method; the pool keeps them, encoded with duplicates of their
+    /// descriptors, for the workers that replace others.
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::sync::OnceLock;
+    /// use multiproc::{Lock, Pool, Value};
+    ///
+    /// static SHARED: OnceLock<(Lock, Value<u64>)> = OnceLock::new();
+    ///
+    /// fn init(shared: (Lock, Value<u64>)) {
+    ///     let _ = SHARED.set(shared);
+    /// }
+    ///
+    /// fn bump(_: u32) {
+    ///     let (lock, total) = SHARED.get().expect("initialized");
+    ///     let _held = lock.acquire().unwrap();
+    ///     total.store(total.load().unwrap() + 1).unwrap();
+    /// }
+    ///
+    /// let (lock, total) = (Lock::new()?, Value::new(0u64)?);
+    /// let pool = Pool::builder()
+    ///     .processes(2)
+    ///     .initializer(init, (lock, total.clone()))
+    ///     .build()?;
+    /// pool.map(bump, 0..100)?;
+    /// assert_eq!(total.load()?, 100);
+    /// # Ok(()) }
+    /// ```
     pub fn initializer<A: Serialize + DeserializeOwned + 'static>(mut self, f: fn(A), args: A) -> PoolBuilder {
         self.init = Some(match target::offsets_of(f) {
             None => Err(Error::new(
@@ -275,8 +338,13 @@ impl PoolBuilder {
             )),
             Some((tramp, target)) => {
                 let mut a = Vec::new();
-                encode_caught(&args, &mut a)
-                    .map(|()| Init { tramp, target, args: a })
+                encode_with_fds(&args, &mut a)
+                    .map(|fds| Init {
+                        tramp,
+                        target,
+                        args: a,
+                        fds,
+                    })
                     .map_err(|CodecError(e)| {
                         Error::new(
                             ErrorKind::Serialize,
@@ -714,7 +782,9 @@ impl Pool {
         // message near `BATCH_BYTES`.
         let first = items.first().map_or(0, |a| {
             let mut probe = Vec::new();
-            encode_caught(a, &mut probe).map_or(0, |()| probe.len())
+            // The descriptors of library objects are not wanted here.
+            let (r, _) = codec::fds::collect(|| encode_caught(a, &mut probe));
+            r.map_or(0, |()| probe.len())
         });
         let large = first >= LARGE_ARG;
         let chunk = match chunksize {

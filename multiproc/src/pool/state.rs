@@ -1,9 +1,16 @@
 //! The pool's state and how callers drive it: workers, jobs, chunks,
 //! dispatch, the rounds of waiting, callbacks.
 
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+use super::worker::{Mode, PassedFds, ReplyHead, ReplyKind, TaskHead};
 use super::*;
 use crate::RecvTimeoutError;
 use crate::forkserver::{self, Requested};
+use crate::sys::MAX_FDS;
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Signalled after each of the driving thread's rounds, when it stops
@@ -191,6 +198,9 @@ pub(super) struct Chunk {
     /// A large argument, sent as a message of its own after `payload` (the
     /// worker receives it as its own buffer: no copy, no shift).
     pub(super) data: Option<Vec<u8>>,
+    /// The descriptors of the library objects among the arguments
+    /// (duplicates: the arguments are gone), sent with `payload`.
+    pub(super) fds: PassedFds,
 }
 
 impl Chunk {
@@ -203,6 +213,28 @@ impl Chunk {
 pub(super) struct Sent {
     pub(super) chunk: Chunk,
     pub(super) started: Option<Instant>,
+    /// The id its task message carried: its reply must name it.
+    pub(super) id: u64,
+}
+
+/// A new id for a task message: unique in this process, from a random
+/// start (a reply replayed from an earlier pool or worker names nothing
+/// outstanding), never 0 (the initializer's report).
+fn next_task_id() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let mut seed = [0u8; 8];
+        // Without a random source the ids still differ; only a replay
+        // across pools could then match.
+        let _ = sys::random_bytes(&mut seed);
+        AtomicU64::new(u64::from_le_bytes(seed))
+    });
+    loop {
+        let id = next.fetch_add(1, Ordering::Relaxed);
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 pub(super) struct Worker {
@@ -292,9 +324,18 @@ impl Worker {
         Err(self.ended_early())
     }
 
-    /// The initializer's report, as a result.
-    pub(super) fn init_outcome(&mut self, bytes: &[u8]) -> Result<()> {
+    /// The initializer's report (the worker's first message), as a result.
+    pub(super) fn init_outcome(&mut self, msg: &[u8]) -> Result<()> {
         let err = |kind, m: String| Err(self.err(kind, m));
+        let bytes = match ReplyHead::decode(msg) {
+            Some((h, body)) if h.kind == ReplyKind::Init && h.id == 0 => body,
+            _ => {
+                return err(
+                    ErrorKind::Protocol,
+                    "a pool worker's first message is not its initializer's report".into(),
+                );
+            }
+        };
         let r = match Outcome::from_bytes(bytes) {
             Ok(OutcomeRef::Value(_)) => Ok(()),
             Ok(OutcomeRef::Panic(p)) => Err(self
@@ -389,6 +430,7 @@ pub(super) struct Encoded {
     idx: Vec<usize>,
     payload: Vec<u8>,
     data: Option<Vec<u8>>,
+    fds: PassedFds,
     failed: Vec<(usize, Error)>,
 }
 
@@ -413,36 +455,44 @@ pub(super) fn encode_one<A: Serialize + 'static>(offs: (i64, i64), i: usize, a: 
     } else {
         None
     };
-    let data = match (taken, slot) {
-        (Some(data), _) => data,
+    let (data, fds) = match (taken, slot) {
+        (Some(data), _) => (data, PassedFds::default()),
         (None, Some(a)) => {
             let mut data = Vec::new();
-            if let Err(CodecError(e)) = encode_caught(&a, &mut data) {
-                return Encoded {
-                    idx: Vec::new(),
-                    payload: Vec::new(),
-                    data: None,
-                    failed: vec![(i, arg_error(&e))],
-                };
-            }
+            let fds = match encode_with_fds(&a, &mut data) {
+                Ok(fds) => fds,
+                Err(CodecError(e)) => {
+                    return Encoded {
+                        idx: Vec::new(),
+                        payload: Vec::new(),
+                        data: None,
+                        fds: PassedFds::default(),
+                        failed: vec![(i, arg_error(&e))],
+                    };
+                }
+            };
             if data.len() < LARGE_ARG {
-                let mut payload = worker::task_header(offs.0, offs.1, 0);
-                worker::put(&mut payload, &data);
+                let mut payload = TaskHead::message(offs.0, offs.1, Mode::Each);
+                let at = worker::start_task_item(&mut payload);
+                payload.extend_from_slice(&data);
+                worker::end_task_item(&mut payload, at, fds.len());
                 return Encoded {
                     idx: vec![i],
                     payload,
                     data: None,
+                    fds,
                     failed: Vec::new(),
                 };
             }
-            data
+            (data, fds)
         }
         (None, None) => return encode_items::<A>(offs, Vec::new()),
     };
     Encoded {
         idx: vec![i],
-        payload: worker::task_header(offs.0, offs.1, 2),
+        payload: TaskHead::message(offs.0, offs.1, Mode::Large),
         data: Some(data),
+        fds,
         failed: Vec::new(),
     }
 }
@@ -462,6 +512,34 @@ pub(super) fn encode_caught<T: Serialize + 'static>(
             crate::target::payload_text(&*p)
         )))
     })
+}
+
+/// [`encode_caught`] for a value that may hold library objects (locks,
+/// queues, connections, shared memory...): returns duplicates of their
+/// descriptors, which outlive the value and travel with its message. On an
+/// error, `out` is left as it was.
+pub(super) fn encode_with_fds<T: Serialize + 'static>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> std::result::Result<PassedFds, CodecError> {
+    let start = out.len();
+    let (r, exported) = codec::fds::collect(|| encode_caught(value, out));
+    r?;
+    if exported.fds.is_empty() {
+        return Ok(PassedFds::default());
+    }
+    match PassedFds::dup_all(&exported.fds) {
+        Ok(fds) => {
+            // The encoding carries what the objects had to hand over (a
+            // connection's undelivered bytes).
+            exported.sent();
+            Ok(fds)
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(CodecError(e.to_string()))
+        }
+    }
 }
 
 /// [`codec::decode`] for the caller's types: a panic of their
@@ -485,26 +563,35 @@ fn arg_error(e: &str) -> Error {
 }
 
 /// Encodes `items` as one per-task chunk; an argument that fails to
-/// serialize fails its task alone.
+/// serialize fails its task alone, and so does one whose descriptors would
+/// take the chunk's past what one message carries.
 pub(super) fn encode_items<A: Serialize + 'static>(offs: (i64, i64), items: Vec<(usize, A)>) -> Encoded {
     let mut enc = Encoded {
         idx: Vec::with_capacity(items.len()),
-        payload: worker::task_header(offs.0, offs.1, 0),
+        payload: TaskHead::message(offs.0, offs.1, Mode::Each),
         data: None,
+        fds: PassedFds::default(),
         failed: Vec::new(),
     };
     for (i, a) in items {
         // Encoded straight into the message, behind its length.
-        let at = enc.payload.len();
-        enc.payload.extend_from_slice(&[0; 8]);
-        match encode_caught(&a, &mut enc.payload) {
-            Ok(()) => {
-                let len = (enc.payload.len() - at - 8) as u64;
-                enc.payload[at..at + 8].copy_from_slice(&len.to_le_bytes());
+        let at = worker::start_task_item(&mut enc.payload);
+        match encode_with_fds(&a, &mut enc.payload) {
+            Ok(fds) if enc.fds.len() + fds.len() <= MAX_FDS => {
+                worker::end_task_item(&mut enc.payload, at, fds.len());
+                enc.fds.append(fds);
                 enc.idx.push(i);
             }
+            Ok(_) => {
+                worker::drop_task_item(&mut enc.payload, at);
+                let e = format!(
+                    "the chunk's arguments hold more than {MAX_FDS} descriptors, what one message carries: use a \
+                     smaller chunk size"
+                );
+                enc.failed.push((i, arg_error(&e)));
+            }
             Err(CodecError(e)) => {
-                enc.payload.truncate(at);
+                worker::drop_task_item(&mut enc.payload, at);
                 enc.failed.push((i, arg_error(&e)));
             }
         }
@@ -522,12 +609,18 @@ pub(super) fn encode_batch<A: Serialize + 'static>(
     items: Vec<A>,
 ) -> Encoded {
     if let Some(bo) = batch_offs {
-        let mut payload = worker::task_header(bo.0, bo.1, 1);
-        if worker::encode_seq(&items, &mut payload).is_ok() {
+        let mut payload = TaskHead::message(bo.0, bo.1, Mode::Batch);
+        let (r, exported) = codec::fds::collect(|| worker::encode_seq(&items, &mut payload));
+        let fds = match r {
+            Ok(()) => PassedFds::dup_all(&exported.fds).ok().inspect(|_| exported.sent()),
+            Err(_) => None,
+        };
+        if let Some(fds) = fds {
             return Encoded {
                 idx: (start..start + items.len()).collect(),
                 payload,
                 data: None,
+                fds,
                 failed: Vec::new(),
             };
         }
@@ -536,6 +629,47 @@ pub(super) fn encode_batch<A: Serialize + 'static>(
         offs,
         items.into_iter().enumerate().map(|(k, a)| (start + k, a)).collect(),
     )
+}
+
+/// Sends a worker its chunks, in order: the messages of chunks without
+/// descriptors together (one system call for a burst), each chunk with
+/// descriptors on its own (they ride on its task message). On a failure:
+/// how many chunks went out whole.
+fn send_chunks<'a>(conn: &Connection, chunks: impl Iterator<Item = &'a Sent>) -> std::result::Result<(), usize> {
+    let mut msgs: Vec<&[u8]> = Vec::new();
+    // Per chunk in `msgs`: where its messages end.
+    let mut ends: Vec<usize> = Vec::new();
+    // Chunks sent whole by earlier calls.
+    let mut done = 0;
+    let flush = |msgs: &mut Vec<&[u8]>, ends: &mut Vec<usize>, done: &mut usize| {
+        if !msgs.is_empty() {
+            conn.send_bytes_batch(msgs)
+                .map_err(|(whole, _)| *done + ends.iter().take_while(|&&e| e <= whole).count())?;
+        }
+        *done += ends.len();
+        msgs.clear();
+        ends.clear();
+        Ok(())
+    };
+    for s in chunks {
+        let c = &s.chunk;
+        if c.fds.is_empty() {
+            // Its message, and its large argument's.
+            msgs.push(&c.payload);
+            if let Some(d) = &c.data {
+                msgs.push(d);
+            }
+            ends.push(msgs.len());
+            continue;
+        }
+        flush(&mut msgs, &mut ends, &mut done)?;
+        conn.send_bytes_with_fds(&c.payload, &c.fds.raw()).map_err(|_| done)?;
+        if let Some(d) = &c.data {
+            conn.send_bytes(d).map_err(|_| done)?;
+        }
+        done += 1;
+    }
+    flush(&mut msgs, &mut ends, &mut done)
 }
 
 impl State {
@@ -589,7 +723,7 @@ impl State {
             worker::worker_main,
             WorkerArgs {
                 conn: theirs,
-                init: self.cfg.init.clone(),
+                init: self.cfg.init.as_ref().map(Init::duplicate).transpose()?,
                 maxtasks: self.cfg.maxtasks,
             },
         );
@@ -634,7 +768,13 @@ impl State {
             // result: keep it (bounded: a message cut short by the kill
             // ends the reading).
             while let Ok(msg) = self.workers[i].conn.recv_bytes_timeout(Duration::ZERO) {
-                if self.on_message(i, &msg).is_err() {
+                if let Err(death) = self.on_message(i, &msg) {
+                    if let Death::Protocol(e) = death {
+                        let held: Vec<Chunk> = self.workers[i].in_flight.drain(..).map(|s| s.chunk).collect();
+                        for chunk in held {
+                            self.fail_chunk(chunk, &e);
+                        }
+                    }
                     break;
                 }
             }
@@ -803,6 +943,7 @@ impl State {
             idx: enc.idx,
             payload: enc.payload,
             data: enc.data,
+            fds: enc.fds,
         };
         match (&self.broken, self.life) {
             (Some(e), _) => {
@@ -826,35 +967,40 @@ impl State {
         self.tasks_done(chunk.job, n);
     }
 
-    pub(super) fn complete(&mut self, chunk: Chunk, msg: &[u8]) {
+    /// Records the reply of `kind` with `body` to `chunk`; a malformed
+    /// one gives the chunk back (a protocol violation).
+    pub(super) fn complete(&mut self, chunk: Chunk, kind: ReplyKind, body: &[u8]) -> std::result::Result<(), Chunk> {
         let (job, n) = (chunk.job, chunk.idx.len());
-        let Some(j) = self.jobs.get_mut(&job) else { return };
-        let per_task = match msg.split_first() {
-            Some((1, values)) => {
-                j.out.batches.push((chunk.idx, values.to_vec()));
-                return self.tasks_done(job, n);
-            }
-            Some((2, outcome)) => {
-                for i in chunk.idx {
-                    j.out.results.insert(i, Ok(outcome.to_vec()));
-                }
-                return self.tasks_done(job, n);
-            }
-            Some((0, rest)) => worker::items(rest).filter(|it| it.len() == n),
-            _ => None,
+        // Only a batch (a `map` chunk sent as one `Vec`) is answered with
+        // values, or with one outcome for all.
+        let batch = || TaskHead::decode(&chunk.payload).is_some_and(|h| h.mode == Mode::Batch);
+        let per_task = match kind {
+            ReplyKind::Outcomes => match worker::items(body) {
+                Some(items) if items.len() == n => Some(items),
+                _ => return Err(chunk),
+            },
+            ReplyKind::Values | ReplyKind::ArgsFailed if batch() => None,
+            ReplyKind::Values | ReplyKind::ArgsFailed | ReplyKind::Init => return Err(chunk),
         };
-        match per_task {
-            Some(items) => {
+        // A forgotten job (its iterator dropped) takes nothing.
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return Ok(());
+        };
+        match (kind, per_task) {
+            (_, Some(items)) => {
                 for (i, bytes) in chunk.idx.into_iter().zip(items) {
                     j.out.results.insert(i, Ok(bytes.to_vec()));
                 }
-                self.tasks_done(job, n);
             }
-            None => {
-                let e = Error::new(ErrorKind::Protocol, "a pool worker sent a malformed result message");
-                self.fail_chunk(chunk, &e);
+            (ReplyKind::Values, None) => j.out.batches.push((chunk.idx, body.to_vec())),
+            (_, None) => {
+                for i in chunk.idx {
+                    j.out.results.insert(i, Ok(body.to_vec()));
+                }
             }
         }
+        self.tasks_done(job, n);
+        Ok(())
     }
 
     pub(super) fn fail_pending(&mut self, e: &Error) {
@@ -896,7 +1042,7 @@ impl State {
             let w = &mut self.workers[i];
             w.sent += 1;
             let started = w.in_flight.is_empty().then_some(now);
-            w.in_flight.push_back(Sent { chunk, started });
+            w.in_flight.push_back(Sent { chunk, started, id: 0 });
             given[i] += 1;
         }
         let mut sent_any = false;
@@ -907,23 +1053,18 @@ impl State {
             }
             let w = &mut self.workers[i];
             let first = w.in_flight.len() - n;
-            let mut msgs: Vec<&[u8]> = Vec::with_capacity(2 * n);
-            // Per chunk: its message, and its large argument's.
-            let mut ends = Vec::with_capacity(n);
-            for s in w.in_flight.range(first..) {
-                msgs.push(&s.chunk.payload);
-                if let Some(d) = &s.chunk.data {
-                    msgs.push(d);
-                }
-                ends.push(msgs.len());
+            // Each sending of a chunk is named afresh: a reply names the
+            // task message it answers.
+            for s in w.in_flight.range_mut(first..) {
+                s.id = next_task_id();
+                TaskHead::set_id(&mut s.chunk.payload, s.id);
             }
-            match w.conn.send_bytes_batch(&msgs) {
+            match send_chunks(&w.conn, w.in_flight.range(first..)) {
                 Ok(()) => sent_any = true,
-                Err((whole, _)) => {
+                Err(kept) => {
                     // The chunks whose messages all went out may have been
                     // received (and run): they stay in flight, to fail
                     // with the worker's death; the others never started.
-                    let kept = ends.iter().take_while(|&&e| e <= whole).count();
                     sent_any |= kept > 0;
                     returned.extend(w.in_flight.drain(first + kept..).map(|s| s.chunk));
                     w.sent -= n - kept;
@@ -1064,8 +1205,8 @@ impl State {
                     // halfway through one must not hold the lock).
                     match self.workers[i].conn.recv_bytes_timeout(Duration::ZERO) {
                         Ok(msg) => {
-                            if let Err(e) = self.on_message(i, &msg) {
-                                dead.push((i, Death::Init(e)));
+                            if let Err(death) = self.on_message(i, &msg) {
+                                dead.push((i, death));
                                 break;
                             }
                         }
@@ -1119,8 +1260,11 @@ impl State {
         }
     }
 
-    /// A message from worker `i`: its initializer's report, or a result.
-    fn on_message(&mut self, i: usize, msg: &[u8]) -> Result<()> {
+    /// A message from worker `i`: its initializer's report, or the reply
+    /// to its oldest chunk. Anything else is a protocol violation, its
+    /// worker's death: while it starts, an initializer failure; after,
+    /// [`Death::Protocol`] (the tasks it held fail, it is replaced).
+    fn on_message(&mut self, i: usize, msg: &[u8]) -> std::result::Result<(), Death> {
         let w = &mut self.workers[i];
         if w.starting.is_some() {
             let r = w.init_outcome(msg);
@@ -1132,17 +1276,55 @@ impl State {
                     s.started = Some(Instant::now());
                 }
             }
-            return r;
+            return r.map_err(Death::Init);
+        }
+        let violation = |w: &Worker, what: String| {
+            Death::Protocol(w.err(
+                ErrorKind::Protocol,
+                format!(
+                    "a pool worker sent {what}; task code may have written to the worker's socket: the tasks it \
+                     held fail and it is replaced"
+                ),
+            ))
+        };
+        let Some((head, body)) = ReplyHead::decode(msg) else {
+            return Err(violation(w, "a message that is not a reply".into()));
+        };
+        let expected = w.in_flight.front().map(|s| s.id);
+        if head.kind == ReplyKind::Init || expected != Some(head.id) {
+            let what = match expected {
+                None => format!("a reply ({:?}, to {}) while it held no task", head.kind, head.id),
+                Some(e) => format!(
+                    "a reply ({:?}) to task message {} when its oldest was {e}",
+                    head.kind, head.id
+                ),
+            };
+            return Err(violation(w, what));
         }
         let Some(sent) = w.in_flight.pop_front() else {
-            return Ok(());
+            return Err(violation(w, "a reply while it held no task".into()));
         };
         let now = Instant::now();
+        let last_chunk = w.last_chunk;
         w.last_chunk = sent.started.map(|s| now.saturating_duration_since(s));
+        let next_started = w.in_flight.front().and_then(|s| s.started);
         if let Some(next) = w.in_flight.front_mut() {
             next.started = Some(now);
         }
-        self.complete(sent.chunk, msg);
+        let (id, started) = (sent.id, sent.started);
+        if let Err(chunk) = self.complete(sent.chunk, head.kind, body) {
+            // Put back as it was: it fails with the others.
+            let w = &mut self.workers[i];
+            w.last_chunk = last_chunk;
+            if let Some(next) = w.in_flight.front_mut() {
+                next.started = next_started;
+            }
+            w.in_flight.push_front(Sent { chunk, started, id });
+            return Err(violation(
+                &self.workers[i],
+                format!("a malformed reply to task message {id}"),
+            ));
+        }
         Ok(())
     }
 
@@ -1175,15 +1357,27 @@ impl State {
             return;
         }
         // Keep what the worker sent before it ended (bounded: a worker
-        // stopped halfway through a message must not hold the lock).
-        if !matches!(death, Death::Init(_)) {
+        // stopped halfway through a message must not hold the lock). After
+        // a protocol violation, nothing more it sent is trusted.
+        if !matches!(death, Death::Init(_) | Death::Protocol(_)) {
             while let Ok(msg) = self.workers[i].conn.recv_bytes_timeout(Duration::ZERO) {
-                if let Err(e) = self.on_message(i, &msg) {
-                    return self.on_death_as(i, Death::Init(e));
+                if let Err(d) = self.on_message(i, &msg) {
+                    return self.on_death_as(i, d);
                 }
             }
         }
         let has_init = self.cfg.init.is_some();
+        let w = &mut self.workers[i];
+        if let Death::Protocol(e) = &death {
+            // It is alive and serving: it would not exit by itself. None of
+            // the chunks it held can be told to have run or not, nor their
+            // results trusted: they fail.
+            w.kill_and_reap();
+            let held: Vec<Chunk> = w.in_flight.drain(..).map(|s| s.chunk).collect();
+            for chunk in held {
+                self.fail_chunk(chunk, e);
+            }
+        }
         let w = &mut self.workers[i];
         w.reap();
         if w.starting.is_some() {
@@ -1299,6 +1493,8 @@ enum Death {
     Overdue,
     /// Its initializer failed or took too long.
     Init(Error),
+    /// It sent a message that answers nothing outstanding (killed).
+    Protocol(Error),
 }
 
 impl Death {
@@ -1306,8 +1502,9 @@ impl Death {
     fn rank(&self) -> u8 {
         match self {
             Death::Init(_) => 0,
-            Death::Overdue => 1,
-            Death::Ended => 2,
+            Death::Protocol(_) => 1,
+            Death::Overdue => 2,
+            Death::Ended => 3,
         }
     }
 }
@@ -1583,6 +1780,7 @@ pub(super) fn cancel_job(shared: &Shared, job: u64, resume: bool) -> bool {
                 idx,
                 payload: Vec::new(),
                 data: None,
+                fds: PassedFds::default(),
             },
             &e,
         );

@@ -88,6 +88,17 @@ impl Fd {
         Ok(unsafe { Fd::from_raw(raw) })
     }
 
+    /// A new descriptor, close-on-exec, for the open file that `raw` names
+    /// (which stays the caller's): to keep a value's descriptor after the
+    /// value is gone.
+    pub(crate) fn dup_raw(raw: RawFd) -> io::Result<Fd> {
+        // SAFETY: F_DUPFD_CLOEXEC touches no memory; on a descriptor that is
+        // not open it fails with EBADF. The duplicate is new and ours.
+        let dup = cvt(unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3) })?;
+        // SAFETY: `dup` was just created and nothing else owns it.
+        Ok(unsafe { Fd::from_raw(dup) })
+    }
+
     /// Sets close-on-exec on a descriptor inherited without it.
     pub(crate) fn set_cloexec(&self) -> io::Result<()> {
         // SAFETY: F_SETFD on an open descriptor.
