@@ -686,6 +686,55 @@ impl Pool {
         self.map_async(f, items, None)?.get()
     }
 
+    /// `f` over every item, in order, with one `Result` per input instead
+    /// of the first error: a task that panics, times out or whose worker
+    /// dies fails its own slot, and the others keep their values. Chunks
+    /// are of one item when the pool has a
+    /// [`task_timeout`](PoolBuilder::task_timeout) (so an overdue task
+    /// costs only its own input), else of Python's automatic size (a
+    /// worker's death then fails every item of its chunk). The input is
+    /// collected first; [`imap_chunked`](Pool::imap_chunked) gives the same
+    /// per-item results lazily.
+    ///
+    /// ```
+    /// use multiproc::{ErrorKind, Pool};
+    ///
+    /// fn checked_sqrt(x: f64) -> f64 {
+    ///     assert!(x >= 0.0, "negative input {x}");
+    ///     x.sqrt()
+    /// }
+    ///
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = Pool::new(2)?;
+    /// let results = pool.map_results(checked_sqrt, [4.0, -1.0, 9.0])?;
+    /// assert_eq!(*results[0].as_ref().unwrap(), 2.0);
+    /// assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::ChildPanicked);
+    /// assert_eq!(*results[2].as_ref().unwrap(), 3.0);
+    /// pool.close();
+    /// pool.join()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only what fails the whole call: as [`apply_async`](Pool::apply_async)
+    /// for a closed pool; each task's own failure is in its slot.
+    #[doc(alias = "map")]
+    pub fn map_results<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<Result<R>>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = if self.shared.lock().cfg.task_timeout.is_some() {
+            1
+        } else {
+            state::auto_chunksize(items.len(), self.shared.size)
+        };
+        Ok(self.imap_chunked(f, items, chunksize)?.collect())
+    }
+
     /// [`map`](Pool::map) with an explicit chunk size.
     ///
     /// # Errors

@@ -27,6 +27,7 @@ mod pool;
 mod pool_edges;
 mod pool_imap_input_failure;
 mod pool_library_objects;
+mod pool_map_results;
 mod pool_pids;
 mod pool_task_identity;
 mod pool_unsignalled;
