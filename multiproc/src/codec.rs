@@ -41,12 +41,18 @@ use std::{any::Any, borrow::Cow};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-const CONFIG: bincode::config::Configuration = bincode::config::standard();
+use self::messages::{De, Msg, Ser, Slot};
+
+mod messages;
 
 /// Encodes a record of the library's own (boot data, panics): these always
 /// encode.
 pub(crate) fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, CONFIG).expect("the library's records always encode")
+    let mut out = Vec::new();
+    if let Err(CodecError(e)) = serialize_into(value, &mut out) {
+        unreachable!("the library's records always encode: {e}");
+    }
+    out
 }
 
 /// Encodes `value` at the end of `out` (what [`encode`] would give, without
@@ -65,18 +71,12 @@ pub(crate) fn encode_into<T: Serialize + 'static>(value: &T, out: &mut Vec<u8>) 
         out.extend_from_slice(bytes);
         return Ok(());
     }
-    let start = out.len();
-    bincode::serde::encode_into_std_write(value, out, CONFIG)
-        .map(drop)
-        .map_err(|e| {
-            out.truncate(start);
-            CodecError(e.to_string())
-        })
+    serialize_into(value, out)
 }
 
 /// Decodes a record of the library's own.
 pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    decode_limited::<T>(bytes).map(|(v, _)| v)
+    decode_serde(bytes)
 }
 
 /// Why a value could not be encoded or decoded.
@@ -94,9 +94,9 @@ pub(crate) fn encode<T: Serialize + 'static>(value: &T) -> Result<Cow<'_, [u8]>,
     if let Some(bytes) = numbers_as_bytes(any) {
         return Ok(Cow::Borrowed(bytes));
     }
-    bincode::serde::encode_to_vec(value, CONFIG)
-        .map(Cow::Owned)
-        .map_err(|e| CodecError(e.to_string()))
+    let mut out = Vec::new();
+    serialize_into(value, &mut out)?;
+    Ok(Cow::Owned(out))
 }
 
 /// Decodes a value of type `T` from `bytes`, which must hold exactly one.
@@ -183,33 +183,68 @@ pub(crate) fn decode_owned<T: DeserializeOwned + 'static>(bytes: Vec<u8>) -> Res
     Ok(*special.downcast::<T>().expect("the type was compared just above"))
 }
 
-/// Decodes with a limit on what bincode may allocate.
+/// postcard's output, appended to a `Vec`.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends the postcard encoding of `value` to `out` (through the adapter
+/// that keeps the messages of custom errors, see [`messages`]). On an
+/// error, `out` is left as it was.
+fn serialize_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    let slot = Slot::default();
+    let mut ser = postcard::Serializer { output: Append(out) };
+    match value.serialize(Ser {
+        inner: &mut ser,
+        slot: &slot,
+    }) {
+        Ok(()) => Ok(()),
+        Err(Msg(e)) => {
+            out.truncate(start);
+            Err(CodecError(e))
+        }
+    }
+}
+
+/// Decodes a `T` from the start of `bytes` (through the adapter that keeps
+/// the messages of custom errors); returns it and the bytes it did not use.
 ///
-/// bincode 2 allocates a string's (or a byte buffer's) announced length
-/// before it reads the bytes, so a corrupted length prefix would make it
-/// allocate anything up to `u64::MAX` (a panic, or an abort when the
-/// allocation fails). With a limit, every allocation and every primitive
-/// read is *claimed* against it first. Valid input never claims more than
-/// 16 bytes per input byte (a one-byte varint can become a `u128`; a string
-/// claims exactly its bytes), so a limit of 16 times the input cannot
-/// refuse a valid value, and a corrupted one allocates at most that much.
-/// The limit is a type parameter, hence a few fixed sizes rather than the
-/// exact figure; inputs over 4 GiB decode without one.
-fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-    fn with<T: DeserializeOwned, const N: usize>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG.with_limit::<N>())
-            .map_err(|e| CodecError(e.to_string()))
-    }
-    let need = bytes.len().saturating_mul(16).saturating_add(4096);
-    if need <= 16 << 20 {
-        with::<T, { 16 << 20 }>(bytes)
-    } else if need <= 1 << 30 {
-        with::<T, { 1 << 30 }>(bytes)
-    } else if need <= 1 << 36 {
-        with::<T, { 1 << 36 }>(bytes)
-    } else {
-        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| CodecError(e.to_string()))
-    }
+/// postcard never allocates ahead of the input: a string or a byte buffer
+/// is taken from the input after its length was checked against what is
+/// left, and serde's own collections reserve at most 1 MiB from an
+/// announced length (`size_hint::cautious`), then grow as elements
+/// actually decode, each from at least one byte of input. A corrupted
+/// length is an error at the end of the input, never an allocation of
+/// that length.
+fn deserialize_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), CodecError> {
+    let slot = Slot::default();
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(De {
+        inner: &mut de,
+        slot: &slot,
+    })
+    .map_err(|Msg(e)| CodecError(e))?;
+    let rest = de.finalize().map_err(|e| CodecError(e.to_string()))?;
+    Ok((value, rest))
 }
 
 /// Whether `T` is encoded through serde rather than as raw bytes (see the
@@ -240,12 +275,11 @@ pub(crate) fn encode_indexed<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> Re
             out[table + 4 * k..table + 4 * k + 4].copy_from_slice(&end.to_le_bytes());
             Ok(())
         };
-        // A `Vec`'s length is encoded as a `u64`.
-        bincode::serde::encode_into_std_write(items.len() as u64, out, CONFIG)
-            .map_err(|e| CodecError(e.to_string()))?;
+        // A `Vec`'s length is encoded as a `usize` (a varint, as a `u64`).
+        serialize_into(&items.len(), out)?;
         put_end(out, 0)?;
         for (k, item) in items.iter().enumerate() {
-            bincode::serde::encode_into_std_write(item, out, CONFIG).map_err(|e| CodecError(e.to_string()))?;
+            serialize_into(item, out)?;
             put_end(out, k + 1)?;
         }
         Ok(())
@@ -256,8 +290,8 @@ pub(crate) fn encode_indexed<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> Re
     r
 }
 
-/// The element count and the body of an indexed sequence, with each
-/// element's bytes (checked: in order, within the body).
+/// The body's length prefix of an indexed sequence, and each element's
+/// bytes (checked: in order, within the body).
 fn indexed_parts(bytes: &[u8]) -> Result<(&[u8], Vec<&[u8]>), CodecError> {
     let bad = || CodecError("malformed indexed sequence".into());
     let n = bytes.get(..4).ok_or_else(bad)?;
@@ -276,17 +310,19 @@ fn indexed_parts(bytes: &[u8]) -> Result<(&[u8], Vec<&[u8]>), CodecError> {
     if ends.last() != Some(&body.len()) {
         return Err(bad());
     }
-    Ok((body, parts))
+    // In the body (checked above: by the first element's range, or, with
+    // none, as the end of the body).
+    Ok((&body[..ends[0]], parts))
 }
 
 /// Decodes an indexed sequence whole (see [`encode_indexed`]), each
 /// element from exactly its own bytes: a type whose `Deserialize` reads
-/// other than what its `Serialize` wrote (`skip_serializing_if`, which
-/// bincode cannot carry) is an error, never a value read across elements,
-/// as decoding the body as one `Vec` could give.
+/// other than what its `Serialize` wrote (`skip_serializing_if`, which a
+/// format without field names cannot carry) is an error, never a value
+/// read across elements, as decoding the body as one `Vec` could give.
 pub(crate) fn decode_indexed<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, CodecError> {
-    let (body, parts) = indexed_parts(bytes)?;
-    let (len, _) = decode_limited::<u64>(body)?;
+    let (prefix, parts) = indexed_parts(bytes)?;
+    let len: u64 = decode_serde(prefix)?;
     if len != parts.len() as u64 {
         return Err(CodecError("an indexed sequence of the wrong length".into()));
     }
@@ -309,9 +345,9 @@ fn is<T: 'static, U: 'static>() -> bool {
 }
 
 fn decode_serde<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = decode_limited::<T>(bytes)?;
-    if used != bytes.len() {
-        return Err(CodecError(format!("{} unexpected trailing bytes", bytes.len() - used)));
+    let (value, rest) = deserialize_prefix::<T>(bytes)?;
+    if !rest.is_empty() {
+        return Err(CodecError(format!("{} unexpected trailing bytes", rest.len())));
     }
     Ok(value)
 }
