@@ -34,6 +34,7 @@ pub(super) type Slot = Cell<Option<String>>;
 /// every `Result` the adapter passes around stays one word wider than its
 /// value (a `String` inline made decoding nested structs twice as slow).
 #[derive(Debug)]
+#[allow(clippy::box_collection)] // one word wide, as said above: deliberate
 pub(super) struct Msg(pub(super) Box<String>);
 
 impl fmt::Display for Msg {
@@ -306,7 +307,9 @@ macro_rules! compound {
             #[inline]
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Msg> {
                 let slot = self.slot;
-                self.inner.$method(&Wrap { value, slot }).map_err(|e| lift(slot, e))
+                self.inner
+                    .$method(&Wrap { value, slot })
+                    .map_err(|e| lift(slot, e))
             }
 
             #[inline]
@@ -534,9 +537,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Vis<'_, V> {
     #[inline]
     fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let slot = self.slot;
-        self.inner
-            .visit_some(De { inner: d, slot })
-            .map_err(|m| lower(slot, m))
+        self.inner.visit_some(De { inner: d, slot }).map_err(|m| lower(slot, m))
     }
 
     #[inline]

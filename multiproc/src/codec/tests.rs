@@ -267,7 +267,10 @@ fn custom_serialize_errors_keep_their_message() {
     assert_eq!((e.as_str(), &out[..]), ("picky says why", &[1u8, 2][..]));
     // A value that serialises is not affected, and its bytes are postcard's.
     let fine = (good.clone(), Holder::Struct { a: 3, t: good }, Some("s".to_string()));
-    assert_eq!(encode(&fine).ok().unwrap().as_ref(), postcard::to_allocvec(&fine).unwrap());
+    assert_eq!(
+        encode(&fine).ok().unwrap().as_ref(),
+        postcard::to_allocvec(&fine).unwrap()
+    );
 }
 
 /// The message of a custom `Deserialize` error reaches the caller,
@@ -320,5 +323,10 @@ fn custom_deserialize_errors_keep_their_message() {
     assert!(e.contains("end of buffer"), "{e}");
     // A value that decodes is not affected.
     let ok = (NotThirteen(12), Holder::Tuple(2, NotThirteen(14)));
-    assert_eq!(decode::<(NotThirteen, Holder<NotThirteen>)>(&bytes(ok)).ok().map(|v| v.1), Some(Holder::Tuple(2, NotThirteen(14))));
+    assert_eq!(
+        decode::<(NotThirteen, Holder<NotThirteen>)>(&bytes(ok))
+            .ok()
+            .map(|v| v.1),
+        Some(Holder::Tuple(2, NotThirteen(14)))
+    );
 }
