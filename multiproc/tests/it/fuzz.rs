@@ -292,16 +292,19 @@ enum Shape {
     Named { id: u64, flags: Vec<bool> },
 }
 
-/// A derived value with enum, `Option` and `Vec` fields. It holds no
-/// `String`; the library's handling of corrupted string lengths is pinned
-/// by `corrupted_string_length_is_a_clean_error` and
-/// `corrupted_string_length_does_not_abort`.
+/// A derived value with enum, `Option`, `Vec` and `String` fields. (The
+/// reference decoder, plain postcard, takes a string's bytes from the input
+/// once its length was checked, so a corrupted length is safe to decode
+/// there too; the library's handling of absurd string lengths is pinned by
+/// `corrupted_string_length_is_a_clean_error` and
+/// `corrupted_string_length_does_not_abort`.)
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct Rec {
     id: u32,
     delta: i64,
     ratio: f64,
     letter: char,
+    name: String,
     shape: Shape,
     maybe: Option<Vec<Shape>>,
     items: Vec<(u8, Option<i16>)>,
@@ -796,24 +799,27 @@ fn shape() -> impl Strategy<Value = Shape> {
 
 fn rec() -> impl Strategy<Value = Rec> {
     (
-        (any::<u32>(), any::<i64>(), any::<f64>(), any::<char>()),
+        (any::<u32>(), any::<i64>(), any::<f64>(), any::<char>(), "\\PC{0,6}"),
         shape(),
         prop::option::of(prop::collection::vec(shape(), 0..4)),
         prop::collection::vec((any::<u8>(), any::<Option<i16>>()), 0..6),
         prop::collection::vec(prop::collection::vec(any::<u32>(), 0..4), 0..4),
         any::<u128>(),
     )
-        .prop_map(|((id, delta, ratio, letter), shape, maybe, items, nested, wide)| Rec {
-            id,
-            delta,
-            ratio,
-            letter,
-            shape,
-            maybe,
-            items,
-            nested,
-            wide,
-        })
+        .prop_map(
+            |((id, delta, ratio, letter, name), shape, maybe, items, nested, wide)| Rec {
+                id,
+                delta,
+                ratio,
+                letter,
+                name,
+                shape,
+                maybe,
+                items,
+                nested,
+                wide,
+            },
+        )
 }
 
 /// A payload: random, a value's encoding, text, or (rarely) larger than
@@ -1263,6 +1269,7 @@ fn every_cut_of_small_frames() {
         delta: -3,
         ratio: 0.5,
         letter: 'é',
+        name: "nom".into(),
         shape: Shape::Named {
             id: 9,
             flags: vec![true, false],
