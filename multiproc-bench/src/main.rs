@@ -30,6 +30,7 @@
 
 mod channels;
 mod cli;
+mod codec_rows;
 mod cpython;
 mod floors;
 mod harness;

@@ -16,7 +16,7 @@ use multiproc::{ProcessBuilder, StartMethod};
 use crate::{
     channels,
     cli::{Counts, Options},
-    cpython, floors,
+    codec_rows, cpython, floors,
     harness::{self, Bench, Impl, Row},
     peers, pool_rows, scale_rows, shm_rows, sync_rows,
 };
@@ -145,7 +145,10 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
     // 8. The process pool (see pool_rows).
     pool_rows::run_all(opts, &mut out);
 
-    // 9. How costs grow with the amount of work (see scale_rows).
+    // 9. Serde values through a pipe and a pool (see codec_rows).
+    codec_rows::run_all(opts, &mut out);
+
+    // 10. How costs grow with the amount of work (see scale_rows).
     scale_rows::run_all(opts, &mut out);
     out
 }

@@ -59,7 +59,7 @@
 //! *indexed* sequence (the `Vec`'s encoding behind a table of each
 //! value's end, 4 bytes per value), and each value is decoded from
 //! exactly its own bytes, so that a type whose `Deserialize` reads other
-//! than what its `Serialize` wrote (`skip_serializing_if`, which bincode
+//! than what its `Serialize` wrote (`skip_serializing_if`, which postcard
 //! cannot carry) fails its task rather than turning a neighbour into a
 //! wrong value, as decoding the chunk as one `Vec` could. That costs
 //! 10–15 % on a `map` of 100 k small structs (measured against decoding

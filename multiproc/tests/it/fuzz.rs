@@ -18,7 +18,7 @@
 //!
 //! The bugs it found are pinned by the tests at the end of the file (a poll
 //! and a size limit that ignored a half-received message, string lengths
-//! trusted by bincode); the one left, a stack overflow on values nested
+//! trusted by the decoder); the one left, a stack overflow on values nested
 //! thousands of levels deep, is an ignored test.
 #![allow(unsafe_code)]
 
@@ -294,18 +294,19 @@ enum Shape {
     Named { id: u64, flags: Vec<bool> },
 }
 
-/// A derived value with enum, `Option` and `Vec` fields. It holds no
-/// `String`: the reference decoder of these tests (plain bincode, without
-/// the library's allocation limit) would itself abort on a corrupted
-/// string length; the library's handling of those is pinned by
+/// A derived value with enum, `Option`, `Vec` and `String` fields. (The
+/// reference decoder, plain postcard, takes a string's bytes from the input
+/// once its length was checked, so a corrupted length is safe to decode
+/// there too; the library's handling of absurd string lengths is pinned by
 /// `corrupted_string_length_is_a_clean_error` and
-/// `corrupted_string_length_does_not_abort`.
+/// `corrupted_string_length_does_not_abort`.)
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct Rec {
     id: u32,
     delta: i64,
     ratio: f64,
     letter: char,
+    name: String,
     shape: Shape,
     maybe: Option<Vec<Shape>>,
     items: Vec<(u8, Option<i16>)>,
@@ -314,14 +315,14 @@ struct Rec {
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap()
+    postcard::to_allocvec(v).unwrap()
 }
 
-/// What the documented codec makes of `bytes` as a `T`: bincode 2, standard
-/// configuration, every byte used.
-fn bincode_decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    match bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard()) {
-        Ok((v, used)) if used == bytes.len() => Some(v),
+/// What the documented codec makes of `bytes` as a `T`: postcard 1 (its
+/// plain API), every byte used.
+fn reference_decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Some(v),
         _ => None,
     }
 }
@@ -374,10 +375,10 @@ impl Canon for Connection {
 /// What receiving `payload` as a `ty` must give.
 fn expected_value(ty: Ty, payload: &[u8]) -> Out {
     let v = match ty {
-        Ty::U64 => bincode_decode::<u64>(payload).map(Canon::canon),
+        Ty::U64 => reference_decode::<u64>(payload).map(Canon::canon),
         Ty::Str => std::str::from_utf8(payload).ok().map(|_| payload.to_vec()),
         Ty::Bytes => Some(payload.to_vec()),
-        Ty::Rec => bincode_decode::<Rec>(payload).map(Canon::canon),
+        Ty::Rec => reference_decode::<Rec>(payload).map(Canon::canon),
         // No descriptor ever travels here: a connection cannot arrive.
         Ty::Conn => None,
     };
@@ -800,24 +801,27 @@ fn shape() -> impl Strategy<Value = Shape> {
 
 fn rec() -> impl Strategy<Value = Rec> {
     (
-        (any::<u32>(), any::<i64>(), any::<f64>(), any::<char>()),
+        (any::<u32>(), any::<i64>(), any::<f64>(), any::<char>(), "\\PC{0,6}"),
         shape(),
         prop::option::of(prop::collection::vec(shape(), 0..4)),
         prop::collection::vec((any::<u8>(), any::<Option<i16>>()), 0..6),
         prop::collection::vec(prop::collection::vec(any::<u32>(), 0..4), 0..4),
         any::<u128>(),
     )
-        .prop_map(|((id, delta, ratio, letter), shape, maybe, items, nested, wide)| Rec {
-            id,
-            delta,
-            ratio,
-            letter,
-            shape,
-            maybe,
-            items,
-            nested,
-            wide,
-        })
+        .prop_map(
+            |((id, delta, ratio, letter, name), shape, maybe, items, nested, wide)| Rec {
+                id,
+                delta,
+                ratio,
+                letter,
+                name,
+                shape,
+                maybe,
+                items,
+                nested,
+                wide,
+            },
+        )
 }
 
 /// A payload: random, a value's encoding, text, or (rarely) larger than
@@ -1021,7 +1025,7 @@ proptest! {
     }
 
     /// Values as `send` writes them, with bits flipped in the payload: a
-    /// value (the one bincode reads there) or a `Deserialize` error.
+    /// value (the one postcard reads there) or a `Deserialize` error.
     #[test]
     fn corrupted_values_deserialize_cleanly(
         value in rec(),
@@ -1267,6 +1271,7 @@ fn every_cut_of_small_frames() {
         delta: -3,
         ratio: 0.5,
         letter: 'é',
+        name: "nom".into(),
         shape: Shape::Named {
             id: 9,
             flags: vec![true, false],
@@ -1625,19 +1630,22 @@ struct Named {
     name: String,
 }
 
-/// A `Named { name: String }` whose length prefix says `len` (bincode
-/// varint: 253 then a u64).
-fn string_with_length(len: u64) -> Vec<u8> {
-    let mut p = vec![253u8];
-    p.extend_from_slice(&len.to_le_bytes());
+/// A `Named { name: String }` whose length prefix says `len` (a LEB128
+/// varint).
+fn string_with_length(mut len: u64) -> Vec<u8> {
+    let mut p = Vec::new();
+    while len >= 0x80 {
+        p.push(len as u8 | 0x80);
+        len >>= 7;
+    }
+    p.push(len as u8);
     p.extend_from_slice(b"abc");
     p
 }
 
-/// A `String` field whose length prefix is corrupted: bincode 2 allocates
-/// the announced length before reading (`vec![0u8; len]` in its
-/// `Decode for Vec<u8>`; the standard configuration sets no limit), so the
-/// receive panics ("capacity overflow") for a length past `isize::MAX`.
+/// A `String` field whose length prefix is corrupted: a decoder that
+/// allocates the announced length before reading (as bincode 2 did without
+/// a limit) panics ("capacity overflow") for a length past `isize::MAX`.
 #[test]
 fn corrupted_string_length_is_a_clean_error() {
     let (a, b) = mp::pipe(true).unwrap();
@@ -1698,7 +1706,7 @@ fn recv_deep_tree(depth: usize) -> String {
 }
 
 /// A recursive type decoded from a deeply nested message overflows the
-/// stack and aborts: bincode has no depth limit. A limitation shared by
+/// stack and aborts: postcard has no depth limit. A limitation shared by
 /// every serde format without one (Python raises RecursionError).
 #[test]
 #[ignore = "limitation: decoding a deeply nested recursive value overflows the stack (no depth limit)"]

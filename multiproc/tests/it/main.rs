@@ -6,6 +6,7 @@
 mod support;
 
 mod bootstrap;
+mod codec_messages;
 mod conformance_pool;
 mod connection;
 mod context;

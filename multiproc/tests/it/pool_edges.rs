@@ -246,7 +246,7 @@ fn imap_after_terminate_does_not_blame_join(m: StartMethod) {
     assert!(!text.contains("joined"), "a terminated pool's imap blames join: {text}");
 }
 
-/// A value whose `Serialize` skips `b` when it is `None` (bincode does
+/// A value whose `Serialize` skips `b` when it is `None` (postcard does
 /// not support `skip_serializing_if`): a broken round trip, which one
 /// value alone reports as an error.
 #[derive(Debug, PartialEq, Clone, serde::Serialize, serde::Deserialize)]
