@@ -391,9 +391,9 @@ impl RobustMutex {
             0 => Ok(Locked::Yes),
             libc::EBUSY | libc::ETIMEDOUT => Ok(Locked::Busy),
             libc::EOWNERDEAD => {
-                // SAFETY: EOWNERDEAD hands us the mutex; marking it
-                // consistent keeps it usable for everyone.
-                check(unsafe { libc::pthread_mutex_consistent(m) })?;
+                // SAFETY: our lock call on the initialised mutex m just
+                // returned EOWNERDEAD.
+                unsafe { super::shm::recover_owner_died(m) }?;
                 Ok(Locked::OwnerDied)
             }
             e => Err(io::Error::from_raw_os_error(e)),

@@ -153,7 +153,7 @@ use super::{
     Fd, cvt_r,
     shm::{
         check_sealed, create_memfd, file_size, futex_wait, futex_wake_all, init_mutex, invalid, map_shared, passed,
-        realtime_after,
+        realtime_after, recover_owner_died,
     },
 };
 
@@ -960,8 +960,9 @@ impl ShmRing {
             libc::EBUSY | libc::ETIMEDOUT => return Err(RingError::Timeout),
             libc::EOWNERDEAD => {
                 hdr.needs_check.store(1, SeqCst);
-                // SAFETY: we own the mutex (EOWNERDEAD hands it over).
-                unsafe { libc::pthread_mutex_consistent(m) };
+                // SAFETY: our lock call on the initialised mutex m just
+                // returned EOWNERDEAD.
+                unsafe { recover_owner_died(m) }.map_err(RingError::Io)?;
             }
             libc::ENOTRECOVERABLE => {
                 let _ = hdr.broken.compare_exchange(0, BROKEN_LOCK, SeqCst, SeqCst);
