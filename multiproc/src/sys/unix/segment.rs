@@ -337,36 +337,14 @@ unsafe impl Sync for RobustMutex {}
 /// Bytes a [`RobustMutex`] takes.
 pub(crate) const MUTEX_SIZE: usize = size_of::<libc::pthread_mutex_t>();
 
-/// A pthread return code as a result.
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
 impl RobustMutex {
     /// Initialises a new mutex at byte `off` of `map`, which nobody else
     /// uses yet.
     pub(crate) fn init(map: &Mapping, off: usize) -> io::Result<RobustMutex> {
         let m = Self::at(map, off);
-        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: attr is writable storage for an attribute object.
-        check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
-        let a = attr.as_mut_ptr();
-        // SAFETY: a is initialised; m.ptr points at aligned, writable,
-        // shared memory that no one else uses yet. The attribute is
-        // destroyed on every path.
-        let res = unsafe {
-            check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))
-                .and_then(|()| check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST)))
-                .and_then(|()| check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK)))
-                .and_then(|()| check(libc::pthread_mutex_init(m.ptr, a)))
-        };
-        // SAFETY: a was initialised above.
-        unsafe { libc::pthread_mutexattr_destroy(a) };
-        res.map(|()| m)
+        // A new segment's bytes are zeroed, as init_mutex requires.
+        super::shm::init_mutex(m.ptr, libc::PTHREAD_MUTEX_ERRORCHECK)?;
+        Ok(m)
     }
 
     /// The mutex another process initialised at byte `off` of `map`.

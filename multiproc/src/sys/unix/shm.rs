@@ -122,15 +122,18 @@ pub(crate) fn init_mutex(m: *mut libc::pthread_mutex_t, kind: libc::c_int) -> io
     // SAFETY: attr is writable storage for an attribute object.
     check_pthread(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
     let a = attr.as_mut_ptr();
-    // SAFETY: a is initialised; m points at zeroed, writable, shared memory
-    // that no one else uses yet (the caller's contract). The attribute is
-    // destroyed on every path.
-    let res = unsafe {
-        check_pthread(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))
-            .and_then(|()| check_pthread(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST)))
-            .and_then(|()| check_pthread(libc::pthread_mutexattr_settype(a, kind)))
-            .and_then(|()| check_pthread(libc::pthread_mutex_init(m, a)))
-    };
+    // The attribute is destroyed on every path, hence the closure.
+    let res = (|| {
+        // SAFETY: a is an initialised attribute object.
+        check_pthread(unsafe { libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED) })?;
+        // SAFETY: as above.
+        check_pthread(unsafe { libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST) })?;
+        // SAFETY: as above.
+        check_pthread(unsafe { libc::pthread_mutexattr_settype(a, kind) })?;
+        // SAFETY: a is initialised; m points at zeroed, writable, shared
+        // memory that no one else uses yet (the caller's contract).
+        check_pthread(unsafe { libc::pthread_mutex_init(m, a) })
+    })();
     // SAFETY: a was initialised above.
     unsafe { libc::pthread_mutexattr_destroy(a) };
     res
