@@ -1010,7 +1010,9 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
 // Raw variants
 
 /// One `T` in shared memory without a lock (Python's `RawValue`): every
-/// access is a relaxed atomic copy (see the [module docs](self)).
+/// access is a relaxed atomic copy, in units of the widest of 8, 4, 2 or 1
+/// bytes that tiles `T` within its alignment, so threads may share it and
+/// a `T` of at most a machine word is never torn.
 ///
 /// ```
 /// # fn main() -> multiproc::Result<()> {
