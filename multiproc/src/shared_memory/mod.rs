@@ -58,8 +58,11 @@
 //! this one (`try_clone`, a received copy), and Python's `buf` is shared
 //! freely. Byte-wise relaxed copies are plain `mov`s that the compiler
 //! does not merge into `memcpy`: filling a pre-faulted 256 MiB segment
-//! costs about a fifth more than `memset` did (the `shm/256MiB_reused`
-//! benchmark row), page faults dominate a fresh one.
+//! takes about 1.4 times as long as `memset` did (the `shm/256MiB_reused`
+//! benchmark row); page faults dominate a fresh one. Word-sized copies
+//! would be cheaper but would race, at a different size, with the bytes
+//! `as_atomic_bytes` hands out, which Rust's model does not allow. Code
+//! that has exclusion anyway can use the `unsafe` slices above.
 //!
 //! Typed shared values with a lock are [`Value`](crate::Value) and
 //! [`Array`](crate::Array).
