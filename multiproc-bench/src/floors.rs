@@ -169,22 +169,24 @@ pub(crate) fn fork_two_round_trips() -> Result<Duration, String> {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             let mut byte = 0u8;
-            // SAFETY: closing descriptors this child does not use (the
-            // parent's ends, and the pairs of the other child), then
-            // reading and writing one byte of a stack variable.
-            unsafe {
-                for (j, pair) in ends.iter().enumerate() {
-                    libc::close(pair[0]);
-                    if j != k {
-                        libc::close(pair[1]);
-                    }
+            for (j, pair) in ends.iter().enumerate() {
+                // SAFETY: the parent's end, which this child does not use.
+                unsafe { libc::close(pair[0]) };
+                if j != k {
+                    // SAFETY: the other child's end, unused here.
+                    unsafe { libc::close(pair[1]) };
                 }
-                let me = ends[k][1];
-                let ok = libc::read(me, (&raw mut byte).cast(), 1) == 1
-                    && libc::write(me, (&raw const byte).cast(), 1) == 1
-                    && libc::read(me, (&raw mut byte).cast(), 1) == 0;
-                libc::_exit(if ok { 0 } else { 1 })
             }
+            let me = ends[k][1];
+            // SAFETY: reads at most one byte into a stack variable.
+            let ok = unsafe { libc::read(me, (&raw mut byte).cast(), 1) } == 1
+                // SAFETY: writes one byte from a stack variable.
+                && unsafe { libc::write(me, (&raw const byte).cast(), 1) } == 1
+                // SAFETY: as the first read (this one sees the end).
+                && unsafe { libc::read(me, (&raw mut byte).cast(), 1) } == 0;
+            // SAFETY: ends the forked child without running anything of
+            // the parent's (atexit handlers, destructors).
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
         if pid < 0 {
             return Err(format!("fork failed: {}", io::Error::last_os_error()));
@@ -192,22 +194,23 @@ pub(crate) fn fork_two_round_trips() -> Result<Duration, String> {
         pids[k] = pid;
     }
     let mut ok = true;
-    // SAFETY: plain descriptor calls on the socket pairs made above, with
-    // a one-byte stack buffer.
-    unsafe {
-        for pair in &ends {
-            libc::close(pair[1]);
-        }
-        for pair in &ends {
-            ok &= libc::write(pair[0], b"x".as_ptr().cast(), 1) == 1;
-        }
-        for pair in &ends {
-            let mut byte = 0u8;
-            ok &= libc::read(pair[0], (&raw mut byte).cast(), 1) == 1;
-        }
-        for pair in &ends {
-            libc::close(pair[0]);
-        }
+    for pair in &ends {
+        // SAFETY: the children's end of a pair made above, which the parent
+        // does not use.
+        unsafe { libc::close(pair[1]) };
+    }
+    for pair in &ends {
+        // SAFETY: writes one byte of a static string to our open end.
+        ok &= unsafe { libc::write(pair[0], b"x".as_ptr().cast(), 1) } == 1;
+    }
+    for pair in &ends {
+        let mut byte = 0u8;
+        // SAFETY: reads at most one byte into a stack variable.
+        ok &= unsafe { libc::read(pair[0], (&raw mut byte).cast(), 1) } == 1;
+    }
+    for pair in &ends {
+        // SAFETY: our end, no longer used.
+        unsafe { libc::close(pair[0]) };
     }
     for pid in pids {
         let status = reap(pid)?;

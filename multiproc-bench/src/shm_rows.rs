@@ -185,11 +185,10 @@ impl FloorSeg {
 
 impl Drop for FloorSeg {
     fn drop(&mut self) {
-        // SAFETY: our own mapping and descriptor, no longer used.
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.size);
-            libc::close(self.fd);
-        }
+        // SAFETY: our own mapping, which nothing borrows any more.
+        unsafe { libc::munmap(self.ptr.cast(), self.size) };
+        // SAFETY: our own descriptor, no longer used.
+        unsafe { libc::close(self.fd) };
     }
 }
 

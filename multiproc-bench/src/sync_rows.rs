@@ -98,16 +98,20 @@ impl RawMutex {
     fn new() -> io::Result<RawMutex> {
         let m = shared_page()?.cast::<libc::pthread_mutex_t>();
         let mut attr = mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: attr is storage for an attribute object, initialised
-        // first; m points at a fresh zeroed page nobody else uses.
-        unsafe {
-            libc::pthread_mutexattr_init(attr.as_mut_ptr());
-            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
-            libc::pthread_mutexattr_settype(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ERRORCHECK);
-            libc::pthread_mutex_init(m.as_ptr(), attr.as_ptr());
-            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
-        }
+        let a = attr.as_mut_ptr();
+        // SAFETY: attr is storage for an attribute object.
+        unsafe { libc::pthread_mutexattr_init(a) };
+        // SAFETY: a was initialised just above.
+        unsafe { libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED) };
+        // SAFETY: as above.
+        unsafe { libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST) };
+        // SAFETY: as above.
+        unsafe { libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK) };
+        // SAFETY: a is initialised; m points at a fresh zeroed page nobody
+        // else uses.
+        unsafe { libc::pthread_mutex_init(m.as_ptr(), a) };
+        // SAFETY: a is initialised and no longer needed.
+        unsafe { libc::pthread_mutexattr_destroy(a) };
         Ok(RawMutex(m))
     }
 }

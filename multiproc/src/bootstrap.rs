@@ -547,7 +547,10 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<
     #[allow(unsafe_code)]
     let trampoline = unsafe { target::trampoline_at(boot.trampoline) };
     let target_addr = target::addr_of(boot.target);
-    let outcome = trampoline(target_addr, args, fds);
+    // SAFETY: as above: the parent named the target's offset with the
+    // trampoline monomorphised for its type.
+    #[allow(unsafe_code)]
+    let outcome = unsafe { trampoline(target_addr, args, fds) };
     finish(&sock, outcome)
 }
 

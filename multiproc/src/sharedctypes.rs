@@ -40,9 +40,12 @@
 //! (Python's `v.value += 1` is not, without `get_lock()`).
 //!
 //! **Raw ([`RawValue`], [`RawArray`]).** No lock: `load`/`store`/`get`/`set`
-//! are single volatile accesses (a `T` wider than a machine word can be
-//! read half-updated), bulk operations are raw copies. No reference to the
-//! shared data is ever handed out.
+//! and the bulk operations copy with relaxed atomics of one size per `T`
+//! (the widest of 8, 4, 2 or 1 bytes that tiles it and that its alignment
+//! allows), so threads of one process may use a value at once without a
+//! data race, and a `T` of at most a machine word is never torn (a wider
+//! one can be read half-updated). No reference to the shared data is ever
+//! handed out.
 //!
 //! **With a caller's lock** ([`Value::with_lock`], [`Array::with_lock`]:
 //! Python's `Value(t, v, lock=L)`). Several values share one
@@ -78,7 +81,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::{
     Error, ErrorKind, Result, codec,
     sync::{AcquireError, Lock, LockGuard, RLock},
-    sys::{self, Fd, Locked, MUTEX_SIZE, Mapping, RobustMutex},
+    sys::{self, Fd, Locked, MUTEX_SIZE, Mapping, RobustMutex, unit_of},
 };
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mpshval\0");
@@ -370,11 +373,13 @@ impl<T: Pod> Shared<T> {
     }
 
     fn copy_out(&self, out: &mut [T]) {
-        self.map.copy_out(self.data, bytemuck::cast_slice_mut(out));
+        self.map
+            .copy_out_units(self.data, bytemuck::cast_slice_mut(out), unit_of::<T>());
     }
 
     fn copy_in(&self, src: &[T]) {
-        self.map.copy_in(self.data, bytemuck::cast_slice(src));
+        self.map
+            .copy_in_units(self.data, bytemuck::cast_slice(src), unit_of::<T>());
     }
 
     fn to_vec(&self) -> Vec<T> {
@@ -1005,7 +1010,9 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
 // Raw variants
 
 /// One `T` in shared memory without a lock (Python's `RawValue`): every
-/// access is one volatile load or store.
+/// access is a relaxed atomic copy, in units of the widest of 8, 4, 2 or 1
+/// bytes that tiles `T` within its alignment, so threads may share it and
+/// a `T` of at most a machine word is never torn.
 ///
 /// ```
 /// # fn main() -> multiproc::Result<()> {

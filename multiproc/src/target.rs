@@ -41,7 +41,12 @@ use crate::{
 
 /// The non-generic signature of every trampoline: target address and
 /// encoded arguments in, outcome out.
-pub(crate) type Trampoline = fn(usize, Vec<u8>, Vec<Fd>) -> Outcome;
+///
+/// # Safety
+/// A trampoline monomorphised for `fn(A) -> R` (or `fn() -> R`) must be
+/// called only with the address of a function of exactly that type: it
+/// turns the address back into a function pointer and calls it.
+pub(crate) type Trampoline = unsafe fn(usize, Vec<u8>, Vec<Fd>) -> Outcome;
 
 /// The reference point for code offsets. Never called.
 #[inline(never)]
@@ -92,23 +97,25 @@ pub(crate) unsafe fn fn_at(offset: i64) -> fn() {
     unsafe { std::mem::transmute::<usize, fn()>(addr_of(offset)) }
 }
 
-fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>, fds: Vec<Fd>) -> Outcome {
+/// # Safety
+/// `target` must be the address of a `fn() -> R` (see [`Trampoline`]).
+unsafe fn trampoline_unit<R: Serialize + 'static>(target: usize, args: Vec<u8>, fds: Vec<Fd>) -> Outcome {
     if !args.is_empty() || !fds.is_empty() {
         return Outcome::failed_args("a target without arguments received arguments".into());
     }
-    // SAFETY: the parent took `target` from a `fn() -> R` and named this
-    // trampoline with the same `R` (see `FnCall0::entry`).
+    // SAFETY: per this function's contract, `target` is a `fn() -> R`.
     let f = unsafe { std::mem::transmute::<usize, fn() -> R>(target) };
     run_caught(move || Ok(f()))
 }
 
-fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+/// # Safety
+/// `target` must be the address of a `fn(A) -> R` (see [`Trampoline`]).
+unsafe fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     target: usize,
     args: Vec<u8>,
     fds: Vec<Fd>,
 ) -> Outcome {
-    // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
-    // trampoline with the same `A` and `R` (see `FnCall1::entry`).
+    // SAFETY: per this function's contract, `target` is a `fn(A) -> R`.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
     run_caught(
         move || match codec::fds::supply(fds, || codec::decode_owned::<A>(args)) {
@@ -253,43 +260,7 @@ pub(crate) unsafe fn run_offsets(tramp: i64, target: i64, args: Vec<u8>, fds: Ve
     // SAFETY: per the contract, `tramp` names a trampoline monomorphised for
     // the `fn(A) -> R` whose offset is `target`, in this very image.
     let t = unsafe { trampoline_at(tramp) };
-    t(addr_of(target), args, fds)
-}
-
-/// The non-generic signature of a batch trampoline: target address, an
-/// encoded `Vec<A>`, the descriptors of the library objects in it and the
-/// task message's id in, the chunk's reply message out (see
-/// `pool::worker`).
-pub(crate) type BatchTrampoline = fn(usize, Vec<u8>, Vec<Fd>, u64) -> Vec<u8>;
-
-fn batch_trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(
-    target: usize,
-    args: Vec<u8>,
-    fds: Vec<Fd>,
-    id: u64,
-) -> Vec<u8> {
-    // SAFETY: the parent took `target` from a `fn(A) -> R` and named this
-    // trampoline with the same `A` and `R` (see `batch_offsets_of`).
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
-    crate::pool::worker::run_batch(f, args, fds, id)
-}
-
-/// Like [`offsets_of`], for a chunk sent as one encoded `Vec<A>`.
-pub(crate) fn batch_offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'static>(
-    f: fn(A) -> R,
-) -> Option<(i64, i64)> {
-    let tramp = batch_trampoline::<A, R> as BatchTrampoline as usize;
-    let target = f as usize;
-    (in_same_image(tramp) && in_same_image(target)).then(|| (offset_of(tramp), offset_of(target)))
-}
-
-/// Runs a batch named by offsets from [`batch_offsets_of`].
-///
-/// # Safety
-/// As [`run_offsets`], with offsets from [`batch_offsets_of`].
-pub(crate) unsafe fn run_batch_offsets(tramp: i64, target: i64, args: Vec<u8>, fds: Vec<Fd>, id: u64) -> Vec<u8> {
-    // SAFETY: per the contract, `tramp` names a batch trampoline
-    // monomorphised for the `fn(A) -> R` at `target`, in this very image.
-    let t = unsafe { std::mem::transmute::<usize, BatchTrampoline>(addr_of(tramp)) };
-    t(addr_of(target), args, fds, id)
+    // SAFETY: per the contract, `target` names the `fn(A) -> R` that `t`
+    // was monomorphised for.
+    unsafe { t(addr_of(target), args, fds) }
 }

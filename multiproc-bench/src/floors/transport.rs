@@ -35,14 +35,14 @@ struct Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        // SAFETY: signalling and reaping our own child.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            let mut status = 0;
-            while libc::waitpid(self.pid, &raw mut status, 0) < 0
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
-        }
+        // SAFETY: signalling our own child, not yet reaped (so its pid is
+        // not reused).
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: reaping our own child into a stack variable.
+        while unsafe { libc::waitpid(self.pid, &raw mut status, 0) } < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
     }
 }
 
@@ -100,8 +100,8 @@ fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
             fds.as_mut_ptr(),
         )
     })?;
-    // SAFETY: two new descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: socketpair returned two new descriptors.
+    Ok(unsafe { own_pair(fds) })
 }
 
 /// A close-on-exec pipe: (read end, write end).
@@ -109,8 +109,22 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid out-array of two ints.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: two new descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: pipe2 returned two new descriptors.
+    Ok(unsafe { own_pair(fds) })
+}
+
+/// Takes ownership of the two new descriptors a successful `pipe2` or
+/// `socketpair` returned.
+///
+/// # Safety
+///
+/// Both are open descriptors that nothing else owns or closes.
+unsafe fn own_pair(fds: [RawFd; 2]) -> (OwnedFd, OwnedFd) {
+    // SAFETY: open and owned by nothing else (the contract).
+    let a = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let b = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    (a, b)
 }
 
 /// One `read` of whatever is there (at most `buf.len()` bytes), retried on

@@ -843,7 +843,7 @@ impl Pool {
         }
         .max(1);
         // Encode without the lock.
-        let batch_offs = if large { None } else { target::batch_offsets_of(f) };
+        let batch_offs = if large { None } else { worker::batch_offsets_of(f) };
         let mut encoded = Vec::with_capacity(len.div_ceil(chunk));
         let mut it = items.into_iter();
         let mut start = 0;

@@ -471,6 +471,57 @@ pub(crate) fn decode_seq_elements<T: DeserializeOwned + 'static>(
     Ok(parts.into_iter().map(decode_one_caught).collect())
 }
 
+/// The non-generic signature of a batch trampoline: target address, an
+/// encoded `Vec<A>`, the descriptors of the library objects in it and the
+/// task message's id in, the chunk's reply message out.
+///
+/// # Safety
+/// A batch trampoline monomorphised for `fn(A) -> R` must be called only
+/// with the address of a function of exactly that type.
+type BatchTrampoline = unsafe fn(usize, Vec<u8>, Vec<Fd>, u64) -> Vec<u8>;
+
+/// # Safety
+/// `target` must be the address of a `fn(A) -> R` (see
+/// [`BatchTrampoline`]).
+#[allow(unsafe_code)]
+unsafe fn batch_trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    target: usize,
+    args: Vec<u8>,
+    fds: Vec<Fd>,
+    id: u64,
+) -> Vec<u8> {
+    // SAFETY: per this function's contract, `target` is a `fn(A) -> R`.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    run_batch(f, args, fds, id)
+}
+
+/// The (batch trampoline, target) offsets that name `f` for a chunk sent
+/// as one encoded `Vec<A>`, or `None` when `f` lies outside the main
+/// executable (see [`target::offsets_of`]).
+pub(crate) fn batch_offsets_of<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+    f: fn(A) -> R,
+) -> Option<(i64, i64)> {
+    let tramp = batch_trampoline::<A, R> as BatchTrampoline as usize;
+    let target = f as usize;
+    (target::in_same_image(tramp) && target::in_same_image(target))
+        .then(|| (target::offset_of(tramp), target::offset_of(target)))
+}
+
+/// Runs a batch named by offsets from [`batch_offsets_of`].
+///
+/// # Safety
+/// `(tramp, target)` must come from [`batch_offsets_of`] in a process
+/// running the same executable file.
+#[allow(unsafe_code)]
+unsafe fn run_batch_offsets(tramp: i64, target: i64, args: Vec<u8>, fds: Vec<Fd>, id: u64) -> Vec<u8> {
+    // SAFETY: per the contract, `tramp` is the address of a batch
+    // trampoline in this very image.
+    let t = unsafe { std::mem::transmute::<usize, BatchTrampoline>(target::addr_of(tramp)) };
+    // SAFETY: per the contract, `target` names the `fn(A) -> R` that `t`
+    // was monomorphised for.
+    unsafe { t(target::addr_of(target), args, fds, id) }
+}
+
 /// Runs a batch: decode the arguments (with the descriptors `fds` of the
 /// library objects among them), call `f` on each (a panic fails only its
 /// task, and so does an argument that does not decode), encode the
@@ -612,8 +663,8 @@ pub(crate) fn worker_main(args: WorkerArgs) {
 #[allow(unsafe_code)]
 fn run_batch_task(tramp: i64, target: i64, args: Vec<u8>, fds: Vec<Fd>, id: u64) -> Vec<u8> {
     // SAFETY: as in `run_task`; batch messages carry offsets from
-    // `target::batch_offsets_of`.
-    unsafe { target::run_batch_offsets(tramp, target, args, fds, id) }
+    // `batch_offsets_of`.
+    unsafe { run_batch_offsets(tramp, target, args, fds, id) }
 }
 
 #[allow(unsafe_code)]

@@ -31,23 +31,38 @@
 //! owns the name. (Python pickles by name and re-attaches, which fails once
 //! the creator unlinked.) A named segment's name travels with it.
 //!
-//! **Reading and writing.** Other processes may write the bytes at any
-//! moment, so handing out `&[u8]` or `&mut [u8]` would be undefined
-//! behaviour in safe code (a reference promises the bytes do not change, or
-//! that nobody else sees them). The safe interface is therefore:
+//! **Reading and writing.** Other processes, and other threads of this
+//! one (a `SharedMemory` is `Sync`), may write the bytes at any moment, so
+//! handing out `&[u8]` or `&mut [u8]` would be undefined behaviour in safe
+//! code (a reference promises the bytes do not change, or that nobody else
+//! sees them), and so would plain `memcpy`s racing between two threads
+//! (a data race in Rust's memory model). The safe interface is therefore:
 //!
 //! - copies: [`read_at`](SharedMemory::read_at),
 //!   [`write_at`](SharedMemory::write_at), [`fill`](SharedMemory::fill),
-//!   [`to_vec`](SharedMemory::to_vec): raw `memcpy`/`memset` that never
-//!   create a reference to the shared bytes; a concurrent writer can make
-//!   a copy a mix of old and new bytes, nothing worse. Large writes fault
-//!   their pages in with one `MADV_POPULATE_WRITE` first;
+//!   [`to_vec`](SharedMemory::to_vec): one relaxed atomic load or store per
+//!   byte, so any number of threads may copy at once; a concurrent writer
+//!   can make a copy a mix of old and new bytes, nothing worse. Large
+//!   writes fault their pages in with one `MADV_POPULATE_WRITE` first;
 //! - [`as_atomic_bytes`](SharedMemory::as_atomic_bytes): the bytes as
-//!   `&[AtomicU8]`, for byte-wise concurrent access;
+//!   `&[AtomicU8]`, for byte-wise concurrent access (the copies above use
+//!   the same byte-sized atomics: Rust's model forbids racing atomic
+//!   accesses of different sizes);
 //! - for code that establishes exclusion itself (a lock, a protocol such as
 //!   "the child has exited"): the `unsafe` [`as_slice`](SharedMemory::as_slice)
 //!   and [`as_mut_slice`](SharedMemory::as_mut_slice), and
 //!   [`as_ptr`](SharedMemory::as_ptr).
+//!
+//! *Why atomic copies and not `write_at(&mut self)`:* a `&mut` rule would
+//! stop neither other processes nor other handles to the same segment in
+//! this one (`try_clone`, a received copy), and Python's `buf` is shared
+//! freely. Byte-wise relaxed copies are plain `mov`s that the compiler
+//! does not merge into `memcpy`: filling a pre-faulted 256 MiB segment
+//! takes about 1.4 times as long as `memset` did (the `shm/256MiB_reused`
+//! benchmark row); page faults dominate a fresh one. Word-sized copies
+//! would be cheaper but would race, at a different size, with the bytes
+//! `as_atomic_bytes` hands out, which Rust's model does not allow. Code
+//! that has exclusion anyway can use the `unsafe` slices above.
 //!
 //! Typed shared values with a lock are [`Value`](crate::Value) and
 //! [`Array`](crate::Array).

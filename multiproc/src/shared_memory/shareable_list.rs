@@ -28,9 +28,9 @@
 //!
 //! Like Python's, the list has no lock. Every access is a copy through the
 //! segment's copy paths ([`SharedMemory::read_at`] and
-//! [`write_at`](SharedMemory::write_at)); no reference to the shared
-//! bytes is ever made, so a process writing while another reads is not
-//! undefined behaviour: the reader may see a mix of old and new bytes (a
+//! [`write_at`](SharedMemory::write_at), relaxed atomic byte copies); no
+//! reference to the shared bytes is ever made, so a process or thread
+//! writing while another reads is not undefined behaviour: the reader may see a mix of old and new bytes (a
 //! torn item), which decodes to some value of the slot or to an
 //! [`ErrorKind::InvalidState`] error (a format or text that a concurrent
 //! write left half done), never outside its slot. Guard the list with a

@@ -9,16 +9,14 @@ use crate::support::DEADLINE;
 /// of a pool built without a process count.
 #[allow(unsafe_code)]
 fn pinned_counts() -> (usize, usize) {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set, CPU_SET
-    // and sched_setaffinity get a valid set of the size passed.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
+    // SAFETY: cpu_set_t is plain data, and all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU 0 is inside the set's fixed capacity.
+    unsafe { libc::CPU_SET(0, &mut set) };
+    // SAFETY: set is a valid cpu_set_t of the size passed; pid 0 is this
+    // thread (the child's only one).
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(rc, 0);
     let pool = Pool::builder().build().expect("a pool of the default size");
     let size = pool.processes();
     pool.terminate().expect("stop the pool");

@@ -62,16 +62,15 @@ fn backtrace_capture_follows_the_environment_or_the_builder(m: StartMethod) {
 fn stderr_of_a_panicking_child(m: StartMethod) -> String {
     use std::{io::Read, os::fd::FromRawFd};
     let mut fds = [0; 2];
-    // SAFETY: fds is a writable array of two descriptors; dup/dup2 get
-    // descriptors this function owns or the process's stderr.
-    let saved = unsafe {
-        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
-        let saved = libc::dup(2);
-        assert!(saved >= 0);
-        assert_eq!(libc::dup2(fds[1], 2), 2);
-        libc::close(fds[1]);
-        saved
-    };
+    // SAFETY: fds is a writable array of two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: dup of the process's stderr, restored below.
+    let saved = unsafe { libc::dup(2) };
+    assert!(saved >= 0);
+    // SAFETY: fds[1] is the pipe's write end, which this function owns.
+    assert_eq!(unsafe { libc::dup2(fds[1], 2) }, 2);
+    // SAFETY: fds[1] is ours, and now duplicated onto stderr.
+    unsafe { libc::close(fds[1]) };
     let mut p = ProcessBuilder::new().name("parser").start_method(m).target(panics);
     p.start().unwrap();
     let e = p.join_timeout(DEADLINE).unwrap_err();
@@ -79,13 +78,14 @@ fn stderr_of_a_panicking_child(m: StartMethod) -> String {
     // The child has exited, so all it wrote is in the pipe. Read what is
     // there without waiting for the end: under the fork server the server
     // (started after the redirection) also holds the pipe.
-    // SAFETY: restores the saved stderr; fds[0] is ours from pipe2.
-    let mut pipe = unsafe {
-        assert_eq!(libc::dup2(saved, 2), 2);
-        libc::close(saved);
-        assert_eq!(libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK), 0);
-        std::fs::File::from_raw_fd(fds[0])
-    };
+    // SAFETY: restores the stderr saved above, a descriptor we own.
+    assert_eq!(unsafe { libc::dup2(saved, 2) }, 2);
+    // SAFETY: saved is ours and no longer needed.
+    unsafe { libc::close(saved) };
+    // SAFETY: fds[0] is the pipe's read end, ours from pipe2.
+    assert_eq!(unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) }, 0);
+    // SAFETY: fds[0] is ours and owned by nothing else; the File takes it.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -996,15 +996,16 @@ static TERM_MARK: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::
 #[allow(clippy::disallowed_methods)] // `_exit` is what a signal handler may call
 extern "C" fn mark_and_exit(_: libc::c_int) {
     if let Some(path) = TERM_MARK.get() {
-        // SAFETY: open, close and _exit are async-signal-safe; the path is
-        // a C string set before the handler was installed.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600);
-            if fd >= 0 {
-                libc::close(fd);
-            }
-            libc::_exit(0);
+        // SAFETY: open is async-signal-safe; the path is a C string set
+        // before the handler was installed.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600) };
+        if fd >= 0 {
+            // SAFETY: close is async-signal-safe; fd was just opened.
+            unsafe { libc::close(fd) };
         }
+        // SAFETY: _exit is async-signal-safe and ends the process without
+        // running anything else.
+        unsafe { libc::_exit(0) };
     }
 }
 

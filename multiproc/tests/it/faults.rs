@@ -224,24 +224,26 @@ fn results_that_cannot_cross(m: StartMethod) {
 }
 
 fn with_stdout_and_stderr_closed(m: StartMethod) {
-    // SAFETY: dup/close/dup2 on this process's standard descriptors, which
-    // are restored below; the scenario runs alone in its own process.
-    let (saved_out, saved_err) = unsafe { (libc::dup(1), libc::dup(2)) };
-    // SAFETY: as above.
-    unsafe {
-        libc::close(1);
-        libc::close(2);
-    }
+    // SAFETY: dup of this process's stdout, restored below; the scenario
+    // runs alone in its own process.
+    let saved_out = unsafe { libc::dup(1) };
+    // SAFETY: as above, for stderr.
+    let saved_err = unsafe { libc::dup(2) };
+    // SAFETY: stdout was saved above; closing it is the scenario.
+    unsafe { libc::close(1) };
+    // SAFETY: as above, for stderr.
+    unsafe { libc::close(2) };
     let mut p = builder(m).target_with(panicking, 5);
     p.start().unwrap();
     let result = p.join_timeout(DEADLINE);
+    // SAFETY: restores stdout from the copy saved above.
+    unsafe { libc::dup2(saved_out, 1) };
+    // SAFETY: as above, for stderr.
+    unsafe { libc::dup2(saved_err, 2) };
+    // SAFETY: the saved copy is ours and no longer needed.
+    unsafe { libc::close(saved_out) };
     // SAFETY: as above.
-    unsafe {
-        libc::dup2(saved_out, 1);
-        libc::dup2(saved_err, 2);
-        libc::close(saved_out);
-        libc::close(saved_err);
-    }
+    unsafe { libc::close(saved_err) };
     let e = result.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ChildPanicked, "{e}");
     assert_eq!(e.panic().unwrap().message(), "boom 5");

@@ -210,15 +210,19 @@ fn send_with_fds(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> usize {
     if !fds.is_empty() {
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
-        // SAFETY: the control buffer holds one header and `fds`, as sized
-        // by CMSG_SPACE; CMSG_FIRSTHDR and CMSG_DATA point inside it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(data_len) as _;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<RawFd>(), fds.len());
-        }
+        // SAFETY: msg's control buffer is set, big enough for a header.
+        let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        // SAFETY: CMSG_LEN is a size computation.
+        let len = unsafe { libc::CMSG_LEN(data_len) } as _;
+        // SAFETY: c points at the zeroed, aligned header inside `control`,
+        // which nothing else refers to.
+        let h = unsafe { &mut *c };
+        (h.cmsg_level, h.cmsg_type, h.cmsg_len) = (libc::SOL_SOCKET, libc::SCM_RIGHTS, len);
+        // SAFETY: c is the header of msg's control buffer.
+        let data = unsafe { libc::CMSG_DATA(c) }.cast::<RawFd>();
+        // SAFETY: the buffer, sized by CMSG_SPACE, has room for `fds` after
+        // the header, aligned for an int (the header is).
+        unsafe { std::ptr::copy_nonoverlapping(fds.as_ptr(), data, fds.len()) };
     }
     // SAFETY: `msg` describes live buffers.
     let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };

@@ -76,11 +76,10 @@ fn children_inherit_no_descriptors(m: StartMethod) {
             assert!(fds.iter().any(|f| f.0 == raw[0]), "{fds:?}");
         }
     }
-    // SAFETY: closing the pipe opened above.
-    unsafe {
-        libc::close(raw[0]);
-        libc::close(raw[1]);
-    }
+    // SAFETY: closing the pipe's read end, opened above and ours.
+    unsafe { libc::close(raw[0]) };
+    // SAFETY: as above, the write end.
+    unsafe { libc::close(raw[1]) };
 }
 
 fn start_daemon_grandchild(args: (String, StartMethod)) {

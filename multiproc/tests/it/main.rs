@@ -35,6 +35,7 @@ mod pool_unsignalled;
 mod python_surface;
 mod queue;
 mod shared_memory;
+mod shared_memory_threads;
 mod sharedctypes;
 mod shm_creator_killed;
 mod sync;

@@ -32,7 +32,7 @@ fn own_pid(_: u32) -> u32 {
 fn killed_at(x: u32) -> u32 {
     if x == 7 {
         // SAFETY: the worker kills itself, the behaviour under test.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
     }
     x
 }

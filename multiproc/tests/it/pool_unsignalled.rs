@@ -58,12 +58,13 @@ fn blocks(addr: String) -> u32 {
 }
 
 fn drop_privileges() {
-    // SAFETY: plain system calls on this process's credentials.
-    unsafe {
-        assert_eq!(libc::setgroups(0, std::ptr::null()), 0, "setgroups");
-        assert_eq!(libc::setgid(NOBODY), 0, "setgid");
-        assert_eq!(libc::setuid(NOBODY), 0, "setuid");
-    }
+    // SAFETY: an empty list (a null pointer with length 0) clears this
+    // process's supplementary groups.
+    assert_eq!(unsafe { libc::setgroups(0, std::ptr::null()) }, 0, "setgroups");
+    // SAFETY: changes only this process's credentials.
+    assert_eq!(unsafe { libc::setgid(NOBODY) }, 0, "setgid");
+    // SAFETY: as above (last: it drops the right to change the others).
+    assert_eq!(unsafe { libc::setuid(NOBODY) }, 0, "setuid");
 }
 
 /// `true` if signalling `pid` fails with `EPERM`.

@@ -32,7 +32,7 @@ fn put_then_end((q, first, ending): (Queue<u32>, u32, Ending)) {
         Ending::Abort => std::process::abort(),
         Ending::Kill => {
             // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
             // SIGKILL is delivered before kill returns to a process
             // signalling itself.
             unreachable!("SIGKILL did not end the process");

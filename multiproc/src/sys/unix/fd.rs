@@ -473,14 +473,21 @@ impl CmsgBuf {
         msg.msg_controllen = space;
         // SAFETY: msg_control points at `space` zeroed bytes, enough for one header.
         let hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
-        // SAFETY: hdr points into self.buf, sized and aligned for a cmsghdr.
-        unsafe {
-            (*hdr).cmsg_level = libc::SOL_SOCKET;
-            (*hdr).cmsg_type = libc::SCM_RIGHTS;
-            (*hdr).cmsg_len = libc::CMSG_LEN(bytes) as usize;
-            for (i, fd) in fds.iter().enumerate() {
-                libc::CMSG_DATA(hdr).cast::<RawFd>().add(i).write_unaligned(*fd);
-            }
+        // SAFETY: CMSG_LEN is a pure size computation.
+        let len = unsafe { libc::CMSG_LEN(bytes) } as usize;
+        // SAFETY: hdr points into self.buf, sized and aligned for a
+        // cmsghdr, and nothing else refers to those bytes while we fill it.
+        let h = unsafe { &mut *hdr };
+        h.cmsg_level = libc::SOL_SOCKET;
+        h.cmsg_type = libc::SCM_RIGHTS;
+        h.cmsg_len = len;
+        // SAFETY: hdr is the first header of msg's control buffer.
+        let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
+        for (i, fd) in fds.iter().enumerate() {
+            // SAFETY: the buffer holds CMSG_SPACE(bytes) bytes, room after
+            // the header for all `fds.len()` descriptors; the data need not
+            // be aligned for a RawFd, hence the unaligned write.
+            unsafe { data.wrapping_add(i).write_unaligned(*fd) };
         }
     }
 
@@ -491,16 +498,23 @@ impl CmsgBuf {
         // SAFETY: msg was filled by recvmsg; the CMSG macros walk its control data.
         let mut hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
         while !hdr.is_null() {
-            // SAFETY: hdr is a valid header inside the control buffer.
-            let (level, ty, len) = unsafe { ((*hdr).cmsg_level, (*hdr).cmsg_type, (*hdr).cmsg_len) };
+            // SAFETY: hdr is a valid, aligned header inside the control
+            // buffer that recvmsg filled, which nothing writes any more.
+            let h = unsafe { &*hdr };
+            let (level, ty, len) = (h.cmsg_level, h.cmsg_type, h.cmsg_len);
             if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
                 // SAFETY: as above; CMSG_LEN(0) is a pure size computation.
                 let data_len = len - unsafe { libc::CMSG_LEN(0) } as usize;
                 // SAFETY: as above.
                 let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
                 for i in 0..data_len / mem::size_of::<RawFd>() {
-                    // SAFETY: SCM_RIGHTS data holds `data_len / 4` fresh descriptors we now own.
-                    out.push(unsafe { Fd::from_raw(data.add(i).read_unaligned()) });
+                    // SAFETY: SCM_RIGHTS data holds `data_len / 4`
+                    // descriptors inside the control buffer, not
+                    // necessarily aligned.
+                    let raw = unsafe { data.wrapping_add(i).read_unaligned() };
+                    // SAFETY: the kernel installed a fresh descriptor for
+                    // each one passed, which this process now owns.
+                    out.push(unsafe { Fd::from_raw(raw) });
                 }
             }
             // SAFETY: walking to the next header of the same message.
@@ -549,7 +563,10 @@ fn pair(kind: libc::c_int) -> io::Result<(Fd, Fd)> {
     // SAFETY: fds is a valid out-array of two ints.
     cvt(unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
     // SAFETY: socketpair returned two new descriptors we own.
-    Ok(unsafe { (Fd::from_raw(fds[0]), Fd::from_raw(fds[1])) })
+    let a = unsafe { Fd::from_raw(fds[0]) };
+    // SAFETY: as above.
+    let b = unsafe { Fd::from_raw(fds[1]) };
+    Ok((a, b))
 }
 
 /// `poll` on one descriptor; `true` when any of `events` (or an error or

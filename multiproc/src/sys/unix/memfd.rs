@@ -94,12 +94,11 @@ const RETAIN_FREE: i32 = 64 << 20;
 /// the copy itself) and leave them again when the task drops it. A hint:
 /// another global allocator ignores it, and a failure changes only speed.
 pub(crate) fn retain_freed_memory() {
-    // SAFETY: mallopt only changes the allocator's tuning parameters; both
-    // values are in the range glibc accepts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, RETAIN_BLOCK);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, RETAIN_FREE);
-    }
+    // SAFETY: mallopt only changes the allocator's tuning parameters;
+    // RETAIN_BLOCK is within glibc's accepted mmap threshold range.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, RETAIN_BLOCK) };
+    // SAFETY: as above; any trim threshold is accepted.
+    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, RETAIN_FREE) };
 }
 
 /// Asks for huge pages over the 2 MiB-aligned interior of `mem`; a hint

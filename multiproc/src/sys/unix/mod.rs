@@ -36,7 +36,7 @@ pub(crate) use pdeath::{ServerChild, arm_parent_death};
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
 pub(crate) use segment::{
     Locked, MUTEX_SIZE, Mapping, RobustMutex, file_size, ignore_group_signals, is_size_sealed, memfd_sealed,
-    shm_attach, shm_create, shm_unlink,
+    shm_attach, shm_create, shm_unlink, unit_of,
 };
 pub(crate) use shm::passed;
 pub(crate) use shmring::{RingError, ShmRing};

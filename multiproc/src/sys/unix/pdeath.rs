@@ -170,15 +170,17 @@ fn hung_up(sock: i32) -> bool {
 /// Makes `sock` send this process the death signal when its state changes
 /// (its peer closes). Async-signal-safe.
 fn signal_on_hangup(sock: i32) {
-    // SAFETY: fcntl on a descriptor this process keeps open; F_SETOWN,
-    // F_SETSIG and F_SETFL change only how the socket signals.
-    unsafe {
-        libc::fcntl(sock, libc::F_SETOWN, getpid() as libc::c_int);
-        libc::fcntl(sock, F_SETSIG, death_signal());
-        let flags = libc::fcntl(sock, libc::F_GETFL);
-        if flags != -1 {
-            libc::fcntl(sock, libc::F_SETFL, flags | libc::O_ASYNC);
-        }
+    // SAFETY: fcntl on a descriptor this process keeps open; F_SETOWN
+    // only names the process that its signals go to (this one).
+    unsafe { libc::fcntl(sock, libc::F_SETOWN, getpid() as libc::c_int) };
+    // SAFETY: as above; F_SETSIG only chooses which signal is sent.
+    unsafe { libc::fcntl(sock, F_SETSIG, death_signal()) };
+    // SAFETY: F_GETFL only reads the descriptor's status flags.
+    let flags = unsafe { libc::fcntl(sock, libc::F_GETFL) };
+    if flags != -1 {
+        // SAFETY: adds O_ASYNC to the flags just read, which turns the
+        // signals on and changes nothing else.
+        unsafe { libc::fcntl(sock, libc::F_SETFL, flags | libc::O_ASYNC) };
     }
 }
 

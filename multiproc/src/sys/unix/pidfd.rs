@@ -174,8 +174,11 @@ impl ChildHandle {
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(Some(RawStatus::Unknown)),
             Err(e) => return Err(e),
         }
-        // SAFETY: waitid filled `info` for a child event (or left it zeroed).
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        // SAFETY: waitid filled `info` for a child event (or left it
+        // zeroed), so its union holds the child fields.
+        let pid = unsafe { info.si_pid() };
+        // SAFETY: as above.
+        let status = unsafe { info.si_status() };
         if pid == 0 {
             return Ok(None);
         }

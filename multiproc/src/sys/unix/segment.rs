@@ -3,11 +3,12 @@
 //! process-shared mutex that `Value` and `Array` keep inside theirs.
 //!
 //! A [`Mapping`] never hands out a Rust reference to the shared bytes on
-//! its own: other processes may write them at any time, so its safe
-//! accessors copy with raw pointers ([`Mapping::copy_out`],
-//! [`Mapping::copy_in`], [`Mapping::fill`]) or view the bytes as atomics
-//! ([`Mapping::atomic_bytes`]). Plain slices exist only behind `unsafe`
-//! calls whose callers promise exclusion.
+//! its own: other processes (and other threads of this one) may write
+//! them at any time, so its safe accessors view the bytes as atomics
+//! ([`Mapping::atomic_bytes`]) and copy byte by byte with relaxed atomic
+//! loads and stores ([`Mapping::copy_out`], [`Mapping::copy_in`],
+//! [`Mapping::fill`], [`Mapping::load`], [`Mapping::store`]). Plain slices
+//! exist only behind `unsafe` calls whose callers promise exclusion.
 
 // The owner of a robust mutex is read from glibc's `pthread_mutex_t`
 // layout (its first word is the robust futex word).
@@ -19,7 +20,7 @@ use std::{
     io,
     mem::MaybeUninit,
     ptr::{self, NonNull},
-    sync::atomic::AtomicU8,
+    sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed},
     time::Duration,
 };
 
@@ -95,33 +96,49 @@ impl Mapping {
         );
     }
 
-    /// Copies `out.len()` bytes at `off` into `out`.
+    /// Copies `out.len()` bytes at `off` into `out`, one relaxed atomic
+    /// load per byte (see [`shared`](Self::shared)).
     pub(crate) fn copy_out(&self, off: usize, out: &mut [u8]) {
-        self.check(off, out.len());
-        // SAFETY: the source range is inside the mapping (checked), the
-        // destination is a distinct, writable Rust slice. No reference to
-        // the shared bytes is created; a concurrent writer can only make
-        // the copied bytes a mix of old and new.
-        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), out.as_mut_ptr(), out.len()) };
+        let src = self.shared(off, out.len());
+        for (d, s) in out.iter_mut().zip(src) {
+            *d = s.load(Relaxed);
+        }
     }
 
-    /// Copies `src` to the bytes at `off`.
+    /// Copies `src` to the bytes at `off`, one relaxed atomic store per
+    /// byte (see [`shared`](Self::shared)).
     pub(crate) fn copy_in(&self, off: usize, src: &[u8]) {
-        self.check(off, src.len());
+        let dst = self.shared(off, src.len());
         self.populate(off, src.len());
-        // SAFETY: the destination range is inside the mapping (checked) and
-        // writable; the source is a distinct Rust slice. No reference to
-        // the shared bytes is created.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len()) };
+        for (d, &s) in dst.iter().zip(src) {
+            d.store(s, Relaxed);
+        }
     }
 
-    /// Sets `n` bytes at `off` to `byte`.
+    /// Sets `n` bytes at `off` to `byte`, one relaxed atomic store per
+    /// byte (see [`shared`](Self::shared)).
     pub(crate) fn fill(&self, off: usize, n: usize, byte: u8) {
-        self.check(off, n);
+        let dst = self.shared(off, n);
         self.populate(off, n);
-        // SAFETY: the range is inside the mapping (checked) and writable;
-        // no reference to the shared bytes is created.
-        unsafe { ptr::write_bytes(self.ptr.as_ptr().add(off), byte, n) };
+        for d in dst {
+            d.store(byte, Relaxed);
+        }
+    }
+
+    /// The bytes `[off, off + n)` as atomics (panics outside the mapping).
+    ///
+    /// Every safe access to the shared bytes goes through these: threads of
+    /// this process may copy in and out of one mapping at once (a handle is
+    /// `Sync`, and [`atomic_bytes`](Self::atomic_bytes) hands out the same
+    /// view), and plain copies would then be a data race in Rust's memory
+    /// model. Byte-sized accesses, because the model forbids racing atomic
+    /// accesses of different sizes and users get `AtomicU8`s; relaxed,
+    /// because a copy promises no order, only no undefined behaviour (a
+    /// concurrent writer can still make the copied bytes a mix of old and
+    /// new). Relaxed byte loads and stores compile to plain `mov`s.
+    fn shared(&self, off: usize, n: usize) -> &[AtomicU8] {
+        self.check(off, n);
+        &self.atomic_bytes()[off..off + n]
     }
 
     /// Faults in the pages of a large range about to be written. Only a
@@ -320,36 +337,14 @@ unsafe impl Sync for RobustMutex {}
 /// Bytes a [`RobustMutex`] takes.
 pub(crate) const MUTEX_SIZE: usize = size_of::<libc::pthread_mutex_t>();
 
-/// A pthread return code as a result.
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
 impl RobustMutex {
     /// Initialises a new mutex at byte `off` of `map`, which nobody else
     /// uses yet.
     pub(crate) fn init(map: &Mapping, off: usize) -> io::Result<RobustMutex> {
         let m = Self::at(map, off);
-        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: attr is writable storage for an attribute object.
-        check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
-        let a = attr.as_mut_ptr();
-        // SAFETY: a is initialised; m.ptr points at aligned, writable,
-        // shared memory that no one else uses yet. The attribute is
-        // destroyed on every path.
-        let res = unsafe {
-            check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))
-                .and_then(|()| check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST)))
-                .and_then(|()| check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK)))
-                .and_then(|()| check(libc::pthread_mutex_init(m.ptr, a)))
-        };
-        // SAFETY: a was initialised above.
-        unsafe { libc::pthread_mutexattr_destroy(a) };
-        res.map(|()| m)
+        // A new segment's bytes are zeroed, as init_mutex requires.
+        super::shm::init_mutex(m.ptr, libc::PTHREAD_MUTEX_ERRORCHECK)?;
+        Ok(m)
     }
 
     /// The mutex another process initialised at byte `off` of `map`.
@@ -391,9 +386,9 @@ impl RobustMutex {
             0 => Ok(Locked::Yes),
             libc::EBUSY | libc::ETIMEDOUT => Ok(Locked::Busy),
             libc::EOWNERDEAD => {
-                // SAFETY: EOWNERDEAD hands us the mutex; marking it
-                // consistent keeps it usable for everyone.
-                check(unsafe { libc::pthread_mutex_consistent(m) })?;
+                // SAFETY: our lock call on the initialised mutex m just
+                // returned EOWNERDEAD.
+                unsafe { super::shm::recover_owner_died(m) }?;
                 Ok(Locked::OwnerDied)
             }
             e => Err(io::Error::from_raw_os_error(e)),
@@ -448,25 +443,209 @@ pub(crate) fn ignore_group_signals() {
     }
 }
 
+/// The widest atomic access (1, 2, 4 or 8 bytes) that tiles a `T` and is
+/// aligned wherever a `T` is: the unit of every access to shared `T`s, so
+/// that a word-sized `T` is never torn and all accesses to it have one
+/// size (Rust's model forbids racing atomic accesses of different sizes).
+pub(crate) const fn unit_of<T>() -> usize {
+    let mut unit = 8;
+    while unit > 1 && (size_of::<T>() % unit != 0 || align_of::<T>() % unit != 0) {
+        unit /= 2;
+    }
+    unit
+}
+
+/// Copies between `n` shared units starting at `p` and a private buffer,
+/// as relaxed atomics of type `$atomic` (`$n` bytes).
+macro_rules! copy_units {
+    (out $atomic:ty, $n:literal, $p:expr, $out:expr) => {{
+        let out: &mut [u8] = $out;
+        // SAFETY: the caller checked that `$p` starts `out.len()` mapped
+        // bytes, aligned to `$n`, and `out.len()` is a multiple of `$n`;
+        // the atomic type has the size and alignment of `$n` bytes, any bit
+        // pattern is valid, and the bytes stay mapped while `self` is
+        // borrowed. Atomics may be accessed concurrently by anyone.
+        let src = unsafe { std::slice::from_raw_parts($p.cast::<$atomic>(), out.len() / $n) };
+        for (d, s) in out.chunks_exact_mut($n).zip(src) {
+            d.copy_from_slice(&s.load(Relaxed).to_ne_bytes());
+        }
+    }};
+    (in $atomic:ty, $int:ty, $n:literal, $p:expr, $src:expr) => {{
+        let src: &[u8] = $src;
+        // SAFETY: as for `out`, for `src.len()` bytes, which are writable.
+        let dst = unsafe { std::slice::from_raw_parts($p.cast::<$atomic>(), src.len() / $n) };
+        for (d, s) in dst.iter().zip(src.chunks_exact($n)) {
+            d.store(<$int>::from_ne_bytes(s.try_into().expect("a whole unit")), Relaxed);
+        }
+    }};
+}
+
 impl Mapping {
-    /// Reads a `T` at byte `off` with one volatile load (a concurrent
-    /// writer can tear a `T` wider than a machine word).
-    pub(crate) fn load<T: bytemuck::Pod>(&self, off: usize) -> T {
-        self.check(off, size_of::<T>());
-        let p = self.ptr.as_ptr().wrapping_add(off).cast::<T>();
-        assert!(p.is_aligned(), "offset checked by the caller");
-        // SAFETY: in bounds (checked), aligned (checked), and any bit
-        // pattern is a valid `T` (Pod); a volatile access makes no
-        // assumption about other writers.
-        unsafe { p.read_volatile() }
+    /// Copies `out.len()` bytes at `off` into `out` as relaxed atomics of
+    /// `unit` bytes (1, 2, 4 or 8; `off` and the length are multiples).
+    pub(crate) fn copy_out_units(&self, off: usize, out: &mut [u8], unit: usize) {
+        self.check(off, out.len());
+        let p = self.ptr.as_ptr().wrapping_add(off);
+        assert!(
+            out.len() % unit == 0 && p as usize % unit == 0,
+            "units checked by the caller"
+        );
+        match unit {
+            8 => copy_units!(out AtomicU64, 8, p, out),
+            4 => copy_units!(out AtomicU32, 4, p, out),
+            2 => copy_units!(out AtomicU16, 2, p, out),
+            _ => self.copy_out(off, out),
+        }
     }
 
-    /// Writes `v` at byte `off` with one volatile store.
+    /// Copies `src` to the bytes at `off` as relaxed atomics of `unit`
+    /// bytes (1, 2, 4 or 8; `off` and the length are multiples).
+    pub(crate) fn copy_in_units(&self, off: usize, src: &[u8], unit: usize) {
+        self.check(off, src.len());
+        let p = self.ptr.as_ptr().wrapping_add(off);
+        assert!(
+            src.len() % unit == 0 && p as usize % unit == 0,
+            "units checked by the caller"
+        );
+        self.populate(off, src.len());
+        match unit {
+            8 => copy_units!(in AtomicU64, u64, 8, p, src),
+            4 => copy_units!(in AtomicU32, u32, 4, p, src),
+            2 => copy_units!(in AtomicU16, u16, 2, p, src),
+            _ => self.copy_in(off, src),
+        }
+    }
+
+    /// Reads a `T` at byte `off` (aligned for `T`) as relaxed atomics of
+    /// [`unit_of::<T>`] bytes: a `T` wider than a machine word, or not
+    /// aligned to its size, can be torn by a concurrent writer.
+    pub(crate) fn load<T: bytemuck::Pod>(&self, off: usize) -> T {
+        let mut v = T::zeroed();
+        self.copy_out_units(off, bytemuck::bytes_of_mut(&mut v), unit_of::<T>());
+        v
+    }
+
+    /// Writes `v` at byte `off` (aligned for `T`) as relaxed atomics of
+    /// [`unit_of::<T>`] bytes.
     pub(crate) fn store<T: bytemuck::Pod>(&self, off: usize, v: T) {
-        self.check(off, size_of::<T>());
-        let p = self.ptr.as_ptr().wrapping_add(off).cast::<T>();
-        assert!(p.is_aligned(), "offset checked by the caller");
-        // SAFETY: in bounds and aligned (checked) writable shared memory.
-        unsafe { p.write_volatile(v) }
+        self.copy_in_units(off, bytemuck::bytes_of(&v), unit_of::<T>());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A [`Mapping`] over `words` zeroed heap words, left alone on drop:
+    /// the copy paths then run under Miri, which has no memory files.
+    struct Heap {
+        buf: *mut [u64],
+        map: Option<Mapping>,
+    }
+
+    impl Heap {
+        fn new(words: usize) -> Heap {
+            let buf = Box::into_raw(vec![0u64; words].into_boxed_slice());
+            let map = Mapping {
+                ptr: NonNull::new(buf.cast::<u8>()).expect("a box is not null"),
+                len: words * 8,
+                keep: true,
+            };
+            Heap { buf, map: Some(map) }
+        }
+
+        fn map(&self) -> &Mapping {
+            self.map.as_ref().expect("mapped until drop")
+        }
+    }
+
+    impl Drop for Heap {
+        fn drop(&mut self) {
+            self.map = None;
+            // SAFETY: from Box::into_raw in `new`; the mapping that used it
+            // is gone.
+            drop(unsafe { Box::from_raw(self.buf) });
+        }
+    }
+
+    #[test]
+    fn the_access_unit_tiles_the_type_within_its_alignment() {
+        assert_eq!(unit_of::<u8>(), 1);
+        assert_eq!(unit_of::<u16>(), 2);
+        assert_eq!(unit_of::<f32>(), 4);
+        assert_eq!(unit_of::<u64>(), 8);
+        assert_eq!(unit_of::<[u32; 3]>(), 4);
+        assert_eq!(unit_of::<[u8; 8]>(), 1);
+        assert_eq!(unit_of::<u128>(), 8);
+    }
+
+    /// Threads of one process copying in and out of one mapping at once:
+    /// no data race (Miri checks this one; plain copies fail it), and every
+    /// value read is one that was written whole (a `u64` is one unit).
+    #[test]
+    fn threads_copy_concurrently_without_tearing_words() {
+        let rounds = if cfg!(miri) { 20 } else { 10_000 };
+        let heap = Heap::new(16);
+        let map = heap.map();
+        let words = [0x1111_1111_1111_1111u64, 0x2222_2222_2222_2222];
+        map.store(64, words[0]);
+        std::thread::scope(|s| {
+            for w in words {
+                s.spawn(move || {
+                    for _ in 0..rounds {
+                        map.store(64, w);
+                        map.copy_in(0, &[w as u8; 64]);
+                        map.fill(72, 8, w as u8);
+                    }
+                });
+            }
+            for _ in 0..rounds {
+                let v: u64 = map.load(64);
+                assert!(words.contains(&v), "torn word {v:#x}");
+                let mut bytes = [0u8; 64];
+                map.copy_out(0, &mut bytes);
+                assert!(bytes.iter().all(|&b| b == 0 || b == 0x11 || b == 0x22), "{bytes:?}");
+                let _ = map.atomic_bytes()[3].load(Relaxed);
+            }
+        });
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: if cfg!(miri) { 8 } else { 256 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Copies in units of any size agree with byte copies, and leave
+        /// the bytes around the range alone.
+        #[test]
+        fn unit_copies_agree_with_byte_copies(
+            shift in 0u32..4,
+            first in 0usize..16,
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let unit = 1usize << shift;
+            let off = first * unit;
+            let data = &data[..data.len() / unit * unit];
+            let heap = Heap::new(32);
+            let map = heap.map();
+            map.fill(0, map.len(), 0xa5);
+            map.copy_in_units(off, data, unit);
+            let mut bytes = vec![0u8; map.len()];
+            map.copy_out(0, &mut bytes);
+            let mut model = vec![0xa5u8; map.len()];
+            model[off..off + data.len()].copy_from_slice(data);
+            prop_assert_eq!(&bytes, &model);
+            let mut units = vec![0u8; data.len()];
+            map.copy_out_units(off, &mut units, unit);
+            prop_assert_eq!(&units[..], data);
+        }
     }
 }

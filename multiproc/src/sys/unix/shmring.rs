@@ -153,7 +153,7 @@ use super::{
     Fd, cvt_r,
     shm::{
         check_sealed, create_memfd, file_size, futex_wait, futex_wake_all, init_mutex, invalid, map_shared, passed,
-        realtime_after,
+        realtime_after, recover_owner_died,
     },
 };
 
@@ -412,13 +412,14 @@ impl DataMap {
     fn write(&self, off: u64, bytes: &[u8]) {
         let (pos, first) = self.split(off, bytes.len());
         let base = self.ptr.as_ptr();
-        // SAFETY: `split` checked bytes.len() <= len, so [pos, pos + first)
-        // and [0, len - first) lie inside the mapping; a mapping never
-        // overlaps a Rust slice.
-        unsafe {
-            ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(pos), first);
-            ptr::copy_nonoverlapping(bytes.as_ptr().add(first), base, bytes.len() - first);
-        }
+        let (head, tail) = bytes.split_at(first);
+        // SAFETY: `split` made [pos, pos + first) lie inside the mapping; a
+        // mapping never overlaps a Rust slice. The ring's lock keeps other
+        // writers and readers out.
+        unsafe { ptr::copy_nonoverlapping(head.as_ptr(), base.wrapping_add(pos), head.len()) };
+        // SAFETY: `split` checked bytes.len() <= len, so the wrapped part
+        // [0, bytes.len() - first) lies inside the mapping too; as above.
+        unsafe { ptr::copy_nonoverlapping(tail.as_ptr(), base, tail.len()) };
     }
 
     /// Copies `out.len()` bytes of the ring from logical offset `off` into
@@ -427,12 +428,12 @@ impl DataMap {
         let (pos, first) = self.split(off, out.len());
         let base = self.ptr.as_ptr();
         let dst = out.as_mut_ptr().cast::<u8>();
-        // SAFETY: as in `write`, both source ranges lie inside the mapping,
-        // and `out` is writable memory of that many bytes.
-        unsafe {
-            ptr::copy_nonoverlapping(base.add(pos), dst, first);
-            ptr::copy_nonoverlapping(base, dst.add(first), out.len() - first);
-        }
+        // SAFETY: as in `write`, [pos, pos + first) lies inside the
+        // mapping, and `out` has room for `first <= out.len()` bytes.
+        unsafe { ptr::copy_nonoverlapping(base.wrapping_add(pos), dst, first) };
+        // SAFETY: as in `write`, [0, out.len() - first) lies inside the
+        // mapping, and `out` has that many bytes after its first `first`.
+        unsafe { ptr::copy_nonoverlapping(base, dst.wrapping_add(first), out.len() - first) };
     }
 
     /// Writes a record length at logical offset `off`.
@@ -454,9 +455,10 @@ impl DataMap {
             from.checked_add(n).is_some_and(|e| e <= self.len) && to.checked_add(n).is_some_and(|e| e <= self.len),
             "ring copy beyond its capacity"
         );
+        let base = self.ptr.as_ptr();
         // SAFETY: both ranges lie inside the mapping (checked above); `copy`
         // allows overlap.
-        unsafe { ptr::copy(self.ptr.as_ptr().add(from), self.ptr.as_ptr().add(to), n) };
+        unsafe { ptr::copy(base.wrapping_add(from), base.wrapping_add(to), n) };
     }
 }
 
@@ -960,8 +962,9 @@ impl ShmRing {
             libc::EBUSY | libc::ETIMEDOUT => return Err(RingError::Timeout),
             libc::EOWNERDEAD => {
                 hdr.needs_check.store(1, SeqCst);
-                // SAFETY: we own the mutex (EOWNERDEAD hands it over).
-                unsafe { libc::pthread_mutex_consistent(m) };
+                // SAFETY: our lock call on the initialised mutex m just
+                // returned EOWNERDEAD.
+                unsafe { recover_owner_died(m) }.map_err(RingError::Io)?;
             }
             libc::ENOTRECOVERABLE => {
                 let _ = hdr.broken.compare_exchange(0, BROKEN_LOCK, SeqCst, SeqCst);

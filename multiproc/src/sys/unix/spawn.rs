@@ -31,8 +31,10 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
     // dup2(3, 3) would keep close-on-exec set; move the socket away first.
     let moved;
     let source = if boot.raw() == BOOT_FD {
-        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one we own.
-        moved = unsafe { Fd::from_raw(cvt(libc::fcntl(boot.raw(), libc::F_DUPFD_CLOEXEC, BOOT_FD + 1))?) };
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor `boot` keeps open.
+        let raw = cvt(unsafe { libc::fcntl(boot.raw(), libc::F_DUPFD_CLOEXEC, BOOT_FD + 1) })?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
+        moved = unsafe { Fd::from_raw(raw) };
         moved.raw()
     } else {
         boot.raw()
@@ -73,11 +75,10 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
     // the child's own children would then be reaped by the kernel, their
     // exit status lost: the child starts with the default disposition.
     let mut default = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set; sigaddset adds a valid signal.
-    unsafe {
-        libc::sigemptyset(default.as_mut_ptr());
-        libc::sigaddset(default.as_mut_ptr(), libc::SIGCHLD);
-    }
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(default.as_mut_ptr()) };
+    // SAFETY: the set was initialised just above; SIGCHLD is a valid signal.
+    unsafe { libc::sigaddset(default.as_mut_ptr(), libc::SIGCHLD) };
     // SAFETY: attr is initialised and `default` was initialised just above.
     attr.check(unsafe { libc::posix_spawnattr_setsigdefault(attr.as_ptr(), default.as_ptr()) })?;
     let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;

@@ -75,7 +75,7 @@ use super::{
     Fd,
     shm::{
         check_sealed, create_memfd, futex_wait, futex_wake, futex_wake_all, init_mutex, invalid, map_shared, passed,
-        realtime_after,
+        realtime_after, recover_owner_died,
     },
 };
 
@@ -565,8 +565,9 @@ impl SyncMem {
         let got = match rc {
             0 => Acquired::Clean,
             libc::EOWNERDEAD => {
-                // SAFETY: we own the mutex (EOWNERDEAD hands it over).
-                unsafe { libc::pthread_mutex_consistent(m) };
+                // SAFETY: our lock call on the initialised mutex m just
+                // returned EOWNERDEAD.
+                unsafe { recover_owner_died(m) }.map_err(SyncError::Io)?;
                 if self.kind() == Kind::RLock as u32 {
                     self.hdr().rcount.store(0, Relaxed);
                 }
@@ -709,8 +710,9 @@ impl SyncMem {
                 recovered: false,
             }),
             libc::EOWNERDEAD => {
-                // SAFETY: we own the mutex (EOWNERDEAD hands it over).
-                unsafe { libc::pthread_mutex_consistent(m) };
+                // SAFETY: our lock call on the initialised mutex m just
+                // returned EOWNERDEAD.
+                unsafe { recover_owner_died(m) }.map_err(SyncError::Io)?;
                 Ok(Inner {
                     mem: self,
                     recovered: true,
