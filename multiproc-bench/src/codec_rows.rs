@@ -23,15 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     cli::Options,
     harness::{Bench, Impl, Unit},
-    rows::{Outcome, run_benches},
+    rows::{METHODS, Outcome, run_benches},
 };
-
-/// The start methods of the pool rows, in the order measured.
-const METHODS: [(StartMethod, &str); 3] = [
-    (StartMethod::Fork, "fork"),
-    (StartMethod::Spawn, "spawn"),
-    (StartMethod::ForkServer, "forkserver"),
-];
 
 /// Runs the codec rows `opts` selects.
 pub(crate) fn run_all(opts: &Options, out: &mut Outcome) {

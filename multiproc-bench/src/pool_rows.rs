@@ -24,17 +24,10 @@ use crate::{
     cpython::{self, ChannelKind, ChannelRow},
     floors,
     harness::{Bench, Impl, Unit},
-    rows::{self, Outcome, run_benches},
+    rows::{self, METHODS, Outcome, run_benches},
 };
 
 const MIB: usize = 1 << 20;
-
-/// The start methods of every row, in the order measured.
-const METHODS: [(StartMethod, &str); 3] = [
-    (StartMethod::Fork, "fork"),
-    (StartMethod::Spawn, "spawn"),
-    (StartMethod::ForkServer, "forkserver"),
-];
 
 /// (name stem, tasks, chunk size; 0: automatic).
 const ROWS: [(&str, usize, usize); 2] = [("map_10k_chunk1", 10_000, 1), ("map_100k_auto", 100_000, 0)];

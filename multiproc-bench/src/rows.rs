@@ -22,6 +22,14 @@ use crate::{
 };
 
 const MIB: usize = 1 << 20;
+
+/// The start methods of the pool, codec and scaling rows, in the order
+/// measured (fork first: its cost grows with the parent's heap).
+pub(crate) const METHODS: [(StartMethod, &str); 3] = [
+    (StartMethod::Fork, "fork"),
+    (StartMethod::Spawn, "spawn"),
+    (StartMethod::ForkServer, "forkserver"),
+];
 /// The argument size of the transfer rows.
 const TRANSFER_BYTES: usize = 16 * MIB;
 

@@ -21,15 +21,8 @@ use multiproc::{self as mp, Barrier, Pool, ProcessBuilder, Queue, StartMethod};
 use crate::{
     cli::Options,
     harness::{Bench, Impl, Unit},
-    rows::{Outcome, run_benches},
+    rows::{METHODS, Outcome, run_benches},
 };
-
-/// The start methods of the start + join rows.
-const METHODS: [(StartMethod, &str); 3] = [
-    (StartMethod::Fork, "fork"),
-    (StartMethod::Spawn, "spawn"),
-    (StartMethod::ForkServer, "forkserver"),
-];
 
 /// Longest any sample may wait on a child: a failed row, not a hang.
 const DEADLINE: Duration = Duration::from_secs(120);

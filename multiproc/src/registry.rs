@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, Once, OnceLock, Weak},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -286,24 +286,38 @@ pub(crate) fn reap_finished() -> Vec<Arc<ChildCore>> {
 /// the end of every child the library started.
 pub(crate) fn exit_routine() {
     let alive = reap_finished();
-    for c in alive.iter().filter(|c| c.daemon) {
-        // A failure means the child is gone already.
+    let daemons: Vec<_> = alive.iter().filter(|c| c.daemon).collect();
+    for c in &daemons {
+        // A failure means the child is gone already, or cannot be
+        // signalled (EPERM): the waits below are bounded either way.
         let _ = c.handle.signal(libc_sigterm());
     }
-    for c in &alive {
-        if c.daemon {
-            // A daemon that ignores SIGTERM is killed after a grace period
-            // rather than holding up the exit of its parent forever.
-            if !matches!(c.wait(Some(Duration::from_secs(5))), Ok(Some(_))) {
-                let _ = c.handle.signal(libc_sigkill());
-                let _ = c.wait(Some(Duration::from_secs(5)));
-            }
-        } else {
-            // Python semantics: the parent waits for non-daemonic children.
-            let _ = c.wait(None);
+    // One grace period for all daemons together, not one each: a daemon
+    // that ignores SIGTERM (or cannot be signalled) is killed after it
+    // rather than holding up the exit of its parent, and N such daemons
+    // cost one period, not N.
+    let grace = Instant::now() + DAEMON_GRACE;
+    let mut stubborn = Vec::new();
+    for c in &daemons {
+        let left = grace.saturating_duration_since(Instant::now());
+        if !matches!(c.wait(Some(left)), Ok(Some(_))) {
+            let _ = c.handle.signal(libc_sigkill());
+            stubborn.push(c);
         }
     }
+    let reaped = Instant::now() + DAEMON_GRACE;
+    for c in stubborn {
+        let _ = c.wait(Some(reaped.saturating_duration_since(Instant::now())));
+    }
+    for c in alive.iter().filter(|c| !c.daemon) {
+        // Python semantics: the parent waits for non-daemonic children.
+        let _ = c.wait(None);
+    }
 }
+
+/// How long the exit routine lets its daemons react to `SIGTERM`, all
+/// together, and then to `SIGKILL`.
+const DAEMON_GRACE: Duration = Duration::from_secs(5);
 
 extern "C" fn exit_hook() {
     // Never unwind across the C boundary of atexit.

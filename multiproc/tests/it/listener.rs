@@ -3,15 +3,10 @@
 //! peers bounded by the handshake deadline, and the socket file's life.
 
 use std::{
-    io::Write,
-    net::{SocketAddr, TcpStream},
-    os::{
-        linux::net::SocketAddrExt,
-        unix::{
-            ffi::OsStrExt,
-            fs::{FileTypeExt, PermissionsExt},
-            net::{self as unix, UnixStream},
-        },
+    net::SocketAddr,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{FileTypeExt, PermissionsExt},
     },
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
@@ -22,7 +17,7 @@ use std::{
 use multiproc::{self as mp, Address, Client, Connection, ErrorKind, Listener, StartMethod};
 use serde::{Deserialize, Serialize};
 
-use crate::support::DEADLINE;
+use crate::support::{DEADLINE, RawPeer};
 
 /// The handshake deadline of the tests that provoke it.
 const AUTH_DEADLINE: Duration = Duration::from_millis(300);
@@ -279,29 +274,10 @@ fn listener_with_a_key_and_client_without_one() {
     assert_eq!(seen[1], b"#FAILURE#");
 }
 
-/// A raw socket to `address`, for playing a hostile peer.
-enum Raw {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Raw {
-    fn connect(address: &Address) -> Raw {
-        match address {
-            Address::Unix(p) => Raw::Unix(UnixStream::connect(p).unwrap()),
-            Address::Abstract(n) => {
-                Raw::Unix(UnixStream::connect_addr(&unix::SocketAddr::from_abstract_name(n).unwrap()).unwrap())
-            }
-            Address::Tcp(a) => Raw::Tcp(TcpStream::connect(a).unwrap()),
-            other => panic!("{other:?}"),
-        }
-    }
-
+/// Writes to a raw peer.
+impl RawPeer {
     fn send(&mut self, bytes: &[u8]) {
-        match self {
-            Raw::Unix(s) => s.write_all(bytes).unwrap(),
-            Raw::Tcp(s) => s.write_all(bytes).unwrap(),
-        }
+        self.stream().write_all(bytes).unwrap();
     }
 }
 
@@ -337,7 +313,7 @@ fn hostile_peers_fail_within_the_auth_deadline() {
         .bind()
         .unwrap();
         for (what, bytes, kind) in &cases {
-            let mut peer = Raw::connect(listener.address());
+            let mut peer = RawPeer::connect(listener.address());
             peer.send(bytes);
             let started = Instant::now();
             let e = listener.accept_timeout(DEADLINE).unwrap_err();

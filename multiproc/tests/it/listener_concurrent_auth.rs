@@ -5,11 +5,11 @@
 //! abstract) and TCP loopback addresses.
 
 use std::{
-    io::{ErrorKind as IoKind, Read, Write},
-    net::{Shutdown, TcpStream},
+    io::{ErrorKind as IoKind, Read},
+    net::Shutdown,
     os::{
         linux::net::SocketAddrExt,
-        unix::net::{self as unix, UnixListener, UnixStream},
+        unix::net::{self as unix, UnixListener},
     },
     sync::atomic::{AtomicU32, Ordering},
     thread,
@@ -18,7 +18,7 @@ use std::{
 
 use multiproc::{self as mp, Address, Client, Connection, ErrorKind, Listener, StartMethod};
 
-use crate::support::DEADLINE;
+use crate::support::{DEADLINE, RawPeer};
 
 const KEY: &[u8] = b"the key";
 /// Silent peers opened before the honest one.
@@ -54,42 +54,19 @@ fn listen(address: Address, max_pending: usize) -> Listener {
         .expect("bind")
 }
 
-/// A raw socket to a listener, playing a peer that never speaks.
-enum Raw {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Raw {
-    fn connect(address: &Address) -> Raw {
-        match address {
-            Address::Unix(p) => Raw::Unix(UnixStream::connect(p).unwrap()),
-            Address::Abstract(n) => {
-                Raw::Unix(UnixStream::connect_addr(&unix::SocketAddr::from_abstract_name(n).unwrap()).unwrap())
-            }
-            Address::Tcp(a) => Raw::Tcp(TcpStream::connect(a).unwrap()),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn stream(&mut self) -> &mut dyn ReadWrite {
-        match self {
-            Raw::Unix(s) => s,
-            Raw::Tcp(s) => s,
-        }
-    }
-
+/// What the tests check of a raw peer.
+impl RawPeer {
     fn set_nonblocking(&self, on: bool) {
         match self {
-            Raw::Unix(s) => s.set_nonblocking(on).unwrap(),
-            Raw::Tcp(s) => s.set_nonblocking(on).unwrap(),
+            RawPeer::Unix(s) => s.set_nonblocking(on).unwrap(),
+            RawPeer::Tcp(s) => s.set_nonblocking(on).unwrap(),
         }
     }
 
     fn set_read_timeout(&self, t: Duration) {
         match self {
-            Raw::Unix(s) => s.set_read_timeout(Some(t)).unwrap(),
-            Raw::Tcp(s) => s.set_read_timeout(Some(t)).unwrap(),
+            RawPeer::Unix(s) => s.set_read_timeout(Some(t)).unwrap(),
+            RawPeer::Tcp(s) => s.set_read_timeout(Some(t)).unwrap(),
         }
     }
 
@@ -128,9 +105,6 @@ impl Raw {
     }
 }
 
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
 /// Connects with `key`, sends "hello", and waits for the listener's side
 /// to close (so the connection is not gone before it was accepted).
 fn honest_client(address: Address, key: &'static [u8]) -> thread::JoinHandle<mp::Result<()>> {
@@ -154,7 +128,7 @@ fn silent_peers_do_not_delay_an_authenticating_one() {
     for address in addresses() {
         let listener = listen(address, 32);
         let address = listener.address().clone();
-        let mut silent: Vec<Raw> = (0..SILENT).map(|_| Raw::connect(&address)).collect();
+        let mut silent: Vec<RawPeer> = (0..SILENT).map(|_| RawPeer::connect(&address)).collect();
         let client = honest_client(address.clone(), KEY);
         // Silent peers' handshakes last the whole deadline: only the
         // honest client can be what returns.
@@ -181,10 +155,10 @@ fn trickling_proxy(address: Address) -> (Address, thread::JoinHandle<()>) {
     let front = UnixListener::bind_addr(&unix::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
     let t = thread::spawn(move || {
         let (mut client, _) = front.accept().unwrap();
-        let mut server = Raw::connect(&address);
+        let mut server = RawPeer::connect(&address);
         let mut back = match &server {
-            Raw::Unix(s) => Raw::Unix(s.try_clone().unwrap()),
-            Raw::Tcp(s) => Raw::Tcp(s.try_clone().unwrap()),
+            RawPeer::Unix(s) => RawPeer::Unix(s.try_clone().unwrap()),
+            RawPeer::Tcp(s) => RawPeer::Tcp(s.try_clone().unwrap()),
         };
         let mut client_back = client.try_clone().unwrap();
         let down = thread::spawn(move || {
@@ -200,8 +174,8 @@ fn trickling_proxy(address: Address) -> (Address, thread::JoinHandle<()>) {
             thread::yield_now();
         }
         match &server {
-            Raw::Unix(s) => drop(s.shutdown(Shutdown::Write)),
-            Raw::Tcp(s) => drop(s.shutdown(Shutdown::Write)),
+            RawPeer::Unix(s) => drop(s.shutdown(Shutdown::Write)),
+            RawPeer::Tcp(s) => drop(s.shutdown(Shutdown::Write)),
         }
         down.join().unwrap();
     });
@@ -213,7 +187,7 @@ fn a_client_that_trickles_its_handshake_byte_by_byte_authenticates() {
     for address in addresses() {
         let listener = listen(address, 32);
         let address = listener.address().clone();
-        let mut silent: Vec<Raw> = (0..SILENT).map(|_| Raw::connect(&address)).collect();
+        let mut silent: Vec<RawPeer> = (0..SILENT).map(|_| RawPeer::connect(&address)).collect();
         let (front, proxy) = trickling_proxy(address.clone());
         let client = honest_client(front, KEY);
         let conn = listener
@@ -235,7 +209,7 @@ fn a_full_set_of_pending_handshakes_evicts_the_oldest() {
         let listener = listen(address, 2);
         let address = listener.address().clone();
         // Three silent peers for two slots: the third evicts the first.
-        let mut silent: Vec<Raw> = (0..3).map(|_| Raw::connect(&address)).collect();
+        let mut silent: Vec<RawPeer> = (0..3).map(|_| RawPeer::connect(&address)).collect();
         let e = listener.accept_timeout(Duration::ZERO).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout, "{address}: {e}");
         assert!(e.to_string().contains("still authenticating"), "{address}: {e}");
@@ -265,7 +239,7 @@ fn a_wrong_key_is_refused_while_silent_peers_wait() {
     for address in addresses() {
         let listener = listen(address, 32);
         let address = listener.address().clone();
-        let mut silent: Vec<Raw> = (0..SILENT).map(|_| Raw::connect(&address)).collect();
+        let mut silent: Vec<RawPeer> = (0..SILENT).map(|_| RawPeer::connect(&address)).collect();
         let client = honest_client(address.clone(), b"a wrong key");
         let e = listener.accept_timeout(DEADLINE).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Authentication, "{address}: {e}");
@@ -302,7 +276,7 @@ fn silent_peers_do_not_delay_a_child_client(m: StartMethod) {
             .bind()
             .expect("bind");
         let address = listener.address().clone();
-        let mut silent: Vec<Raw> = (0..SILENT).map(|_| Raw::connect(&address)).collect();
+        let mut silent: Vec<RawPeer> = (0..SILENT).map(|_| RawPeer::connect(&address)).collect();
         let mut p = mp::ProcessBuilder::new()
             .start_method(m)
             .target_with(say_hello, address.clone());

@@ -15,6 +15,7 @@ mod error_report;
 mod examples;
 mod executor;
 mod executor_on_demand;
+mod exit_daemons;
 mod faults;
 mod forkserver;
 mod forkserver_signals;

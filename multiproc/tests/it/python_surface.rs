@@ -13,19 +13,8 @@ use multiproc::{
     self as mp, AcquireError, Array, Barrier, ErrorKind, ListItem, Lock, RLock, ShareableList, StartMethod, Value,
     ValueLock,
 };
-use serde::{Serialize, de::DeserializeOwned};
 
-use crate::support::DEADLINE;
-
-fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> mp::Process<R>
-where
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-{
-    let mut p = mp::ProcessBuilder::new().start_method(m).target_with(f, args);
-    p.start().expect("start");
-    p
-}
+use crate::support::{DEADLINE, start};
 
 // ----- Barrier(parties, timeout=...) -----
 

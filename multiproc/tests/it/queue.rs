@@ -4,19 +4,9 @@
 use std::time::Duration;
 
 use multiproc::{self as mp, Connection, JoinableQueue, Queue, SimpleQueue, StartMethod};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 
-use crate::support::DEADLINE;
-
-fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> mp::Process<R>
-where
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-{
-    let mut p = mp::ProcessBuilder::new().start_method(m).target_with(f, args);
-    p.start().expect("start");
-    p
-}
+use crate::support::{DEADLINE, start};
 
 fn put_range((q, from, to): (Queue<u32>, u32, u32)) {
     for i in from..to {

@@ -5,19 +5,8 @@
 use std::{io, path::Path};
 
 use multiproc::{self as mp, ErrorKind, SharedMemory, StartMethod};
-use serde::{Serialize, de::DeserializeOwned};
 
-use crate::support::{self, DEADLINE, Rendezvous};
-
-fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> mp::Process<R>
-where
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-{
-    let mut p = mp::ProcessBuilder::new().start_method(m).target_with(f, args);
-    p.start().expect("start");
-    p
-}
+use crate::support::{self, DEADLINE, Rendezvous, start};
 
 fn shm_path(name: &str) -> String {
     format!("/dev/shm/{name}")

@@ -235,3 +235,46 @@ fn hold_back_the_start() {
         }
     }
 }
+
+/// A raw socket to a listener's address, for playing a peer that does not
+/// follow the protocol (silent, slow or hostile).
+pub(crate) enum RawPeer {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+/// A stream that reads and writes.
+pub(crate) trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+impl RawPeer {
+    pub(crate) fn connect(address: &mp::Address) -> RawPeer {
+        use std::os::unix::net::UnixStream;
+        match address {
+            mp::Address::Unix(p) => RawPeer::Unix(UnixStream::connect(p).unwrap()),
+            mp::Address::Abstract(n) => {
+                RawPeer::Unix(UnixStream::connect_addr(&SocketAddr::from_abstract_name(n).unwrap()).unwrap())
+            }
+            mp::Address::Tcp(a) => RawPeer::Tcp(std::net::TcpStream::connect(a).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    pub(crate) fn stream(&mut self) -> &mut dyn ReadWrite {
+        match self {
+            RawPeer::Unix(s) => s,
+            RawPeer::Tcp(s) => s,
+        }
+    }
+}
+
+/// Starts `f(args)` under `m`.
+pub(crate) fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> mp::Process<R>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let mut p = mp::ProcessBuilder::new().start_method(m).target_with(f, args);
+    p.start().expect("start");
+    p
+}

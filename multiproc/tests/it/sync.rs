@@ -13,17 +13,7 @@ use multiproc::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::support::{DEADLINE, block_forever, open_fds};
-
-fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> mp::Process<R>
-where
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-{
-    let mut p = mp::ProcessBuilder::new().start_method(m).target_with(f, args);
-    p.start().expect("start");
-    p
-}
+use crate::support::{DEADLINE, block_forever, open_fds, start};
 
 /// Kills `p` and reaps it.
 fn kill<R: Serialize + DeserializeOwned + 'static>(mut p: mp::Process<R>) {
