@@ -254,6 +254,9 @@ fn wait_until(mut done: impl FnMut() -> bool) {
             std::time::Instant::now() < deadline,
             "condition not met before the deadline"
         );
+        // Not a synchronisation: the conditions polled here (a process's
+        // thread count, its end) have no event to wait on; the pause only
+        // lets the other process run before the next look.
         std::thread::sleep(Duration::from_millis(1));
     }
 }
