@@ -354,9 +354,10 @@ fn start_time(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| invalid("odd /proc stat"))
 }
 
-/// Whether the condition waiter in slot `s` is alive (see
+/// Whether the condition waiter or barrier party in slot `s` is alive: by
+/// thread id, and by process start time too for a main thread (see
 /// [`SyncMem::cond_notify`]).
-fn cond_waiter_alive(s: &Slot) -> bool {
+fn slot_alive(s: &Slot) -> bool {
     let (pid, tid) = (s.pid.load(SeqCst), s.tid.load(SeqCst));
     alive(pid, tid, if tid == pid { s.start.load(SeqCst) } else { 0 })
 }
@@ -1071,7 +1072,7 @@ impl SyncMem {
                 break;
             };
             h.nwaiting.fetch_sub(1, SeqCst);
-            if !cond_waiter_alive(s) {
+            if !slot_alive(s) {
                 s.state.store(FREE, SeqCst);
                 continue;
             }
@@ -1179,20 +1180,29 @@ impl SyncMem {
                 };
             }
             // A party that timed out on the internal lock set the flag.
-            if h.broken.load(SeqCst) != 0 || passed(deadline) || self.bar_someone_died() {
+            if h.broken.load(SeqCst) != 0 || passed(deadline) || self.bar_neighbour_died(index) {
                 self.bar_break();
                 return Err(SyncError::Broken);
             }
         }
     }
 
-    /// Whether a registered party of the current generation is dead.
-    fn bar_someone_died(&self) -> bool {
-        let n = self.hdr().count.load(SeqCst) as usize;
-        self.page().slots[..n.min(NSLOTS)].iter().any(|s| {
-            let pid = s.pid.load(SeqCst);
-            pid != 0 && !alive(pid, s.tid.load(SeqCst), s.start.load(SeqCst))
-        })
+    /// Whether the party registered after `index` (the first one, for the
+    /// last registered) is dead.
+    ///
+    /// Each waiting party checks one neighbour per wake-up, so that a round
+    /// of checks costs O(parties), not O(parties²) (all parties checking all
+    /// slots under the internal lock starved late arrivals for seconds at
+    /// [`MAX_PARTIES`](Self::MAX_PARTIES)). Every registered slot is some
+    /// party's neighbour, and a dead checker is found by its own neighbour,
+    /// so a death is seen within a slice or two while one party lives.
+    fn bar_neighbour_died(&self, index: u32) -> bool {
+        let n = (self.hdr().count.load(SeqCst) as usize).min(NSLOTS);
+        let next = index as usize + 1;
+        let Some(s) = self.page().slots.get(if next < n { next } else { 0 }) else {
+            return false;
+        };
+        s.pid.load(SeqCst) != 0 && !slot_alive(s)
     }
 
     /// Breaks the barrier: current and future waiters fail until a reset.
