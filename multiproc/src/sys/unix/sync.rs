@@ -52,31 +52,19 @@
 //!   whose deadline passes, breaks the barrier; so does a death under the
 //!   internal lock.
 
-// The owner of a robust mutex is read from glibc's `pthread_mutex_t`
-// layout (its first word is the robust futex word).
-#[cfg(not(target_env = "gnu"))]
-compile_error!("multiproc's shared locks read glibc's pthread_mutex_t layout: Linux with glibc only");
-
 use std::{
-    cell::{Cell, UnsafeCell},
     fmt, io, mem,
-    ptr::NonNull,
-    sync::{
-        Once,
-        atomic::{
-            AtomicU32, AtomicU64,
-            Ordering::{Acquire, Relaxed, Release, SeqCst},
-        },
+    sync::atomic::{
+        AtomicU32, AtomicU64,
+        Ordering::{Acquire, Relaxed, Release, SeqCst},
     },
     time::{Duration, Instant},
 };
 
-use super::{
-    Fd,
-    shm::{
-        check_sealed, create_memfd, futex_wait, futex_wake, futex_wake_all, init_mutex, invalid, map_shared, passed,
-        realtime_after, recover_owner_died,
-    },
+use crate::sys::{
+    Fd, LockError, Locked, MUTEX_ALIGN, MUTEX_SIZE, Mapping, MutexKind, RobustMutex, UnlockError, file_size,
+    futex_wait, futex_wake, futex_wake_all, is_alive as alive, is_size_sealed, may_spin, memfd_sealed_labelled, passed,
+    process_identity as me, thread_id as tid,
 };
 
 /// Bytes of one object's memory file.
@@ -88,14 +76,10 @@ pub(crate) const SLICE: Duration = Duration::from_millis(200);
 /// How long a waiter spins before sleeping in the kernel (only when this
 /// thread may run on more than one CPU).
 const SPIN: Duration = Duration::from_micros(20);
-/// How long a locker retries a busy lock before sleeping in the kernel.
-const LOCK_SPIN: Duration = Duration::from_micros(10);
 /// How long a timed operation waits for the internal lock at least, even
 /// past its deadline (a try): its holders keep it for a few stores, unless
 /// stopped or descheduled.
 const INNER_GRACE: Duration = Duration::from_millis(20);
-/// The owner's thread id in a robust mutex's futex word.
-const TID_MASK: u32 = 0x3fff_ffff;
 
 /// Slot states.
 const FREE: u32 = 0;
@@ -144,6 +128,21 @@ pub(crate) enum SyncError {
     Full,
     /// A system call failed.
     Io(io::Error),
+}
+
+impl From<LockError> for SyncError {
+    fn from(e: LockError) -> SyncError {
+        match e {
+            LockError::Timeout => SyncError::Timeout,
+            LockError::Deadlock => SyncError::Deadlock,
+            e @ (LockError::NotRecoverable | LockError::Io(_)) => SyncError::Io(e.into()),
+        }
+    }
+}
+
+/// An `InvalidData` error.
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
 
 impl fmt::Display for SyncError {
@@ -215,67 +214,46 @@ struct Header {
     outcomes: AtomicU64,
 }
 
-/// Bytes before the slot table.
-const FIXED: usize = 512;
+/// Where the page starts in the file: the mutex comes first.
+const PAGE_OFF: usize = 64;
+/// Bytes of the page before the slot table.
+const FIXED: usize = 512 - PAGE_OFF;
 /// Entries of the slot table.
-const NSLOTS: usize = (SIZE - FIXED) / mem::size_of::<Slot>();
+const NSLOTS: usize = (SIZE - PAGE_OFF - FIXED) / mem::size_of::<Slot>();
 
-/// The file's contents.
+/// The file's contents after the mutex.
 #[repr(C, align(64))]
 struct Page {
-    mutex: UnsafeCell<libc::pthread_mutex_t>,
     hdr: Header,
+    _pad: [u8; FIXED - mem::size_of::<Header>()],
     slots: [Slot; NSLOTS],
 }
 
-const _: () = assert!(mem::size_of::<libc::pthread_mutex_t>() + mem::size_of::<Header>() <= FIXED);
-const _: () = assert!(mem::size_of::<Page>() <= SIZE);
+const _: () = assert!(MUTEX_SIZE <= PAGE_OFF && PAGE_OFF % MUTEX_ALIGN == 0);
+const _: () = assert!(mem::size_of::<Header>() <= FIXED);
+const _: () = assert!(PAGE_OFF + mem::size_of::<Page>() <= SIZE);
 // `Barrier::MAX_PARTIES`'s documentation says 497.
 const _: () = assert!(NSLOTS == 496);
-
-// SAFETY: the mutex is only touched through the pthread functions (which
-// synchronise concurrent callers: it is process-shared) and an atomic view
-// of its first word; every other field is an atomic.
-unsafe impl Sync for Page {}
 
 /// One object's shared memory, mapped.
 pub(crate) struct SyncMem {
     fd: Fd,
-    ptr: NonNull<Page>,
+    map: Mapping,
+    mutex: RobustMutex,
 }
-
-// SAFETY: the mapping is process-wide memory, usable from any thread, and
-// only viewed as a `Page` (itself `Sync`).
-unsafe impl Send for SyncMem {}
-// SAFETY: as above.
-unsafe impl Sync for SyncMem {}
 
 impl Drop for SyncMem {
     fn drop(&mut self) {
         // A thread of this process that still holds the mutex (a lock
-        // acquired without a guard, a leaked guard) keeps it on glibc's
-        // robust list of that thread, which glibc walks on every later
-        // robust lock and unlock: unmapping would leave the list pointing
-        // at unmapped memory (or whatever is mapped there next). Leave the
+        // acquired without a guard, a leaked guard) keeps it on that
+        // thread's robust list, which glibc walks on every later robust
+        // lock and unlock: unmapping would leave the list pointing at
+        // unmapped memory (or whatever is mapped there next). Leave the
         // small mapping in place then; the descriptor is still closed.
-        if held_by_this_process(self.owner()) {
-            return;
+        if self.mutex.held_by_this_process() {
+            self.map.keep_mapped();
         }
-        // SAFETY: unmapping our own mapping; no reference into it outlives
-        // `self`, and no thread of this process holds its mutex (above).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), SIZE) };
     }
-}
-
-/// Whether `tid` (a robust mutex's owner, 0: none) is a live thread of
-/// this process, so that the mutex is on that thread's robust list and its
-/// memory must stay mapped.
-pub(crate) fn held_by_this_process(tid: u32) -> bool {
-    if tid == 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the thread exists in our thread group.
-    unsafe { libc::syscall(libc::SYS_tgkill, super::getpid() as libc::pid_t, tid as libc::pid_t, 0) == 0 }
 }
 
 impl fmt::Debug for SyncMem {
@@ -286,132 +264,11 @@ impl fmt::Debug for SyncMem {
     }
 }
 
-thread_local! {
-    /// This thread's kernel id, 0 until first asked (reset in a fork child).
-    static TID: Cell<u32> = const { Cell::new(0) };
-}
-/// This process's pid and start time, 0 until first asked (reset in a fork
-/// child).
-static ME_PID: AtomicU32 = AtomicU32::new(0);
-static ME_START: AtomicU64 = AtomicU64::new(0);
-static ATFORK: Once = Once::new();
-
-/// Forgets the cached identities in a fork child (its thread and process
-/// ids are new). Runs in the child right after `fork`: only stores.
-extern "C" fn forget_identity_after_fork() {
-    TID.with(|t| t.set(0));
-    ME_PID.store(0, SeqCst);
-}
-
-/// Registers [`forget_identity_after_fork`] once per process.
-fn install_atfork() {
-    ATFORK.call_once(|| {
-        // SAFETY: registering a handler that only does stores, valid for
-        // the life of the process.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_identity_after_fork)) };
-    });
-}
-
-/// The calling thread's kernel id.
-fn tid() -> u32 {
-    TID.with(|t| {
-        let v = t.get();
-        if v != 0 {
-            return v;
-        }
-        // SAFETY: gettid has no preconditions.
-        let v = unsafe { libc::gettid() } as u32;
-        t.set(v);
-        v
-    })
-}
-
-/// This process's (pid, start time).
-fn me() -> (u32, u64) {
-    let pid = ME_PID.load(Acquire);
-    if pid != 0 {
-        return (pid, ME_START.load(Relaxed));
-    }
-    let pid = super::getpid();
-    let start = start_time(pid).unwrap_or(0);
-    ME_START.store(start, Relaxed);
-    ME_PID.store(pid, Release);
-    (pid, start)
-}
-
-/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks after boot.
-fn start_time(pid: u32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) is in parentheses and may hold anything.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| invalid("odd /proc stat"))?;
-    // `rest` starts at field 3.
-    rest.split_whitespace()
-        .nth(22 - 3)
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| invalid("odd /proc stat"))
-}
-
 /// Whether the condition waiter in slot `s` is alive (see
 /// [`SyncMem::cond_notify`]).
 fn cond_waiter_alive(s: &Slot) -> bool {
     let (pid, tid) = (s.pid.load(SeqCst), s.tid.load(SeqCst));
     alive(pid, tid, if tid == pid { s.start.load(SeqCst) } else { 0 })
-}
-
-/// Whether the thread `tid` (0: any) of process `pid`, started at `start`
-/// (0: unchecked), still exists.
-fn alive(pid: u32, tid: u32, start: u64) -> bool {
-    let rc = if tid != 0 {
-        // SAFETY: signal 0 only checks that the thread exists.
-        unsafe { libc::syscall(libc::SYS_tgkill, pid as libc::pid_t, tid as libc::pid_t, 0) }
-    } else {
-        // SAFETY: as above, for the process.
-        i64::from(unsafe { libc::kill(pid as libc::pid_t, 0) })
-    };
-    if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-        return false;
-    }
-    if start == 0 {
-        return true;
-    }
-    match start_time(pid) {
-        Ok(s) => s == start,
-        Err(e) => e.kind() != io::ErrorKind::NotFound,
-    }
-}
-
-thread_local! {
-    /// [`may_spin`]'s last answer and how many more calls reuse it.
-    static SPIN_OK: Cell<(bool, u32)> = const { Cell::new((false, 0)) };
-}
-
-/// Whether this thread may run on more than one CPU (spinning only helps
-/// when the peer runs at the same time). The answer is reused for 64 calls:
-/// asking the kernel costs a system call per wait otherwise.
-fn may_spin() -> bool {
-    SPIN_OK.with(|c| {
-        let (ok, left) = c.get();
-        if left > 0 {
-            c.set((ok, left - 1));
-            return ok;
-        }
-        let ok = affinity_allows_spin();
-        c.set((ok, 63));
-        ok
-    })
-}
-
-/// Asks the kernel whether this thread may run on more than one CPU.
-fn affinity_allows_spin() -> bool {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    // SAFETY: set is a valid out-pointer of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    // SAFETY: set was filled by sched_getaffinity.
-    rc == 0 && unsafe { libc::CPU_COUNT(&set) } > 1
 }
 
 /// Spins up to [`SPIN`] while `f` is false; returns its last value.
@@ -446,8 +303,10 @@ struct Inner<'a> {
 
 impl Drop for Inner<'_> {
     fn drop(&mut self) {
-        // SAFETY: this thread holds the mutex (the guard exists only then).
-        unsafe { libc::pthread_mutex_unlock(self.mem.mutex()) };
+        // Cannot fail: this thread holds the mutex (the guard exists only
+        // then).
+        let unlocked = self.mem.mutex.unlock();
+        debug_assert!(unlocked.is_ok(), "unlocking the internal lock");
     }
 }
 
@@ -460,21 +319,15 @@ impl SyncMem {
     /// and maximal values, or a barrier's parties in `value` and its
     /// default timeout in `max` (see [`bar_timeout`](Self::bar_timeout)).
     pub(crate) fn new(kind: Kind, value: u64, max: u64) -> io::Result<SyncMem> {
-        install_atfork();
-        let fd = create_memfd(
-            c"multiproc-sync",
-            SIZE as u64,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-        )?;
-        let mem = SyncMem {
-            ptr: map_shared(&fd, SIZE)?.cast(),
-            fd,
-        };
+        let fd = memfd_sealed_labelled(c"multiproc-sync", SIZE)?;
+        let map = Mapping::new(&fd, SIZE)?;
         let mtype = match kind {
-            Kind::RLock => libc::PTHREAD_MUTEX_RECURSIVE,
-            _ => libc::PTHREAD_MUTEX_ERRORCHECK,
+            Kind::RLock => MutexKind::Recursive,
+            _ => MutexKind::ErrorCheck,
         };
-        init_mutex(mem.mutex(), mtype)?;
+        // A new file's bytes are zeroed, as the mutex needs.
+        let mutex = RobustMutex::init(&map, 0, mtype)?;
+        let mem = SyncMem { fd, map, mutex };
         let h = mem.hdr();
         h.kind.store(kind as u32, Relaxed);
         h.layout.store(mem::size_of::<Page>() as u32, Relaxed);
@@ -490,20 +343,17 @@ impl SyncMem {
     /// A handle from a descriptor received from another process; checks
     /// the seals, the size, the magic word, the layout and the kind.
     pub(crate) fn from_fd(fd: Fd, kind: Kind) -> io::Result<SyncMem> {
-        install_atfork();
-        let st = check_sealed(
-            &fd,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
-            0,
-            "the synchronisation object's",
-        )?;
-        if st.st_size as u64 != SIZE as u64 {
+        if !is_size_sealed(&fd) {
+            return Err(invalid(
+                "the synchronisation object's descriptor is not a suitably sealed memory file",
+            ));
+        }
+        if file_size(&fd)? != SIZE as u64 {
             return Err(invalid("the synchronisation object's file has the wrong size"));
         }
-        let mem = SyncMem {
-            ptr: map_shared(&fd, SIZE)?.cast(),
-            fd,
-        };
+        let map = Mapping::new(&fd, SIZE)?;
+        let mutex = RobustMutex::attach(&map, 0);
+        let mem = SyncMem { fd, map, mutex };
         let h = mem.hdr();
         if h.magic.load(Acquire) != MAGIC || h.layout.load(Relaxed) != mem::size_of::<Page>() as u32 {
             return Err(invalid(
@@ -523,17 +373,15 @@ impl SyncMem {
 
     fn page(&self) -> &Page {
         // SAFETY: the mapping is SIZE readable and writable bytes,
-        // page-aligned, living as long as `self`; Page fits in them and any
+        // page-aligned, living as long as `self`; a Page fits after
+        // PAGE_OFF (asserted above), its fields are atomics (so shared
+        // access races with nobody; the padding is never accessed) and any
         // bit pattern is a valid Page.
-        unsafe { self.ptr.as_ref() }
+        unsafe { &*self.map.as_ptr().wrapping_add(PAGE_OFF).cast::<Page>() }
     }
 
     fn hdr(&self) -> &Header {
         &self.page().hdr
-    }
-
-    fn mutex(&self) -> *mut libc::pthread_mutex_t {
-        self.page().mutex.get()
     }
 
     fn kind(&self) -> u32 {
@@ -542,12 +390,7 @@ impl SyncMem {
 
     /// The thread id of the lock's owner, 0 when unlocked.
     fn owner(&self) -> u32 {
-        // SAFETY: glibc's pthread_mutex_t begins with the mutex's futex word
-        // (`__lock`, an aligned int changed only atomically); for a robust
-        // mutex the kernel's robust-futex ABI makes it the owner's thread id
-        // plus flag bits. Reading it atomically races with nobody.
-        let word = unsafe { AtomicU32::from_ptr(self.mutex().cast::<u32>()) };
-        word.load(SeqCst) & TID_MASK
+        self.mutex.owner()
     }
 
     // ----- Lock and RLock -----
@@ -556,26 +399,15 @@ impl SyncMem {
     /// try once).
     #[inline]
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Acquired, SyncError> {
-        let m = self.mutex();
-        // SAFETY: m is the initialised process-shared mutex of our mapping.
-        let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
-        if rc == libc::EBUSY {
-            rc = self.lock_slow(deadline);
-        }
-        let got = match rc {
-            0 => Acquired::Clean,
-            libc::EOWNERDEAD => {
-                // SAFETY: our lock call on the initialised mutex m just
-                // returned EOWNERDEAD.
-                unsafe { recover_owner_died(m) }.map_err(SyncError::Io)?;
+        let got = match self.mutex.lock(deadline) {
+            Ok(Locked::Clean) => Acquired::Clean,
+            Ok(Locked::OwnerDied) => {
                 if self.kind() == Kind::RLock as u32 {
                     self.hdr().rcount.store(0, Relaxed);
                 }
                 Acquired::OwnerDied
             }
-            libc::EBUSY | libc::ETIMEDOUT => return Err(SyncError::Timeout),
-            libc::EDEADLK => return Err(SyncError::Deadlock),
-            e => return Err(SyncError::Io(io::Error::from_raw_os_error(e))),
+            Err(e) => return Err(e.into()),
         };
         if self.kind() == Kind::RLock as u32 {
             let h = self.hdr();
@@ -584,70 +416,26 @@ impl SyncMem {
         Ok(got)
     }
 
-    /// The contended path of [`lock`](Self::lock): spin, then sleep in the
-    /// kernel (in slices, for `pthread_mutex_timedlock`'s wall clock).
-    #[cold]
-    fn lock_slow(&self, deadline: Option<Instant>) -> libc::c_int {
-        let m = self.mutex();
-        if passed(deadline) {
-            return libc::EBUSY;
-        }
-        let mut rc = libc::EBUSY;
-        spin_until(
-            || {
-                // SAFETY: as in `lock`.
-                rc = unsafe { libc::pthread_mutex_trylock(m) };
-                rc != libc::EBUSY
-            },
-            deadline
-                .map(|d| d.min(Instant::now() + LOCK_SPIN))
-                .or(Some(Instant::now() + LOCK_SPIN)),
-        );
-        if rc != libc::EBUSY {
-            return rc;
-        }
-        match deadline {
-            // SAFETY: as in `lock`.
-            None => unsafe { libc::pthread_mutex_lock(m) },
-            Some(deadline) => loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    // SAFETY: as above.
-                    break unsafe { libc::pthread_mutex_trylock(m) };
-                }
-                let at = realtime_after(left.min(Duration::from_secs(1)));
-                // SAFETY: as above; `at` is a valid timespec.
-                let rc = unsafe { libc::pthread_mutex_timedlock(m, &at) };
-                if rc != libc::ETIMEDOUT {
-                    break rc;
-                }
-            },
-        }
-    }
-
     /// Releases the lock once.
     #[inline]
     pub(crate) fn unlock(&self) -> Result<(), SyncError> {
         if self.kind() == Kind::RLock as u32 {
-            if self.owner() != tid() {
+            if !self.mutex.held_by_current_thread() {
                 return Err(SyncError::NotOwner);
             }
             let h = self.hdr();
             h.rcount.store(h.rcount.load(Relaxed).saturating_sub(1), Relaxed);
         }
-        // SAFETY: m is the initialised process-shared mutex of our mapping;
-        // an error-checking or recursive mutex refuses a non-owner.
-        match unsafe { libc::pthread_mutex_unlock(self.mutex()) } {
-            0 => Ok(()),
-            libc::EPERM if self.owner() == 0 => Err(SyncError::NotLocked),
-            libc::EPERM => Err(SyncError::NotOwner),
-            e => Err(SyncError::Io(io::Error::from_raw_os_error(e))),
-        }
+        self.mutex.unlock().map_err(|e| match e {
+            UnlockError::NotLocked => SyncError::NotLocked,
+            UnlockError::NotOwner => SyncError::NotOwner,
+            UnlockError::Io(e) => SyncError::Io(e),
+        })
     }
 
     /// Whether the calling thread holds the lock.
     pub(crate) fn owned_by_me(&self) -> bool {
-        self.owner() == tid()
+        self.mutex.held_by_current_thread()
     }
 
     /// Whether some thread holds the lock.
@@ -698,29 +486,11 @@ impl SyncMem {
     /// it takes, for a release): a holder that is stopped (`SIGSTOP`, a
     /// debugger) must not make a timed operation hang.
     fn inner(&self, deadline: Option<Instant>) -> Result<Inner<'_>, SyncError> {
-        let m = self.mutex();
-        // SAFETY: m is the initialised process-shared mutex of our mapping.
-        let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
-        if rc == libc::EBUSY {
-            rc = self.lock_slow(deadline.map(|d| d.max(Instant::now() + INNER_GRACE)));
-        }
-        match rc {
-            0 => Ok(Inner {
-                mem: self,
-                recovered: false,
-            }),
-            libc::EOWNERDEAD => {
-                // SAFETY: our lock call on the initialised mutex m just
-                // returned EOWNERDEAD.
-                unsafe { recover_owner_died(m) }.map_err(SyncError::Io)?;
-                Ok(Inner {
-                    mem: self,
-                    recovered: true,
-                })
-            }
-            libc::EBUSY | libc::ETIMEDOUT => Err(SyncError::Timeout),
-            e => Err(SyncError::Io(io::Error::from_raw_os_error(e))),
-        }
+        let recovered = match self.mutex.lock(deadline.map(|d| d.max(Instant::now() + INNER_GRACE)))? {
+            Locked::Clean => false,
+            Locked::OwnerDied => true,
+        };
+        Ok(Inner { mem: self, recovered })
     }
 
     // ----- Semaphore -----
@@ -1231,16 +1001,6 @@ impl SyncMem {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_of_self_is_stable() {
-        let pid = std::process::id();
-        let a = start_time(pid).unwrap();
-        assert!(a > 0);
-        assert_eq!(a, start_time(pid).unwrap());
-        assert!(alive(pid, 0, a));
-        assert!(!alive(pid, 0, a + 1));
-    }
 
     #[test]
     fn owner_word_is_the_thread_id() {
