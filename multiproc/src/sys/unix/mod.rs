@@ -4,22 +4,36 @@
 //! descriptor is created close-on-exec atomically; the code that runs
 //! between `fork` and `exec`/`_exit` lives in `fork.rs` and `spawn.rs` and
 //! follows the rules written there.
-#![allow(unsafe_code)]
+//!
+//! `unsafe` is allowed per file, on each module's line below, for the
+//! files that make system calls; this file has none.
 
+#[allow(unsafe_code)]
 mod fd;
+#[allow(unsafe_code)]
 mod fork;
+#[allow(unsafe_code)]
 mod identity;
+#[allow(unsafe_code)]
 mod memfd;
+#[allow(unsafe_code)]
 mod misc;
+#[allow(unsafe_code)]
 mod mutex;
+#[allow(unsafe_code)]
 mod net;
+#[allow(unsafe_code)]
 mod pdeath;
+#[allow(unsafe_code)]
 mod pidfd;
+#[allow(unsafe_code)]
 mod segment;
+#[allow(unsafe_code)]
 mod shm;
+#[allow(unsafe_code)]
 mod shmring;
+#[allow(unsafe_code)]
 mod spawn;
-mod sync;
 
 pub(crate) use fd::{
     Fd, MAX_FDS, RecvSome, eventfd, eventfd_drain, eventfd_signal, poll_readable_set, seqpacket_pair, socketpair,
@@ -45,7 +59,6 @@ pub(crate) use segment::{
 pub(crate) use shm::{file_size, futex_wait, futex_wake, futex_wake_all};
 pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
-pub(crate) use sync::{Acquired, Kind as SyncKind, SyncError, SyncMem};
 
 use std::io;
 
