@@ -26,7 +26,7 @@ use crate::{error::Result, sys::deadline_after as deadline};
 /// # Ok(()) }
 /// ```
 ///
-/// A holder that dies is reported as for [`Lock`].
+/// A holder that dies is reported as for [`Lock`](super::Lock).
 #[derive(Clone)]
 pub struct RLock {
     pub(super) mem: Arc<SyncMem>,
@@ -44,7 +44,7 @@ impl RLock {
     ///
     /// # Errors
     ///
-    /// As for [`Lock::new`].
+    /// As for [`Lock::new`](super::Lock::new).
     pub fn new() -> Result<RLock> {
         let mem = SyncMem::new(Kind::RLock, 0, 0).map_err(|e| create_error("rlock", e))?;
         Ok(RLock { mem: Arc::new(mem) })

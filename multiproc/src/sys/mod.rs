@@ -103,6 +103,9 @@
 //! Not yet behind the contract: the queues' ring (`ShmRing`, an algorithm
 //! on these primitives, moving up to `crate::queue`).
 
+// The stub backend constructs none of the contract's results.
+#![cfg_attr(any(not(target_os = "linux"), multiproc_stub_backend), allow(dead_code))]
+
 #[cfg(all(target_os = "linux", not(multiproc_stub_backend)))]
 #[path = "unix/mod.rs"]
 mod imp;
@@ -189,4 +192,35 @@ pub(crate) enum UnlockError {
     NotLocked,
     /// Any other failure of the system.
     Io(io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Error, ErrorKind};
+
+    /// A backend's "not supported here" reaches the user as
+    /// `ErrorKind::Unsupported`, whatever operation reported it.
+    #[test]
+    fn an_unsupported_system_call_is_reported_as_unsupported() {
+        let e = Error::io(
+            "failed to create the lock's shared memory",
+            io::ErrorKind::Unsupported.into(),
+        );
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        let e = Error::io(
+            "failed to create the lock's shared memory",
+            io::ErrorKind::PermissionDenied.into(),
+        );
+        assert_eq!(e.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn a_timeout_too_large_to_represent_is_forever() {
+        let d = deadline_after(Duration::MAX);
+        assert!(d > Instant::now() + FOREVER - Duration::from_secs(60));
+        assert!(!passed(Some(d)));
+        assert!(passed(Some(Instant::now())));
+        assert!(!passed(None));
+    }
 }
