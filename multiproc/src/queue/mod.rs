@@ -81,8 +81,12 @@ use crate::{
     codec::{self, CodecError},
     connection::deadline,
     error::{Error, ErrorKind, Result},
-    sys::{self, Fd, RingError, ShmRing},
+    sys::{self, Fd},
 };
+
+mod ring;
+
+use ring::{RingError, ShmRing};
 
 /// Initial size of a queue's shared ring; it doubles as needed.
 const INITIAL_CAPACITY: usize = 256 * 1024;

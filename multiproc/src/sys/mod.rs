@@ -36,8 +36,7 @@
 //!   signal and its handler; design and the signal's number in
 //!   `unix/pdeath.rs`).
 //! - channels: `seqpacket_pair()`, `Fd::try_send_datagram`,
-//!   `Fd::peek_datagram`, `Fd::recv_into`, `MAX_FDS`; `ShmRing`, the
-//!   queues' robust shared-memory ring; Unix and TCP listening and
+//!   `Fd::peek_datagram`, `Fd::recv_into`, `MAX_FDS`; Unix and TCP listening and
 //!   connecting sockets (`net.rs`); `reserve_closed` (park descriptor
 //!   numbers on `/dev/null` in a fork child).
 //! - shared state: sealed memfds, mappings, robust process-shared mutexes
@@ -48,7 +47,12 @@
 //!   by raw copies or as atomics), `memfd_sealed` (an anonymous segment
 //!   sealed at its size), `shm_create`/`shm_attach`/`shm_unlink` (named
 //!   segments), `RobustMutex` (a process-shared robust mutex inside a
-//!   mapping), `ignore_group_signals` (for the cleanup tracker).
+//!   mapping), `ignore_group_signals` (for the cleanup tracker);
+//!   `memfile_create`/`memfile_check`/`memfile_grow`/`memfile_size`
+//!   (memory files sealed fixed or grow-only, checked on receipt),
+//!   `futex_wait`/`futex_wake_all` (process-shared waits on a word) and
+//!   `is_lock_not_recoverable`, which the queue ring (`crate::queue`)
+//!   builds on.
 //!
 //! Only Linux implements it today (`unix/`, which relies on pidfds, memfd,
 //! and glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`). Other

@@ -9,13 +9,13 @@
 mod fd;
 mod fork;
 mod memfd;
+mod memfile;
 mod misc;
 mod net;
 mod pdeath;
 mod pidfd;
 mod segment;
 mod shm;
-mod shmring;
 mod spawn;
 mod sync;
 
@@ -24,6 +24,9 @@ pub(crate) use fd::{
 };
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
 pub(crate) use memfd::{Memfd, buffer, read_file, retain_freed_memory};
+#[cfg(test)]
+pub(crate) use memfile::memfile_unsealed_for_test;
+pub(crate) use memfile::{Resize, memfile_check, memfile_create, memfile_grow, memfile_size};
 pub(crate) use misc::{
     SIGKILL, SIGTERM, affinity_cpu_count, atexit, cgroup_cpu_limit, close_inherited, cpu_count, exe_identity, getpid,
     getppid, ignore_sigpipe, image_base, main_image_base, null_device, random_bytes, redirect, reserve_closed,
@@ -38,8 +41,7 @@ pub(crate) use segment::{
     Locked, MUTEX_SIZE, Mapping, RobustMutex, file_size, ignore_group_signals, is_size_sealed, memfd_sealed,
     shm_attach, shm_create, shm_unlink, unit_of,
 };
-pub(crate) use shm::passed;
-pub(crate) use shmring::{RingError, ShmRing};
+pub(crate) use shm::{futex_wait, futex_wake_all, passed};
 pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
 pub(crate) use sync::{Acquired, Kind as SyncKind, SyncError, SyncMem};
 
@@ -76,6 +78,13 @@ macro_rules! impl_is_minus_one {
     )*};
 }
 impl_is_minus_one! { i32 i64 isize }
+
+/// Whether `e` is a robust lock's report that it is not recoverable: its
+/// owner died and the next locker released it without making it
+/// consistent, so every lock of it fails from now on.
+pub(crate) fn is_lock_not_recoverable(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOTRECOVERABLE)
+}
 
 /// Milliseconds for `poll`, rounding up so that a short positive timeout
 /// never becomes a busy loop; `None` waits forever.

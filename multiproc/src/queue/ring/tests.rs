@@ -1,3 +1,7 @@
+// A forked child that runs the ring in a loop until killed: `fork_child`
+// is unsafe, and says why below.
+#![allow(unsafe_code)]
+
 use std::{
     collections::HashSet,
     sync::Arc,
@@ -5,7 +9,43 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::*;
+use std::sync::atomic::Ordering::SeqCst;
+
+use super::{lock::DIE_AT, recovery::RECOVERIES, *};
+
+/// Views of the shared state that only tests need.
+impl ShmRing {
+    /// Takes the lock and never releases it; called from a thread that then
+    /// exits, to make the next locker see `EOWNERDEAD`.
+    fn leak_lock_for_test(&self) {
+        let mut g = self.lock(None).unwrap_or_else(|e| panic!("lock: {e}"));
+        drop(g.map.take());
+        std::mem::forget(g);
+    }
+
+    /// The active state: `(capacity, head, tail, count, unfinished)`.
+    fn state_for_test(&self) -> (u64, u64, u64, u64, u64) {
+        let g = self.lock(None).unwrap_or_else(|e| panic!("lock: {e}"));
+        (g.st.capacity, g.st.head, g.st.tail, g.st.count, g.st.unfinished)
+    }
+
+    /// The waiter counters: put, get, done.
+    fn waiters_for_test(&self) -> [u32; 3] {
+        let h = self.hdr();
+        [
+            h.put_waiters.load(SeqCst),
+            h.get_waiters.load(SeqCst),
+            h.done_waiters.load(SeqCst),
+        ]
+    }
+
+    /// Writes `tail` into the active slot without the lock, as a wild
+    /// write would.
+    fn scribble_tail_for_test(&self, tail: u64) {
+        let h = self.hdr();
+        h.slots[h.active.load(SeqCst) as usize & 1].tail.store(tail, SeqCst);
+    }
+}
 
 /// A generous deadline for operations that must succeed.
 fn soon() -> Option<Instant> {
@@ -389,7 +429,7 @@ fn a_growth_that_dies_midway_leaves_the_old_ring() {
         // The growth extends the file and copies the wrapped prefix, then dies.
         die_at(&r, point, |r| put(r, &pattern(3, 3000)));
         assert_eq!(r.state_for_test().0, 4096, "{point}");
-        assert_eq!(file_size(&r.data_fd).unwrap(), 8192);
+        assert_eq!(sys::memfile_size(&r.data_fd).unwrap(), 8192);
         assert_eq!(get(&other), pattern(1, 500));
         put(&other, &pattern(4, 3000)); // grows again, over the dead attempt
         put(&r, &pattern(5, 7000));
@@ -498,15 +538,14 @@ fn a_callback_calling_back_into_the_ring_is_an_error() {
 fn from_fds_rejects_wrong_descriptors() {
     let r = ShmRing::new(0, None).unwrap();
     let data = || r.fds()[1].try_clone().unwrap();
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
-    let small = create_memfd(c"t", 100, seals).unwrap();
+    let small = sys::memfile_create(c"t", 100, Resize::Fixed).unwrap();
     let err = ShmRing::from_fds(small, data()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
-    let zeroed = create_memfd(c"t", CONTROL_SIZE as u64, seals).unwrap();
+    let zeroed = sys::memfile_create(c"t", CONTROL_SIZE as u64, Resize::Fixed).unwrap();
     let err = ShmRing::from_fds(zeroed, data()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     assert!(err.to_string().contains("not a queue"), "{err}");
-    let unsealed = create_memfd(c"t", CONTROL_SIZE as u64, 0).unwrap();
+    let unsealed = sys::memfile_unsealed_for_test(CONTROL_SIZE as u64).unwrap();
     let err = ShmRing::from_fds(unsealed, data()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     let (sock, _peer) = crate::sys::socketpair().unwrap();
@@ -527,7 +566,7 @@ fn a_data_file_smaller_than_the_capacity_is_refused() {
     let r = ShmRing::new(0, None).unwrap();
     put(&r, &[1; 10_000]); // capacity 16 KiB now
     let [c, _] = r.fds();
-    let data = create_memfd(c"t", 4096, libc::F_SEAL_SHRINK).unwrap();
+    let data = sys::memfile_create(c"t", 4096, Resize::GrowOnly).unwrap();
     let other = ShmRing::from_fds(c.try_clone().unwrap(), data).unwrap();
     let res = other.pop(soon(), &mut |_, _| Ok(()));
     assert!(matches!(res, Err(RingError::Broken(_))), "{res:?}");
@@ -653,7 +692,7 @@ fn killed_processes_leave_a_usable_ring() {
         // Let the child run a little: until it has pushed a few records.
         let wait = (round % 7) * 3 + 1;
         until(|| r.put_seq().wrapping_sub(before) >= wait as u32);
-        child.signal(libc::SIGKILL).unwrap();
+        child.signal(sys::SIGKILL).unwrap();
         assert!(child.poll_exit(Some(Duration::from_secs(30))).unwrap());
         assert!(child.try_reap().unwrap().is_some());
         // Every record left is whole, then the ring still works.
