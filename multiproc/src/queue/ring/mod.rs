@@ -53,6 +53,9 @@ pub(crate) enum RingError {
     Broken(String),
     /// `task_done` was called more times than records were pushed.
     TooManyTaskDone,
+    /// The ring is closed for every process ([`ShmRing::close`]), or, for
+    /// a pop, its caller's `ended` said so, and no record is left.
+    Closed,
     /// A system call or a callback failed.
     Io(io::Error),
 }
@@ -63,6 +66,7 @@ impl fmt::Display for RingError {
             RingError::Timeout => f.write_str("timed out"),
             RingError::Broken(why) => f.write_str(why),
             RingError::TooManyTaskDone => f.write_str("task_done() called more times than there were items"),
+            RingError::Closed => f.write_str("closed"),
             RingError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -206,7 +210,13 @@ impl ShmRing {
         let size = record_size(len).expect("checked above");
         let max = self.hdr().max_count.load(Relaxed);
         let mut g = self.lock(deadline)?;
-        while g.st.count >= max {
+        loop {
+            if self.is_closed() {
+                return Err(RingError::Closed);
+            }
+            if g.st.count < max {
+                break;
+            }
             if passed(deadline) {
                 return Err(RingError::Timeout);
             }
@@ -239,13 +249,21 @@ impl ShmRing {
     /// Waits while the ring is empty (`deadline`: see the module docs).
     /// `after_read` sees the record under the lock before it is removed; if
     /// it fails, the record stays and its error is returned as `Io`.
+    ///
+    /// An empty ring that is closed, or whose caller's `ended` (asked only
+    /// when the ring is empty, after each wake-up) says no record will
+    /// come, is [`RingError::Closed`].
     pub(crate) fn pop(
         &self,
         deadline: Option<Instant>,
         after_read: &mut dyn FnMut(&[u8], u64) -> io::Result<()>,
+        ended: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, RingError> {
         let mut g = self.lock(deadline)?;
         while g.st.count == 0 {
+            if self.is_closed() || ended() {
+                return Err(RingError::Closed);
+            }
             if passed(deadline) {
                 return Err(RingError::Timeout);
             }
@@ -270,6 +288,23 @@ impl ShmRing {
         g.commit();
         g.signal(Event::Get);
         Ok(out)
+    }
+
+    /// Closes the ring for every process: later pushes fail with
+    /// [`RingError::Closed`], and so do pops once no record is left. Wakes
+    /// every sleeper (blocked pushes fail, blocked pops drain or end).
+    /// Idempotent.
+    pub(crate) fn close(&self) -> Result<(), RingError> {
+        let g = self.lock(None)?;
+        self.hdr().closed.store(1, Release);
+        drop(g);
+        self.wake_all();
+        Ok(())
+    }
+
+    /// Whether [`close`](Self::close) was called, in any process.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.hdr().closed.load(Acquire) != 0
     }
 
     /// The number of committed records, exact: an operation that has

@@ -52,7 +52,7 @@ pub(super) enum Event {
 
 impl ShmRing {
     /// Bumps every futex word and wakes every sleeper.
-    pub(super) fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         let hdr = self.hdr();
         for word in [&hdr.put_seq, &hdr.get_seq, &hdr.done_seq] {
             word.fetch_add(1, SeqCst);
