@@ -73,7 +73,9 @@
 //! readable and writable view of a whole file that every process mapping
 //! it sees at once, accessed as atomics or through raw copies, unmapped on
 //! drop unless `keep_mapped`. `Memfd`, `read_file`, `buffer`: one large
-//! payload in a memory file.
+//! payload in a memory file. `memfile_create`, `memfile_check`,
+//! `memfile_grow`, `memfile_size`: a memory file sealed at a fixed size or
+//! grow-only, checked on receipt (the queue ring's storage).
 //!
 //! **One robust, process-shared mutex with a deadline.** `RobustMutex`,
 //! `MUTEX_SIZE` bytes at an offset of a `Mapping` aligned to
@@ -134,6 +136,25 @@ pub(crate) fn deadline_after(timeout: Duration) -> Instant {
 /// Whether `deadline` (`None`: never) has passed.
 pub(crate) fn passed(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// How a shared memory file may change size once created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resize {
+    /// Never: sealed against shrinking and growing.
+    Fixed,
+    /// Only up: sealed against shrinking, free to grow, writable.
+    GrowOnly,
+}
+
+/// What `memfile_check` learnt about a received memory file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MemfileFacts {
+    /// The file's identity (device, inode): two descriptors of one file
+    /// have the same.
+    pub(crate) id: (u64, u64),
+    /// Its size in bytes.
+    pub(crate) size: u64,
 }
 
 /// The kind of a [`RobustMutex`].

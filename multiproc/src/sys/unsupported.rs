@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::sys::{LockError, Locked, MutexKind, UnlockError};
+use crate::sys::{LockError, Locked, MemfileFacts, MutexKind, Resize, UnlockError};
 
 /// The error of every operation.
 fn unsupported() -> io::Error {
@@ -449,6 +449,18 @@ pub(crate) fn may_spin() -> bool {
 
 // ----- memory files and mappings -----
 
+pub(crate) fn memfile_create(_name: &CStr, _size: u64, _resize: Resize) -> io::Result<Fd> {
+    no()
+}
+pub(crate) fn memfile_check(_fd: &Fd, _resize: Resize, _what: &str) -> io::Result<MemfileFacts> {
+    no()
+}
+pub(crate) fn memfile_grow(_fd: &Fd, _size: u64) -> io::Result<()> {
+    no()
+}
+pub(crate) fn memfile_size(_fd: &Fd) -> io::Result<u64> {
+    no()
+}
 pub(crate) fn memfd_sealed(_size: usize) -> io::Result<Fd> {
     no()
 }

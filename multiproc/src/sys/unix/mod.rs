@@ -17,6 +17,8 @@ mod identity;
 #[allow(unsafe_code)]
 mod memfd;
 #[allow(unsafe_code)]
+mod memfile;
+#[allow(unsafe_code)]
 mod misc;
 #[allow(unsafe_code)]
 mod mutex;
@@ -31,8 +33,6 @@ mod segment;
 #[allow(unsafe_code)]
 mod shm;
 #[allow(unsafe_code)]
-mod shmring;
-#[allow(unsafe_code)]
 mod spawn;
 
 pub(crate) use fd::{
@@ -41,6 +41,9 @@ pub(crate) use fd::{
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
 pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
 pub(crate) use memfd::{Memfd, buffer, read_file, retain_freed_memory};
+#[cfg(test)]
+pub(crate) use memfile::memfile_unsealed_for_test;
+pub(crate) use memfile::{memfile_check, memfile_create, memfile_grow, memfile_size};
 pub(crate) use misc::{
     SIGKILL, SIGTERM, affinity_cpu_count, atexit, cgroup_cpu_limit, close_inherited, cpu_count, exe_identity, getpid,
     getppid, ignore_sigpipe, image_base, main_image_base, null_device, random_bytes, redirect, reserve_closed,
@@ -57,7 +60,6 @@ pub(crate) use segment::{
     shm_unlink, unit_of,
 };
 pub(crate) use shm::{file_size, futex_wait, futex_wake, futex_wake_all};
-pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
 
 use std::io;

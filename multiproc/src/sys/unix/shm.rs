@@ -1,6 +1,5 @@
 //! Shared-memory building blocks: sealed anonymous memory files, shared
-//! mappings and futex waits (the mutex is in `mutex.rs`; its helpers are
-//! re-exported here for the queue ring).
+//! mappings and futex waits (the mutex is in `mutex.rs`).
 //!
 //! Everything here is process-shared by construction: futex calls use the
 //! shared (not `_PRIVATE`) operations, because other processes wake the
@@ -15,9 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub(crate) use super::mutex::{init_mutex, realtime_after, recover_owner_died};
 use super::{Fd, cvt, cvt_r};
-pub(crate) use crate::sys::passed;
 
 /// Maps `len` bytes of `fd`, shared, readable and writable.
 pub(crate) fn map_shared(fd: &Fd, len: usize) -> io::Result<NonNull<u8>> {
