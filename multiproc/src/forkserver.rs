@@ -43,7 +43,8 @@ use std::{
 };
 
 use crate::{
-    Error, ErrorKind, Result, bootstrap,
+    Error, ErrorKind, Result, child,
+    entry::role::{self, Role},
     frame::{self, Tag},
     registry,
     sys::{self, ChildHandle, Fd, ForkSide, ParentWatch},
@@ -131,16 +132,10 @@ fn retire(old: Server) {
 }
 
 fn start_server() -> std::io::Result<Server> {
-    let (ours, theirs) = sys::socketpair()?;
     // The program set by `set_executable`, checked to be this build (the
     // server calls the preload function by its offset).
     let program = crate::process::executable::checked().map_err(std::io::Error::other)?;
-    let handle = sys::spawn_program(
-        &theirs,
-        (bootstrap::MARKER, &bootstrap::marker_value()),
-        program.as_deref(),
-    )?;
-    drop(theirs);
+    let (handle, ours) = role::spawn(Role::ForkServer, program.as_deref())?;
     let preload = PRELOAD.load(Ordering::Relaxed);
     let payload = (preload != NO_PRELOAD).then(|| preload.to_le_bytes());
     frame::send(&ours, Tag::Serve, payload.as_ref().map_or(&[][..], |p| &p[..]))?;
@@ -450,11 +445,11 @@ fn fork_one(
             }
             sys::close_inherited(&server_fds);
             sys::set_sigint_ignored(false);
-            let served = bootstrap::ServedBy {
+            let served = child::ServedBy {
                 owner: ParentWatch::from_pidfd(owner),
                 server,
             };
-            bootstrap::forked_by_server(boot, served)
+            child::forked_by_server(boot, served)
         }
         Ok(ForkSide::Parent(handle)) => {
             let mut answer = id.to_vec();

@@ -224,13 +224,16 @@
 
 mod bootstrap;
 mod channel_error;
+mod child;
 mod codec;
 mod connection;
 mod context;
 mod current;
+mod entry;
 mod error;
 mod forkserver;
 mod frame;
+mod outcome;
 mod pool;
 mod process;
 mod queue;
@@ -295,7 +298,7 @@ pub mod futures {
 /// }
 /// ```
 pub fn init() {
-    bootstrap::spawned_entry(false);
+    entry::spawned_entry(false);
 }
 
 /// Starts this process's fork server now rather than at the first
@@ -345,6 +348,6 @@ mod auto_entry {
     #[allow(unsafe_code)]
     #[ctor::ctor(unsafe, priority = late)]
     fn multiproc_child_entry() {
-        crate::bootstrap::spawned_entry(true);
+        crate::entry::spawned_entry(true);
     }
 }

@@ -19,7 +19,8 @@ use std::{
 };
 
 use crate::{
-    ExitStatus, StartMethod,
+    process::status::ExitStatus,
+    start::StartMethod,
     sys::{self, ChildHandle, Fd, ParentWatch},
 };
 
@@ -290,7 +291,7 @@ pub(crate) fn exit_routine() {
     for c in &daemons {
         // A failure means the child is gone already, or cannot be
         // signalled (EPERM): the waits below are bounded either way.
-        let _ = c.handle.signal(libc_sigterm());
+        let _ = c.handle.signal(sys::SIGTERM);
     }
     // One grace period for all daemons together, not one each: a daemon
     // that ignores SIGTERM (or cannot be signalled) is killed after it
@@ -301,7 +302,7 @@ pub(crate) fn exit_routine() {
     for c in &daemons {
         let left = grace.saturating_duration_since(Instant::now());
         if !matches!(c.wait(Some(left)), Ok(Some(_))) {
-            let _ = c.handle.signal(libc_sigkill());
+            let _ = c.handle.signal(sys::SIGKILL);
             stubborn.push(c);
         }
     }
@@ -322,14 +323,6 @@ const DAEMON_GRACE: Duration = Duration::from_secs(5);
 extern "C" fn exit_hook() {
     // Never unwind across the C boundary of atexit.
     let _ = std::panic::catch_unwind(exit_routine);
-}
-
-fn libc_sigterm() -> i32 {
-    crate::process::SIGTERM
-}
-
-fn libc_sigkill() -> i32 {
-    crate::process::SIGKILL
 }
 
 /// The registry, locked, for the duration of a fork.

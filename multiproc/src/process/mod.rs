@@ -1,7 +1,7 @@
 //! [`Process`]: run a function in a child process.
 
 pub(crate) mod executable;
-mod status;
+pub(crate) mod status;
 
 use std::{
     fmt,
@@ -16,9 +16,11 @@ pub use self::status::ExitStatus;
 pub(crate) use self::status::{SIGKILL, SIGTERM};
 use crate::{
     Error, ErrorKind, Result, StartMethod,
-    bootstrap::{self, Boot, Failure, MARKER, Outcome, OutcomeRef, PROTOCOL},
+    child::{self, Boot},
     codec::{self, CodecError},
+    entry::role::{self, PROTOCOL, Role},
     frame::{self, Tag},
+    outcome::{Failure, Outcome, OutcomeRef},
     registry::{self, ChildCore, Me},
     sys::{self, ForkSide},
     target::{self, Call, ClosureCall, FnCall0, FnCall1},
@@ -219,7 +221,7 @@ impl ProcessBuilder {
             daemon: self.daemon,
             method: self.method,
             allow_threads: self.allow_threads,
-            bootstrap_timeout: self.bootstrap_timeout.unwrap_or(bootstrap::DEFAULT_BOOTSTRAP_TIMEOUT),
+            bootstrap_timeout: self.bootstrap_timeout.unwrap_or(role::DEFAULT_BOOTSTRAP_TIMEOUT),
             backtrace: self.backtrace,
             creator: sys::getpid(),
             state: State::Initial(call),
@@ -439,7 +441,7 @@ where
                 "a closure can only run under the fork start method; pass a fn item or a non-capturing closure to run it under spawn",
             ));
         };
-        if bootstrap::entry_was_skipped() {
+        if role::entry_was_skipped() {
             // This process was spawned by the library but is running `main`:
             // its entry point never ran. Starting a child here would run
             // `main` again, and so on without end.
@@ -490,22 +492,13 @@ where
                 None => crate::forkserver::request_child(self.bootstrap_timeout),
             }
             .map_err(|e| e.with_process(&self.name, None))?,
-            _ => {
-                let (ours, theirs) =
-                    sys::socketpair().map_err(|e| Error::io("failed to create the bootstrap socket", e))?;
-                // A smaller buffer only risks blocking a writer that is not
-                // read; the frames are small enough in practice.
-                let _ = theirs.set_send_buffer(SOCKET_BUFFER);
-                let handle = sys::spawn_program(&theirs, (MARKER, &bootstrap::marker_value()), program.as_deref())
-                    .map_err(|e| {
-                        let what = match &program {
-                            Some(p) => format!("failed to spawn the child process from {}", p.display()),
-                            None => "failed to spawn the child process".to_owned(),
-                        };
-                        Error::io(what, e).with_process(&self.name, None)
-                    })?;
-                (handle, ours)
-            }
+            _ => role::spawn(Role::Child, program.as_deref()).map_err(|e| {
+                let what = match &program {
+                    Some(p) => format!("failed to spawn the child process from {}", p.display()),
+                    None => "failed to spawn the child process".to_owned(),
+                };
+                Error::io(what, e).with_process(&self.name, None)
+            })?,
         };
         let _ = ours.set_send_buffer(SOCKET_BUFFER);
         // A child that died at once makes these fail (EPIPE); `join`
@@ -574,7 +567,7 @@ where
         // before the registry is locked).
         let keep = call.endpoint_fds();
         // Output buffered before the fork must not be written twice.
-        bootstrap::flush_std_streams();
+        child::flush_std_streams();
         let lock = registry::fork_locked();
         let me = lock.me();
         let child_me = Me {
@@ -596,7 +589,7 @@ where
                 drop(lock);
                 Err((Error::io("fork failed", e), Some(call)))
             }
-            Ok(ForkSide::Child) => bootstrap::fork_child_main(
+            Ok(ForkSide::Child) => child::fork_child_main(
                 lock,
                 child_me,
                 parent,

@@ -65,7 +65,7 @@ use std::{
 };
 
 use crate::{
-    bootstrap,
+    entry::role::{self, Role},
     frame::{self, Tag},
     registry,
     sys::{self, ChildHandle, Fd, ParentWatch, RecvSome},
@@ -286,11 +286,9 @@ fn parse_answer(op: u8, name: &str, answer: &[u8], mut fds: Vec<Fd>) -> io::Resu
 
 /// Starts a tracker and registers every name of `names` with it.
 fn start(names: &BTreeSet<String>) -> io::Result<Tracker> {
-    let (boot, boot_theirs) = sys::socketpair()?;
     let (sock, sock_theirs) = sys::seqpacket_pair()?;
     let me = ParentWatch::of_self()?;
-    let handle = sys::spawn_self(&boot_theirs, (bootstrap::MARKER, &bootstrap::marker_value()))?;
-    drop(boot_theirs);
+    let (handle, boot) = role::spawn(Role::Tracker, None)?;
     // A fork child of this process must not keep the tracker's descriptors.
     registry::adopt_own_fd(sock.raw());
     registry::adopt_own_fd(handle.raw_fd());
