@@ -43,7 +43,7 @@ use std::{
 };
 
 use crate::{
-    Error, ErrorKind, Result, child,
+    Error, ErrorKind, Result, at_fork, child,
     entry::role::{self, Role},
     frame::{self, Tag},
     registry,
@@ -70,10 +70,14 @@ static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 static PRELOAD: AtomicI64 = AtomicI64::new(NO_PRELOAD);
 const NO_PRELOAD: i64 = i64::MIN;
 
-/// Locks the server record for the duration of a fork, so that a fork
-/// child never inherits it locked by a thread that did not come along. It
-/// is only ever held briefly (never while waiting for the server).
-pub(crate) fn lock_for_fork() -> MutexGuard<'static, Option<Server>> {
+/// Locks the server record. It is held across the library's forks (see
+/// `at_fork`), so that a fork child never inherits it locked by a thread
+/// that did not come along; it is only ever held briefly (never while
+/// waiting for the server).
+fn lock_server() -> MutexGuard<'static, Option<Server>> {
+    at_fork::hold_across_fork("forkserver", || {
+        Box::new(SERVER.lock().unwrap_or_else(|e| e.into_inner()))
+    });
     SERVER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -99,7 +103,7 @@ pub(crate) fn set_preload(preload: Option<fn()>) -> Result<()> {
 
 /// Starts this process's fork server if it does not run yet.
 pub(crate) fn ensure_running() -> Result<()> {
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock_server();
     replace_if_stale(&mut guard)
 }
 
@@ -185,7 +189,7 @@ pub(crate) fn send_request() -> Result<Requested> {
     // The lock covers only finding the server and sending the request:
     // the answer comes on this request's own status socket, so other
     // threads (and forks) need not wait for it.
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock_server();
     replace_if_stale(&mut guard)?;
     let server = guard.as_ref().expect("set just above");
     let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +236,7 @@ pub(crate) fn finish_request(mut req: Requested, timeout: Duration) -> Result<(C
 
 /// Stops and forgets the server `pid`, if it is still this process's.
 fn stop_server(pid: u32) {
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock_server();
     if guard
         .as_ref()
         .is_some_and(|s| s.handle.pid() == pid && s.owner == sys::getpid())
@@ -473,7 +477,7 @@ fn fork_one(
 /// The pid of this process's fork server, if one runs (for tests and
 /// diagnostics).
 pub(crate) fn server_pid() -> Option<u32> {
-    let guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = lock_server();
     guard
         .as_ref()
         .filter(|s| s.owner == sys::getpid())

@@ -222,6 +222,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod at_fork;
 mod bootstrap;
 mod channel_error;
 mod child;

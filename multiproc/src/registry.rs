@@ -19,6 +19,7 @@ use std::{
 };
 
 use crate::{
+    at_fork,
     process::status::ExitStatus,
     start::StartMethod,
     sys::{self, ChildHandle, Fd, ParentWatch},
@@ -325,20 +326,22 @@ extern "C" fn exit_hook() {
     let _ = std::panic::catch_unwind(exit_routine);
 }
 
-/// The registry, locked, for the duration of a fork.
+/// The registry, locked, for the duration of a fork, with every lock
+/// registered to be held across forks (`at_fork::hold_across_fork`).
 pub(crate) struct ForkLock(
     MutexGuard<'static, Option<State>>,
     // Declared second, dropped second: released after the registry.
-    #[allow(dead_code)] MutexGuard<'static, Option<crate::forkserver::Server>>,
+    #[allow(dead_code)] at_fork::Fork,
 );
 
 /// Locks the registry so that no other thread holds it across a fork.
 pub(crate) fn fork_locked() -> ForkLock {
-    // Same order as everywhere else: the server record, then the registry.
-    let server = crate::forkserver::lock_for_fork();
+    // Same order as everywhere else: the subsystems' locks (the fork
+    // server's record), then the registry.
+    let others = at_fork::lock_for_fork();
     let mut guard = lock(&STATE);
     guard.get_or_insert_with(|| State::new(main_identity()));
-    ForkLock(guard, server)
+    ForkLock(guard, others)
 }
 
 impl ForkLock {

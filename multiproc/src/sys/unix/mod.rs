@@ -22,7 +22,7 @@ mod sync;
 pub(crate) use fd::{
     Fd, MAX_FDS, RecvSome, eventfd, eventfd_drain, eventfd_signal, poll_readable_set, seqpacket_pair, socketpair,
 };
-pub(crate) use fork::{ForkSide, exit_now, fork_child};
+pub(crate) use fork::{ForkSide, after_fork_in_child, exit_now, fork_child};
 pub(crate) use memfd::{Memfd, buffer, read_file, retain_freed_memory};
 pub(crate) use misc::{
     SIGKILL, SIGTERM, affinity_cpu_count, atexit, cgroup_cpu_limit, close_inherited, cpu_count, exe_identity, getpid,

@@ -298,18 +298,14 @@ static ATFORK: Once = Once::new();
 
 /// Forgets the cached identities in a fork child (its thread and process
 /// ids are new). Runs in the child right after `fork`: only stores.
-extern "C" fn forget_identity_after_fork() {
+fn forget_identity_after_fork() {
     TID.with(|t| t.set(0));
     ME_PID.store(0, SeqCst);
 }
 
 /// Registers [`forget_identity_after_fork`] once per process.
 fn install_atfork() {
-    ATFORK.call_once(|| {
-        // SAFETY: registering a handler that only does stores, valid for
-        // the life of the process.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_identity_after_fork)) };
-    });
+    ATFORK.call_once(|| crate::at_fork::after_fork_in_child(forget_identity_after_fork));
 }
 
 /// The calling thread's kernel id.
