@@ -80,15 +80,18 @@ static INSTALL: Once = Once::new();
 ///
 /// When more than eight hooks are registered (a bug of this library).
 pub(crate) fn after_fork_in_child(hook: fn()) {
+    {
+        let mut used = lock(&CHILD_SLOTS);
+        assert!(*used < CHILD_HOOKS, "more than {CHILD_HOOKS} after-fork hooks");
+        let _ = CHILD[*used].set(hook);
+        *used += 1;
+    }
+    // Installed after the hook is in place: a fork from then on runs it.
     INSTALL.call_once(|| {
         // It fails only for lack of memory; the hooks then do not run, as
         // they never did before a subsystem asked for them.
         let _ = sys::after_fork_in_child(run_child_hooks);
     });
-    let mut used = lock(&CHILD_SLOTS);
-    assert!(*used < CHILD_HOOKS, "more than {CHILD_HOOKS} after-fork hooks");
-    let _ = CHILD[*used].set(hook);
-    *used += 1;
 }
 
 extern "C" fn run_child_hooks() {
