@@ -40,12 +40,10 @@ use std::{
     },
 };
 
-use serde::{Deserialize, Serialize};
-
+pub(crate) use crate::entry::protocol::Boot;
 use crate::{
-    codec,
-    entry::role::PROTOCOL,
-    frame::{self, Tag},
+    entry::protocol::{self, Message, PROTOCOL, RecvError},
+    frame,
     outcome::{Failure, Outcome},
     registry::{self, Me, ParentRecord},
     start::StartMethod,
@@ -54,30 +52,6 @@ use crate::{
 };
 
 pub(crate) mod panic;
-
-/// Everything a spawned child needs to become the parent's child.
-#[derive(Serialize, Deserialize, Debug)]
-pub(crate) struct Boot {
-    pub(crate) protocol: u32,
-    pub(crate) exe: (u64, u64),
-    /// The parent's GNU build id (empty if it has none): a child running
-    /// another file (`set_executable`) must have the same.
-    pub(crate) build_id: Vec<u8>,
-    pub(crate) trampoline: i64,
-    pub(crate) target: i64,
-    pub(crate) name: String,
-    pub(crate) identity: Vec<u32>,
-    pub(crate) daemon: bool,
-    pub(crate) authkey: [u8; 32],
-    pub(crate) parent_pid: u32,
-    pub(crate) parent_name: String,
-    /// The parent's default start method, which the child adopts (as
-    /// Python's spawn children do), so grandchildren start the same way.
-    pub(crate) default_method: StartMethod,
-    /// Whether to capture a backtrace at a panic of the target: forced on
-    /// or off, or (`None`) as the environment says.
-    pub(crate) backtrace: Option<bool>,
-}
 
 // ---------------------------------------------------------------------
 // The common tail of every child.
@@ -120,7 +94,7 @@ pub(crate) fn prepare_child(
 pub(crate) fn finish(sock: &Fd, outcome: Outcome) -> ! {
     // A parent that went away cannot be told; a result that could not be
     // sent (no memory for its file) must not read as a clean exit.
-    let code = match frame::send(sock, Tag::Outcome, &outcome.to_bytes()) {
+    let code = match protocol::send_outcome(sock, &outcome) {
         Ok(()) => outcome.exit_code(),
         Err(_) => 1,
     };
@@ -222,8 +196,9 @@ pub(crate) fn fork_child_main(
 // ---------------------------------------------------------------------
 // Children of a spawn or of a fork server.
 
-/// A spawned child whose first frame was `boot`: runs it. Never returns.
-pub(crate) fn run_spawned(sock: Fd, reader: frame::Reader, boot: Vec<u8>) -> ! {
+/// A spawned child whose first message was `boot`: runs it. Never
+/// returns.
+pub(crate) fn run_spawned(sock: Fd, reader: frame::Reader, boot: Result<Box<Boot>, String>) -> ! {
     run_child(sock, reader, boot, None)
 }
 
@@ -240,22 +215,22 @@ pub(crate) struct ServedBy {
 /// owner (its logical parent).
 pub(crate) fn forked_by_server(sock: Fd, served: ServedBy) -> ! {
     let mut reader = frame::Reader::trusting_large_frames();
-    match reader.next_blocking(&sock) {
-        Ok(Some((Tag::Boot, boot))) => run_child(sock, reader, boot, Some(served)),
-        Ok(Some((tag, _))) => finish(
+    match protocol::recv(&mut reader, &sock) {
+        Ok(Message::Boot(boot)) => run_child(sock, reader, boot, Some(served)),
+        Ok(other) => finish(
             &sock,
-            Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {tag:?}")),
+            Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {}", other.name())),
         ),
-        Ok(None) | Err(frame::ReadError::Io(_)) => sys::exit_now(1),
-        Err(frame::ReadError::Protocol(e)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, e.0)),
+        Err(RecvError::Gone) => sys::exit_now(1),
+        Err(RecvError::Protocol(e)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, e)),
     }
 }
 
 /// Runs a child described by its `Boot` record: reads its arguments,
 /// becomes the child, runs the target and leaves. Never returns. `served`
 /// is set in a fork server's child, `None` in a spawned one.
-fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<ServedBy>) -> ! {
-    let (boot, args, fds) = match read_boot(&sock, &mut reader, &boot) {
+fn run_child(sock: Fd, mut reader: frame::Reader, boot: Result<Box<Boot>, String>, served: Option<ServedBy>) -> ! {
+    let (boot, args, fds) = match read_boot(&sock, &mut reader, boot) {
         Ok(x) => x,
         Err(BootError::ParentGone) => sys::exit_now(1),
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
@@ -286,7 +261,7 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<
         registry::adopt_own_fd(fd);
     }
     // A parent that died meanwhile is noticed when the outcome is sent.
-    let _ = frame::send(&sock, Tag::Ready, &[]);
+    let _ = protocol::send_ready(&sock);
     let server_child = owner_fd.map(|owner_pidfd| sys::ServerChild {
         owner_pidfd,
         sock: sock.raw(),
@@ -311,14 +286,12 @@ enum BootError {
 
 /// The boot record, the encoded arguments and the descriptors of the
 /// endpoints among them (they arrive with the `Args` frame).
-fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot, Vec<u8>, Vec<Fd>), BootError> {
-    let mut next = |want: Tag| match reader.next_blocking(sock) {
-        Ok(Some((tag, payload))) if tag == want => Ok(payload),
-        Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
-        Ok(None) | Err(frame::ReadError::Io(_)) => Err(BootError::ParentGone),
-        Err(frame::ReadError::Protocol(e)) => Err(BootError::Invalid(e.0)),
-    };
-    let boot: Boot = codec::decode_record(boot).map_err(|e| BootError::Invalid(format!("bad boot record: {}", e.0)))?;
+fn read_boot(
+    sock: &Fd,
+    reader: &mut frame::Reader,
+    boot: Result<Box<Boot>, String>,
+) -> Result<(Box<Boot>, Vec<u8>, Vec<Fd>), BootError> {
+    let boot = boot.map_err(BootError::Invalid)?;
     if boot.protocol != PROTOCOL {
         return Err(BootError::Invalid(format!(
             "protocol {} from parent, {PROTOCOL} here",
@@ -349,6 +322,16 @@ fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot
             )));
         }
     }
-    let args = next(Tag::Args)?;
+    let args = match protocol::recv(reader, sock) {
+        Ok(Message::Args(args)) => args,
+        Ok(other) => {
+            return Err(BootError::Invalid(format!(
+                "expected an Args frame, got {}",
+                other.name()
+            )));
+        }
+        Err(RecvError::Gone) => return Err(BootError::ParentGone),
+        Err(RecvError::Protocol(e)) => return Err(BootError::Invalid(e)),
+    };
     Ok((boot, args, reader.take_fds()))
 }

@@ -17,8 +17,8 @@ use std::{
 };
 
 use crate::{
+    entry::protocol,
     error::{Location, RemotePanic},
-    frame::{self, Tag},
     outcome::Outcome,
     sys::Fd,
 };
@@ -137,7 +137,7 @@ pub(crate) fn install_hook() {
                 let outcome = Outcome::Panic(RemotePanic::new(message, location.clone(), backtrace.clone()));
                 if let Some(sock) = &*OUTCOME_SOCK.lock().unwrap_or_else(|e| e.into_inner()) {
                     // The process aborts next whatever happens here.
-                    let _ = frame::send(sock, Tag::Outcome, &outcome.to_bytes());
+                    let _ = protocol::send_outcome(sock, &outcome);
                 }
             }
             *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(Captured { location, backtrace });

@@ -13,11 +13,12 @@
 //! [`role`] holds what the parent side needs (the marker, the spawning
 //! function); this module sits above every role it dispatches to.
 
+pub(crate) mod protocol;
 pub(crate) mod role;
 
+use self::protocol::{Message, RecvError};
 use crate::{
-    child,
-    frame::{self, Tag},
+    child, frame,
     outcome::{Failure, Outcome},
     sys::{self, Fd},
 };
@@ -49,15 +50,15 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
         sys::exit_now(1);
     }
     let mut reader = frame::Reader::trusting_large_frames();
-    match reader.next_blocking(&sock) {
-        Ok(Some((Tag::Serve, preload))) => crate::forkserver::serve(sock, reader, &preload),
-        Ok(Some((Tag::Track, _))) => crate::shared_memory::tracker::serve(reader.take_fds()),
-        Ok(Some((Tag::Boot, boot))) => child::run_spawned(sock, reader, boot),
-        Ok(Some((tag, _))) => child::finish(
+    match protocol::recv(&mut reader, &sock) {
+        Ok(Message::Serve { preload }) => crate::forkserver::serve(sock, reader, preload),
+        Ok(Message::Track) => crate::shared_memory::tracker::serve(reader.take_fds()),
+        Ok(Message::Boot(boot)) => child::run_spawned(sock, reader, boot),
+        Ok(other) => child::finish(
             &sock,
-            Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {tag:?}")),
+            Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {}", other.name())),
         ),
-        Ok(None) | Err(frame::ReadError::Io(_)) => sys::exit_now(1),
-        Err(frame::ReadError::Protocol(e)) => child::finish(&sock, Outcome::Failed(Failure::Bootstrap, e.0)),
+        Err(RecvError::Gone) => sys::exit_now(1),
+        Err(RecvError::Protocol(e)) => child::finish(&sock, Outcome::Failed(Failure::Bootstrap, e)),
     }
 }

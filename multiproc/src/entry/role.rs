@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use super::protocol::PROTOCOL;
 use crate::{
     frame,
     sys::{self, ChildHandle, Fd},
@@ -23,10 +24,6 @@ use crate::{
 /// (a descendant that inherited the variable, a user who set it) is not a
 /// spawned child and ignores it.
 pub(crate) const MARKER: &str = "__MULTIPROC_CHILD";
-
-/// Version of the frames exchanged at start; parent and child are the same
-/// binary, so this only guards against a stray variable.
-pub(crate) const PROTOCOL: u32 = 1;
 
 /// How long a spawned child may take to reach the entry point by default.
 pub(crate) const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,11 +15,13 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use self::status::ExitStatus;
 pub(crate) use self::status::{SIGKILL, SIGTERM};
 use crate::{
-    Error, ErrorKind, Result, StartMethod,
-    child::{self, Boot},
+    Error, ErrorKind, Result, StartMethod, child,
     codec::{self, CodecError},
-    entry::role::{self, PROTOCOL, Role},
-    frame::{self, Tag},
+    entry::{
+        protocol::{self, Boot, Message, PROTOCOL},
+        role::{self, Role},
+    },
+    frame,
     outcome::{Failure, Outcome, OutcomeRef},
     registry::{self, ChildCore, Me},
     sys::{self, ForkSide},
@@ -485,7 +487,6 @@ where
             default_method: crate::context::get_start_method(),
             backtrace: self.backtrace,
         });
-        let boot = codec::encode_record(&boot);
         let (handle, ours) = match method {
             StartMethod::ForkServer => match requested {
                 Some(r) => crate::forkserver::finish_request(r, self.bootstrap_timeout),
@@ -503,10 +504,10 @@ where
         let _ = ours.set_send_buffer(SOCKET_BUFFER);
         // A child that died at once makes these fail (EPIPE); `join`
         // reports that as a bootstrap failure with the child's status.
-        let sent = frame::send(&ours, Tag::Boot, &boot);
-        if sent.is_ok() && args.len() > frame::INLINE_MAX {
+        let sent = protocol::send_boot(&ours, &boot);
+        if sent.is_ok() && !protocol::args_fit_inline(args.len()) {
             // Large arguments stream into the child as it reads them.
-            let streamed = frame::send_stream(&ours, Tag::Args, (&args, &fds.fds), &handle, self.bootstrap_timeout);
+            let streamed = protocol::stream_args(&ours, (&args, &fds.fds), &handle, self.bootstrap_timeout);
             if streamed.is_ok() {
                 fds.sent();
             } else if let Err(frame::StreamError::Timeout) = streamed {
@@ -529,7 +530,7 @@ where
                 }
                 return Err(e);
             }
-        } else if sent.is_ok() && frame::send_with_fds(&ours, Tag::Args, &args, &fds.fds).is_ok() {
+        } else if sent.is_ok() && protocol::send_args(&ours, &args, &fds.fds).is_ok() {
             fds.sent();
         }
         Ok(ChildCore::new(handle, ours, self.name.clone(), self.daemon))
@@ -898,21 +899,19 @@ impl Running {
         self.reader
             .drain(&self.core.sock)
             .map_err(|e| Error::io("failed to read from the child", e))?;
-        while let Some((tag, payload)) = self
-            .reader
-            .next()
+        while let Some(message) = protocol::next_buffered(&mut self.reader)
             .map_err(|e| Error::new(ErrorKind::Bootstrap, "the child broke the start protocol").with_source(e))?
         {
-            match tag {
-                Tag::Ready => self.ready = true,
-                Tag::Outcome => {
+            match message {
+                Message::Ready => self.ready = true,
+                Message::Outcome(payload) => {
                     self.ready = true;
                     self.outcome = Some(payload);
                 }
-                Tag::Boot | Tag::Args | Tag::Serve | Tag::Fork | Tag::Pid | Tag::Track => {
+                other => {
                     return Err(Error::new(
                         ErrorKind::Bootstrap,
-                        format!("the child sent an unexpected {tag:?} frame"),
+                        format!("the child sent an unexpected {} frame", other.name()),
                     ));
                 }
             }

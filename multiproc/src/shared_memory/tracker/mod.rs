@@ -67,8 +67,8 @@ use std::{
 };
 
 use crate::{
+    entry::protocol as bootstrap,
     entry::role::{self, Role},
-    frame::{self, Tag},
     registry,
     sys::{self, ChildHandle, Fd, ParentWatch, RecvSome},
 };
@@ -288,7 +288,7 @@ fn start(names: &BTreeSet<String>) -> io::Result<Tracker> {
     registry::adopt_own_fd(sock.raw());
     registry::adopt_own_fd(handle.raw_fd());
     let t = Tracker { handle, sock };
-    let sent = frame::send_with_fds(&boot, Tag::Track, &[], &[sock_theirs.raw(), me.raw()]);
+    let sent = bootstrap::send_track(&boot, &[sock_theirs.raw(), me.raw()]);
     drop((sock_theirs, me, boot));
     let res = sent.and_then(|()| {
         names
