@@ -256,7 +256,7 @@ pub use crate::{
         process_cpu_count,
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
-    pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},
+    pool::{AsyncResult, Callbacks, Executor, Imap, MapIter, MapResult, Pool, PoolBuilder, TaskHandle},
     process::{
         ExitStatus, Process, ProcessBuilder,
         executable::{get_executable, reset_executable, set_executable},
