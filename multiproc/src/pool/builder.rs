@@ -122,11 +122,12 @@ impl PoolBuilder {
     }
 
     /// Show a progress bar on standard error for every `map`, `imap`,
-    /// `imap_unordered`, `starmap` (and [`Executor::map`](crate::Executor::map)) of this pool:
-    /// tasks done out of the total (when the input's length is known), rate
-    /// and estimated time left. Nothing is drawn when standard error is not
-    /// a terminal; [`MapResult::progress_bar`](crate::MapResult::progress_bar) and [`Imap::progress_bar`](crate::Imap::progress_bar)
-    /// give the bar, to restyle or read it. Needs the `progress` feature.
+    /// `imap_unordered`, `starmap` (and [`Executor::map`](crate::Executor::map))
+    /// of this pool, unless a call says otherwise. For one call, prefer
+    /// [`Tasks::progress`](crate::Tasks::progress). Nothing is drawn when
+    /// standard error is not a terminal; [`MapResult::progress`](crate::MapResult::progress)
+    /// and [`Imap::progress`](crate::Imap::progress) read it. Needs the
+    /// `progress` feature.
     #[cfg(feature = "progress")]
     #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
     pub fn progress(mut self, on: bool) -> PoolBuilder {

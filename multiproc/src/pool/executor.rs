@@ -11,7 +11,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     AsyncResult, Callbacks, Imap, MapIter, Pool, PoolBuilder, callbacks,
     driver::{Check, Shared, State, cancel_job, drive, run_due},
-    job::JobState,
+    job::{JobState, Options},
     scheduler::deadline_after,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -118,7 +118,7 @@ impl Executor {
         I: IntoIterator<Item = A>,
     {
         let deadline = timeout.map(deadline_after);
-        let r = self.pool.map_job(f, items, None, None)?;
+        let r = self.pool.map_job(f, items, Options::default(), None)?;
         Ok(MapIter::new(r.handle, deadline))
     }
 
@@ -142,7 +142,15 @@ impl Executor {
         I: IntoIterator<Item = A>,
     {
         let deadline = timeout.map(deadline_after);
-        let r = self.pool.map_job(f, items, Some(chunksize), None)?;
+        let r = self.pool.map_job(
+            f,
+            items,
+            Options {
+                chunksize: Some(chunksize),
+                ..Options::default()
+            },
+            None,
+        )?;
         Ok(MapIter::new(r.handle, deadline))
     }
 
@@ -194,7 +202,7 @@ impl Executor {
             ));
         }
         let deadline = timeout.map(deadline_after);
-        let mut it = self.pool.imap_with(f, items, 1, true)?;
+        let mut it = self.pool.imap_with(f, items, 1, true, Options::default())?;
         it.ahead = buffersize;
         it.deadline = deadline;
         it.stop_at_close = true;

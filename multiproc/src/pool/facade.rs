@@ -14,7 +14,7 @@ use super::{
     driver::{Check, Shared, drive, run_due},
     encode::{LARGE_ARG, encode_batch, encode_caught, encode_one},
     handle::JobHandle,
-    job::OnDone,
+    job::{OnDone, Options},
     scheduler::{Life, STOP_WAIT, WORKER_DEADLINE, WorkerLink, deadline_after, wait_stuck},
     worker,
 };
@@ -296,13 +296,24 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
+        self.results_job(f, items, Options::default())
+    }
+
+    /// One result per input, in order (see [`map_results`](Pool::map_results)).
+    pub(super) fn results_job<A, R, I>(&self, f: fn(A) -> R, items: I, opts: Options) -> Result<Vec<Result<R>>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
         let items: Vec<A> = items.into_iter().collect();
-        let chunksize = if self.shared.lock().sched.rules.task_timeout.is_some() {
-            1
-        } else {
-            auto_chunksize(items.len(), self.shared.size)
+        let timeout = opts.task_timeout.is_some() || self.shared.lock().sched.rules.task_timeout.is_some();
+        let chunksize = match opts.chunksize {
+            Some(c) => c,
+            None if timeout => 1,
+            None => auto_chunksize(items.len(), self.shared.size),
         };
-        Ok(self.imap_chunked(f, items, chunksize)?.collect())
+        Ok(self.imap_with(f, items, chunksize, true, opts)?.collect())
     }
 
     /// [`map`](Pool::map) with an explicit chunk size.
@@ -349,7 +360,15 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.map_job(f, items, chunksize, None)
+        self.map_job(
+            f,
+            items,
+            Options {
+                chunksize,
+                ..Options::default()
+            },
+            None,
+        )
     }
 
     /// [`map_async`](Pool::map_async) with Python's `callback` (called
@@ -376,14 +395,22 @@ impl Pool {
         let items: Vec<A> = items.into_iter().collect();
         let kept = callbacks::kept();
         let on_done = callbacks::on_done::<R>(items.len(), value, error, kept.clone());
-        self.map_job(f, items, chunksize, Some((on_done, kept)))
+        self.map_job(
+            f,
+            items,
+            Options {
+                chunksize,
+                ..Options::default()
+            },
+            Some((on_done, kept)),
+        )
     }
 
     pub(super) fn map_job<A, R, I>(
         &self,
         f: fn(A) -> R,
         items: I,
-        chunksize: Option<usize>,
+        opts: Options,
         on_done: Option<(OnDone, Kept<R>)>,
     ) -> Result<MapResult<R>>
     where
@@ -393,7 +420,7 @@ impl Pool {
     {
         let offs = offsets(f)?;
         self.shared.enter()?.sched.check_open()?;
-        check_chunksize(chunksize)?;
+        check_chunksize(opts.chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let len = items.len();
         // Large arguments (judged by the first) travel each encoded on its
@@ -407,8 +434,10 @@ impl Pool {
             r.map_or(0, |()| probe.len())
         });
         let large = first >= LARGE_ARG;
-        let chunk = match chunksize {
+        let chunk = match opts.chunksize {
             Some(c) => c,
+            // With a task timeout, an overdue task costs only its own input.
+            None if opts.task_timeout.is_some() => 1,
             None if large => (BATCH_BYTES / first).max(1),
             None => auto_chunksize(len, self.shared.size),
         }
@@ -440,9 +469,10 @@ impl Pool {
         let (on_done, kept) = on_done.unzip();
         if let Some(j) = st.sched.jobs.get_mut(job) {
             j.on_done = on_done;
+            j.task_timeout = opts.task_timeout;
         }
         #[cfg(feature = "progress")]
-        if st.progress {
+        if opts.progress.unwrap_or(st.progress) {
             st.sched.jobs.attach_bar(job, Some(len));
         }
         let handle = JobHandle {
@@ -491,7 +521,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.imap_with(f, items, 1, true)
+        self.imap_with(f, items, 1, true, Options::default())
     }
 
     /// [`imap`](Pool::imap) with a chunk size.
@@ -506,7 +536,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.imap_with(f, items, chunksize, true)
+        self.imap_with(f, items, chunksize, true, Options::default())
     }
 
     /// Like [`imap`](Pool::imap), but yields results in the order they
@@ -524,7 +554,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.imap_with(f, items, 1, false)
+        self.imap_with(f, items, 1, false, Options::default())
     }
 
     /// [`imap_unordered`](Pool::imap_unordered) with a chunk size.
@@ -544,7 +574,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.imap_with(f, items, chunksize, false)
+        self.imap_with(f, items, chunksize, false, Options::default())
     }
 
     pub(super) fn imap_with<A, R, I>(
@@ -553,6 +583,7 @@ impl Pool {
         items: I,
         chunksize: usize,
         ordered: bool,
+        opts: Options,
     ) -> Result<Imap<I::IntoIter, A, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -565,6 +596,9 @@ impl Pool {
         let mut st = self.shared.enter()?;
         st.sched.check_open()?;
         let job = st.sched.jobs.create();
+        if let Some(j) = st.sched.jobs.get_mut(job) {
+            j.task_timeout = opts.task_timeout;
+        }
         let ahead = st.sched.size.saturating_mul(4).saturating_mul(chunksize);
         #[cfg(feature = "progress")]
         {
@@ -572,7 +606,7 @@ impl Pool {
                 (lo, Some(hi)) if lo == hi => Some(lo),
                 _ => None,
             };
-            if st.progress {
+            if opts.progress.unwrap_or(st.progress) {
                 st.sched.jobs.attach_bar(job, len);
             }
         }

@@ -2,10 +2,10 @@
 
 use std::{sync::Arc, time::Instant};
 
-#[cfg(feature = "progress")]
-use indicatif::ProgressBar;
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "progress")]
+use super::tasks::Progress;
 use super::{
     callbacks::{self, Kept},
     decode::decode_output,
@@ -56,9 +56,16 @@ impl JobHandle {
         .1
     }
 
+    /// Where the job's progress bar stands, if it has one.
     #[cfg(feature = "progress")]
-    pub(super) fn bar(&self) -> Option<ProgressBar> {
-        self.shared.enter().ok()?.sched.jobs.get(self.job)?.bar.clone()
+    pub(super) fn progress(&self) -> Option<Progress> {
+        let st = self.shared.enter().ok()?;
+        let bar = st.sched.jobs.get(self.job)?.bar.as_ref()?;
+        Some(Progress {
+            done: bar.position(),
+            total: bar.length(),
+            finished: bar.is_finished(),
+        })
     }
 
     pub(super) fn successful(&self) -> Option<bool> {

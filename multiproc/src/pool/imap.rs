@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[cfg(feature = "progress")]
-use indicatif::ProgressBar;
 use serde::{Serialize, de::DeserializeOwned};
 
+#[cfg(feature = "progress")]
+use super::tasks::Progress;
 use super::{
     decode::decode,
     driver::{Check, Shared, State, cancel_job, drive},
@@ -251,12 +251,13 @@ where
         Some((at, Err(e)))
     }
 
-    /// The progress bar of this `imap` (with
-    /// [`PoolBuilder::progress`](super::PoolBuilder::progress)).
+    /// How far this `imap` has come, if it shows a progress bar
+    /// ([`Tasks::progress`](crate::Tasks::progress), or the pool's
+    /// [`PoolBuilder::progress`](crate::PoolBuilder::progress)).
     #[cfg(feature = "progress")]
     #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-    pub fn progress_bar(&self) -> Option<ProgressBar> {
-        self.handle.bar()
+    pub fn progress(&self) -> Option<Progress> {
+        self.handle.progress()
     }
 }
 

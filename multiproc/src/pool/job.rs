@@ -2,7 +2,7 @@
 //! jobs: what has arrived for each task, how many are outstanding, and
 //! where the job stands, as an explicit [`JobState`].
 
-use std::{any::Any, collections::BTreeMap, collections::HashMap};
+use std::{any::Any, collections::BTreeMap, collections::HashMap, time::Duration};
 
 #[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressStyle};
@@ -48,6 +48,18 @@ pub(super) struct Summary {
     pub(super) panic: Option<Box<dyn Any + Send>>,
 }
 
+/// What one call asked for (see [`Tasks`](crate::Tasks)).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Options {
+    /// The chunk size; `None`: automatic.
+    pub(super) chunksize: Option<usize>,
+    /// This call's task timeout, over the pool's.
+    pub(super) task_timeout: Option<Duration>,
+    /// Show a progress bar; `None`: as the pool does.
+    #[cfg_attr(not(feature = "progress"), allow(dead_code))]
+    pub(super) progress: Option<bool>,
+}
+
 /// Where a job stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum JobState {
@@ -78,6 +90,8 @@ pub(super) struct Job {
     /// The handle was dropped: forget the job once it has finished, its
     /// callbacks included.
     pub(super) orphan: bool,
+    /// Its task timeout, over the pool's.
+    pub(super) task_timeout: Option<Duration>,
     #[cfg(feature = "progress")]
     pub(super) bar: Option<ProgressBar>,
 }
@@ -92,6 +106,7 @@ impl Job {
             late: Vec::new(),
             decode_error: None,
             orphan: false,
+            task_timeout: None,
             #[cfg(feature = "progress")]
             bar: None,
         }

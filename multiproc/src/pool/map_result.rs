@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-#[cfg(feature = "progress")]
-use indicatif::ProgressBar;
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "progress")]
+use super::tasks::Progress;
 use super::{callbacks::Kept, handle::JobHandle, scheduler::deadline_after};
 use crate::error::Result;
 
@@ -64,11 +64,13 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
         self.handle.successful()
     }
 
-    /// The progress bar of this `map` (with [`PoolBuilder::progress`](super::PoolBuilder::progress)).
+    /// How far this `map` has come, if it shows a progress bar
+    /// ([`Tasks::progress`](crate::Tasks::progress), or the pool's
+    /// [`PoolBuilder::progress`](crate::PoolBuilder::progress)).
     #[cfg(feature = "progress")]
     #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-    pub fn progress_bar(&self) -> Option<ProgressBar> {
-        self.handle.bar()
+    pub fn progress(&self) -> Option<Progress> {
+        self.handle.progress()
     }
 }
 

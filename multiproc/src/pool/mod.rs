@@ -276,8 +276,11 @@ mod protocol;
 mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;
+mod tasks;
 pub(crate) mod worker;
 
+#[cfg(feature = "progress")]
+pub use self::tasks::Progress;
 pub use self::{
     async_result::AsyncResult,
     builder::PoolBuilder,
@@ -287,4 +290,5 @@ pub use self::{
     imap::Imap,
     map_iter::MapIter,
     map_result::MapResult,
+    tasks::Tasks,
 };

@@ -25,7 +25,7 @@ use std::{
 use super::{
     encode::{Encoded, PassedFds},
     job::Jobs,
-    protocol::{self, Mode, ReplyBody, ReplyHead, ReplyKind, TaskHead},
+    protocol::{self, Mode, ReplyHead, ReplyKind, TaskHead},
 };
 use crate::{
     error::{Error, ErrorKind, Result},
@@ -155,6 +155,8 @@ pub(crate) struct Chunk {
     /// The descriptors of the library objects among the arguments,
     /// sent with `payload`.
     pub(crate) fds: PassedFds,
+    /// Its job's task timeout, over the pool's.
+    pub(super) timeout: Option<Duration>,
 }
 
 impl Chunk {
@@ -341,15 +343,19 @@ impl<L: WorkerLink> Slot<L> {
     }
 }
 
-/// When the chunk `s` is overdue under a task timeout `t` (saturating:
-/// a huge timeout means "never"): `t × tasks`, from when it started.
-pub(super) fn overdue_at(s: &Sent, t: Duration, now: Instant) -> Instant {
+/// When the chunk `s` is overdue under its task timeout, or else the
+/// pool's `pool` (saturating: a huge timeout means "never"): `t × tasks`,
+/// from when it started; `None` without a timeout.
+pub(super) fn overdue_at(s: &Sent, pool: Option<Duration>, now: Instant) -> Option<Instant> {
+    let t = s.chunk.timeout.or(pool)?;
     let n = u32::try_from(s.chunk.idx.len().max(1)).unwrap_or(u32::MAX);
     let limit = t.checked_mul(n).unwrap_or(Duration::MAX);
-    s.started
-        .unwrap_or(now)
-        .checked_add(limit)
-        .unwrap_or_else(|| deadline_after(limit))
+    Some(
+        s.started
+            .unwrap_or(now)
+            .checked_add(limit)
+            .unwrap_or_else(|| deadline_after(limit)),
+    )
 }
 
 /// Why a worker is being replaced.
@@ -506,6 +512,7 @@ impl<P: Launcher> Scheduler<P> {
             payload,
             data,
             fds,
+            timeout: self.jobs.get(job).and_then(|j| j.task_timeout),
         };
         match (&self.broken, self.life) {
             (Some(e), _) => {
@@ -562,18 +569,6 @@ impl<P: Launcher> Scheduler<P> {
 
     pub(super) fn in_flight(&self) -> bool {
         self.workers.iter().any(|w| !w.in_flight.is_empty())
-    }
-
-    /// Records the reply of `kind` with `body` to `chunk`; one that cannot
-    /// answer it gives the chunk back (a protocol violation).
-    fn complete(&mut self, chunk: Chunk, kind: ReplyKind, body: &[u8]) -> std::result::Result<(), Chunk> {
-        match ReplyBody::parse(kind, body, chunk.mode, chunk.idx.len()) {
-            Some(body) => {
-                self.jobs.record(chunk.job, chunk.idx, body);
-                Ok(())
-            }
-            None => Err(chunk),
-        }
     }
 }
 

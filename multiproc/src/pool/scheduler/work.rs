@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{Chunk, Death, Launcher, Life, Recv, Round, Scheduler, Sent, Slot, WorkerLink, name_sending, overdue_at};
 use crate::{
     error::{Error, ErrorKind},
-    pool::protocol::{ReplyHead, ReplyKind},
+    pool::protocol::{ReplyBody, ReplyHead, ReplyKind},
     process::ExitStatus,
 };
 
@@ -131,8 +131,10 @@ impl<P: Launcher> Scheduler<P> {
             }
             // A starting worker's chunks have not started: its own
             // deadline (above) bounds it.
-            if let (Some(t), Some(s), None) = (self.rules.task_timeout, w.in_flight.front(), w.starting) {
-                soonest(overdue_at(s, t, now));
+            if let (Some(s), None) = (w.in_flight.front(), w.starting) {
+                if let Some(at) = overdue_at(s, self.rules.task_timeout, now) {
+                    soonest(at);
+                }
             }
         }
         let mut round = Round {
@@ -205,7 +207,7 @@ impl<P: Launcher> Scheduler<P> {
     fn overdue(&self, now: Instant) -> Vec<(usize, Death)> {
         let mut dead = Vec::new();
         for (i, w) in self.workers.iter().enumerate() {
-            let overdue = |s: &Sent| self.rules.task_timeout.is_some_and(|t| overdue_at(s, t, now) <= now);
+            let overdue = |s: &Sent| overdue_at(s, self.rules.task_timeout, now).is_some_and(|at| at <= now);
             if w.starting.is_none() && w.in_flight.front().is_some_and(overdue) {
                 let _ = w.link.kill();
                 dead.push((i, Death::Overdue));
@@ -258,30 +260,22 @@ impl<P: Launcher> Scheduler<P> {
             };
             return Err(violation(w, what));
         }
+        let Some(front) = w.in_flight.front() else {
+            return Err(violation(w, "a reply while it held no task".into()));
+        };
+        // A body that cannot answer that chunk: it fails with the others.
+        let Some(reply) = ReplyBody::parse(head.kind, body, front.chunk.mode, front.chunk.idx.len()) else {
+            return Err(violation(w, format!("a malformed reply to task message {}", head.id)));
+        };
         let Some(sent) = w.in_flight.pop_front() else {
             return Err(violation(w, "a reply while it held no task".into()));
         };
         let now = Instant::now();
-        let last_chunk = w.last_chunk;
         w.last_chunk = sent.started.map(|s| now.saturating_duration_since(s));
-        let next_started = w.in_flight.front().and_then(|s| s.started);
         if let Some(next) = w.in_flight.front_mut() {
             next.started = Some(now);
         }
-        let (id, started) = (sent.id, sent.started);
-        if let Err(chunk) = self.complete(sent.chunk, head.kind, body) {
-            // Put back as it was: it fails with the others.
-            let w = &mut self.workers[i];
-            w.last_chunk = last_chunk;
-            if let Some(next) = w.in_flight.front_mut() {
-                next.started = next_started;
-            }
-            w.in_flight.push_front(Sent { chunk, started, id });
-            return Err(violation(
-                &self.workers[i],
-                format!("a malformed reply to task message {id}"),
-            ));
-        }
+        self.jobs.record(sent.chunk.job, sent.chunk.idx, reply);
         Ok(())
     }
 
