@@ -1,6 +1,11 @@
 //! The handle of one task's result: [`AsyncResult`](crate::AsyncResult).
 
-use std::time::Duration;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use serde::de::DeserializeOwned;
 
@@ -73,5 +78,53 @@ impl<R: DeserializeOwned + 'static> AsyncResult<R> {
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncResult").field("job", &self.handle.job).finish()
+    }
+}
+
+/// Awaiting an `AsyncResult` gives the task's result, as
+/// [`get`](AsyncResult::get) does, without blocking the async runtime's
+/// thread (see [`Pool`](crate::Pool)'s "Async" section). Dropping the
+/// future before it is ready loses nothing: the task runs on, as it does
+/// when the handle is dropped; awaiting `&mut result` keeps the handle for
+/// a later `get`.
+///
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = multiproc::Pool::new(2)?;
+/// let r = pool.apply_async(square, 7)?;
+/// # let block_on = |f| multiproc_doc_block_on(f);
+/// assert_eq!(block_on(r)?, 49);
+/// # Ok(()) }
+/// # fn multiproc_doc_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     use std::task::{Context, Poll, Wake, Waker};
+/// #     struct Unpark(std::thread::Thread);
+/// #     impl Wake for Unpark {
+/// #         fn wake(self: std::sync::Arc<Self>) {
+/// #             self.0.unpark();
+/// #         }
+/// #     }
+/// #     let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop {
+/// #         match f.as_mut().poll(&mut Context::from_waker(&waker)) {
+/// #             Poll::Ready(v) => return v,
+/// #             Poll::Pending => std::thread::park(),
+/// #         }
+/// #     }
+/// # }
+/// ```
+impl<R: DeserializeOwned + 'static> Future for AsyncResult<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = self.get_mut();
+        match this.handle.poll_done(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => Poll::Ready(this.take()),
+        }
     }
 }

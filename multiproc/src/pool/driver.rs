@@ -13,6 +13,7 @@
 use std::{
     panic::{self, AssertUnwindSafe},
     sync::{Arc, Condvar, Mutex, MutexGuard},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -41,6 +42,9 @@ pub(super) struct State {
     /// Show a progress bar for each `map` and `imap`.
     #[cfg_attr(not(feature = "progress"), allow(dead_code))]
     pub(super) progress: bool,
+    /// A thread drives the pool for the tasks awaiting its results
+    /// ([`start_async_driver`]).
+    async_driver: bool,
 }
 
 impl State {
@@ -50,6 +54,7 @@ impl State {
             wake,
             sleepers: 0,
             progress,
+            async_driver: false,
         }
     }
 
@@ -319,4 +324,107 @@ pub(super) fn cancel_job(shared: &Shared, job: u64, resume: bool) -> bool {
     st.wake_sleepers(shared);
     drop(run_due(shared, st, resume));
     true
+}
+
+/// For a task awaiting `job` (its handle polled as a `Future`): takes what
+/// has arrived without blocking, and says whether the job has finished;
+/// if not, registers the task's waker, which is woken once it has (or
+/// once it cannot), and makes sure a thread drives the pool meanwhile.
+///
+/// The pool has no thread of its own and an async task must not block,
+/// so while results are awaited and no caller drives, one helper thread
+/// per pool does ([`start_async_driver`]); it ends once nothing is
+/// awaited. Whoever finishes a job (that thread, or any caller driving or
+/// taking results) wakes its wakers.
+pub(super) fn poll_job(shared: &Arc<Shared>, job: u64, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    if callbacks::in_callback_of(&**shared, job) {
+        return Poll::Ready(Err(Error::new(
+            ErrorKind::InvalidState,
+            "a callback cannot wait for the result it is called with",
+        )));
+    }
+    let mut st = match shared.enter() {
+        Ok(st) => st,
+        Err(e) => return Poll::Ready(Err(e)),
+    };
+    st.harvest();
+    let mut st = run_due(shared, st, true);
+    let Some(j) = st.sched.jobs.get_mut(job) else {
+        return Poll::Ready(Ok(()));
+    };
+    if j.finished() {
+        return Poll::Ready(Ok(()));
+    }
+    if let Some(e) = j.async_error.take() {
+        return Poll::Ready(Err(e));
+    }
+    st.sched.jobs.register(job, cx.waker());
+    // A lingering driver thread waits for this.
+    st.wake_sleepers(shared);
+    if let Err(e) = start_async_driver(shared, &mut st) {
+        return Poll::Ready(Err(e));
+    }
+    Poll::Pending
+}
+
+/// Starts the pool's async driver thread unless it runs.
+fn start_async_driver(shared: &Arc<Shared>, st: &mut State) -> Result<()> {
+    if st.async_driver {
+        return Ok(());
+    }
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("multiproc-pool-driver".into())
+        .spawn(move || async_driver(&shared))
+        .map_err(|e| Error::io("failed to start the pool's driver thread for awaited results", e))?;
+    st.async_driver = true;
+    Ok(())
+}
+
+/// How long the async driver thread stays once nothing is awaited, for
+/// the next await (one thread start per await would cost more than the
+/// await itself).
+const ASYNC_LINGER: Duration = Duration::from_millis(100);
+
+/// The async driver thread: drives the pool while some job is awaited,
+/// and lingers a little for the next await. A job that no work in
+/// progress can finish fails its await. A callback's panic (the panic
+/// hook has reported it) does not end it.
+fn async_driver(shared: &Shared) {
+    loop {
+        let ended = panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut st = shared.lock();
+            loop {
+                let r;
+                (st, r) = drive(shared, st, None, |st| {
+                    if st.sched.jobs.awaited() {
+                        Check::Pump
+                    } else {
+                        Check::Done
+                    }
+                });
+                if let Err(e) = r {
+                    st.sched.jobs.fail_awaits(&e);
+                    break;
+                }
+                let until = Instant::now() + ASYNC_LINGER;
+                while !st.sched.jobs.awaited() && Instant::now() < until {
+                    st.sleepers += 1;
+                    st = shared
+                        .callback_done
+                        .wait_timeout(st, until.saturating_duration_since(Instant::now()))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    st.sleepers -= 1;
+                }
+                if !st.sched.jobs.awaited() || !shared.is_owner() {
+                    break;
+                }
+            }
+            st.async_driver = false;
+        }));
+        if ended.is_ok() {
+            return;
+        }
+    }
 }

@@ -2,7 +2,10 @@
 //! module functions `wait` and `as_completed`.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -507,6 +510,29 @@ impl<R: DeserializeOwned + 'static> TaskHandle<R> {
             Some(j) if j.finishing() => Stand::Finishing,
             Some(_) => Stand::Pending,
         }
+    }
+}
+
+/// Awaiting a `TaskHandle` gives the task's result, as
+/// [`result(None)`](TaskHandle::result) does, without blocking the async
+/// runtime's thread (see [`Pool`]'s "Async" section); awaiting
+/// `&mut handle` keeps the handle (a dropped await loses nothing).
+// No pinned field: the handle moves freely.
+impl<R> Unpin for TaskHandle<R> {}
+
+impl<R: DeserializeOwned + 'static> Future for TaskHandle<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = self.get_mut();
+        if this.kept.is_none() && this.taken.is_none() {
+            match this.inner.handle.poll_done(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        Poll::Ready(this.result(Some(Duration::ZERO)))
     }
 }
 

@@ -78,6 +78,36 @@ pub(super) fn auto_chunksize(len: usize, workers: usize) -> usize {
 /// pool.join()?;
 /// # Ok(()) }
 /// ```
+///
+/// # Async
+///
+/// Every result handle is a [`std::future::Future`]: [`AsyncResult`]
+/// and [`TaskHandle`](crate::TaskHandle) give the task's result,
+/// [`MapResult`] every result, on any runtime (no runtime is named). An
+/// async task must not block, and the pool has no thread of its own, so
+/// while some result is awaited and no caller is waiting on the pool, one
+/// helper thread per pool (`multiproc-pool-driver`) waits on the workers
+/// in its place; it ends once nothing is awaited. Whoever takes a job's
+/// last result (that thread, or any caller) wakes the tasks awaiting it.
+/// Callbacks that come due then run in that thread (a callback's panic is
+/// reported by the panic hook, and lost). While it runs the process has a
+/// second thread: the fork start method refuses to start processes then
+/// (the pool's replacement workers go to the fork server). Dropping a
+/// future loses nothing: the task runs on; await `&mut handle` to keep it.
+///
+/// ```
+/// # async fn doc(pool: &multiproc::Pool) -> multiproc::Result<()> {
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let one = pool.apply_async(square, 7)?.await?;
+/// let all = pool.map_async(square, 0..5, None)?.await?;
+/// assert_eq!((one, all), (49, vec![0, 1, 4, 9, 16]));
+/// # Ok(()) }
+/// # fn main() {
+/// #     let _ = doc;
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Pool {
     pub(super) shared: Arc<Shared>,

@@ -1,6 +1,10 @@
 //! A job's registration in the pool, shared by every result handle.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use serde::de::DeserializeOwned;
 
@@ -9,7 +13,7 @@ use super::tasks::Progress;
 use super::{
     callbacks::{self, Kept},
     decode::decode_output,
-    driver::{Check, Shared, drive, run_due},
+    driver::{Check, Shared, drive, poll_job, run_due},
     job::JobState,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -57,6 +61,12 @@ impl JobHandle {
     }
 
     /// Where the job's progress bar stands, if it has one.
+    /// [`wait_done`](JobHandle::wait_done) for an async task: see
+    /// [`poll_job`].
+    pub(super) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        poll_job(&self.shared, self.job, cx)
+    }
+
     #[cfg(feature = "progress")]
     pub(super) fn progress(&self) -> Option<Progress> {
         let st = self.shared.enter().ok()?;

@@ -2,7 +2,7 @@
 //! jobs: what has arrived for each task, how many are outstanding, and
 //! where the job stands, as an explicit [`JobState`].
 
-use std::{any::Any, collections::BTreeMap, collections::HashMap, time::Duration};
+use std::{any::Any, collections::BTreeMap, collections::HashMap, task::Waker, time::Duration};
 
 #[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressStyle};
@@ -92,6 +92,12 @@ pub(super) struct Job {
     pub(super) orphan: bool,
     /// Its task timeout, over the pool's.
     pub(super) task_timeout: Option<Duration>,
+    /// The tasks awaiting it (its handle polled as a `Future`), woken when
+    /// it finishes.
+    wakers: Vec<Waker>,
+    /// Why awaiting it cannot end (the pool has no work that could finish
+    /// it), for the next poll.
+    pub(super) async_error: Option<Error>,
     #[cfg(feature = "progress")]
     pub(super) bar: Option<ProgressBar>,
 }
@@ -107,6 +113,8 @@ impl Job {
             decode_error: None,
             orphan: false,
             task_timeout: None,
+            wakers: Vec::new(),
+            async_error: None,
             #[cfg(feature = "progress")]
             bar: None,
         }
@@ -172,6 +180,8 @@ pub(super) struct Jobs {
     next: u64,
     /// Finished jobs whose callbacks have not run yet.
     due: Vec<u64>,
+    /// Jobs with a waker (awaited), not finished yet.
+    awaited: usize,
 }
 
 impl Jobs {
@@ -195,7 +205,57 @@ impl Jobs {
     }
 
     pub(super) fn remove(&mut self, job: u64) {
-        self.map.remove(&job);
+        if let Some(j) = self.map.remove(&job) {
+            if !j.wakers.is_empty() {
+                self.awaited -= 1;
+            }
+        }
+    }
+
+    /// Whether some job is awaited (and not finished).
+    pub(super) fn awaited(&self) -> bool {
+        self.awaited > 0
+    }
+
+    /// `waker` is to be woken when `job` finishes (or cannot).
+    pub(super) fn register(&mut self, job: u64, waker: &Waker) {
+        let Some(j) = self.map.get_mut(&job) else { return };
+        if j.wakers.is_empty() {
+            self.awaited += 1;
+        }
+        if !j.wakers.iter().any(|w| w.will_wake(waker)) {
+            j.wakers.push(waker.clone());
+        }
+    }
+
+    /// Wakes the tasks awaiting `job`.
+    fn wake(&mut self, job: u64) {
+        let Some(j) = self.map.get_mut(&job) else { return };
+        if j.wakers.is_empty() {
+            return;
+        }
+        self.awaited -= 1;
+        for w in std::mem::take(&mut j.wakers) {
+            w.wake();
+        }
+    }
+
+    /// Every awaited job that is not about to finish (its callbacks
+    /// running in another thread) fails its await with `e`, and its tasks
+    /// are woken.
+    pub(super) fn fail_awaits(&mut self, e: &Error) {
+        let stuck: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, j)| !j.wakers.is_empty() && !j.finishing() && !j.finished())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stuck {
+            if let Some(j) = self.map.get_mut(&id) {
+                j.async_error = Some(e.duplicate());
+            }
+            self.wake(id);
+        }
     }
 
     /// A job whose callbacks are due, to run them.
@@ -273,10 +333,12 @@ impl Jobs {
             }
         } else if j.state == JobState::Sealed {
             j.state = JobState::Done(None);
+            self.wake(job);
         }
+        let Some(j) = self.map.get_mut(&job) else { return };
         if j.orphan && j.finished() {
             // Its handle is gone and nothing is left to run: forget it.
-            self.map.remove(&job);
+            self.remove(job);
         }
     }
 
@@ -293,11 +355,12 @@ impl Jobs {
     pub(super) fn end_callbacks(&mut self, job: u64, verdict: Verdict, decode_error: Option<Error>) {
         let Some(j) = self.map.get_mut(&job) else { return };
         if j.orphan {
-            self.map.remove(&job);
+            self.remove(job);
             return;
         }
         j.state = JobState::Done(Some(verdict));
         j.decode_error = decode_error;
+        self.wake(job);
     }
 
     /// A progress bar for `job` of `len` tasks (`None`: unknown).

@@ -1,6 +1,11 @@
 //! The handle of a `map`'s results: [`MapResult`](crate::MapResult).
 
-use std::time::Duration;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use serde::de::DeserializeOwned;
 
@@ -77,5 +82,21 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
 impl<R> std::fmt::Debug for MapResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MapResult").field("job", &self.handle.job).finish()
+    }
+}
+
+/// Awaiting a `MapResult` gives every result, as [`get`](MapResult::get)
+/// does, without blocking the async runtime's thread; dropping the future
+/// loses nothing (the tasks run on).
+impl<R: DeserializeOwned + 'static> Future for MapResult<R> {
+    type Output = Result<Vec<R>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Vec<R>>> {
+        let this = self.get_mut();
+        match this.handle.poll_done(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => Poll::Ready(this.handle.take_all(this.kept.as_ref())),
+        }
     }
 }
