@@ -19,7 +19,7 @@ use std::{
 
 use super::{
     callbacks,
-    job::Verdict,
+    job::{Job, Verdict},
     link::ProcessLauncher,
     scheduler::{Death, Scheduler, WorkerLink},
 };
@@ -337,6 +337,18 @@ pub(super) fn cancel_job(shared: &Shared, job: u64, resume: bool) -> bool {
 /// awaited. Whoever finishes a job (that thread, or any caller driving or
 /// taking results) wakes its wakers.
 pub(super) fn poll_job(shared: &Arc<Shared>, job: u64, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    poll_job_until(shared, job, cx, false, Job::finished)
+}
+
+/// [`poll_job`] until `ready` holds for the job (with `each`, its waker is
+/// woken at each task's end, to look again).
+pub(super) fn poll_job_until(
+    shared: &Arc<Shared>,
+    job: u64,
+    cx: &mut Context<'_>,
+    each: bool,
+    ready: impl Fn(&Job) -> bool,
+) -> Poll<Result<()>> {
     if callbacks::in_callback_of(&**shared, job) {
         return Poll::Ready(Err(Error::new(
             ErrorKind::InvalidState,
@@ -352,13 +364,13 @@ pub(super) fn poll_job(shared: &Arc<Shared>, job: u64, cx: &mut Context<'_>) -> 
     let Some(j) = st.sched.jobs.get_mut(job) else {
         return Poll::Ready(Ok(()));
     };
-    if j.finished() {
+    if ready(j) {
         return Poll::Ready(Ok(()));
     }
     if let Some(e) = j.async_error.take() {
         return Poll::Ready(Err(e));
     }
-    st.sched.jobs.register(job, cx.waker());
+    st.sched.jobs.register(job, cx.waker(), each);
     // A lingering driver thread waits for this.
     st.wake_sleepers(shared);
     if let Err(e) = start_async_driver(shared, &mut st) {

@@ -282,3 +282,50 @@ impl<I, A, R> std::fmt::Debug for Imap<I, A, R> {
             .finish()
     }
 }
+
+/// With the `async` feature, an `Imap` is a [`futures_core::Stream`] of
+/// the same items as its `Iterator` (see [`Pool`](crate::Pool)'s "Async"
+/// section for who waits on the workers meanwhile). A poll reads and
+/// submits the input as `next` does (the input itself is read in the
+/// polling task: give it an input that does not block); dropping the
+/// stream cancels the tasks not sent yet, as dropping the iterator does.
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+impl<I, A, R> futures_core::Stream for Imap<I, A, R>
+where
+    I: Iterator<Item = A> + Unpin,
+    A: Serialize + DeserializeOwned + 'static,
+    R: DeserializeOwned + 'static,
+{
+    type Item = Result<R>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<R>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            // One look, without waiting.
+            match this.next_within(Some(Instant::now())) {
+                Some((_, Err(e))) if e.is_timeout() && this.deadline.is_none_or(|d| Instant::now() < d) => {}
+                item => return Poll::Ready(item.map(|(_, r)| r)),
+            }
+            let (yielded, ordered) = (this.yielded, this.ordered);
+            let ready = move |j: &super::job::Job| {
+                j.tasks_over()
+                    || if ordered {
+                        j.out.results.contains_key(&yielded)
+                    } else {
+                        !j.out.results.is_empty()
+                    }
+            };
+            let shared = this.handle.shared.clone();
+            match super::driver::poll_job_until(&shared, this.handle.job, cx, true, ready) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(this.fail(e).map(|(_, r)| r)),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+    }
+}

@@ -95,6 +95,8 @@ pub(super) struct Job {
     /// The tasks awaiting it (its handle polled as a `Future`), woken when
     /// it finishes.
     wakers: Vec<Waker>,
+    /// Wake them at each task's end, not only the job's (a stream).
+    wake_each: bool,
     /// Why awaiting it cannot end (the pool has no work that could finish
     /// it), for the next poll.
     pub(super) async_error: Option<Error>,
@@ -114,6 +116,7 @@ impl Job {
             orphan: false,
             task_timeout: None,
             wakers: Vec::new(),
+            wake_each: false,
             async_error: None,
             #[cfg(feature = "progress")]
             bar: None,
@@ -217,9 +220,11 @@ impl Jobs {
         self.awaited > 0
     }
 
-    /// `waker` is to be woken when `job` finishes (or cannot).
-    pub(super) fn register(&mut self, job: u64, waker: &Waker) {
+    /// `waker` is to be woken when `job` finishes (or cannot); with
+    /// `each`, also when any of its tasks ends.
+    pub(super) fn register(&mut self, job: u64, waker: &Waker, each: bool) {
         let Some(j) = self.map.get_mut(&job) else { return };
+        j.wake_each |= each;
         if j.wakers.is_empty() {
             self.awaited += 1;
         }
@@ -235,6 +240,7 @@ impl Jobs {
             return;
         }
         self.awaited -= 1;
+        j.wake_each = false;
         for w in std::mem::take(&mut j.wakers) {
             w.wake();
         }
@@ -297,6 +303,9 @@ impl Jobs {
         #[cfg(feature = "progress")]
         if let Some(bar) = &j.bar {
             bar.inc(n as u64);
+        }
+        if j.wake_each {
+            self.wake(job);
         }
         self.settle(job);
     }

@@ -141,3 +141,48 @@ per_method!(
     callbacks_run_for_awaited_results,
     awaiting_a_terminated_task_gives_its_cancellation,
 );
+
+/// The next item of a stream (no stream combinator crate needed).
+#[cfg(feature = "async")]
+async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+#[cfg(feature = "async")]
+fn imap_is_a_stream(m: StartMethod) {
+    let pool = Pool::builder().processes(2).start_method(m).build().unwrap();
+    for rt in runtimes() {
+        rt.block_on(async {
+            let mut it = pool.imap(square, 0..50u64).unwrap();
+            let mut got = Vec::new();
+            while let Some(r) = next(&mut it).await {
+                got.push(r.unwrap());
+            }
+            assert_eq!(got, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+            // Unordered, with a timeout per task: one result per input.
+            let mut it = pool
+                .tasks(nap)
+                .task_timeout(Duration::from_secs(30))
+                .imap_unordered([300, 1, 2])
+                .unwrap();
+            let mut got = Vec::new();
+            while let Some(r) = next(&mut it).await {
+                got.push(r.unwrap());
+            }
+            got.sort_unstable();
+            assert_eq!(got, [1, 2, 300]);
+            // A failed task is its own item; the stream goes on.
+            let mut it = pool.imap(panics, [0u64]).unwrap();
+            assert_eq!(
+                next(&mut it).await.unwrap().unwrap_err().kind(),
+                ErrorKind::ChildPanicked
+            );
+            assert!(next(&mut it).await.is_none());
+        });
+    }
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[cfg(feature = "async")]
+per_method!(imap_is_a_stream);
