@@ -269,6 +269,7 @@ mod facade;
 mod handle;
 mod imap;
 mod job;
+mod lifecycle;
 mod link;
 mod map_iter;
 mod map_result;
