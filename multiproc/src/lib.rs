@@ -212,6 +212,12 @@
 //! # Feature flags
 //!
 //! - `auto-entry` (default): install the child entry point as a constructor.
+//! - `async`: `std::future::Future`s for waiting without a thread, on any
+//!   executor (tokio, smol, ...): [`Process::join_async`],
+//!   [`Connection::send_async`] / [`recv_async`](Connection::recv_async),
+//!   [`Queue::put_async`] / [`get_async`](Queue::get_async) (also on
+//!   [`SimpleQueue`] and [`JoinableQueue`]) and [`wait_async`]; design in
+//!   the `asynchronous` module's source. Adds async-io (smol's reactor).
 //!
 //! # Platform support
 //!
@@ -222,6 +228,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod asynchronous;
 mod bootstrap;
 mod channel_error;
 mod codec;
@@ -271,6 +278,10 @@ pub use crate::{
         Semaphore, SemaphoreGuard,
     },
 };
+
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use crate::asynchronous::wait_async;
 
 /// Python's `concurrent.futures` module functions over the [`Future`]s of
 /// an [`Executor`]: [`wait`](futures::wait) with [`ReturnWhen`](futures::ReturnWhen),
