@@ -726,5 +726,7 @@ impl<'de> Deserialize<'de> for Connection {
     }
 }
 
+#[cfg(all(test, feature = "async"))]
+mod async_tests;
 #[cfg(test)]
 mod tests;

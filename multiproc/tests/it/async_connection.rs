@@ -4,12 +4,7 @@
 //! nothing, and async receives sharing a connection with a blocking one.
 #![cfg(feature = "async")]
 
-use std::{
-    collections::BTreeSet,
-    pin::pin,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeSet, pin::pin, sync::Arc, time::Duration};
 
 use multiproc::{self as mp, Connection, StartMethod};
 
@@ -67,7 +62,9 @@ fn round_trips_with_a_child(m: StartMethod) {
 const BIG: usize = 8 << 20;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Starts sending a large message with `send_bytes_async`, drops the send
@@ -93,7 +90,10 @@ fn send_half_then_more((conn, addr): (Connection, String)) {
 async fn recv_half_then_all(conn: Connection, gate: Gate, blocking_rest: bool) {
     {
         let mut recv = pin!(conn.recv_bytes_async());
-        assert!(poll_once(recv.as_mut()).is_pending(), "the child holds back the end of the message");
+        assert!(
+            poll_once(recv.as_mut()).is_pending(),
+            "the child holds back the end of the message"
+        );
     }
     // Dropped again, after waiting a while, still mid-message.
     let early = tokio::time::timeout(Duration::from_millis(20), conn.recv_bytes_async()).await;

@@ -58,7 +58,9 @@ async fn drop_then_join(mut p: mp::Process<u64>, gate: crate::support::Gate) {
     assert!(early.is_err(), "the join ended while the child was held");
     assert!(p.is_alive());
     gate.open();
-    let r = tokio::time::timeout(DEADLINE, p.join_async()).await.expect("joined in time");
+    let r = tokio::time::timeout(DEADLINE, p.join_async())
+        .await
+        .expect("joined in time");
     assert_eq!(r.expect("the result"), 7);
 }
 
