@@ -622,7 +622,9 @@ pub(crate) fn deadline(timeout: Duration) -> Instant {
 impl Drop for Connection {
     fn drop(&mut self) {
         let fd = self.fd.take().expect("set until drop");
-        if !self.shared.revoked.load(Ordering::Relaxed) {
+        if self.shared.revoked.load(Ordering::Relaxed) {
+            fd.forget();
+        } else {
             // The end of a message an async send left: the peer reads it or
             // closes; its error has nobody to go to.
             let _ = self
@@ -630,10 +632,6 @@ impl Drop for Connection {
                 .get_mut()
                 .unwrap_or_else(|e| e.into_inner())
                 .finish_blocking(&fd);
-        }
-        if self.shared.revoked.load(Ordering::Relaxed) {
-            fd.forget();
-        } else {
             registry::endpoint_closed(fd.raw());
         }
     }

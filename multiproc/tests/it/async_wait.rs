@@ -35,9 +35,24 @@ fn put_then_end((q, conn): (Queue<u32>, Connection)) {
 }
 
 async fn drain(q: Queue<u32>, conn: Connection, mut p: mp::Process<()>) {
-    let objects = [(&q).into(), (&conn).into(), (&p).into()];
+    let (got, message) = {
+        // A process is not `Sync`: the future holds its `Waitable` only.
+        let objects = [(&q).into(), (&conn).into(), (&p).into()];
+        drain_until_ended(&objects, &q, &conn).await
+    };
+    assert_eq!(got, (0..ITEMS).collect::<Vec<_>>());
+    assert_eq!(message.as_deref(), Some("done"));
+    p.join_async().await.expect("join");
+}
+
+/// The loop a user writes: the items and the message received.
+async fn drain_until_ended(
+    objects: &[mp::Waitable<'_>],
+    q: &Queue<u32>,
+    conn: &Connection,
+) -> (Vec<u32>, Option<String>) {
     // Nothing is ready until the child is told to start.
-    let none = mp::wait_async(&objects, Some(Duration::from_millis(10)))
+    let none = mp::wait_async(objects, Some(Duration::from_millis(10)))
         .await
         .expect("wait");
     assert!(none.is_empty(), "ready before anything happened: {none:?}");
@@ -45,7 +60,7 @@ async fn drain(q: Queue<u32>, conn: Connection, mut p: mp::Process<()>) {
     let mut got = Vec::new();
     let mut message = None;
     loop {
-        let ready = mp::wait_async(&objects, Some(DEADLINE)).await.expect("wait");
+        let ready = mp::wait_async(objects, Some(DEADLINE)).await.expect("wait");
         assert!(!ready.is_empty(), "wait_async timed out after {DEADLINE:?}");
         if ready.contains(&0) {
             while let Ok(item) = q.try_get() {
@@ -59,10 +74,7 @@ async fn drain(q: Queue<u32>, conn: Connection, mut p: mp::Process<()>) {
             break;
         }
     }
-    drop(objects);
-    assert_eq!(got, (0..ITEMS).collect::<Vec<_>>());
-    assert_eq!(message.as_deref(), Some("done"));
-    p.join_async().await.expect("join");
+    (got, message)
 }
 
 fn wait_async_sees_every_item_and_the_end(m: StartMethod) {
