@@ -244,7 +244,35 @@ fn async_and_blocking_receivers_share_a_connection(m: StartMethod) {
     assert!(rx.try_recv().is_err(), "a message beyond the ones sent");
 }
 
+/// Receives a connection, then answers `2 n` on it to the `n` it gets.
+fn answer_on_a_passed_connection(conn: Connection) -> u32 {
+    let inner: Connection = conn.recv_timeout(DEADLINE).expect("a connection");
+    let n: u32 = inner.recv_timeout(DEADLINE).expect("a number");
+    inner.send(2 * n).expect("answer");
+    n
+}
+
+async fn pass_a_connection(conn: Connection, mut child: mp::Process<u32>) {
+    let (mine, theirs) = mp::pipe(true).expect("pipe");
+    conn.send_async(theirs).await.expect("send a connection");
+    mine.send_async(21u32).await.expect("send");
+    assert_eq!(mine.recv_async::<u32>().await.expect("the answer"), 42);
+    assert_eq!(child.join_async().await.expect("join"), 21);
+}
+
+/// An endpoint inside a value sent with `send_async` travels as with
+/// `send`: its descriptor goes with the message.
+fn send_async_passes_a_connection(m: StartMethod) {
+    let (a, a_child) = mp::pipe(true).expect("pipe");
+    let (b, b_child) = mp::pipe(true).expect("pipe");
+    let pa = start(m, answer_on_a_passed_connection, a_child);
+    let pb = start(m, answer_on_a_passed_connection, b_child);
+    current_thread(pass_a_connection(a, pa));
+    multi_thread(pass_a_connection(b, pb));
+}
+
 per_method!(
+    send_async_passes_a_connection,
     round_trips_with_a_child,
     dropped_send_and_recv_mid_message_lose_nothing,
     a_dropped_send_is_finished_by_the_next,
