@@ -279,3 +279,51 @@ per_method!(
     a_dropped_send_is_finished_when_the_connection_drops,
     async_and_blocking_receivers_share_a_connection,
 );
+
+/// The threads of this process, from `/proc/self/status`.
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+const PENDING: usize = 300;
+
+/// In a child of its own (so that no other test's threads are counted):
+/// many receives pending at once add no thread but the reactor's, then
+/// each ends with its message.
+fn pending_receives_add_no_thread(_: ()) -> usize {
+    let pairs: Vec<_> = (0..PENDING).map(|_| mp::pipe(true).expect("pipe")).collect();
+    let before = threads();
+    let mut futures: Vec<_> = pairs.iter().map(|(a, _)| Box::pin(a.recv_async::<usize>())).collect();
+    for f in &mut futures {
+        assert!(poll_once(f.as_mut()).is_pending());
+    }
+    let during = threads();
+    for (i, (_, b)) in pairs.iter().enumerate() {
+        b.send(i).expect("send");
+    }
+    let got = current_thread(async {
+        let mut got = Vec::new();
+        for f in futures {
+            got.push(f.await.expect("recv"));
+        }
+        got
+    });
+    assert_eq!(got, (0..PENDING).collect::<Vec<_>>());
+    during - before
+}
+
+fn many_pending_receives_share_one_reactor_thread(m: StartMethod) {
+    let mut p = start(m, pending_receives_add_no_thread, ());
+    // The reactor's thread, started by the first registration.
+    assert!(
+        p.join_timeout(DEADLINE).expect("child") <= 1,
+        "pending receives started threads of their own"
+    );
+}
+
+per_method!(many_pending_receives_share_one_reactor_thread);
