@@ -3,7 +3,7 @@
 use std::{
     future::Future,
     io,
-    os::fd::RawFd,
+    os::fd::{AsFd, BorrowedFd, RawFd},
     pin::Pin,
     task::{Context, Poll},
     time::Instant,
@@ -19,11 +19,21 @@ use crate::sys::Fd;
 /// blocking mode (the duplicate shares it, and is never switched to
 /// non-blocking: every operation here asks for non-blocking itself).
 #[derive(Debug)]
-pub(crate) struct Readiness(Async<Fd>);
+pub(crate) struct Readiness(Async<Dup>);
+
+/// The duplicate, as the reactor takes it.
+#[derive(Debug)]
+struct Dup(Fd);
+
+impl AsFd for Dup {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.borrow()
+    }
+}
 
 impl Readiness {
     pub(crate) fn new(fd: RawFd) -> io::Result<Readiness> {
-        Async::new_nonblocking(Fd::dup_raw(fd)?).map(Readiness)
+        Async::new_nonblocking(Dup(Fd::dup_raw(fd)?)).map(Readiness)
     }
 
     /// `Ready` once the descriptor has been readable (or hung up, or in

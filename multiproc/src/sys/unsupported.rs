@@ -136,6 +136,10 @@ impl Fd {
     pub(crate) fn send_some(&self, _bytes: &[u8]) -> io::Result<usize> {
         match self.never {}
     }
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn send_nonblocking(&self, _parts: [&[u8]; 2], _fds: &[RawFd]) -> io::Result<usize> {
+        match self.never {}
+    }
     pub(crate) fn poll_writable_or(&self, _other: i32, _timeout: Option<Duration>) -> io::Result<(bool, bool)> {
         match self.never {}
     }
