@@ -164,7 +164,51 @@ fn joinable_queue_puts_count_tasks(m: StartMethod) {
     assert_eq!(pb.join_timeout(DEADLINE).expect("child b"), 210);
 }
 
+fn close_when_told((q, addr): (Queue<u32>, String)) {
+    ready_then_wait(&addr);
+    q.put(5).expect("put");
+    q.close_for_all().expect("close for all");
+}
+
+async fn get_until_the_end(q: Queue<u32>, gate: Gate) {
+    let getter = tokio::spawn({
+        let q = q.clone();
+        async move {
+            let mut got = Vec::new();
+            loop {
+                match q.get_async().await {
+                    Ok(i) => got.push(i),
+                    Err(e) if e.is_disconnected() => return got,
+                    Err(e) => panic!("get: {e}"),
+                }
+            }
+        }
+    });
+    gate.open();
+    let got = tokio::time::timeout(DEADLINE, getter)
+        .await
+        .expect("the end woke the get")
+        .expect("task");
+    assert_eq!(got, [5]);
+    assert!(q.put_async(6).await.expect_err("a put after the end").is_disconnected());
+}
+
+/// A queue closed for all by a child ends a waiting `get_async` once the
+/// items are drained, and refuses a `put_async`.
+fn get_async_sees_a_queue_closed_by_a_child(m: StartMethod) {
+    let (qa, qb) = (Queue::new().expect("queue"), Queue::new().expect("queue"));
+    let (rv_a, rv_b) = (Rendezvous::new(), Rendezvous::new());
+    let mut pa = start(m, close_when_told, (qa.clone(), rv_a.addr()));
+    let mut pb = start(m, close_when_told, (qb.clone(), rv_b.addr()));
+    let (gate_a, gate_b) = (rv_a.wait_ready(), rv_b.wait_ready());
+    current_thread(get_until_the_end(qa, gate_a));
+    multi_thread(get_until_the_end(qb, gate_b));
+    pa.join_timeout(DEADLINE).expect("child a");
+    pb.join_timeout(DEADLINE).expect("child b");
+}
+
 per_method!(
+    get_async_sees_a_queue_closed_by_a_child,
     get_async_is_woken_by_a_childs_put,
     put_async_waits_for_room_a_child_makes,
     simple_queue_consumer_gets_every_item_in_order,
