@@ -161,7 +161,7 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 11. Awaited round trips (see async_rows); last, as the reactor's
     // thread makes `fork` refuse to start children from then on.
-    async_rows::run_all(opts, &mut out);
+    async_pipe_rows::run_all(opts, &mut out);
     out
 }
 
