@@ -14,7 +14,7 @@ use std::{
 use multiproc::{ProcessBuilder, StartMethod};
 
 use crate::{
-    async_rows, channels,
+    async_pipe_rows, async_rows, channels,
     cli::{Counts, Options},
     codec_rows, cpython, floors,
     harness::{self, Bench, Impl, Row},
@@ -155,11 +155,12 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 9. Serde values through a pipe and a pool (see codec_rows).
     codec_rows::run_all(opts, &mut out);
+    async_rows::run_all(opts, &mut out);
 
     // 10. How costs grow with the amount of work (see scale_rows).
     scale_rows::run_all(opts, &mut out);
 
-    // 11. Awaited round trips (see async_rows); last, as the reactor's
+    // 11. Awaited pipe round trips (see async_pipe_rows); last, as the reactor's
     // thread makes `fork` refuse to start children from then on.
     async_pipe_rows::run_all(opts, &mut out);
     out

@@ -135,7 +135,7 @@
 //! `imap_unordered`, `starmap`, `apply_async` and `map_async` (with
 //! callbacks: `apply_async_with`, `map_async_with`), `starmap_async`,
 //! `close`, `terminate`, `join`), and [`Executor`] its
-//! `ProcessPoolExecutor` ([`Future`]s, an ordered `map` iterator, and the
+//! `ProcessPoolExecutor` ([`TaskHandle`]s, an ordered `map` iterator, and the
 //! module functions [`futures::wait`] and [`futures::as_completed`]). A
 //! worker that dies fails only the chunk of tasks it held, with its exit
 //! status, and is replaced; a failing initializer fails
@@ -246,7 +246,9 @@
 //!   [`Connection::send_async`] / [`recv_async`](Connection::recv_async),
 //!   [`Queue::put_async`] / [`get_async`](Queue::get_async) (also on
 //!   [`SimpleQueue`] and [`JoinableQueue`]) and [`wait_async`]; design in
-//!   the `asynchronous` module's source. Adds async-io (smol's reactor).
+//!   the `asynchronous` module's source. The pool's result handles are
+//!   futures too, and [`Imap`] a `futures_core::Stream`. Adds async-io
+//!   (smol's reactor) and futures-core.
 //!
 //! # Platform support
 //!
@@ -258,15 +260,19 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod asynchronous;
+mod at_fork;
 mod bootstrap;
 mod channel_error;
+mod child;
 mod codec;
 mod connection;
 mod context;
 mod current;
+mod entry;
 mod error;
 mod forkserver;
 mod frame;
+mod outcome;
 mod pool;
 mod process;
 mod queue;
@@ -292,7 +298,7 @@ pub use crate::{
         process_cpu_count,
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
-    pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},
+    pool::{AsyncResult, Callbacks, Executor, Imap, MapIter, MapResult, Pool, PoolBuilder, TaskHandle, Tasks},
     process::{
         ExitStatus, Process, ProcessBuilder,
         executable::{get_executable, reset_executable, set_executable},
@@ -311,8 +317,10 @@ pub use crate::{
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use crate::asynchronous::wait_async;
+#[cfg(feature = "progress")]
+pub use crate::pool::Progress;
 
-/// Python's `concurrent.futures` module functions over the [`Future`]s of
+/// Python's `concurrent.futures` module functions over the [`TaskHandle`]s of
 /// an [`Executor`]: [`wait`](futures::wait) with [`ReturnWhen`](futures::ReturnWhen),
 /// and [`as_completed`](futures::as_completed).
 pub mod futures {
@@ -335,7 +343,7 @@ pub mod futures {
 /// }
 /// ```
 pub fn init() {
-    bootstrap::spawned_entry(false);
+    entry::spawned_entry(false);
 }
 
 /// Starts this process's fork server now rather than at the first
@@ -385,6 +393,6 @@ mod auto_entry {
     #[allow(unsafe_code)]
     #[ctor::ctor(unsafe, priority = late)]
     fn multiproc_child_entry() {
-        crate::bootstrap::spawned_entry(true);
+        crate::entry::spawned_entry(true);
     }
 }
