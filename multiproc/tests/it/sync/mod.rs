@@ -1,0 +1,4 @@
+//! Synchronisation primitives across processes.
+
+mod barrier_timeout;
+mod primitives;
