@@ -6,21 +6,9 @@
 mod support;
 
 mod channels;
-mod conformance_pool;
 mod examples;
-mod executor;
-mod executor_on_demand;
 mod hygiene;
 mod pool;
-mod pool_async;
-mod pool_call_options;
-mod pool_edges;
-mod pool_imap_input_failure;
-mod pool_library_objects;
-mod pool_map_results;
-mod pool_pids;
-mod pool_task_identity;
-mod pool_unsignalled;
 mod process;
 mod properties;
 mod queues;
