@@ -15,7 +15,7 @@ use multiproc::{self as mp, Connection, ErrorKind};
 use proptest::test_runner::Config as ProptestConfig;
 use serde::Serialize;
 
-use super::model::*;
+use super::model::{Canon, Delivery, Mode, Model, Next, Op, Out, Rec, Ty, expected_value, out_of, outcome_of};
 
 // ---------------------------------------------------------------------
 // Budget

@@ -14,10 +14,17 @@ use multiproc::{self as mp, Connection, ErrorKind, StartMethod};
 use proptest::{prelude::*, sample::Index};
 use serde::{Deserialize, Serialize};
 
-use super::{harness::*, model::*, strategies::*};
-
-// ---------------------------------------------------------------------
-// Properties
+use super::{
+    harness::{
+        DEFAULT_CASES, How, LONG, OP_LIMIT, captured, config, count_open, marker_fd, recv_ty, run_case, send_blocking,
+        send_nonblocking, send_with_fds,
+    },
+    model::{
+        DIRECT_MIN, Delivery, HEADER, Op, Out, Rec, Shape, TRUSTED_LEN, Ty, encode, expected_value, frame, header,
+        pattern,
+    },
+    strategies::{op, rec, stream, ty},
+};
 
 proptest! {
     // The main property: twice the cases (about 2 s in a debug build).

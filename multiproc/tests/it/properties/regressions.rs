@@ -13,7 +13,10 @@ use std::{
 use multiproc::{self as mp, Connection, ErrorKind, StartMethod};
 use serde::{Deserialize, Serialize};
 
-use super::{harness::*, model::*};
+use super::{
+    harness::send_nonblocking,
+    model::{frame, pattern},
+};
 
 // ---------------------------------------------------------------------
 // Bugs found (ignored until fixed) and limitations

@@ -3,10 +3,7 @@
 
 use proptest::{prelude::*, sample::Index};
 
-use super::model::*;
-
-// ---------------------------------------------------------------------
-// Strategies
+use super::model::{DIRECT_MIN, HEADER, MAX_FDS, Op, Rec, Shape, TRUSTED_LEN, Ty, encode, frame, pattern};
 
 pub(super) fn ty() -> impl Strategy<Value = Ty> {
     prop_oneof![
