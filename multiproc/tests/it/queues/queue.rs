@@ -225,6 +225,11 @@ fn wait_times_out_empty_and_reports_everything_ready() {
     );
     q2.put(1).unwrap();
     drop(a);
+    // The pipe's end of file shows only once no other copy of `a` is
+    // open: a child another test is starting meanwhile may hold one until
+    // it execs. Each is waited for alone first; readiness then stays.
+    assert_eq!(mp::wait(&[(&b).into()], Some(DEADLINE)).unwrap(), [0]);
+    assert_eq!(mp::wait(&[(&q2).into()], Some(DEADLINE)).unwrap(), [0]);
     assert_eq!(
         mp::wait(&[(&q1).into(), (&b).into(), (&q2).into()], None).unwrap(),
         [1, 2]

@@ -11,7 +11,7 @@ use multiproc::{
 };
 
 use crate::{
-    executor::executor,
+    pool::executor,
     support::{DEADLINE, Rendezvous, notify, open_fds},
 };
 

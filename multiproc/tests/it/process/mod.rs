@@ -1,0 +1,15 @@
+//! Processes: their lifecycle and identity, how a child starts under each
+//! start method, the fork server, daemons, errors and faults in children.
+
+mod context;
+mod cpu_count;
+mod errors;
+mod exit_daemons;
+mod faults;
+mod forkserver;
+mod forkserver_signals;
+mod identity;
+mod lifecycle;
+mod set_executable;
+mod spawn_bootstrap;
+mod target_threads;
