@@ -307,20 +307,31 @@ impl SyncMem {
                 };
             }
             // A party that timed out on the internal lock set the flag.
-            if h.broken.load(SeqCst) != 0 || passed(deadline) || self.bar_someone_died() {
+            if h.broken.load(SeqCst) != 0 || passed(deadline) || self.bar_watched_died(index) {
                 self.bar_break();
                 return Err(SyncError::Broken);
             }
         }
     }
 
-    /// Whether a registered party of the current generation is dead.
-    fn bar_someone_died(&self) -> bool {
-        let n = self.hdr().count.load(SeqCst) as usize;
-        self.page().slots[..n.min(NSLOTS)].iter().any(|s| {
-            let pid = s.pid.load(SeqCst);
-            pid != 0 && !is_alive(pid, s.tid.load(SeqCst), s.start.load(SeqCst))
-        })
+    /// Whether the party that the party at arrival `index` watches is
+    /// dead: its predecessor in arrival order, and for the first party the
+    /// latest arrival. Every registered party is so watched by another
+    /// (a dead one by the first live party after it, in that cycle), and a
+    /// wake-up costs one liveness check. Checking every party instead, as
+    /// each waiter did once a slice under the internal lock, cost
+    /// parties² reads of `/proc` a slice: with hundreds of parties that
+    /// held the lock for longer than a slice, and late arrivals could not
+    /// register before the deadline broke the barrier.
+    fn bar_watched_died(&self, index: u32) -> bool {
+        let count = self.hdr().count.load(SeqCst).min(NSLOTS as u32);
+        if count < 2 {
+            return false;
+        }
+        let watched = if index == 0 { count - 1 } else { index - 1 };
+        let s = &self.page().slots[watched as usize];
+        let pid = s.pid.load(SeqCst);
+        pid != 0 && !is_alive(pid, s.tid.load(SeqCst), s.start.load(SeqCst))
     }
 
     /// Breaks the barrier: current and future waiters fail until a reset.

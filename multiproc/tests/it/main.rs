@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+mod barrier_slow_arrivals;
 mod bootstrap;
 mod codec_messages;
 mod conformance_pool;
