@@ -89,8 +89,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     if duplex {
         return Ok((Connection::new(a, true, true), Connection::new(b, true, true)));
     }
-    a.shutdown(libc::SHUT_WR)
-        .and_then(|()| b.shutdown(libc::SHUT_RD))
+    a.shutdown(std::net::Shutdown::Write)
+        .and_then(|()| b.shutdown(std::net::Shutdown::Read))
         .map_err(|e| Error::io("failed to make the pipe one-way", e))?;
     Ok((Connection::new(a, true, false), Connection::new(b, false, true)))
 }
@@ -277,7 +277,11 @@ impl Connection {
     /// leaves, without freeing a descriptor number another thread may be
     /// polling.
     pub(crate) fn shut_down(&self, receiving: bool) -> Result<()> {
-        let how = if receiving { libc::SHUT_RDWR } else { libc::SHUT_WR };
+        let how = if receiving {
+            std::net::Shutdown::Both
+        } else {
+            std::net::Shutdown::Write
+        };
         self.fd()?
             .shutdown(how)
             .map_err(|e| Error::io("failed to shut down a connection", e))

@@ -49,9 +49,10 @@
 //! - *Barrier*: `count` arrivals of the current generation, registered in
 //!   the slot table; the generation word is bumped when the barrier passes,
 //!   breaks or is reset, and a 64-bit history says which of the last 64
-//!   generations passed. A waiter that finds a registered party dead, or
-//!   whose deadline passes, breaks the barrier; so does a death under the
-//!   internal lock.
+//!   generations passed. Each waiter watches one other registered party
+//!   (its predecessor in arrival order; the first watches the latest); a
+//!   waiter that finds the party it watches dead, or whose deadline
+//!   passes, breaks the barrier; so does a death under the internal lock.
 
 // One block: the view of the mapped page as a `Page` (`SyncMem::page`).
 #![allow(unsafe_code)]

@@ -132,7 +132,7 @@ impl Fd {
     pub(crate) fn is_eventfd(&self) -> bool {
         match self.never {}
     }
-    pub(crate) fn shutdown(&self, _how: i32) -> io::Result<()> {
+    pub(crate) fn shutdown(&self, _how: std::net::Shutdown) -> io::Result<()> {
         match self.never {}
     }
     pub(crate) fn try_send_datagram(&self, _bytes: &[u8], _fds: &[RawFd]) -> io::Result<bool> {

@@ -274,9 +274,14 @@ impl Fd {
             .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
     }
 
-    /// Shuts down one or both directions of a socket (`libc::SHUT_RD`,
-    /// `SHUT_WR`, `SHUT_RDWR`), for every process holding it.
-    pub(crate) fn shutdown(&self, how: libc::c_int) -> io::Result<()> {
+    /// Shuts down one or both directions of a socket, for every process
+    /// holding it.
+    pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        let how = match how {
+            std::net::Shutdown::Read => libc::SHUT_RD,
+            std::net::Shutdown::Write => libc::SHUT_WR,
+            std::net::Shutdown::Both => libc::SHUT_RDWR,
+        };
         // SAFETY: shutdown on an open descriptor.
         cvt(unsafe { libc::shutdown(self.raw(), how) }).map(drop)
     }

@@ -6,6 +6,7 @@
 //! This module holds the helpers several of the files use.
 
 mod barrier;
+mod barrier_slow_arrivals;
 mod barrier_timeout;
 mod condition;
 mod event;
