@@ -119,6 +119,9 @@ pub(crate) struct Boot {
     /// Whether to capture a backtrace at a panic of the target: forced on
     /// or off, or (`None`) as the environment says.
     pub(crate) backtrace: Option<bool>,
+    /// Two descriptors came with this frame, to become the child's 1 and 2
+    /// (`crate::output`).
+    pub(crate) output: bool,
 }
 
 /// How a target ended, as the child reports it.
@@ -341,6 +344,7 @@ pub(crate) fn finish(sock: &Fd, outcome: Outcome) -> ! {
     };
     flush_std_streams();
     registry::exit_routine();
+    crate::output::drain_at_exit();
     sys::exit_now(code)
 }
 
@@ -505,7 +509,7 @@ pub(crate) fn forked_by_server(sock: Fd, served: ServedBy) -> ! {
 /// becomes the child, runs the target and leaves. Never returns. `served`
 /// is set in a fork server's child, `None` in a spawned one.
 fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<ServedBy>) -> ! {
-    let (boot, args, fds) = match read_boot(&sock, &mut reader, &boot) {
+    let (boot, args, fds, output) = match read_boot(&sock, &mut reader, &boot) {
         Ok(x) => x,
         Err(BootError::ParentGone) => sys::exit_now(1),
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
@@ -535,6 +539,14 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Vec<u8>, served: Option<
     if let Some(fd) = owner_fd {
         registry::adopt_own_fd(fd);
     }
+    if let Some(fds) = output {
+        if let Err(e) = crate::output::install(fds) {
+            finish(
+                &sock,
+                Outcome::Failed(Failure::Bootstrap, format!("cannot redirect the output: {e}")),
+            );
+        }
+    }
     // A parent that died meanwhile is noticed when the outcome is sent.
     let _ = frame::send(&sock, Tag::Ready, &[]);
     let server_child = owner_fd.map(|owner_pidfd| sys::ServerChild {
@@ -559,15 +571,12 @@ enum BootError {
     Invalid(String),
 }
 
-/// The boot record, the encoded arguments and the descriptors of the
-/// endpoints among them (they arrive with the `Args` frame).
-fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot, Vec<u8>, Vec<Fd>), BootError> {
-    let mut next = |want: Tag| match reader.next_blocking(sock) {
-        Ok(Some((tag, payload))) if tag == want => Ok(payload),
-        Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
-        Ok(None) | Err(frame::ReadError::Io(_)) => Err(BootError::ParentGone),
-        Err(frame::ReadError::Protocol(e)) => Err(BootError::Invalid(e.0)),
-    };
+/// The boot record, the encoded arguments, the descriptors of the
+/// endpoints among them (they arrive with the `Args` frame) and those of
+/// the output, if redirected (they arrive with the `Boot` frame).
+type BootParts = (Boot, Vec<u8>, Vec<Fd>, Option<Vec<Fd>>);
+
+fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<BootParts, BootError> {
     let boot: Boot = codec::decode_record(boot).map_err(|e| BootError::Invalid(format!("bad boot record: {}", e.0)))?;
     if boot.protocol != PROTOCOL {
         return Err(BootError::Invalid(format!(
@@ -599,8 +608,15 @@ fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<(Boot
             )));
         }
     }
+    let output = boot.output.then(|| reader.take_n_fds(2));
+    let mut next = |want: Tag| match reader.next_blocking(sock) {
+        Ok(Some((tag, payload))) if tag == want => Ok(payload),
+        Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
+        Ok(None) | Err(frame::ReadError::Io(_)) => Err(BootError::ParentGone),
+        Err(frame::ReadError::Protocol(e)) => Err(BootError::Invalid(e.0)),
+    };
     let args = next(Tag::Args)?;
-    Ok((boot, args, reader.take_fds()))
+    Ok((boot, args, reader.take_fds(), output))
 }
 
 /// How long a spawned child may take to reach the entry point by default.

@@ -231,6 +231,8 @@ mod current;
 mod error;
 mod forkserver;
 mod frame;
+pub mod logging;
+mod output;
 mod pool;
 mod process;
 mod queue;
@@ -241,6 +243,7 @@ mod start;
 mod sync;
 mod sys;
 mod target;
+mod trace;
 
 pub use crate::{
     channel_error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
@@ -256,6 +259,7 @@ pub use crate::{
         process_cpu_count,
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
+    output::{CapturedOutput, ChildOutput},
     pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},
     process::{
         ExitStatus, Process, ProcessBuilder,

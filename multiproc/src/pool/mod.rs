@@ -288,6 +288,7 @@ pub struct PoolBuilder {
     progress: bool,
     /// Start the workers on demand (an executor's pool).
     on_demand: bool,
+    output: crate::ChildOutput,
 }
 
 impl PoolBuilder {
@@ -369,6 +370,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Where the workers' standard output and error go (default: inherited);
+    /// see [`ProcessBuilder::output`](crate::ProcessBuilder::output).
+    /// With [`ChildOutput::Prefix`](crate::ChildOutput::Prefix) each line
+    /// is prefixed with its worker's name (`[PoolWorker-2] `).
+    pub fn output(mut self, output: crate::ChildOutput) -> PoolBuilder {
+        self.output = output;
+        self
+    }
+
     /// Kill and replace a worker whose task runs longer than `timeout`; the
     /// task fails with [`ErrorKind::TaskTimeout`]. For a chunk of `n` tasks the
     /// limit is `n × timeout`.
@@ -422,6 +432,7 @@ impl PoolBuilder {
         };
         let mut state = State {
             cfg: Config {
+                output: self.output,
                 init,
                 maxtasks: self.maxtasks,
                 method: self.method,

@@ -52,6 +52,8 @@ impl Shared {
 }
 
 pub(super) struct Config {
+    /// Where the workers' standard output and error go.
+    pub(super) output: crate::ChildOutput,
     pub(super) init: Option<Init>,
     pub(super) maxtasks: Option<usize>,
     pub(super) method: Option<StartMethod>,
@@ -715,7 +717,8 @@ impl State {
         self.started += 1;
         let mut b = ProcessBuilder::new()
             .name(format!("PoolWorker-{}", self.started))
-            .daemon(true);
+            .daemon(true)
+            .output(self.cfg.output);
         if let Some(m) = method {
             b = b.start_method(m);
         }

@@ -6,6 +6,7 @@
 mod support;
 
 mod bootstrap;
+mod child_output;
 mod codec_messages;
 mod conformance_pool;
 mod connection;

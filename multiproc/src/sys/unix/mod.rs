@@ -17,6 +17,7 @@ mod segment;
 mod shm;
 mod shmring;
 mod spawn;
+mod stdio;
 mod sync;
 
 pub(crate) use fd::{
@@ -41,6 +42,7 @@ pub(crate) use segment::{
 pub(crate) use shm::passed;
 pub(crate) use shmring::{RingError, ShmRing};
 pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
+pub(crate) use stdio::{ReadSome, capture_file, file_contents, output_pipe, read_some, write_all_raw};
 pub(crate) use sync::{Acquired, Kind as SyncKind, SyncError, SyncMem};
 
 use std::io;
