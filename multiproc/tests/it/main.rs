@@ -42,4 +42,5 @@ mod sharedctypes;
 mod shm_creator_killed;
 mod sync;
 mod target_threads;
+mod tracing_spans;
 mod wait_readiness;
