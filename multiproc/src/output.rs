@@ -617,3 +617,73 @@ impl ForkGuard {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source reading a pipe and writing prefixed lines to a memory
+    /// file; returns it with the writer of its pipe and the file.
+    fn source() -> (Source, Fd, Fd) {
+        let (input_r, input_w) = sys::output_pipe().unwrap();
+        let file = sys::capture_file().unwrap();
+        let s = Source {
+            id: 1,
+            fd: OwnFd::new(input_r),
+            to: file.raw(),
+            prefix: b"[p] ".to_vec(),
+            partial: Vec::new(),
+        };
+        (s, input_w, file)
+    }
+
+    fn written(file: &Fd) -> Vec<u8> {
+        sys::file_contents(file).unwrap()
+    }
+
+    #[test]
+    fn lines_are_held_until_whole_and_the_last_is_ended_at_the_end() {
+        let (mut s, w, out) = source();
+        sys::write_all_raw(w.raw(), b"one\ntw").unwrap();
+        assert!(!s.pump(usize::MAX));
+        assert_eq!(written(&out), b"[p] one\n");
+        sys::write_all_raw(w.raw(), b"o\nthr").unwrap();
+        assert!(!s.pump(usize::MAX));
+        assert_eq!(written(&out), b"[p] one\n[p] two\n");
+        drop(w);
+        assert!(s.pump(usize::MAX), "the pipe ended");
+        assert_eq!(written(&out), b"[p] one\n[p] two\n[p] thr\n");
+    }
+
+    #[test]
+    fn bytes_pass_unchanged_and_long_lines_are_cut() {
+        let (mut s, w, out) = source();
+        // Every byte value but the newline.
+        let long: Vec<u8> = (0..LINE_MAX + 1000)
+            .map(|i| (i % 255) as u8 + 1)
+            .filter(|&b| b != b'\n')
+            .collect();
+        assert!(long.len() > LINE_MAX);
+        let sent = long.clone();
+        // More than a pipe holds: written while the source reads.
+        let writer = std::thread::spawn(move || {
+            sys::write_all_raw(w.raw(), &sent).unwrap();
+        });
+        while !s.pump(usize::MAX) {
+            s.fd.fd.poll_readable(Some(Duration::from_secs(60))).unwrap();
+        }
+        writer.join().unwrap();
+        let mut expected = b"[p] ".to_vec();
+        expected.extend_from_slice(&long[..LINE_MAX]);
+        expected.extend_from_slice(b"\n[p] ");
+        expected.extend_from_slice(&long[LINE_MAX..]);
+        expected.push(b'\n');
+        let got = written(&out);
+        assert!(
+            got == expected,
+            "{} bytes written, {} expected",
+            got.len(),
+            expected.len()
+        );
+    }
+}
