@@ -5,8 +5,10 @@
 //! All spans have the target `multiproc` and level INFO (a span prints
 //! nothing by itself; it gives the events inside it their context):
 //!
-//! - `start` (in the parent, around `Process::start`): `process` (name),
-//!   `method`, and `pid` once the child exists.
+//! - `start` (in the parent, made by `Process::start` and closed when it
+//!   returns, never entered: a fork child, which never returns from
+//!   `start`, would run its target inside it): `process` (name), `method`,
+//!   and `pid` once the child exists.
 //! - `join` (in the parent, around `Process::join`): `process`, `pid`, and
 //!   `exitcode` once the child has ended.
 //! - `task` (in a pool worker, around each task message it runs: one
@@ -22,8 +24,18 @@ mod imp {
     /// An entered span.
     pub(crate) struct Entered(tracing::span::EnteredSpan);
 
-    pub(crate) fn start(process: &str, method: crate::StartMethod) -> Entered {
-        Entered(tracing::info_span!(target: "multiproc", "start", process, method = %method, pid = Empty).entered())
+    /// A span that is never entered: a fork child, which never returns
+    /// from `start`, would otherwise run its target inside it.
+    pub(crate) struct Started(tracing::Span);
+
+    pub(crate) fn start(process: &str, method: crate::StartMethod) -> Started {
+        Started(tracing::info_span!(target: "multiproc", "start", process, method = %method, pid = Empty))
+    }
+
+    impl Started {
+        pub(crate) fn record_pid(&self, pid: u32) {
+            self.0.record("pid", pid);
+        }
     }
 
     pub(crate) fn join(process: &str, pid: Option<u32>) -> Entered {
@@ -31,15 +43,19 @@ mod imp {
     }
 
     pub(crate) fn task(index: usize, message: u64) -> Entered {
-        let (process, pid) = crate::registry::with_me(|me| (me.name.clone(), crate::sys::getpid()));
-        Entered(tracing::info_span!(target: "multiproc", "task", process, pid, task = index, message).entered())
+        // The fields are only computed when a subscriber wants the span.
+        let span = tracing::info_span!(
+            target: "multiproc",
+            "task",
+            process = crate::registry::with_me(|me| me.name.clone()),
+            pid = crate::sys::getpid(),
+            task = index,
+            message
+        );
+        Entered(span.entered())
     }
 
     impl Entered {
-        pub(crate) fn record_pid(&self, pid: u32) {
-            self.0.record("pid", pid);
-        }
-
         pub(crate) fn record_exitcode(&self, code: i32) {
             self.0.record("exitcode", code);
         }
@@ -51,8 +67,15 @@ mod imp {
     /// Nothing: the `tracing` feature is off.
     pub(crate) struct Entered;
 
-    pub(crate) fn start(_process: &str, _method: crate::StartMethod) -> Entered {
-        Entered
+    /// Nothing: the `tracing` feature is off.
+    pub(crate) struct Started;
+
+    pub(crate) fn start(_process: &str, _method: crate::StartMethod) -> Started {
+        Started
+    }
+
+    impl Started {
+        pub(crate) fn record_pid(&self, _pid: u32) {}
     }
 
     pub(crate) fn join(_process: &str, _pid: Option<u32>) -> Entered {
@@ -64,8 +87,6 @@ mod imp {
     }
 
     impl Entered {
-        pub(crate) fn record_pid(&self, _pid: u32) {}
-
         pub(crate) fn record_exitcode(&self, _code: i32) {}
     }
 }

@@ -88,8 +88,17 @@ fn forty_two() -> u32 {
 }
 
 fn start_and_join_have_spans(m: StartMethod) {
+    // tracing caches whether anyone wants a span once per call site, in the
+    // first thread that reaches it: a call site reached first by another
+    // test while this test's subscriber is being set up can be cached as
+    // unwanted. Reach the call sites here first (their registration is
+    // then complete), and have the cache rebuilt once the subscriber is in.
+    let mut warm = ProcessBuilder::new().start_method(m).target(forty_two);
+    warm.start().unwrap();
+    warm.join_timeout(DEADLINE).unwrap();
     let rec = Recorder::default();
     let pid = tracing::subscriber::with_default(rec.clone(), || {
+        tracing::callsite::rebuild_interest_cache();
         let mut p = ProcessBuilder::new().name("traced").start_method(m).target(forty_two);
         p.start().unwrap();
         assert_eq!(p.join_timeout(DEADLINE).unwrap(), 42);
