@@ -577,6 +577,12 @@ enum BootError {
 type BootParts = (Boot, Vec<u8>, Vec<Fd>, Option<Vec<Fd>>);
 
 fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<BootParts, BootError> {
+    let mut next = |want: Tag| match reader.next_blocking(sock) {
+        Ok(Some((tag, payload))) if tag == want => Ok(payload),
+        Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
+        Ok(None) | Err(frame::ReadError::Io(_)) => Err(BootError::ParentGone),
+        Err(frame::ReadError::Protocol(e)) => Err(BootError::Invalid(e.0)),
+    };
     let boot: Boot = codec::decode_record(boot).map_err(|e| BootError::Invalid(format!("bad boot record: {}", e.0)))?;
     if boot.protocol != PROTOCOL {
         return Err(BootError::Invalid(format!(
@@ -608,15 +614,11 @@ fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: &[u8]) -> Result<BootP
             )));
         }
     }
-    let output = boot.output.then(|| reader.take_n_fds(2));
-    let mut next = |want: Tag| match reader.next_blocking(sock) {
-        Ok(Some((tag, payload))) if tag == want => Ok(payload),
-        Ok(Some((tag, _))) => Err(BootError::Invalid(format!("expected a {want:?} frame, got {tag:?}"))),
-        Ok(None) | Err(frame::ReadError::Io(_)) => Err(BootError::ParentGone),
-        Err(frame::ReadError::Protocol(e)) => Err(BootError::Invalid(e.0)),
-    };
     let args = next(Tag::Args)?;
-    Ok((boot, args, reader.take_fds(), output))
+    // The Boot frame's descriptors arrived first.
+    let mut fds = reader.take_fds();
+    let output = boot.output.then(|| fds.drain(..fds.len().min(2)).collect());
+    Ok((boot, args, fds, output))
 }
 
 /// How long a spawned child may take to reach the entry point by default.
