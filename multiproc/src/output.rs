@@ -360,13 +360,19 @@ impl Source {
                 break false;
             }
             match sys::read_some(&self.fd.fd, &mut self.partial, READ_CHUNK) {
-                Ok(ReadSome::Data(n)) => read += n,
+                // Written as it comes: what is held stays below LINE_MAX.
+                Ok(ReadSome::Data(n)) => {
+                    read += n;
+                    self.write_lines(false);
+                }
                 Ok(ReadSome::Empty) => break false,
                 // A pipe that cannot be read is as good as ended.
                 Ok(ReadSome::End) | Err(_) => break true,
             }
         };
-        self.write_lines(ended);
+        if ended {
+            self.write_lines(true);
+        }
         ended
     }
 

@@ -93,16 +93,21 @@ pub(crate) fn read_some(fd: &Fd, buf: &mut Vec<u8>, max: usize) -> io::Result<Re
 }
 
 /// Writes all of `bytes` to the raw descriptor `fd` (1 or 2) of this
-/// process, without std's stream locks.
+/// process, without std's stream locks. A descriptor someone made
+/// non-blocking is waited on as a blocking one would be: until its reader
+/// takes the bytes.
 pub(crate) fn write_all_raw(fd: i32, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         // SAFETY: bytes is a valid readable slice; `fd` is a number this
         // process may write to (a closed one fails with EBADF).
-        let n = cvt_r(|| unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) })?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+        match cvt_r(|| unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) }) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n as usize..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                super::fd::poll_one(fd, libc::POLLOUT, None)?;
+            }
+            Err(e) => return Err(e),
         }
-        bytes = &bytes[n as usize..];
     }
     Ok(())
 }
