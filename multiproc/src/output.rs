@@ -92,14 +92,21 @@ pub enum ChildOutput {
     /// this process's standard output (error), whole and prefixed with the
     /// child's name in brackets: `[Process-3] hello`. The lines of several
     /// children interleave, but never within a line (up to
-    /// [`ChildOutput::LINE_MAX`] bytes). When [`join`](crate::Process::join) returns, every line the
-    /// child wrote has been written.
+    /// [`ChildOutput::LINE_MAX`] bytes). Bytes pass unchanged; a last line
+    /// without newline gets one. When [`join`](crate::Process::join)
+    /// returns, every line the child wrote has been written, a crashed
+    /// child's included (only a line that a child of its own, still
+    /// running, may go on writing is held until it ends). A thread of this
+    /// process relays the lines of all its prefixed children; it ends with
+    /// the last of them.
     Prefix,
     /// The child's standard output and error are kept for this process:
     /// [`Process::output`](crate::Process::output),
     /// [`stdout`](crate::Process::stdout), [`stderr`](crate::Process::stderr).
     /// The child never blocks on them, and whatever it wrote before it
     /// ended (even killed) is kept, in memory, until the handle is dropped.
+    /// (What the child's own `Stdout` still buffered when it was killed,
+    /// the start of a line, never left the child.)
     Capture,
 }
 
