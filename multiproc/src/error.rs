@@ -188,7 +188,13 @@ impl Error {
 
     #[cold]
     pub(crate) fn io(message: impl Into<Cow<'static, str>>, source: io::Error) -> Error {
-        Error::new(ErrorKind::Io, message).with_source(source)
+        // A platform without the call (the stub backend, an old kernel)
+        // is not an I/O failure.
+        let kind = match source.kind() {
+            io::ErrorKind::Unsupported => ErrorKind::Unsupported,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, message).with_source(source)
     }
 
     /// A copy for each task of a failed chunk: kind, message, process,

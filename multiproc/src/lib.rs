@@ -266,7 +266,7 @@ pub use crate::{
         executable::{get_executable, reset_executable, set_executable},
         spawn,
     },
-    queue::{JoinableQueue, Queue, SimpleQueue},
+    queue::{JoinableQueue, Producer, Queue, QueueIntoIter, QueueIter, SimpleQueue},
     shared_memory::{ListItem, ShareableList, SharedMemory},
     sharedctypes::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard, ValueLock},
     start::StartMethod,

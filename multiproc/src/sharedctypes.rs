@@ -81,7 +81,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::{
     Error, ErrorKind, Result, codec,
     sync::{AcquireError, Lock, LockGuard, RLock},
-    sys::{self, Fd, Locked, MUTEX_SIZE, Mapping, RobustMutex, unit_of},
+    sys::{self, Fd, LockError, Locked, MUTEX_SIZE, Mapping, MutexKind, RobustMutex, unit_of},
 };
 
 const MAGIC: u64 = u64::from_le_bytes(*b"mpshval\0");
@@ -291,7 +291,8 @@ impl<T: Pod> Shared<T> {
         let guarding = match mode {
             Mode::Raw => Guarding::Raw,
             Mode::Own => Guarding::Own(
-                RobustMutex::init(&map, MUTEX_OFF).map_err(|e| Error::io("failed to initialise a shared lock", e))?,
+                RobustMutex::init(&map, MUTEX_OFF, MutexKind::ErrorCheck)
+                    .map_err(|e| Error::io("failed to initialise a shared lock", e))?,
             ),
             Mode::Callers(l) => Guarding::Callers(l),
         };
@@ -399,15 +400,18 @@ impl<T: Pod> Shared<T> {
             Guarding::Callers(l) => return self.lock_callers(l, timeout),
             Guarding::Raw => unreachable!("only locked objects are locked"),
         };
-        match m.lock(timeout) {
-            Ok(Locked::Yes) => Ok(false),
+        match m.lock(timeout.map(sys::deadline_after)) {
+            Ok(Locked::Clean) => Ok(false),
             Ok(Locked::OwnerDied) => Ok(true),
-            Ok(Locked::Busy) => Err(LockFail::Timeout),
-            Err(e) if e.raw_os_error() == Some(libc::EDEADLK) => Err(LockFail::Failed(Error::new(
+            Err(LockError::Timeout) => Err(LockFail::Timeout),
+            Err(LockError::Deadlock) => Err(LockFail::Failed(Error::new(
                 ErrorKind::InvalidState,
                 "this thread already holds the shared value's lock",
             ))),
-            Err(e) => Err(LockFail::Failed(Error::io("failed to take the shared value's lock", e))),
+            Err(e) => Err(LockFail::Failed(Error::io(
+                "failed to take the shared value's lock",
+                e.into(),
+            ))),
         }
     }
 
@@ -448,7 +452,11 @@ impl<T: Pod> Shared<T> {
     /// the guard took it.
     fn unlock(&self, release: bool) {
         match &self.guarding {
-            Guarding::Own(m) => m.unlock(),
+            Guarding::Own(m) => {
+                // Cannot fail: this thread holds it (guards are not Send).
+                let unlocked = m.unlock();
+                debug_assert!(unlocked.is_ok(), "unlocking a mutex this thread holds");
+            }
             Guarding::Callers(l) => {
                 self.map.store(BORROW_OFF, 0u32);
                 if release {

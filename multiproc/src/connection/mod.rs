@@ -560,10 +560,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub(crate) fn deadline(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    // A timeout too large to represent means "practically never".
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    crate::sys::deadline_after(timeout)
 }
 
 impl Drop for Connection {

@@ -310,9 +310,7 @@ pub(super) fn erase<R: DeserializeOwned + Send + 'static>(
 }
 
 pub(super) fn deadline_after(timeout: Duration) -> Instant {
-    Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    crate::sys::deadline_after(timeout)
 }
 
 /// The pending result of [`Pool::apply_async`] (Python's `AsyncResult`).

@@ -42,6 +42,28 @@
 //! count, token), at the end so that a byte buffer is handed to the caller
 //! without moving it.
 //!
+//! # Ending
+//!
+//! A close for all is a flag in the ring's shared header, set under its
+//! lock: a put checks it under the same lock, so a put either went in
+//! before the close (and is drained) or fails; a get on the empty ring
+//! checks it before it sleeps, and the close wakes every sleeper.
+//!
+//! Producers are counted by the kernel, not in shared memory: a queue made
+//! with producers has a socket pair; every [`Producer`] in every process
+//! holds a descriptor of one end (clones in one process share one), every
+//! queue handle the other. When the last descriptor of the producers' end
+//! is closed (a drop, or the end of its process however it ended, which a
+//! count in the header could not see after a `SIGKILL`), the consumers'
+//! end reports a hang-up, which a get looks at (`poll` with no wait)
+//! whenever it finds the ring empty. A dropped producer wakes every
+//! sleeper; a killed one is seen at the sleepers' next slice of the ring's
+//! wait (one second). A producer in transit (in a message, or in a
+//! spawned child's arguments) is a descriptor in flight, which the kernel
+//! counts as open. A fork child inherits every descriptor: the producer's
+//! is registered as an endpoint (see `crate::registry`), so a fork child
+//! closes the producers not among its target's arguments.
+//!
 //! # Readiness for `wait`
 //!
 //! A queue has no descriptor of its own to `poll`, so it carries one: an
@@ -81,8 +103,16 @@ use crate::{
     codec::{self, CodecError},
     connection::deadline,
     error::{Error, ErrorKind, Result},
-    sys::{self, Fd, RingError, ShmRing},
+    sys::{self, Fd},
 };
+
+mod iter;
+mod producer;
+mod ring;
+
+pub use iter::{QueueIntoIter, QueueIter};
+pub use producer::Producer;
+use ring::{RingError, ShmRing};
 
 /// Initial size of a queue's shared ring; it doubles as needed.
 const INITIAL_CAPACITY: usize = 256 * 1024;
@@ -99,26 +129,64 @@ struct Core {
     side_rx: Fd,
     /// Signalled after a put while someone watches (see the module docs).
     ready: Fd,
+    /// This process's `close` (Python's: this process only).
     closed: AtomicBool,
+    /// For a queue made with producers: the end of a socket pair whose
+    /// other end only [`Producer`] handles hold. It hangs up when the last
+    /// of them is closed, dropped or gone with its process (see the module
+    /// docs).
+    producers: Option<Fd>,
 }
 
 static TOKENS: AtomicU64 = AtomicU64::new(1);
 
 impl Core {
-    fn new(max: Option<u64>) -> Result<Core> {
+    /// A new queue; with `with_producers`, also the descriptor its
+    /// producers hold.
+    fn new(max: Option<u64>, with_producers: bool) -> Result<(Core, Option<Fd>)> {
         let ring =
             ShmRing::new(INITIAL_CAPACITY, max).map_err(|e| Error::io("failed to create the queue's memory", e))?;
         let (side_tx, side_rx) =
             sys::seqpacket_pair().map_err(|e| Error::io("failed to create the queue's descriptor channel", e))?;
         let _ = side_tx.set_send_buffer(SIDE_BUFFER);
         let ready = sys::eventfd().map_err(|e| Error::io("failed to create the queue's readiness eventfd", e))?;
-        Ok(Core {
+        let (token, producers) = if with_producers {
+            let (token, watch) =
+                sys::socketpair().map_err(|e| Error::io("failed to create the queue's producer descriptors", e))?;
+            (Some(token), Some(watch))
+        } else {
+            (None, None)
+        };
+        let core = Core {
             ring,
             side_tx,
             side_rx,
             ready,
             closed: AtomicBool::new(false),
-        })
+            producers,
+        };
+        Ok((core, token))
+    }
+
+    /// `true` once no item can come any more: every producer handle of a
+    /// queue made with producers is gone (its descriptor hung up). A queue
+    /// made without producers never ends this way.
+    fn producers_gone(&self) -> bool {
+        self.producers
+            .as_ref()
+            .is_some_and(|fd| fd.poll_readable(Some(Duration::ZERO)).unwrap_or(false))
+    }
+
+    /// `true` when a get on the empty queue would report the end.
+    fn ended(&self) -> bool {
+        self.ring.is_closed() || self.producers_gone()
+    }
+
+    /// Wakes every process waiting on the queue, to look again at whether
+    /// it ended (a close, a producer gone).
+    fn wake_everyone(&self) {
+        self.ring.wake_all();
+        self.notify_watchers();
     }
 
     /// Wakes the watchers after a put, if there are any.
@@ -172,6 +240,7 @@ impl Core {
                     return Ok(());
                 }
                 Err(RingError::Timeout) => return Err(PutFail::Timeout),
+                Err(RingError::Closed) => return Err(PutFail::Closed),
                 Err(RingError::Io(_)) if side_full => {
                     // Too many items carrying descriptors are waiting: wait
                     // (without the ring's lock) for getters to take some.
@@ -203,9 +272,10 @@ impl Core {
             }
             Ok(())
         };
-        let mut record = match self.ring.pop(deadline, &mut take_fds) {
+        let mut record = match self.ring.pop(deadline, &mut take_fds, &|| self.producers_gone()) {
             Ok(r) => r,
             Err(RingError::Timeout) => return Err(RecvFailure::Timeout),
+            Err(RingError::Closed) => return Err(RecvFailure::Disconnected),
             Err(e) => return Err(RecvFailure::Failed(ring_error(e, "get"))),
         };
         if record.len() < TRAILER {
@@ -270,12 +340,18 @@ fn ring_error(e: RingError, op: &str) -> Error {
         RingError::Timeout => Error::new(ErrorKind::Timeout, format!("queue {op} timed out")),
         RingError::Broken(why) => Error::new(ErrorKind::Protocol, why),
         RingError::TooManyTaskDone => Error::new(ErrorKind::InvalidState, "task_done() called too many times"),
+        RingError::Closed => Error::new(
+            ErrorKind::Disconnected,
+            format!("queue {op} failed: the queue has ended"),
+        ),
         RingError::Io(e) => Error::io(format!("queue {op} failed"), e),
     }
 }
 
 enum PutFail {
     Timeout,
+    /// The queue was closed for every process.
+    Closed,
     Failed(Error),
 }
 
@@ -308,6 +384,34 @@ enum PutFail {
 /// CPython's, a `put` that returned has delivered the item (no feeder
 /// thread), `len` is exact, and a process killed while using the queue
 /// leaves it usable by the others.
+///
+/// # Ending a queue
+///
+/// A queue ends in one of two ways; from then on, in every process, gets
+/// take the items still in it and then report the end
+/// ([`RecvError::Disconnected`], `is_disconnected()`), and iteration
+/// ([`iter`](Self::iter), `for item in &queue`) stops:
+///
+/// - [`close_for_all`](Self::close_for_all), called in any process. Puts
+///   from then on fail with a `Disconnected` error that hands the value
+///   back; a put that returned before it is in the queue, and is drained.
+/// - For a queue made [`with_producer`](Self::with_producer): the last
+///   [`Producer`] handle is gone, dropped or ended with its process,
+///   however it ended (`SIGKILL` included). A dropped producer wakes the
+///   consumers at once; a killed one is noticed within about a second.
+///   Plain `Queue` handles (consumers) do not keep such a queue open.
+///
+/// Python's `Queue.close()` only says that the calling process will put no
+/// more (it flushes that process's feeder thread); this crate's
+/// [`close`](Self::close) keeps that meaning and affects this process
+/// only. crossbeam has no explicit close: a channel disconnects when its
+/// last `Sender` is dropped, which [`Producer`] mirrors across processes.
+///
+/// A consumer that dies affects nobody else: an item it had taken is gone
+/// with it, and the others go on and see the end as well. The end does not
+/// change a [`JoinableQueue`]'s count: every item taken is still owed a
+/// `task_done`, and `join` still waits for all of them (so an item taken by
+/// a consumer that died is never done: use `join_timeout` then).
 pub struct Queue<T> {
     core: Arc<Core>,
     _items: PhantomData<fn(T) -> T>,
@@ -330,10 +434,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// [`ErrorKind::Io`] when the system refuses the shared memory or the
     /// descriptors.
     pub fn new() -> Result<Queue<T>> {
-        Ok(Queue {
-            core: Arc::new(Core::new(None)?),
-            _items: PhantomData,
-        })
+        Ok(Queue::from_core(Core::new(None, false)?.0))
     }
 
     /// A queue holding at most `max` items: a put waits while it is full.
@@ -348,10 +449,55 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
                 "a bounded queue needs room for at least one item (use Queue::new for no bound)",
             ));
         }
-        Ok(Queue {
-            core: Arc::new(Core::new(Some(max as u64))?),
-            _items: PhantomData,
-        })
+        Ok(Queue::from_core(Core::new(Some(max as u64), false)?.0))
+    }
+
+    /// An unbounded queue that ends when its producers are gone, and the
+    /// first of them: every [`Producer`] handle (clones, and copies sent to
+    /// other processes) keeps it open; once the last is dropped, or gone
+    /// with its process (killed included), gets take what is left and then
+    /// report the end, as crossbeam's receivers do once every sender is
+    /// dropped. See [the type's docs](Queue#ending-a-queue).
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (tx, rx) = multiproc::Queue::with_producer()?;
+    /// tx.put(1)?;
+    /// tx.put(2)?;
+    /// drop(tx);
+    /// let got: Vec<i32> = rx.iter().collect::<multiproc::Result<_>>()?;
+    /// assert_eq!(got, [1, 2]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new).
+    pub fn with_producer() -> Result<(Producer<T>, Queue<T>)> {
+        Self::make_with_producer(None)
+    }
+
+    /// Like [`with_producer`](Self::with_producer), holding at most `max`
+    /// items.
+    ///
+    /// # Errors
+    ///
+    /// As for [`bounded`](Self::bounded).
+    pub fn bounded_with_producer(max: usize) -> Result<(Producer<T>, Queue<T>)> {
+        if max == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a bounded queue needs room for at least one item (use Queue::with_producer for no bound)",
+            ));
+        }
+        Self::make_with_producer(Some(max as u64))
+    }
+
+    fn make_with_producer(max: Option<u64>) -> Result<(Producer<T>, Queue<T>)> {
+        let (core, token) = Core::new(max, true)?;
+        let queue = Queue::from_core(core);
+        let token = token.expect("a queue made with producers has their descriptor");
+        Ok((Producer::new(queue.clone(), token), queue))
     }
 
     fn put_inner(&self, value: T, deadline: Option<Instant>) -> std::result::Result<(), (T, PutFail)> {
@@ -382,6 +528,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// [`ErrorKind::InvalidState`] after [`close`](Self::close).
     pub fn put(&self, value: T) -> std::result::Result<(), SendError<T>> {
         self.put_inner(value, None).map_err(|(v, f)| match f {
+            PutFail::Closed => SendError::Disconnected(v),
             PutFail::Failed(e) => SendError::Failed(v, e),
             PutFail::Timeout => SendError::Failed(v, Error::new(ErrorKind::Timeout, "timed out")),
         })
@@ -397,6 +544,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         self.put_inner(value, Some(deadline(timeout)))
             .map_err(|(v, f)| match f {
                 PutFail::Timeout => SendTimeoutError::Timeout(v),
+                PutFail::Closed => SendTimeoutError::Disconnected(v),
                 PutFail::Failed(e) => SendTimeoutError::Failed(v, e),
             })
     }
@@ -409,6 +557,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     pub fn try_put(&self, value: T) -> std::result::Result<(), TrySendError<T>> {
         self.put_inner(value, Some(Instant::now())).map_err(|(v, f)| match f {
             PutFail::Timeout => TrySendError::Full(v),
+            PutFail::Closed => TrySendError::Disconnected(v),
             PutFail::Failed(e) => TrySendError::Failed(v, e),
         })
     }
@@ -455,6 +604,53 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
 }
 
 impl<T> Queue<T> {
+    fn from_core(core: Core) -> Queue<T> {
+        Queue {
+            core: Arc::new(core),
+            _items: PhantomData,
+        }
+    }
+
+    /// Closes the queue for good, for every process: later puts, here and
+    /// elsewhere, fail with a `Disconnected` error (the value is handed
+    /// back); gets take the items already in and then report the end
+    /// ([`RecvError::Disconnected`]), so consumers in every process finish
+    /// once it is drained (see [`iter`](Self::iter)). Blocked puts and gets
+    /// wake up. Idempotent. See [the type's docs](Queue#ending-a-queue).
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(1)?;
+    /// q.close_for_all()?;
+    /// assert!(q.put(2).unwrap_err().is_disconnected());
+    /// assert_eq!(q.get()?, 1);
+    /// assert!(q.get().unwrap_err().is_disconnected());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Protocol`] if the shared memory was overwritten.
+    pub fn close_for_all(&self) -> Result<()> {
+        self.core.ring.close().map_err(|e| ring_error(e, "close"))?;
+        self.core.notify_watchers();
+        Ok(())
+    }
+
+    /// `true` once [`close_for_all`](Self::close_for_all) was called, in
+    /// any process.
+    pub fn is_closed_for_all(&self) -> bool {
+        self.core.ring.is_closed()
+    }
+
+    /// `true` once no item can come any more: the queue was closed for
+    /// all, or every producer of a queue made with producers is gone. Items
+    /// put before may still be in it (see [`len`](Self::len)).
+    pub fn has_ended(&self) -> bool {
+        self.core.ended()
+    }
+
     /// The number of items in the queue, exact at the moment it is read
     /// (every `put` and `get` that returned is counted).
     pub fn len(&self) -> usize {
@@ -491,7 +687,7 @@ impl<T> Queue<T> {
 
     /// For [`wait`](crate::wait): an item is there now.
     pub(crate) fn ready_now(&self) -> bool {
-        self.core.ring.len() > 0 || self.is_closed()
+        self.core.ring.len() > 0 || self.is_closed() || self.core.ended()
     }
 
     /// For [`wait`](crate::wait): waits until an item may be there.
@@ -550,6 +746,8 @@ struct Passed {
     side_tx: u32,
     side_rx: u32,
     ready: u32,
+    /// The producers' watch descriptor, for a queue made with producers.
+    producers: Option<u32>,
 }
 
 impl<T> Serialize for Queue<T> {
@@ -563,6 +761,7 @@ impl<T> Serialize for Queue<T> {
             side_tx: export(&self.core.side_tx)?,
             side_rx: export(&self.core.side_rx)?,
             ready: export(&self.core.ready)?,
+            producers: self.core.producers.as_ref().map(export).transpose()?,
         }
         .serialize(s)
     }
@@ -580,6 +779,12 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
             import(p.side_rx)?,
             import(p.ready)?,
         );
+        let producers = p.producers.map(import).transpose()?;
+        if producers.as_ref().is_some_and(|fd| !fd.is_socket()) {
+            return Err(D::Error::custom(
+                "not a queue: its producers' descriptor is not a socket",
+            ));
+        }
         let ring = ShmRing::from_fds(control, data).map_err(|e| D::Error::custom(format!("not a queue: {e}")))?;
         if !ready.is_eventfd() {
             // A put signals it: never write to a descriptor that is not one.
@@ -594,6 +799,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
                 side_rx,
                 ready,
                 closed: AtomicBool::new(false),
+                producers,
             }),
             _items: PhantomData,
         })
@@ -630,6 +836,16 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// As for [`Queue::new`].
     pub fn new() -> Result<SimpleQueue<T>> {
         Queue::new().map(SimpleQueue)
+    }
+
+    /// A queue that ends when its producers are gone, and the first of
+    /// them; see [`Queue::with_producer`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::new`].
+    pub fn with_producer() -> Result<(Producer<T>, SimpleQueue<T>)> {
+        Queue::with_producer().map(|(tx, q)| (tx, SimpleQueue(q)))
     }
 
     /// Puts `value`; it is in the queue when this returns.
@@ -669,6 +885,15 @@ impl<T> SimpleQueue<T> {
     /// Stops this process's use of the queue; see [`Queue::close`].
     pub fn close(&self) {
         self.0.close()
+    }
+
+    /// Closes the queue for every process; see [`Queue::close_for_all`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::close_for_all`].
+    pub fn close_for_all(&self) -> Result<()> {
+        self.0.close_for_all()
     }
 
     /// The queue underneath, for [`wait`](crate::wait).
@@ -719,6 +944,16 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     pub fn bounded(max: usize) -> Result<JoinableQueue<T>> {
         Queue::bounded(max).map(JoinableQueue)
     }
+
+    /// A joinable queue that ends when its producers are gone, and the
+    /// first of them; see [`Queue::with_producer`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::new`].
+    pub fn with_producer() -> Result<(Producer<T>, JoinableQueue<T>)> {
+        Queue::with_producer().map(|(tx, q)| (tx, JoinableQueue(q)))
+    }
 }
 
 impl<T> JoinableQueue<T> {
@@ -765,3 +1000,6 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ending_tests;

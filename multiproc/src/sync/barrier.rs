@@ -1,12 +1,21 @@
 //! [`Barrier`].
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::Ordering::{Relaxed, SeqCst},
+    },
+    time::{Duration, Instant},
+};
 
-use super::{by_descriptor, create_error, error};
+use super::{
+    by_descriptor, create_error, error,
+    shared::{Inner, Kind, NSLOTS, SLICE, SyncError, SyncMem, spin_until},
+};
 use crate::{
-    connection::deadline,
     error::{Error, ErrorKind, Result},
-    sys::{SyncKind, SyncMem},
+    sys::{deadline_after as deadline, futex_wait, futex_wake_all, passed, process_identity, thread_id},
 };
 
 /// A rendezvous of a fixed number of parties in any processes (Python's
@@ -70,7 +79,7 @@ impl Barrier {
                 format!("a barrier needs 1 to {} parties, not {parties}", Self::MAX_PARTIES),
             ));
         }
-        let mem = SyncMem::new(SyncKind::Barrier, parties as u64, timeout_word(timeout))
+        let mem = SyncMem::new(Kind::Barrier, parties as u64, timeout_word(timeout))
             .map_err(|e| create_error("barrier", e))?;
         Ok(Barrier { mem: Arc::new(mem) })
     }
@@ -199,3 +208,159 @@ fn timeout_word(timeout: Option<Duration>) -> u64 {
 }
 
 by_descriptor!(Barrier, Barrier, |mem| Barrier { mem });
+
+// ----- the algorithm -----
+
+impl SyncMem {
+    /// Takes the internal lock (until `deadline`, as in
+    /// [`inner`](Self::inner)); a death under it breaks the barrier.
+    fn bar_inner(&self, deadline: Option<Instant>) -> Result<Inner<'_>, SyncError> {
+        let g = self.inner(deadline)?;
+        if g.recovered {
+            self.bar_break();
+        }
+        Ok(g)
+    }
+
+    /// Ends the current generation: passed or broken (under the lock).
+    fn bar_end(&self, passed: bool) {
+        let h = self.hdr();
+        let generation = h.generation.load(SeqCst);
+        let bit = 1u64 << (generation % 64);
+        let outcomes = h.outcomes.load(SeqCst);
+        h.outcomes
+            .store(if passed { outcomes | bit } else { outcomes & !bit }, SeqCst);
+        for s in &self.page().slots[..(h.parties.load(SeqCst) as usize).min(NSLOTS)] {
+            s.pid.store(0, SeqCst);
+        }
+        h.count.store(0, SeqCst);
+        h.generation.store(generation.wrapping_add(1), SeqCst);
+        futex_wake_all(&h.generation);
+    }
+
+    /// Breaks the barrier (under the lock).
+    fn bar_break(&self) {
+        self.hdr().broken.store(1, SeqCst);
+        self.bar_end(false);
+    }
+
+    /// A party that could not take the internal lock before its deadline
+    /// gives up: it breaks the barrier without the lock (the flag only; the
+    /// next party that takes the lock ends the generation, see
+    /// [`bar_wait`](Self::bar_wait)), unless its generation (`waiting`:
+    /// the generation and its arrival index) has ended meanwhile.
+    fn bar_give_up(&self, waiting: Option<(u32, u32)>) -> Result<u32, SyncError> {
+        let h = self.hdr();
+        if let Some((generation, index)) = waiting
+            && h.generation.load(SeqCst) != generation
+        {
+            return if h.outcomes.load(SeqCst) & (1u64 << (generation % 64)) != 0 {
+                Ok(index)
+            } else {
+                Err(SyncError::Broken)
+            };
+        }
+        h.broken.store(1, SeqCst);
+        futex_wake_all(&h.generation);
+        Err(SyncError::Broken)
+    }
+
+    /// Waits for the other parties; returns this party's arrival index.
+    pub(super) fn bar_wait(&self, deadline: Option<Instant>) -> Result<u32, SyncError> {
+        let h = self.hdr();
+        let mut g = match self.bar_inner(deadline) {
+            Err(SyncError::Timeout) => return self.bar_give_up(None),
+            r => r?,
+        };
+        if h.broken.load(SeqCst) != 0 {
+            return Err(SyncError::Broken);
+        }
+        let parties = h.parties.load(SeqCst);
+        let index = h.count.load(SeqCst);
+        if index + 1 >= parties {
+            self.bar_end(true);
+            return Ok(index);
+        }
+        let (pid, start) = process_identity();
+        let Some(s) = self.page().slots.get(index as usize) else {
+            return Err(SyncError::Full);
+        };
+        s.start.store(start, SeqCst);
+        s.tid.store(thread_id(), SeqCst);
+        s.pid.store(pid, SeqCst);
+        h.count.store(index + 1, SeqCst);
+        let generation = h.generation.load(SeqCst);
+        loop {
+            drop(g);
+            if !spin_until(|| h.generation.load(SeqCst) != generation, deadline) {
+                futex_wait(&h.generation, generation, deadline, SLICE);
+            }
+            g = match self.bar_inner(deadline) {
+                Err(SyncError::Timeout) => return self.bar_give_up(Some((generation, index))),
+                r => r?,
+            };
+            if h.generation.load(SeqCst) != generation {
+                return if h.outcomes.load(SeqCst) & (1u64 << (generation % 64)) != 0 {
+                    Ok(index)
+                } else {
+                    Err(SyncError::Broken)
+                };
+            }
+            // A party that timed out on the internal lock set the flag.
+            if h.broken.load(SeqCst) != 0 || passed(deadline) || self.bar_neighbour_died(index) {
+                self.bar_break();
+                return Err(SyncError::Broken);
+            }
+        }
+    }
+
+    /// Whether the party registered after `index` (the first one, for the
+    /// last registered) is dead.
+    ///
+    /// Each waiting party checks one neighbour per wake-up, so that a round
+    /// of checks costs O(parties), not O(parties²) (all parties checking all
+    /// slots under the internal lock starved late arrivals for seconds at
+    /// [`Barrier::MAX_PARTIES`]). Every registered slot is some party's
+    /// neighbour, and a dead checker is found by its own neighbour, so a
+    /// death is seen within a slice or two while one party lives.
+    fn bar_neighbour_died(&self, index: u32) -> bool {
+        let n = (self.hdr().count.load(SeqCst) as usize).min(NSLOTS);
+        let next = index as usize + 1;
+        let Some(s) = self.page().slots.get(if next < n { next } else { 0 }) else {
+            return false;
+        };
+        s.pid.load(SeqCst) != 0 && !s.holder_alive()
+    }
+
+    /// Breaks the barrier: current and future waiters fail until a reset.
+    pub(super) fn bar_abort(&self) -> Result<(), SyncError> {
+        let _g = self.bar_inner(None)?;
+        self.bar_break();
+        Ok(())
+    }
+
+    /// Returns the barrier to its initial state; current waiters fail.
+    pub(super) fn bar_reset(&self) -> Result<(), SyncError> {
+        let _g = self.bar_inner(None)?;
+        let h = self.hdr();
+        if h.count.load(SeqCst) > 0 {
+            self.bar_end(false);
+        }
+        h.broken.store(0, SeqCst);
+        Ok(())
+    }
+
+    /// The word a barrier was created with as its default timeout (0:
+    /// none, else nanoseconds + 1; the facade gives it meaning).
+    pub(super) fn bar_timeout(&self) -> u64 {
+        self.hdr().max.load(Relaxed)
+    }
+
+    /// `(parties, waiting, broken)`.
+    pub(super) fn bar_state(&self) -> (u32, u32, bool) {
+        let h = self.hdr();
+        let broken = h.broken.load(SeqCst) != 0;
+        let waiting = if broken { 0 } else { h.count.load(SeqCst) };
+        (h.parties.load(SeqCst), waiting, broken)
+    }
+}

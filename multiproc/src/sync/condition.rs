@@ -1,15 +1,22 @@
 //! [`Condition`].
 
-use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    marker::PhantomData,
+    sync::{Arc, atomic::Ordering::SeqCst},
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{AcquireError, Lock, RLock, acquired, create_error, error};
+use super::{
+    AcquireError, Lock, RLock, acquired, create_error, error,
+    shared::{Acquired, FREE, Kind, NOTIFIED, SLICE, SyncError, SyncMem, WAITING},
+};
 use crate::{
     codec,
-    connection::deadline,
     error::Result,
-    sys::{SyncKind, SyncMem, passed},
+    sys::{deadline_after as deadline, futex_wait, futex_wake, is_alive, passed, process_identity, thread_id},
 };
 
 /// A condition variable shared by processes (Python's
@@ -105,7 +112,7 @@ impl Condition {
     }
 
     fn build(lock: CondLock) -> Result<Condition> {
-        let mem = SyncMem::new(SyncKind::Condition, 0, 0).map_err(|e| create_error("condition", e))?;
+        let mem = SyncMem::new(Kind::Condition, 0, 0).map_err(|e| create_error("condition", e))?;
         Ok(Condition {
             mem: Arc::new(mem),
             lock,
@@ -195,8 +202,8 @@ impl Condition {
 
     fn wait_until(&self, deadline: Option<std::time::Instant>) -> Wait {
         match self.mem.cond_wait(self.lock.mem(), deadline) {
-            Ok((notified, crate::sys::Acquired::Clean)) => Ok(notified),
-            Ok((notified, crate::sys::Acquired::OwnerDied)) => Err(AcquireError::OwnerDied(notified)),
+            Ok((notified, Acquired::Clean)) => Ok(notified),
+            Ok((notified, Acquired::OwnerDied)) => Err(AcquireError::OwnerDied(notified)),
             Err(e) => Err(AcquireError::Failed(error(e, "condition"))),
         }
     }
@@ -361,16 +368,117 @@ impl<'de> Deserialize<'de> for Condition {
         };
         let lock = if p.recursive {
             CondLock::RLock(RLock {
-                mem: open(p.lock, SyncKind::RLock)?,
+                mem: open(p.lock, Kind::RLock)?,
             })
         } else {
             CondLock::Lock(Lock {
-                mem: open(p.lock, SyncKind::Lock)?,
+                mem: open(p.lock, Kind::Lock)?,
             })
         };
         Ok(Condition {
-            mem: open(p.cond, SyncKind::Condition)?,
+            mem: open(p.cond, Kind::Condition)?,
             lock,
         })
+    }
+}
+
+// ----- the algorithm -----
+
+impl SyncMem {
+    /// Waits for a notification: releases `lock` (every level), sleeps,
+    /// takes it again. `(notified, how the lock was taken again)`.
+    pub(super) fn cond_wait(&self, lock: &SyncMem, deadline: Option<Instant>) -> Result<(bool, Acquired), SyncError> {
+        if !lock.owned_by_me() {
+            return Err(SyncError::NotOwner);
+        }
+        let h = self.hdr();
+        let i = self.cond_slot()?;
+        let s = &self.page().slots[i];
+        let (pid, start) = process_identity();
+        let ticket = h.next_ticket.load(SeqCst);
+        h.next_ticket.store(ticket + 1, SeqCst);
+        s.n.store(ticket, SeqCst);
+        s.start.store(start, SeqCst);
+        s.pid.store(pid, SeqCst);
+        s.tid.store(thread_id(), SeqCst);
+        s.state.store(WAITING, SeqCst);
+        h.nwaiting.fetch_add(1, SeqCst);
+        let depth = match lock.release_all() {
+            Ok(d) => d,
+            Err(e) => {
+                s.state.store(FREE, SeqCst);
+                h.nwaiting.fetch_sub(1, SeqCst);
+                return Err(e);
+            }
+        };
+        while s.state.load(SeqCst) == WAITING && !passed(deadline) {
+            futex_wait(&s.state, WAITING, deadline, SLICE);
+        }
+        let got = lock.reacquire(depth)?;
+        let notified = s.state.load(SeqCst) == NOTIFIED;
+        if !notified {
+            h.nwaiting.fetch_sub(1, SeqCst);
+        }
+        s.state.store(FREE, SeqCst);
+        Ok((notified, got))
+    }
+
+    /// A free waiter slot (under the user's lock); sweeps the slots of dead
+    /// waiters when none is free.
+    fn cond_slot(&self) -> Result<usize, SyncError> {
+        let slots = &self.page().slots;
+        if let Some(i) = slots.iter().position(|s| s.state.load(SeqCst) == FREE) {
+            return Ok(i);
+        }
+        let h = self.hdr();
+        for s in slots {
+            if !is_alive(s.pid.load(SeqCst), s.tid.load(SeqCst), s.start.load(SeqCst))
+                && s.state.swap(FREE, SeqCst) == WAITING
+            {
+                h.nwaiting.fetch_sub(1, SeqCst);
+            }
+        }
+        slots
+            .iter()
+            .position(|s| s.state.load(SeqCst) == FREE)
+            .ok_or(SyncError::Full)
+    }
+
+    /// Wakes the `n` oldest live waiters; returns how many.
+    ///
+    /// A waiter is checked by thread id, and by its process's start time
+    /// too when it is the main thread of its process (`tid == pid`): a dead
+    /// process's pid reused by a new process names the new main thread, a
+    /// reused id of another thread is much less likely to fall in the same
+    /// thread group, and reading `/proc` for every waiter notified is not
+    /// free.
+    pub(super) fn cond_notify(&self, lock: &SyncMem, n: usize) -> Result<usize, SyncError> {
+        if !lock.owned_by_me() {
+            return Err(SyncError::NotOwner);
+        }
+        let h = self.hdr();
+        let mut woken = 0;
+        while woken < n && h.nwaiting.load(SeqCst) > 0 {
+            let oldest = self
+                .page()
+                .slots
+                .iter()
+                .filter(|s| s.state.load(SeqCst) == WAITING)
+                .min_by_key(|s| s.n.load(SeqCst));
+            let Some(s) = oldest else {
+                // The count was left high by a waiter that died.
+                h.nwaiting.store(0, SeqCst);
+                break;
+            };
+            h.nwaiting.fetch_sub(1, SeqCst);
+            if !s.holder_alive() {
+                s.state.store(FREE, SeqCst);
+                continue;
+            }
+            s.state.store(NOTIFIED, SeqCst);
+            futex_wake(&s.state, 1);
+            woken += 1;
+        }
+        Ok(woken)
     }
 }

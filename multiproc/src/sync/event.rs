@@ -1,12 +1,18 @@
 //! [`Event`].
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, atomic::Ordering::SeqCst},
+    time::{Duration, Instant},
+};
 
-use super::{by_descriptor, create_error};
+use super::{
+    by_descriptor, create_error,
+    shared::{Kind, SLICE, SyncMem, spin_until},
+};
 use crate::{
-    connection::deadline,
     error::Result,
-    sys::{SyncKind, SyncMem},
+    sys::{deadline_after as deadline, futex_wait, futex_wake_all, passed},
 };
 
 /// A flag shared by processes that can be waited for (Python's
@@ -44,7 +50,7 @@ impl Event {
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the system refuses the
     /// shared memory.
     pub fn new() -> Result<Event> {
-        let mem = SyncMem::new(SyncKind::Event, 0, 0).map_err(|e| create_error("event", e))?;
+        let mem = SyncMem::new(Kind::Event, 0, 0).map_err(|e| create_error("event", e))?;
         Ok(Event { mem: Arc::new(mem) })
     }
 
@@ -83,3 +89,52 @@ impl fmt::Debug for Event {
 }
 
 by_descriptor!(Event, Event, |mem| Event { mem });
+
+// ----- the algorithm: a flag and a sequence word, no lock -----
+
+impl SyncMem {
+    /// Sets the flag and wakes every waiter.
+    pub(super) fn event_set(&self) {
+        let h = self.hdr();
+        if h.flag.swap(1, SeqCst) == 0 {
+            h.seq.fetch_add(1, SeqCst);
+            if h.waiters.load(SeqCst) != 0 {
+                futex_wake_all(&h.seq);
+            }
+        }
+    }
+
+    /// Clears the flag.
+    pub(super) fn event_clear(&self) {
+        self.hdr().flag.store(0, SeqCst);
+    }
+
+    /// Whether the flag is set.
+    pub(super) fn event_is_set(&self) -> bool {
+        self.hdr().flag.load(SeqCst) != 0
+    }
+
+    /// Waits until the flag is set (or was set since the call began);
+    /// `false` when the deadline passed first.
+    pub(super) fn event_wait(&self, deadline: Option<Instant>) -> bool {
+        let h = self.hdr();
+        let seen = h.seq.load(SeqCst);
+        let done = || h.flag.load(SeqCst) != 0 || h.seq.load(SeqCst) != seen;
+        if spin_until(done, deadline) {
+            return true;
+        }
+        loop {
+            h.waiters.fetch_add(1, SeqCst);
+            if !done() {
+                futex_wait(&h.seq, seen, deadline, SLICE);
+            }
+            h.waiters.fetch_sub(1, SeqCst);
+            if done() {
+                return true;
+            }
+            if passed(deadline) {
+                return false;
+            }
+        }
+    }
+}

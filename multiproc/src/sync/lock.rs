@@ -1,12 +1,22 @@
-//! [`Lock`] and [`RLock`].
+//! [`Lock`], and the algorithm of `Lock` and `RLock` over the shared page:
+//! the contract's robust mutex is the lock (error-checking for `Lock`,
+//! recursive for `RLock`, whose depth `rlock.rs` keeps).
 
-use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    marker::PhantomData,
+    sync::Arc,
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
 
-use super::{AcquireError, acquired, by_descriptor, create_error, error};
+use super::{
+    AcquireError, acquired, by_descriptor, create_error, error,
+    shared::{Acquired, Kind, SyncError, SyncMem},
+};
 use crate::{
-    connection::deadline,
     error::Result,
-    sys::{SyncKind, SyncMem},
+    sys::{Locked, UnlockError, deadline_after as deadline},
 };
 
 /// A mutual-exclusion lock shared by processes (Python's
@@ -56,7 +66,7 @@ impl Lock {
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the system refuses the
     /// shared memory.
     pub fn new() -> Result<Lock> {
-        let mem = SyncMem::new(SyncKind::Lock, 0, 0).map_err(|e| create_error("lock", e))?;
+        let mem = SyncMem::new(Kind::Lock, 0, 0).map_err(|e| create_error("lock", e))?;
         Ok(Lock { mem: Arc::new(mem) })
     }
 
@@ -183,151 +193,101 @@ impl fmt::Debug for Lock {
 }
 
 by_descriptor!(Lock, Lock, |mem| Lock { mem });
+// ----- the algorithm: the contract's mutex is the lock -----
 
-/// A recursive lock shared by processes (Python's
-/// `multiprocessing.RLock`): the thread that holds it may acquire it again,
-/// and must release it as many times.
-///
-/// ```
-/// # fn main() -> multiproc::Result<()> {
-/// let lock = multiproc::RLock::new()?;
-/// let outer = lock.acquire()?;
-/// let inner = lock.acquire()?;
-/// assert_eq!(lock.depth(), 2);
-/// drop(inner);
-/// drop(outer);
-/// assert!(!lock.is_locked());
-/// # Ok(()) }
-/// ```
-///
-/// A holder that dies is reported as for [`Lock`].
-#[derive(Clone)]
-pub struct RLock {
-    pub(super) mem: Arc<SyncMem>,
-}
-
-/// Holds one level of an [`RLock`]; releases it when dropped.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct RLockGuard<'a> {
-    lock: &'a RLock,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl RLock {
-    /// A new, unlocked recursive lock.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Lock::new`].
-    pub fn new() -> Result<RLock> {
-        let mem = SyncMem::new(SyncKind::RLock, 0, 0).map_err(|e| create_error("rlock", e))?;
-        Ok(RLock { mem: Arc::new(mem) })
-    }
-
-    fn guard(&self) -> RLockGuard<'_> {
-        RLockGuard {
-            lock: self,
-            _not_send: PhantomData,
+impl SyncMem {
+    /// Acquires the lock until `deadline` (`None`: forever; a past instant:
+    /// try once).
+    #[inline]
+    pub(super) fn lock(&self, deadline: Option<Instant>) -> Result<Acquired, SyncError> {
+        let got = match self.mutex().lock(deadline) {
+            Ok(Locked::Clean) => Acquired::Clean,
+            Ok(Locked::OwnerDied) => {
+                if self.kind() == Kind::RLock as u32 {
+                    self.hdr().rcount.store(0, Relaxed);
+                }
+                Acquired::OwnerDied
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if self.kind() == Kind::RLock as u32 {
+            let h = self.hdr();
+            h.rcount.store(h.rcount.load(Relaxed) + 1, Relaxed);
         }
+        Ok(got)
     }
 
-    /// Acquires one level, waiting as long as it takes.
-    ///
-    /// # Errors
-    ///
-    /// [`AcquireError::OwnerDied`] (holding the guard, depth 1) when the
-    /// previous holder died.
-    pub fn acquire(&self) -> std::result::Result<RLockGuard<'_>, AcquireError<RLockGuard<'_>>> {
-        acquired(self.mem.lock(None), "rlock", || self.guard())
-    }
-
-    /// Acquires one level if the lock is free or held by this thread.
-    ///
-    /// # Errors
-    ///
-    /// [`AcquireError::Timeout`] when another thread holds it; as for
-    /// [`acquire`](Self::acquire).
-    pub fn try_acquire(&self) -> std::result::Result<RLockGuard<'_>, AcquireError<RLockGuard<'_>>> {
-        acquired(self.mem.lock(Some(std::time::Instant::now())), "rlock", || self.guard())
-    }
-
-    /// Acquires one level, waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`AcquireError::Timeout`]; as for [`acquire`](Self::acquire).
-    pub fn acquire_timeout(
-        &self,
-        timeout: Duration,
-    ) -> std::result::Result<RLockGuard<'_>, AcquireError<RLockGuard<'_>>> {
-        acquired(self.mem.lock(Some(deadline(timeout))), "rlock", || self.guard())
-    }
-
-    /// Acquires one level without a guard, waiting at most `timeout`
-    /// (`None`: as long as it takes); see [`release`](Self::release).
-    ///
-    /// # Errors
-    ///
-    /// As for [`acquire_timeout`](Self::acquire_timeout).
-    #[doc(alias = "acquire")]
-    pub fn acquire_unguarded(&self, timeout: Option<Duration>) -> std::result::Result<(), AcquireError<()>> {
-        acquired(self.mem.lock(timeout.map(deadline)), "rlock", || ())
-    }
-
-    /// Releases one level.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) when
-    /// the calling thread does not hold the lock (Python's
-    /// `AssertionError('attempt to release recursive lock not owned by
-    /// thread')`).
-    pub fn release(&self) -> Result<()> {
-        self.mem.unlock().map_err(|e| error(e, "rlock"))
-    }
-
-    /// Whether some thread of some process holds the lock.
-    pub fn is_locked(&self) -> bool {
-        self.mem.is_locked()
+    /// Releases the lock once.
+    #[inline]
+    pub(super) fn unlock(&self) -> Result<(), SyncError> {
+        if self.kind() == Kind::RLock as u32 {
+            if !self.mutex().held_by_current_thread() {
+                return Err(SyncError::NotOwner);
+            }
+            let h = self.hdr();
+            h.rcount.store(h.rcount.load(Relaxed).saturating_sub(1), Relaxed);
+        }
+        self.mutex().unlock().map_err(|e| match e {
+            UnlockError::NotLocked => SyncError::NotLocked,
+            UnlockError::NotOwner => SyncError::NotOwner,
+            UnlockError::Io(e) => SyncError::Io(e),
+        })
     }
 
     /// Whether the calling thread holds the lock.
-    pub fn is_held_by_me(&self) -> bool {
-        self.mem.owned_by_me()
+    pub(super) fn owned_by_me(&self) -> bool {
+        self.mutex().held_by_current_thread()
     }
 
-    /// How many levels the calling thread holds (0 when it does not hold
-    /// the lock).
-    pub fn depth(&self) -> u32 {
-        if self.mem.owned_by_me() { self.mem.depth() } else { 0 }
+    /// Whether some thread holds the lock.
+    pub(super) fn is_locked(&self) -> bool {
+        self.owner() != 0
     }
 
-    /// The holder's thread id, 0 when unlocked.
-    pub(crate) fn owner_tid(&self) -> u32 {
-        self.mem.owner_tid()
+    /// The owner's thread id, 0 when unlocked.
+    pub(super) fn owner_tid(&self) -> u32 {
+        self.owner()
+    }
+
+    /// Releases the lock entirely (every recursion level); returns the
+    /// depth to restore. The caller holds it.
+    pub(super) fn release_all(&self) -> Result<u32, SyncError> {
+        if !self.owned_by_me() {
+            return Err(SyncError::NotOwner);
+        }
+        let depth = if self.kind() == Kind::RLock as u32 {
+            self.depth().max(1)
+        } else {
+            1
+        };
+        for _ in 0..depth {
+            self.unlock()?;
+        }
+        Ok(depth)
+    }
+
+    /// Acquires the lock again `depth` levels deep, after `release_all`.
+    pub(super) fn reacquire(&self, depth: u32) -> Result<Acquired, SyncError> {
+        let got = self.lock(None)?;
+        for _ in 1..depth {
+            self.lock(None)?;
+        }
+        Ok(got)
     }
 }
 
-impl Drop for RLockGuard<'_> {
-    fn drop(&mut self) {
-        // Cannot fail: this thread holds a level (the guard is not Send).
-        let _ = self.lock.mem.unlock();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_word_is_the_thread_id() {
+        let m = SyncMem::new(Kind::Lock, 0, 0).unwrap();
+        assert_eq!(m.owner_tid(), 0);
+        m.lock(None).unwrap();
+        assert_eq!(m.owner_tid(), crate::sys::thread_id());
+        assert!(m.owned_by_me());
+        m.unlock().unwrap();
+        assert!(matches!(m.unlock(), Err(SyncError::NotLocked)));
     }
 }
-
-impl fmt::Debug for RLockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLockGuard").finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for RLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock")
-            .field("locked", &self.is_locked())
-            .field("owner_tid", &self.mem.owner_tid())
-            .finish()
-    }
-}
-
-by_descriptor!(RLock, RLock, |mem| RLock { mem });

@@ -73,7 +73,8 @@
 //! primitives keep counters under such a mutex and sleep on futex words in
 //! slices of at most 200 ms, after which a waiter checks the processes it
 //! depends on (pid, thread id and start time, so a reused pid is not taken
-//! for the dead one). Details are in `sys/unix/sync.rs`.
+//! for the dead one). Details are in `shared.rs` (the page) and each
+//! primitive's file (its algorithm).
 //!
 //! Timed acquisitions of a `Lock` or `RLock` (and of the internal lock of
 //! the others) use `pthread_mutex_timedlock`, which measures against the
@@ -110,21 +111,22 @@ mod barrier;
 mod condition;
 mod event;
 mod lock;
+mod rlock;
 mod semaphore;
+mod shared;
 
 use std::fmt;
 
+use self::shared::{Acquired, SyncError};
 pub use self::{
     barrier::Barrier,
     condition::{Condition, ConditionGuard},
     event::Event,
-    lock::{Lock, LockGuard, RLock, RLockGuard},
+    lock::{Lock, LockGuard},
+    rlock::{RLock, RLockGuard},
     semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard},
 };
-use crate::{
-    error::{Error, ErrorKind},
-    sys::{Acquired, SyncError},
-};
+use crate::error::{Error, ErrorKind};
 
 /// Why an acquisition did not simply succeed.
 ///
@@ -298,7 +300,7 @@ macro_rules! by_descriptor {
                 let i = u32::deserialize(d)?;
                 let fd = crate::codec::fds::import(i).map_err(D::Error::custom)?;
                 let $mem = std::sync::Arc::new(
-                    crate::sys::SyncMem::from_fd(fd, crate::sys::SyncKind::$kind)
+                    crate::sync::shared::SyncMem::from_fd(fd, crate::sync::shared::Kind::$kind)
                         .map_err(|e| D::Error::custom(format!("not a {}: {e}", stringify!($t))))?,
                 );
                 Ok($build)

@@ -36,6 +36,7 @@ mod pool_task_identity;
 mod pool_unsignalled;
 mod python_surface;
 mod queue;
+mod queue_end;
 mod shared_memory;
 mod shared_memory_threads;
 mod sharedctypes;

@@ -384,6 +384,23 @@ fn barrier_party_killed(m: StartMethod) {
     assert!(!b.is_broken());
 }
 
+/// A party killed between live ones is found too: each waiter watches one
+/// neighbour, and the watcher of the dead one is alive.
+fn barrier_middle_party_killed(m: StartMethod) {
+    let b = Barrier::new(5).unwrap();
+    let mut first = start(m, wait_kind, b.clone());
+    until(|| b.n_waiting() == 1);
+    let dead = start(m, wait_forever, b.clone());
+    until(|| b.n_waiting() == 2);
+    kill(dead);
+    let mut third = start(m, wait_kind, b.clone());
+    until(|| b.n_waiting() == 3 || b.is_broken());
+    let e = b.wait_timeout(DEADLINE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenBarrier, "{e}");
+    assert_eq!(first.join_timeout(DEADLINE).unwrap(), ErrorKind::BrokenBarrier);
+    assert_eq!(third.join_timeout(DEADLINE).unwrap(), ErrorKind::BrokenBarrier);
+}
+
 fn wait_kind(b: Barrier) -> ErrorKind {
     b.wait_timeout(DEADLINE).unwrap_err().kind()
 }
@@ -622,6 +639,7 @@ per_method!(
     condition_wait_for,
     barrier_of_three,
     barrier_party_killed,
+    barrier_middle_party_killed,
     barrier_abort_and_reset,
     barrier_timeout,
     objects_through_a_queue_to_a_grandchild,

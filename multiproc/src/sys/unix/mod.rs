@@ -4,46 +4,66 @@
 //! descriptor is created close-on-exec atomically; the code that runs
 //! between `fork` and `exec`/`_exit` lives in `fork.rs` and `spawn.rs` and
 //! follows the rules written there.
-#![allow(unsafe_code)]
+//!
+//! `unsafe` is allowed per file, on each module's line below, for the
+//! files that make system calls; this file has none.
 
+#[allow(unsafe_code)]
 mod fd;
+#[allow(unsafe_code)]
 mod fork;
+#[allow(unsafe_code)]
+mod identity;
+#[allow(unsafe_code)]
 mod memfd;
+#[allow(unsafe_code)]
+mod memfile;
+#[allow(unsafe_code)]
 mod misc;
+#[allow(unsafe_code)]
+mod mutex;
+#[allow(unsafe_code)]
 mod net;
+#[allow(unsafe_code)]
 mod pdeath;
+#[allow(unsafe_code)]
 mod pidfd;
+#[allow(unsafe_code)]
 mod segment;
+#[allow(unsafe_code)]
 mod shm;
-mod shmring;
+#[allow(unsafe_code)]
 mod spawn;
+#[allow(unsafe_code)]
 mod stdio;
-mod sync;
 
 pub(crate) use fd::{
     Fd, MAX_FDS, RecvSome, eventfd, eventfd_drain, eventfd_signal, poll_readable_set, seqpacket_pair, socketpair,
 };
 pub(crate) use fork::{ForkSide, exit_now, fork_child};
+pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
 pub(crate) use memfd::{Memfd, buffer, read_file, retain_freed_memory};
+#[cfg(test)]
+pub(crate) use memfile::memfile_unsealed_for_test;
+pub(crate) use memfile::{memfile_check, memfile_create, memfile_grow, memfile_size};
 pub(crate) use misc::{
     SIGKILL, SIGTERM, affinity_cpu_count, atexit, cgroup_cpu_limit, close_inherited, cpu_count, exe_identity, getpid,
     getppid, ignore_sigpipe, image_base, main_image_base, null_device, random_bytes, redirect, reserve_closed,
     set_sigint_ignored, signal_name, socket_peer_pid, thread_count,
 };
+pub(crate) use mutex::{MUTEX_ALIGN, MUTEX_SIZE, RobustMutex};
 pub(crate) use net::{
     PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
 };
 pub(crate) use pdeath::{ServerChild, arm_parent_death};
 pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
 pub(crate) use segment::{
-    Locked, MUTEX_SIZE, Mapping, RobustMutex, file_size, ignore_group_signals, is_size_sealed, memfd_sealed,
-    shm_attach, shm_create, shm_unlink, unit_of,
+    Mapping, ignore_group_signals, is_size_sealed, memfd_sealed, memfd_sealed_labelled, shm_attach, shm_create,
+    shm_unlink, unit_of,
 };
-pub(crate) use shm::passed;
-pub(crate) use shmring::{RingError, ShmRing};
+pub(crate) use shm::{file_size, futex_wait, futex_wake, futex_wake_all};
 pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
 pub(crate) use stdio::{ReadSome, capture_file, file_contents, output_pipe, read_some, write_all_raw};
-pub(crate) use sync::{Acquired, Kind as SyncKind, SyncError, SyncMem};
 
 use std::io;
 

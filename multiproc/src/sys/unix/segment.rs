@@ -1,6 +1,5 @@
 //! Shared memory segments: sealed memory files, POSIX named segments
-//! (`shm_open` in `/dev/shm`), their mappings, and the robust
-//! process-shared mutex that `Value` and `Array` keep inside theirs.
+//! (`shm_open` in `/dev/shm`) and their mappings.
 //!
 //! A [`Mapping`] never hands out a Rust reference to the shared bytes on
 //! its own: other processes (and other threads of this one) may write
@@ -10,21 +9,17 @@
 //! [`Mapping::fill`], [`Mapping::load`], [`Mapping::store`]). Plain slices
 //! exist only behind `unsafe` calls whose callers promise exclusion.
 
-// The owner of a robust mutex is read from glibc's `pthread_mutex_t`
-// layout (its first word is the robust futex word).
-#[cfg(not(target_env = "gnu"))]
-compile_error!("multiproc's shared locks read glibc's pthread_mutex_t layout: Linux with glibc only");
-
 use std::{
-    ffi::CString,
+    ffi::{CStr, CString},
     io,
-    mem::MaybeUninit,
-    ptr::{self, NonNull},
+    ptr::NonNull,
     sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed},
-    time::Duration,
 };
 
-use super::{Fd, cvt, cvt_r};
+use super::{
+    Fd, cvt, cvt_r,
+    shm::{create_memfd, map_shared},
+};
 
 /// A shared, readable and writable mapping of a whole file, unmapped on
 /// drop.
@@ -58,22 +53,8 @@ impl Mapping {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot map zero bytes"));
         }
-        // SAFETY: a fresh mapping chosen by the kernel touches no existing memory.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.raw(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Mapping {
-            ptr: NonNull::new(p.cast()).expect("mmap does not return a null mapping"),
+            ptr: map_shared(fd, len)?,
             len,
             keep: false,
         })
@@ -89,7 +70,7 @@ impl Mapping {
 
     /// Panics unless `[off, off + n)` lies inside the mapping (callers
     /// check ranges first and report their own errors).
-    fn check(&self, off: usize, n: usize) {
+    pub(super) fn check(&self, off: usize, n: usize) {
         assert!(
             off.checked_add(n).is_some_and(|end| end <= self.len),
             "range checked by the caller"
@@ -218,17 +199,14 @@ const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::
 
 /// A new memory file of `size` bytes, sealed at that size, close-on-exec.
 pub(crate) fn memfd_sealed(size: usize) -> io::Result<Fd> {
-    // SAFETY: the name is a NUL-terminated literal.
-    let raw =
-        cvt(unsafe { libc::memfd_create(c"multiproc-shm".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
-    // SAFETY: memfd_create returned a new descriptor we own.
-    let fd = unsafe { Fd::from_raw(raw) };
+    memfd_sealed_labelled(c"multiproc-shm", size)
+}
+
+/// [`memfd_sealed`], with `label` as the file's name (shown in
+/// `/proc/<pid>/fd`).
+pub(crate) fn memfd_sealed_labelled(label: &CStr, size: usize) -> io::Result<Fd> {
     let size = libc::off_t::try_from(size).map_err(|_| too_large())?;
-    // SAFETY: ftruncate on our descriptor.
-    cvt_r(|| unsafe { libc::ftruncate(fd.raw(), size) })?;
-    // SAFETY: F_ADD_SEALS on our descriptor.
-    cvt(unsafe { libc::fcntl(fd.raw(), libc::F_ADD_SEALS, SIZE_SEALS) })?;
-    Ok(fd)
+    create_memfd(label, size as u64, SIZE_SEALS)
 }
 
 fn too_large() -> io::Error {
@@ -240,22 +218,6 @@ pub(crate) fn is_size_sealed(fd: &Fd) -> bool {
     // SAFETY: F_GET_SEALS reads flags of an open descriptor.
     let have = unsafe { libc::fcntl(fd.raw(), libc::F_GET_SEALS) };
     have != -1 && have & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) == libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
-}
-
-/// The size of the regular file `fd`; an error for anything else.
-pub(crate) fn file_size(fd: &Fd) -> io::Result<u64> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: st is a valid out-pointer.
-    cvt(unsafe { libc::fstat(fd.raw(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded and filled it.
-    let st = unsafe { st.assume_init() };
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the descriptor is not a shared memory file",
-        ));
-    }
-    Ok(st.st_size as u64)
 }
 
 /// `/name` for `shm_open`; `name` has been validated (no `/`, no NUL).
@@ -303,134 +265,6 @@ pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
     let path = posix_name(name)?;
     // SAFETY: path is NUL-terminated.
     cvt(unsafe { libc::shm_unlink(path.as_ptr()) }).map(drop)
-}
-
-/// What locking a [`RobustMutex`] gave.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Locked {
-    /// Locked normally.
-    Yes,
-    /// Locked, after its previous owner died holding it; the mutex has been
-    /// made consistent again.
-    OwnerDied,
-    /// Not locked: busy past the deadline (or at once, for a try).
-    Busy,
-}
-
-/// A process-shared, robust, error-checking `pthread_mutex_t` at a fixed
-/// address inside a [`Mapping`].
-///
-/// Invariant: `ptr` points at an initialised mutex in shared memory that
-/// stays mapped as long as this value lives (the owner of the mapping
-/// keeps both).
-#[derive(Debug)]
-pub(crate) struct RobustMutex {
-    ptr: *mut libc::pthread_mutex_t,
-}
-
-// SAFETY: a process-shared pthread mutex is meant to be used from any
-// thread of any process.
-unsafe impl Send for RobustMutex {}
-// SAFETY: as above.
-unsafe impl Sync for RobustMutex {}
-
-/// Bytes a [`RobustMutex`] takes.
-pub(crate) const MUTEX_SIZE: usize = size_of::<libc::pthread_mutex_t>();
-
-impl RobustMutex {
-    /// Initialises a new mutex at byte `off` of `map`, which nobody else
-    /// uses yet.
-    pub(crate) fn init(map: &Mapping, off: usize) -> io::Result<RobustMutex> {
-        let m = Self::at(map, off);
-        // A new segment's bytes are zeroed, as init_mutex requires.
-        super::shm::init_mutex(m.ptr, libc::PTHREAD_MUTEX_ERRORCHECK)?;
-        Ok(m)
-    }
-
-    /// The mutex another process initialised at byte `off` of `map`.
-    pub(crate) fn attach(map: &Mapping, off: usize) -> RobustMutex {
-        Self::at(map, off)
-    }
-
-    fn at(map: &Mapping, off: usize) -> RobustMutex {
-        map.check(off, MUTEX_SIZE);
-        assert_eq!(off % align_of::<libc::pthread_mutex_t>(), 0, "mutex offset is aligned");
-        RobustMutex {
-            ptr: map.as_ptr().wrapping_add(off).cast(),
-        }
-    }
-
-    /// Locks, waiting up to `timeout` (`None`: forever, zero: a try).
-    /// Reports a dead previous owner (the mutex is made consistent first)
-    /// and refuses a relock by the owning thread (`EDEADLK`).
-    pub(crate) fn lock(&self, timeout: Option<Duration>) -> io::Result<Locked> {
-        let m = self.ptr;
-        let rc = match timeout {
-            // SAFETY: m is an initialised process-shared mutex (invariant).
-            None => unsafe { libc::pthread_mutex_lock(m) },
-            // SAFETY: as above.
-            Some(t) if t.is_zero() => unsafe { libc::pthread_mutex_trylock(m) },
-            Some(t) => {
-                // SAFETY: as above.
-                let rc = unsafe { libc::pthread_mutex_trylock(m) };
-                if rc == libc::EBUSY {
-                    let at = realtime_after(t);
-                    // SAFETY: as above; `at` is a valid timespec.
-                    unsafe { libc::pthread_mutex_timedlock(m, &at) }
-                } else {
-                    rc
-                }
-            }
-        };
-        match rc {
-            0 => Ok(Locked::Yes),
-            libc::EBUSY | libc::ETIMEDOUT => Ok(Locked::Busy),
-            libc::EOWNERDEAD => {
-                // SAFETY: our lock call on the initialised mutex m just
-                // returned EOWNERDEAD.
-                unsafe { super::shm::recover_owner_died(m) }?;
-                Ok(Locked::OwnerDied)
-            }
-            e => Err(io::Error::from_raw_os_error(e)),
-        }
-    }
-
-    /// Whether a thread of this process holds the mutex (so that it is on
-    /// that thread's robust list, and its memory must stay mapped).
-    pub(crate) fn held_by_this_process(&self) -> bool {
-        // SAFETY: glibc's pthread_mutex_t begins with the mutex's futex word
-        // (`__lock`, an aligned int changed only atomically); for a robust
-        // mutex the robust-futex ABI makes it the owner's thread id plus
-        // flag bits. An atomic read races with nobody.
-        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.cast::<u32>()) };
-        let tid = word.load(std::sync::atomic::Ordering::SeqCst) & 0x3fff_ffff;
-        super::sync::held_by_this_process(tid)
-    }
-
-    /// Unlocks a mutex this thread holds.
-    pub(crate) fn unlock(&self) {
-        // SAFETY: m is initialised and held by this thread (callers unlock
-        // only from the guard that locked it).
-        let rc = unsafe { libc::pthread_mutex_unlock(self.ptr) };
-        debug_assert_eq!(rc, 0, "unlocking a mutex this thread holds");
-    }
-}
-
-/// `CLOCK_REALTIME` `after` from now, for `pthread_mutex_timedlock` (libc
-/// 0.2 does not expose glibc's `pthread_mutex_clocklock`; a jump of the
-/// wall clock shortens or lengthens the wait).
-fn realtime_after(after: Duration) -> libc::timespec {
-    let mut now = MaybeUninit::<libc::timespec>::uninit();
-    // SAFETY: now is a valid out-pointer; CLOCK_REALTIME always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, now.as_mut_ptr()) };
-    // SAFETY: clock_gettime filled it.
-    let now = unsafe { now.assume_init() };
-    let nanos = (now.tv_sec as u128) * 1_000_000_000 + now.tv_nsec as u128 + after.as_nanos();
-    let secs = (nanos / 1_000_000_000).min(libc::time_t::MAX as u128);
-    libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-    }
 }
 
 /// Makes this process (a cleanup tracker) ignore `SIGINT` and `SIGTERM`:

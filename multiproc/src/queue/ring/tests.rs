@@ -1,3 +1,7 @@
+// A forked child that runs the ring in a loop until killed: `fork_child`
+// is unsafe, and says why below.
+#![allow(unsafe_code)]
+
 use std::{
     collections::HashSet,
     sync::Arc,
@@ -5,7 +9,43 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::*;
+use std::sync::atomic::Ordering::SeqCst;
+
+use super::{lock::DIE_AT, recovery::RECOVERIES, *};
+
+/// Views of the shared state that only tests need.
+impl ShmRing {
+    /// Takes the lock and never releases it; called from a thread that then
+    /// exits, to make the next locker see `EOWNERDEAD`.
+    fn leak_lock_for_test(&self) {
+        let mut g = self.lock(None).unwrap_or_else(|e| panic!("lock: {e}"));
+        drop(g.map.take());
+        std::mem::forget(g);
+    }
+
+    /// The active state: `(capacity, head, tail, count, unfinished)`.
+    fn state_for_test(&self) -> (u64, u64, u64, u64, u64) {
+        let g = self.lock(None).unwrap_or_else(|e| panic!("lock: {e}"));
+        (g.st.capacity, g.st.head, g.st.tail, g.st.count, g.st.unfinished)
+    }
+
+    /// The waiter counters: put, get, done.
+    fn waiters_for_test(&self) -> [u32; 3] {
+        let h = self.hdr();
+        [
+            h.put_waiters.load(SeqCst),
+            h.get_waiters.load(SeqCst),
+            h.done_waiters.load(SeqCst),
+        ]
+    }
+
+    /// Writes `tail` into the active slot without the lock, as a wild
+    /// write would.
+    fn scribble_tail_for_test(&self, tail: u64) {
+        let h = self.hdr();
+        h.slots[h.active.load(SeqCst) as usize & 1].tail.store(tail, SeqCst);
+    }
+}
 
 /// A generous deadline for operations that must succeed.
 fn soon() -> Option<Instant> {
@@ -20,7 +60,8 @@ fn put(r: &ShmRing, bytes: &[u8]) {
 
 /// Pops one record with no callback.
 fn get(r: &ShmRing) -> Vec<u8> {
-    r.pop(soon(), &mut |_, _| Ok(())).unwrap_or_else(|e| panic!("pop: {e}"))
+    r.pop(soon(), &mut |_, _| Ok(()), &|| false)
+        .unwrap_or_else(|e| panic!("pop: {e}"))
 }
 
 /// A second handle on the same ring with its own mappings, as another
@@ -169,7 +210,7 @@ fn concurrent_reader_during_repeated_growth() {
     const N: u64 = 3000;
     let t = thread::spawn(move || {
         for i in 0..N {
-            let v = reader.pop(soon(), &mut |_, _| Ok(())).unwrap();
+            let v = reader.pop(soon(), &mut |_, _| Ok(()), &|| false).unwrap();
             assert_eq!(v, pattern(i, growth_len(i)), "record {i}");
         }
     });
@@ -188,7 +229,7 @@ fn many_growths_while_another_handle_reads() {
     const N: u64 = 400;
     let t = thread::spawn(move || {
         for i in 0..N {
-            let v = reader.pop(soon(), &mut |_, _| Ok(())).unwrap();
+            let v = reader.pop(soon(), &mut |_, _| Ok(()), &|| false).unwrap();
             assert_eq!(v, pattern(i, 100 + i as usize * 1000), "record {i}");
         }
     });
@@ -225,10 +266,10 @@ fn bounded_push_times_out_then_succeeds_after_a_pop() {
 #[test]
 fn pop_times_out_on_empty_and_wakes_on_push() {
     let r = Arc::new(ShmRing::new(0, None).unwrap());
-    let res = r.pop(Some(Instant::now()), &mut |_, _| Ok(()));
+    let res = r.pop(Some(Instant::now()), &mut |_, _| Ok(()), &|| false);
     assert!(matches!(res, Err(RingError::Timeout)), "{res:?}");
     let start = Instant::now();
-    let res = r.pop(Some(start + Duration::from_millis(20)), &mut |_, _| Ok(()));
+    let res = r.pop(Some(start + Duration::from_millis(20)), &mut |_, _| Ok(()), &|| false);
     assert!(matches!(res, Err(RingError::Timeout)), "{res:?}");
     assert!(start.elapsed() >= Duration::from_millis(20));
 
@@ -333,7 +374,7 @@ fn a_push_that_dies_before_its_flip_commits_nothing() {
         die_at(&r, point, |r| put(r, b"lost"));
         assert_eq!(get(&other), b"kept", "{point}");
         assert!(matches!(
-            other.pop(Some(Instant::now()), &mut |_, _| Ok(())),
+            other.pop(Some(Instant::now()), &mut |_, _| Ok(()), &|| false),
             Err(RingError::Timeout)
         ));
         assert_eq!(r.state_for_test(), (4096, 0, 0, 0, 1), "{point}");
@@ -389,7 +430,7 @@ fn a_growth_that_dies_midway_leaves_the_old_ring() {
         // The growth extends the file and copies the wrapped prefix, then dies.
         die_at(&r, point, |r| put(r, &pattern(3, 3000)));
         assert_eq!(r.state_for_test().0, 4096, "{point}");
-        assert_eq!(file_size(&r.data_fd).unwrap(), 8192);
+        assert_eq!(sys::memfile_size(&r.data_fd).unwrap(), 8192);
         assert_eq!(get(&other), pattern(1, 500));
         put(&other, &pattern(4, 3000)); // grows again, over the dead attempt
         put(&r, &pattern(5, 7000));
@@ -421,7 +462,7 @@ fn corruption_found_after_a_death_breaks_the_ring_for_everyone() {
     });
     // A wild write: the tail no longer ends a record.
     r.scribble_tail_for_test(8);
-    let res = r.pop(soon(), &mut |_, _| Ok(()));
+    let res = r.pop(soon(), &mut |_, _| Ok(()), &|| false);
     assert!(
         matches!(&res, Err(RingError::Broken(m)) if m.contains("inconsistent")),
         "{res:?}"
@@ -436,7 +477,7 @@ fn corrupt_state_is_an_error_not_a_wild_access() {
     let r = ShmRing::new(0, None).unwrap();
     put(&r, b"abc");
     r.scribble_tail_for_test(1 << 40);
-    let res = r.pop(soon(), &mut |_, _| Ok(()));
+    let res = r.pop(soon(), &mut |_, _| Ok(()), &|| false);
     assert!(matches!(res, Err(RingError::Broken(_))), "{res:?}");
 }
 
@@ -451,7 +492,7 @@ fn failing_before_commit_commits_nothing() {
     assert_eq!(r.len(), 0);
     assert_eq!(r.state_for_test(), (4096, 0, 0, 0, 0));
     assert!(matches!(
-        r.pop(Some(Instant::now()), &mut |_, _| Ok(())),
+        r.pop(Some(Instant::now()), &mut |_, _| Ok(()), &|| false),
         Err(RingError::Timeout)
     ));
     // A failing push that had to grow the ring leaves it grown and empty.
@@ -468,10 +509,14 @@ fn failing_after_read_leaves_the_record() {
     put(&r, b"first");
     put(&r, b"second");
     let mut seen = Vec::new();
-    let res = r.pop(soon(), &mut |rec, _| {
-        seen.push(rec.to_vec());
-        Err(io::Error::other("no descriptors"))
-    });
+    let res = r.pop(
+        soon(),
+        &mut |rec, _| {
+            seen.push(rec.to_vec());
+            Err(io::Error::other("no descriptors"))
+        },
+        &|| false,
+    );
     assert!(matches!(res, Err(RingError::Io(_))), "{res:?}");
     assert_eq!(seen, [b"first".to_vec()]);
     assert_eq!(r.len(), 2);
@@ -482,10 +527,14 @@ fn failing_after_read_leaves_the_record() {
 #[test]
 fn a_callback_calling_back_into_the_ring_is_an_error() {
     let r = ShmRing::new(0, None).unwrap();
-    let res = r.push(&[b"x"], soon(), &mut |_| match r.pop(soon(), &mut |_, _| Ok(())) {
-        Err(RingError::Io(e)) => Err(e),
-        other => panic!("{other:?}"),
-    });
+    let res = r.push(
+        &[b"x"],
+        soon(),
+        &mut |_| match r.pop(soon(), &mut |_, _| Ok(()), &|| false) {
+            Err(RingError::Io(e)) => Err(e),
+            other => panic!("{other:?}"),
+        },
+    );
     assert!(
         matches!(&res, Err(RingError::Io(e)) if e.to_string().contains("callbacks")),
         "{res:?}"
@@ -498,15 +547,14 @@ fn a_callback_calling_back_into_the_ring_is_an_error() {
 fn from_fds_rejects_wrong_descriptors() {
     let r = ShmRing::new(0, None).unwrap();
     let data = || r.fds()[1].try_clone().unwrap();
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
-    let small = create_memfd(c"t", 100, seals).unwrap();
+    let small = sys::memfile_create(c"t", 100, Resize::Fixed).unwrap();
     let err = ShmRing::from_fds(small, data()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
-    let zeroed = create_memfd(c"t", CONTROL_SIZE as u64, seals).unwrap();
+    let zeroed = sys::memfile_create(c"t", CONTROL_SIZE as u64, Resize::Fixed).unwrap();
     let err = ShmRing::from_fds(zeroed, data()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     assert!(err.to_string().contains("not a queue"), "{err}");
-    let unsealed = create_memfd(c"t", CONTROL_SIZE as u64, 0).unwrap();
+    let unsealed = sys::memfile_unsealed_for_test(CONTROL_SIZE as u64).unwrap();
     let err = ShmRing::from_fds(unsealed, data()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     let (sock, _peer) = crate::sys::socketpair().unwrap();
@@ -527,9 +575,9 @@ fn a_data_file_smaller_than_the_capacity_is_refused() {
     let r = ShmRing::new(0, None).unwrap();
     put(&r, &[1; 10_000]); // capacity 16 KiB now
     let [c, _] = r.fds();
-    let data = create_memfd(c"t", 4096, libc::F_SEAL_SHRINK).unwrap();
+    let data = sys::memfile_create(c"t", 4096, Resize::GrowOnly).unwrap();
     let other = ShmRing::from_fds(c.try_clone().unwrap(), data).unwrap();
-    let res = other.pop(soon(), &mut |_, _| Ok(()));
+    let res = other.pop(soon(), &mut |_, _| Ok(()), &|| false);
     assert!(matches!(res, Err(RingError::Broken(_))), "{res:?}");
 }
 
@@ -570,7 +618,7 @@ fn producers_and_consumers_on_several_handles() {
                 s.spawn(move || {
                     let mut got = Vec::new();
                     loop {
-                        let rec = h.pop(soon(), &mut |_, _| Ok(())).unwrap();
+                        let rec = h.pop(soon(), &mut |_, _| Ok(()), &|| false).unwrap();
                         if rec.is_empty() {
                             return got;
                         }
@@ -644,7 +692,7 @@ fn killed_processes_leave_a_usable_ring() {
                     buf[..len].fill(i as u8);
                     let _ = r.push(&[&i.to_le_bytes(), &buf[..len]], None, &mut |_| Ok(()));
                     if r.len() > 8 {
-                        let _ = r.pop(None, &mut |_, _| Ok(()));
+                        let _ = r.pop(None, &mut |_, _| Ok(()), &|| false);
                     }
                     i += 1;
                 }
@@ -653,11 +701,11 @@ fn killed_processes_leave_a_usable_ring() {
         // Let the child run a little: until it has pushed a few records.
         let wait = (round % 7) * 3 + 1;
         until(|| r.put_seq().wrapping_sub(before) >= wait as u32);
-        child.signal(libc::SIGKILL).unwrap();
+        child.signal(sys::SIGKILL).unwrap();
         assert!(child.poll_exit(Some(Duration::from_secs(30))).unwrap());
         assert!(child.try_reap().unwrap().is_some());
         // Every record left is whole, then the ring still works.
-        while let Ok(rec) = r.pop(Some(Instant::now()), &mut |_, _| Ok(())) {
+        while let Ok(rec) = r.pop(Some(Instant::now()), &mut |_, _| Ok(()), &|| false) {
             let i = u64::from_le_bytes(rec[0..8].try_into().unwrap());
             assert_eq!(i >> 32, round);
             assert_eq!(rec.len() - 8, (i as usize * 131) % 9000, "round {round}");
@@ -686,7 +734,7 @@ fn throughput_64_byte_records() {
     let start = Instant::now();
     for _ in 0..n {
         r.push(&[&rec], None, &mut |_| Ok(())).unwrap();
-        r.pop(None, &mut |_, _| Ok(())).unwrap();
+        r.pop(None, &mut |_, _| Ok(()), &|| false).unwrap();
     }
     let per = start.elapsed() / n;
     let start = Instant::now();
@@ -695,9 +743,65 @@ fn throughput_64_byte_records() {
             r.push(&[&rec], None, &mut |_| Ok(())).unwrap();
         }
         for _ in 0..100 {
-            r.pop(None, &mut |_, _| Ok(())).unwrap();
+            r.pop(None, &mut |_, _| Ok(()), &|| false).unwrap();
         }
     }
     let batched = start.elapsed() / n;
     eprintln!("64-byte push+pop: {per:?} alternating, {batched:?} in batches of 100");
+}
+
+#[test]
+fn a_closed_ring_refuses_pushes_and_drains_then_ends() {
+    let r = ShmRing::new(0, None).unwrap();
+    put(&r, b"a");
+    put(&r, b"b");
+    let other = other_handle(&r);
+    other.close().unwrap();
+    assert!(r.is_closed());
+    let res = r.push(&[b"c"], soon(), &mut |_| Ok(()));
+    assert!(matches!(res, Err(RingError::Closed)), "{res:?}");
+    assert_eq!(get(&r), b"a");
+    assert_eq!(get(&r), b"b");
+    let res = r.pop(soon(), &mut |_, _| Ok(()), &|| false);
+    assert!(matches!(res, Err(RingError::Closed)), "{res:?}");
+    other.close().unwrap();
+}
+
+#[test]
+fn close_wakes_blocked_pushes_and_pops() {
+    let r = ShmRing::new(0, Some(1)).unwrap();
+    put(&r, b"full");
+    thread::scope(|s| {
+        let pusher = s.spawn(|| r.push(&[b"more"], None, &mut |_| Ok(())));
+        until(|| r.waiters_for_test()[1] == 1);
+        r.close().unwrap();
+        assert!(matches!(pusher.join().unwrap(), Err(RingError::Closed)));
+    });
+    assert_eq!(get(&r), b"full");
+    let r = ShmRing::new(0, None).unwrap();
+    thread::scope(|s| {
+        let popper = s.spawn(|| r.pop(None, &mut |_, _| Ok(()), &|| false));
+        until(|| r.waiters_for_test()[0] == 1);
+        r.close().unwrap();
+        assert!(matches!(popper.join().unwrap(), Err(RingError::Closed)));
+    });
+}
+
+#[test]
+fn a_pop_ends_when_its_caller_says_so_and_the_ring_is_empty() {
+    let r = ShmRing::new(0, None).unwrap();
+    put(&r, b"last");
+    let ended = std::sync::atomic::AtomicBool::new(true);
+    let stop = || ended.load(SeqCst);
+    assert_eq!(r.pop(soon(), &mut |_, _| Ok(()), &stop).unwrap(), b"last");
+    let res = r.pop(soon(), &mut |_, _| Ok(()), &stop);
+    assert!(matches!(res, Err(RingError::Closed)), "{res:?}");
+    ended.store(false, SeqCst);
+    thread::scope(|s| {
+        let popper = s.spawn(|| r.pop(None, &mut |_, _| Ok(()), &stop));
+        until(|| r.waiters_for_test()[0] == 1);
+        ended.store(true, SeqCst);
+        r.wake_all();
+        assert!(matches!(popper.join().unwrap(), Err(RingError::Closed)));
+    });
 }
