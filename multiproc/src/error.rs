@@ -16,7 +16,7 @@ use std::{borrow::Cow, fmt, io};
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::ExitStatus;
+use crate::process::status::ExitStatus;
 
 /// A specialised `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

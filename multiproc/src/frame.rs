@@ -1,13 +1,22 @@
-//! Framing of the messages between a parent and the child it started.
-//!
-//! A frame is a 16-byte header followed by its payload:
+//! The one message framing of the crate: a 16-byte header followed by its
+//! payload, for every protocol (a connection's messages, the bootstrap
+//! socket, the fork server).
 //!
 //! ```text
-//! byte 0      tag (Boot, Args, Ready, Outcome)
-//! byte 1      flags (bit 0: the payload is in an attached memory file)
-//! bytes 2..8  zero
+//! bytes 0..2  magic "mp"
+//! byte 2      version (1)
+//! byte 3      kind: 0 for a connection's message; otherwise the message
+//!             kind of the protocol the socket speaks (each protocol module
+//!             names its kinds: `entry::protocol`, `forkserver::protocol`)
+//! bytes 4..6  descriptors sent with the message, little-endian u16
+//! byte 6      flags (bit 0: the payload is in an attached memory file)
+//! byte 7      zero
 //! bytes 8..16 payload length, little-endian u64
 //! ```
+//!
+//! [`Header`] writes and checks it; a connection cuts its messages out of
+//! its stream with its own buffer (`connection::wire`), the protocols of
+//! this crate's own processes with [`Reader`].
 //!
 //! Payloads up to [`INLINE_MAX`] bytes follow the header in the stream, and
 //! so do the arguments of a spawned child of any size, streamed while the
@@ -21,12 +30,13 @@
 //! copy into the file and no copy out of the socket.
 //!
 //! The reader never trusts the header: an inline length above
-//! [`INLINE_MAX`], an unknown tag or flag, or a missing descriptor is a
-//! protocol error, not an allocation.
+//! [`INLINE_MAX`], a wrong magic or version, an unknown flag, or a missing
+//! descriptor is a protocol error, not an allocation; an unknown kind is
+//! for the protocol module to refuse.
 
 use std::{collections::VecDeque, fmt, io, time::Duration};
 
-use crate::sys::{self, ChildHandle, Fd, Memfd, RecvSome};
+use crate::sys::{self, ChildHandle, Fd, MAX_FDS, Memfd, RecvSome};
 
 /// The send buffer asked for on bootstrap sockets: large enough that the
 /// frames of one start (at most two of [`INLINE_MAX`] bytes plus headers)
@@ -35,49 +45,67 @@ pub(crate) const SOCKET_BUFFER: usize = 160 * 1024;
 
 /// Largest payload sent inline.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
-const HEADER: usize = 16;
+/// Size of a header.
+pub(crate) const HEADER: usize = 16;
+const MAGIC: [u8; 2] = *b"mp";
+const VERSION: u8 = 1;
 const FLAG_FILE: u8 = 1;
 
-/// What a frame carries.
+/// A frame's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Tag {
-    /// Parent to spawned child: who it is and what to run.
-    Boot = 1,
-    /// Parent to spawned child: the encoded arguments.
-    Args = 2,
-    /// Child to parent: the library's entry point was reached.
-    Ready = 3,
-    /// Child to parent: how the target ended.
-    Outcome = 4,
-    /// Parent to a spawned process: become a fork server.
-    Serve = 5,
-    /// Owner to fork server: fork a child; carries the child's bootstrap
-    /// socket, a status socket and a pidfd of the owner.
-    Fork = 6,
-    /// Fork server to owner, on the status socket: the child's pid, with
-    /// its pidfd attached.
-    Pid = 7,
-    /// Parent to a spawned process: become this parent's shared-memory
-    /// cleanup tracker; carries a sequenced-packet socket and a pidfd of
-    /// the parent.
-    Track = 8,
+pub(crate) struct Header {
+    /// 0 for a connection's message; a protocol's message kind otherwise.
+    pub(crate) kind: u8,
+    /// Descriptors sent with the message.
+    pub(crate) nfds: u16,
+    /// Bit 0: the payload is in an attached memory file.
+    pub(crate) flags: u8,
+    /// Payload length.
+    pub(crate) len: u64,
 }
 
-impl Tag {
-    fn from_u8(b: u8) -> Option<Tag> {
-        [
-            Tag::Boot,
-            Tag::Args,
-            Tag::Ready,
-            Tag::Outcome,
-            Tag::Serve,
-            Tag::Fork,
-            Tag::Pid,
-            Tag::Track,
-        ]
-        .into_iter()
-        .find(|t| *t as u8 == b)
+impl Header {
+    /// The header of a connection's message of `len` bytes carrying `nfds`
+    /// descriptors.
+    #[inline]
+    pub(crate) fn message(len: u64, nfds: usize) -> Header {
+        Header {
+            kind: 0,
+            nfds: nfds as u16,
+            flags: 0,
+            len,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..2].copy_from_slice(&MAGIC);
+        h[2] = VERSION;
+        h[3] = self.kind;
+        h[4..6].copy_from_slice(&self.nfds.to_le_bytes());
+        h[6] = self.flags;
+        h[8..].copy_from_slice(&self.len.to_le_bytes());
+        h
+    }
+
+    /// Checks the first [`HEADER`] bytes of `h`: magic, version, the zero
+    /// byte, and a descriptor count that can arrive in one message.
+    #[inline]
+    pub(crate) fn decode(h: &[u8]) -> Result<Header, String> {
+        if h[..2] != MAGIC || h[2] != VERSION || h[7] != 0 {
+            return Err("corrupted message header".into());
+        }
+        let nfds = u16::from_le_bytes([h[4], h[5]]);
+        if usize::from(nfds) > MAX_FDS {
+            return Err(format!("message header announces {nfds} descriptors"));
+        }
+        Ok(Header {
+            kind: h[3],
+            nfds,
+            flags: h[6],
+            len: u64::from_le_bytes(h[8..HEADER].try_into().expect("8 bytes")),
+        })
     }
 }
 
@@ -93,28 +121,30 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-fn header(tag: Tag, flags: u8, len: usize) -> [u8; HEADER] {
-    let mut h = [0u8; HEADER];
-    h[0] = tag as u8;
-    h[1] = flags;
-    h[8..].copy_from_slice(&(len as u64).to_le_bytes());
-    h
+fn header(kind: u8, flags: u8, len: usize, nfds: usize) -> [u8; HEADER] {
+    Header {
+        kind,
+        nfds: nfds as u16,
+        flags,
+        len: len as u64,
+    }
+    .encode()
 }
 
-/// Sends one frame, blocking until it is written.
-pub(crate) fn send(sock: &Fd, tag: Tag, payload: &[u8]) -> io::Result<()> {
+/// Sends one frame of kind `kind`, blocking until it is written.
+pub(crate) fn send(sock: &Fd, kind: u8, payload: &[u8]) -> io::Result<()> {
     if payload.len() <= INLINE_MAX {
-        sock.send_frame(&header(tag, 0, payload.len()), payload, &[])
+        sock.send_frame(&header(kind, 0, payload.len(), 0), payload, &[])
     } else {
         let file = Memfd::with_contents(payload)?;
-        sock.send_frame(&header(tag, FLAG_FILE, payload.len()), &[], &[file.fd().raw()])
+        sock.send_frame(&header(kind, FLAG_FILE, payload.len(), 1), &[], &[file.fd().raw()])
     }
 }
 
-/// Sends one small frame with descriptors attached.
-pub(crate) fn send_with_fds(sock: &Fd, tag: Tag, payload: &[u8], fds: &[std::os::fd::RawFd]) -> io::Result<()> {
+/// Sends one small frame of kind `kind` with descriptors attached.
+pub(crate) fn send_with_fds(sock: &Fd, kind: u8, payload: &[u8], fds: &[std::os::fd::RawFd]) -> io::Result<()> {
     debug_assert!(payload.len() <= INLINE_MAX);
-    sock.send_frame(&header(tag, 0, payload.len()), payload, fds)
+    sock.send_frame(&header(kind, 0, payload.len(), fds.len()), payload, fds)
 }
 
 /// Takes the descriptors that arrived with the frames read so far.
@@ -158,12 +188,12 @@ impl Reader {
 /// end.
 pub(crate) fn send_stream(
     sock: &Fd,
-    tag: Tag,
+    kind: u8,
     (payload, fds): (&[u8], &[std::os::fd::RawFd]),
     peer: &ChildHandle,
     stall: Duration,
 ) -> Result<(), StreamError> {
-    sock.send_frame(&header(tag, 0, payload.len()), &[], fds)
+    sock.send_frame(&header(kind, 0, payload.len(), fds.len()), &[], fds)
         .map_err(|_| StreamError::Io)?;
     let mut rest = payload;
     while !rest.is_empty() {
@@ -251,19 +281,18 @@ impl Reader {
         Ok(())
     }
 
-    /// The next complete frame, if the buffer holds one.
-    pub(crate) fn next(&mut self) -> Result<Option<(Tag, Vec<u8>)>, ProtocolError> {
+    /// The next complete frame (its kind and payload), if the buffer
+    /// holds one.
+    pub(crate) fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
         if self.buf.len() < HEADER {
             return Ok(None);
         }
-        let tag =
-            Tag::from_u8(self.buf[0]).ok_or_else(|| ProtocolError(format!("unknown frame tag {}", self.buf[0])))?;
-        let flags = self.buf[1];
-        if flags & !FLAG_FILE != 0 || self.buf[2..8].iter().any(|&b| b != 0) {
+        let h = Header::decode(&self.buf[..HEADER]).map_err(ProtocolError)?;
+        let (kind, flags) = (h.kind, h.flags);
+        if flags & !FLAG_FILE != 0 || kind == 0 {
             return Err(ProtocolError("malformed frame header".into()));
         }
-        let len = u64::from_le_bytes(self.buf[8..HEADER].try_into().expect("8 bytes"));
-        let len = usize::try_from(len).map_err(|_| ProtocolError("frame length overflows usize".into()))?;
+        let len = usize::try_from(h.len).map_err(|_| ProtocolError("frame length overflows usize".into()))?;
         if flags & FLAG_FILE != 0 {
             let fd = self
                 .fds
@@ -272,7 +301,7 @@ impl Reader {
             self.buf.drain(..HEADER);
             let payload =
                 sys::read_file(&fd, len).map_err(|e| ProtocolError(format!("cannot read the payload file: {e}")))?;
-            return Ok(Some((tag, payload)));
+            return Ok(Some((kind, payload)));
         }
         if len > self.max_inline {
             return Err(ProtocolError(format!(
@@ -285,11 +314,11 @@ impl Reader {
         }
         let payload = self.buf[HEADER..HEADER + len].to_vec();
         self.buf.drain(..HEADER + len);
-        Ok(Some((tag, payload)))
+        Ok(Some((kind, payload)))
     }
 
     /// Blocks until a whole frame has arrived; `None` at end of stream.
-    pub(crate) fn next_blocking(&mut self, sock: &Fd) -> Result<Option<(Tag, Vec<u8>)>, ReadError> {
+    pub(crate) fn next_blocking(&mut self, sock: &Fd) -> Result<Option<(u8, Vec<u8>)>, ReadError> {
         loop {
             if let Some(frame) = self.next().map_err(ReadError::Protocol)? {
                 return Ok(Some(frame));
@@ -310,21 +339,21 @@ impl Reader {
 
     /// A large inline frame whose header has arrived: read its payload
     /// straight into a buffer of its own rather than through `buf`.
-    fn next_large(&mut self, sock: &Fd) -> Result<Option<(Tag, Vec<u8>)>, ReadError> {
-        if self.buf.len() < HEADER || self.buf[1] != 0 {
+    fn next_large(&mut self, sock: &Fd) -> Result<Option<(u8, Vec<u8>)>, ReadError> {
+        if self.buf.len() < HEADER {
             return Ok(None);
         }
-        let len = u64::from_le_bytes(self.buf[8..HEADER].try_into().expect("8 bytes")) as usize;
-        if len <= INLINE_MAX || len > self.max_inline {
+        let h = Header::decode(&self.buf[..HEADER]).map_err(|e| ReadError::Protocol(ProtocolError(e)))?;
+        let len = h.len as usize;
+        if h.flags != 0 || len <= INLINE_MAX || len > self.max_inline {
             return Ok(None);
         }
-        let tag = Tag::from_u8(self.buf[0]).expect("checked by next()");
         let mut payload = sys::buffer(len).map_err(ReadError::Io)?;
         let have = (self.buf.len() - HEADER).min(len);
         payload.extend_from_slice(&self.buf[HEADER..HEADER + have]);
         self.buf.drain(..HEADER + have);
         sock.recv_exact_into(&mut payload, len).map_err(ReadError::Io)?;
-        Ok(Some((tag, payload)))
+        Ok(Some((h.kind, payload)))
     }
 
     #[cfg(test)]

@@ -222,16 +222,20 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod at_fork;
 mod bootstrap;
 mod channel_error;
+mod child;
 mod codec;
 mod connection;
 mod context;
 mod current;
+mod entry;
 mod error;
 mod forkserver;
 mod frame;
 pub mod logging;
+mod outcome;
 mod output;
 mod pool;
 mod process;
@@ -299,7 +303,7 @@ pub mod futures {
 /// }
 /// ```
 pub fn init() {
-    bootstrap::spawned_entry(false);
+    entry::spawned_entry(false);
 }
 
 /// Starts this process's fork server now rather than at the first
@@ -349,6 +353,6 @@ mod auto_entry {
     #[allow(unsafe_code)]
     #[ctor::ctor(unsafe, priority = late)]
     fn multiproc_child_entry() {
-        crate::bootstrap::spawned_entry(true);
+        crate::entry::spawned_entry(true);
     }
 }

@@ -24,18 +24,14 @@
 //! called ([`Call::run_here`]).
 #![allow(unsafe_code)]
 
-use std::{
-    any::Any,
-    borrow::Cow,
-    os::fd::RawFd,
-    panic::{self, AssertUnwindSafe},
-};
+use std::{borrow::Cow, os::fd::RawFd, panic::AssertUnwindSafe};
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    bootstrap::{self, Outcome},
+    child::panic,
     codec::{self, CodecError},
+    outcome::Outcome,
     sys::Fd,
 };
 
@@ -129,26 +125,22 @@ unsafe fn trampoline_args<A: DeserializeOwned + 'static, R: Serialize + 'static>
 /// (a `Deserialize` of the arguments, the target, a `Serialize` or `Drop`
 /// of the result) into [`Outcome::Panic`].
 pub(crate) fn run_caught<R: Serialize + 'static>(f: impl FnOnce() -> Result<R, Outcome>) -> Outcome {
-    bootstrap::enter_target();
-    let result = panic::catch_unwind(AssertUnwindSafe(|| match f() {
+    panic::enter_target();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| match f() {
         Ok(value) => match codec::encode(&value) {
             Ok(bytes) => Outcome::Value(bytes.into_owned()),
             Err(CodecError(e)) => Outcome::failed_result(e),
         },
         Err(outcome) => outcome,
     }));
-    bootstrap::leave_target();
-    result.unwrap_or_else(|payload| Outcome::Panic(bootstrap::take_panic(payload_text(&*payload))))
+    panic::leave_target();
+    result.unwrap_or_else(|payload| Outcome::Panic(panic::take_panic(panic::payload_text(&*payload))))
 }
 
-pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_owned()
-    }
+/// The message of a panic payload (kept here for the pool, which calls it
+/// by this path; its home is `child::panic`).
+pub(crate) fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    panic::payload_text(payload)
 }
 
 /// A target with everything it needs, before start.

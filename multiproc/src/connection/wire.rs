@@ -6,13 +6,12 @@ use std::{collections::VecDeque, io, os::fd::RawFd, time::Instant};
 use crate::{
     channel_error::RecvFailure,
     error::{Error, ErrorKind},
-    sys::{self, Fd, MAX_FDS, RecvSome},
+    frame,
+    sys::{self, Fd, RecvSome},
 };
 
-/// Size of a message header.
-pub(crate) const HEADER: usize = 16;
-const MAGIC: [u8; 2] = *b"mp";
-const VERSION: u8 = 1;
+/// Size of a message header (the crate's one header, [`frame::Header`]).
+pub(crate) const HEADER: usize = frame::HEADER;
 /// Messages at least this large are read straight into their own buffer.
 const DIRECT_MIN: usize = 64 * 1024;
 /// A length up to this is believed at once (one allocation); beyond it a
@@ -23,25 +22,20 @@ const TRUSTED_LEN: usize = 64 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// The header of a message of `len` bytes carrying `nfds` descriptors.
+#[inline]
 pub(crate) fn header(len: u64, nfds: usize) -> [u8; HEADER] {
-    let mut h = [0u8; HEADER];
-    h[..2].copy_from_slice(&MAGIC);
-    h[2] = VERSION;
-    h[4..6].copy_from_slice(&(nfds as u16).to_le_bytes());
-    h[8..].copy_from_slice(&len.to_le_bytes());
-    h
+    frame::Header::message(len, nfds).encode()
 }
 
-/// Parses a header: `(descriptors, payload length)`.
+/// Parses a header: `(descriptors, payload length)`. A connection's
+/// messages are of kind 0, with no flag.
+#[inline]
 pub(crate) fn parse_header(h: &[u8]) -> Result<(usize, u64), String> {
-    if h[..2] != MAGIC || h[2] != VERSION || h[3] != 0 || h[6..8] != [0, 0] {
+    let h = frame::Header::decode(h)?;
+    if h.kind != 0 || h.flags != 0 {
         return Err("corrupted message header".into());
     }
-    let nfds = u16::from_le_bytes([h[4], h[5]]) as usize;
-    if nfds > MAX_FDS {
-        return Err(format!("message header announces {nfds} descriptors"));
-    }
-    Ok((nfds, u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"))))
+    Ok((usize::from(h.nfds), h.len))
 }
 
 /// The error of a failed send.

@@ -1,7 +1,7 @@
 //! [`Process`]: run a function in a child process.
 
 pub(crate) mod executable;
-mod status;
+pub(crate) mod status;
 
 use std::{
     fmt,
@@ -15,10 +15,14 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use self::status::ExitStatus;
 pub(crate) use self::status::{SIGKILL, SIGTERM};
 use crate::{
-    Error, ErrorKind, Result, StartMethod,
-    bootstrap::{self, Boot, Failure, MARKER, Outcome, OutcomeRef, PROTOCOL},
+    Error, ErrorKind, Result, StartMethod, child,
     codec::{self, CodecError},
-    frame::{self, Tag},
+    entry::{
+        protocol::{self, Boot, Message, PROTOCOL},
+        role::{self, Role},
+    },
+    frame,
+    outcome::{Failure, Outcome, OutcomeRef},
     output::{self, ChildOutput},
     registry::{self, ChildCore, Me},
     sys::{self, ForkSide},
@@ -244,7 +248,7 @@ impl ProcessBuilder {
             daemon: self.daemon,
             method: self.method,
             allow_threads: self.allow_threads,
-            bootstrap_timeout: self.bootstrap_timeout.unwrap_or(bootstrap::DEFAULT_BOOTSTRAP_TIMEOUT),
+            bootstrap_timeout: self.bootstrap_timeout.unwrap_or(role::DEFAULT_BOOTSTRAP_TIMEOUT),
             backtrace: self.backtrace,
             output: self.output,
             attached: output::Attached::default(),
@@ -480,7 +484,7 @@ where
                 "a closure can only run under the fork start method; pass a fn item or a non-capturing closure to run it under spawn",
             ));
         };
-        if bootstrap::entry_was_skipped() {
+        if role::entry_was_skipped() {
             // This process was spawned by the library but is running `main`:
             // its entry point never ran. Starting a child here would run
             // `main` again, and so on without end.
@@ -525,46 +529,28 @@ where
             backtrace: self.backtrace,
             output: prepared.is_some(),
         });
-        let boot = codec::encode_record(&boot);
-        // The child's output descriptors ride on the Boot frame (which is
-        // small: names and ids).
-        let out_fds = prepared.map(output::Prepared::child_fds);
-        if out_fds.is_some() && boot.len() > frame::INLINE_MAX {
-            return Err(self.err(ErrorKind::InvalidInput, "the process's name is too long"));
-        }
         let (handle, ours) = match method {
             StartMethod::ForkServer => match requested {
                 Some(r) => crate::forkserver::finish_request(r, self.bootstrap_timeout),
                 None => crate::forkserver::request_child(self.bootstrap_timeout),
             }
             .map_err(|e| e.with_process(&self.name, None))?,
-            _ => {
-                let (ours, theirs) =
-                    sys::socketpair().map_err(|e| Error::io("failed to create the bootstrap socket", e))?;
-                // A smaller buffer only risks blocking a writer that is not
-                // read; the frames are small enough in practice.
-                let _ = theirs.set_send_buffer(SOCKET_BUFFER);
-                let handle = sys::spawn_program(&theirs, (MARKER, &bootstrap::marker_value()), program.as_deref())
-                    .map_err(|e| {
-                        let what = match &program {
-                            Some(p) => format!("failed to spawn the child process from {}", p.display()),
-                            None => "failed to spawn the child process".to_owned(),
-                        };
-                        Error::io(what, e).with_process(&self.name, None)
-                    })?;
-                (handle, ours)
-            }
+            _ => role::spawn(Role::Child, program.as_deref()).map_err(|e| {
+                let what = match &program {
+                    Some(p) => format!("failed to spawn the child process from {}", p.display()),
+                    None => "failed to spawn the child process".to_owned(),
+                };
+                Error::io(what, e).with_process(&self.name, None)
+            })?,
         };
         let _ = ours.set_send_buffer(SOCKET_BUFFER);
         // A child that died at once makes these fail (EPIPE); `join`
         // reports that as a bootstrap failure with the child's status.
-        let sent = match &out_fds {
-            Some(fds) => frame::send_with_fds(&ours, Tag::Boot, &boot, fds),
-            None => frame::send(&ours, Tag::Boot, &boot),
-        };
-        if sent.is_ok() && args.len() > frame::INLINE_MAX {
+        // The child's output descriptors ride on the Boot frame.
+        let sent = protocol::send_boot(&ours, &boot, prepared.map(output::Prepared::child_fds));
+        if sent.is_ok() && !protocol::args_fit_inline(args.len()) {
             // Large arguments stream into the child as it reads them.
-            let streamed = frame::send_stream(&ours, Tag::Args, (&args, &fds.fds), &handle, self.bootstrap_timeout);
+            let streamed = protocol::stream_args(&ours, (&args, &fds.fds), &handle, self.bootstrap_timeout);
             if streamed.is_ok() {
                 fds.sent();
             } else if let Err(frame::StreamError::Timeout) = streamed {
@@ -587,7 +573,7 @@ where
                 }
                 return Err(e);
             }
-        } else if sent.is_ok() && frame::send_with_fds(&ours, Tag::Args, &args, &fds.fds).is_ok() {
+        } else if sent.is_ok() && protocol::send_args(&ours, &args, &fds.fds).is_ok() {
             fds.sent();
         }
         Ok(ChildCore::new(handle, ours, self.name.clone(), self.daemon))
@@ -633,7 +619,7 @@ where
         // before the registry is locked).
         let keep = call.endpoint_fds();
         // Output buffered before the fork must not be written twice.
-        bootstrap::flush_std_streams();
+        child::flush_std_streams();
         let lock = registry::fork_locked();
         let me = lock.me();
         let child_me = Me {
@@ -665,7 +651,7 @@ where
                     );
                     sys::exit_now(70);
                 }
-                bootstrap::fork_child_main(
+                child::fork_child_main(
                     lock,
                     child_me,
                     parent,
@@ -1037,21 +1023,19 @@ impl Running {
         self.reader
             .drain(&self.core.sock)
             .map_err(|e| Error::io("failed to read from the child", e))?;
-        while let Some((tag, payload)) = self
-            .reader
-            .next()
+        while let Some(message) = protocol::next_buffered(&mut self.reader)
             .map_err(|e| Error::new(ErrorKind::Bootstrap, "the child broke the start protocol").with_source(e))?
         {
-            match tag {
-                Tag::Ready => self.ready = true,
-                Tag::Outcome => {
+            match message {
+                Message::Ready => self.ready = true,
+                Message::Outcome(payload) => {
                     self.ready = true;
                     self.outcome = Some(payload);
                 }
-                Tag::Boot | Tag::Args | Tag::Serve | Tag::Fork | Tag::Pid | Tag::Track => {
+                other => {
                     return Err(Error::new(
                         ErrorKind::Bootstrap,
-                        format!("the child sent an unexpected {tag:?} frame"),
+                        format!("the child sent an unexpected {} frame", other.name()),
                     ));
                 }
             }

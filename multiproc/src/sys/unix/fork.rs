@@ -65,3 +65,18 @@ pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is always safe to call; it does not return.
     unsafe { libc::_exit(code) }
 }
+
+/// Has `handler` run in the child after every fork of this process (the
+/// library's and anyone else's): `pthread_atfork` with only a child
+/// handler. The handler runs in a copy of one thread of the parent, so it
+/// may only do what is safe there: atomic stores, no lock, no allocation.
+pub(crate) fn after_fork_in_child(handler: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: registering a handler that stays valid for the life of the
+    // process (a function); the caller promises it is safe after a fork.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(handler)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}

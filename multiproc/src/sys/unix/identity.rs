@@ -9,7 +9,7 @@ use std::{
     sync::{
         Once,
         atomic::{
-            AtomicU32, AtomicU64,
+            AtomicBool, AtomicU32, AtomicU64,
             Ordering::{Acquire, Relaxed, Release, SeqCst},
         },
     },
@@ -26,6 +26,9 @@ thread_local! {
 static ME_PID: AtomicU32 = AtomicU32::new(0);
 static ME_START: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
+/// Whether [`forget_identity_after_fork`] is registered, so that caching
+/// is safe.
+static CACHING: AtomicBool = AtomicBool::new(false);
 
 /// Forgets the cached identities in a fork child (its thread and process
 /// ids are new). Runs in the child right after `fork`: only stores.
@@ -35,13 +38,11 @@ extern "C" fn forget_identity_after_fork() {
 }
 
 /// Registers [`forget_identity_after_fork`] once per process, before the
-/// first identity is cached.
-fn install_atfork() {
-    ATFORK.call_once(|| {
-        // SAFETY: registering a handler that only does stores, valid for
-        // the life of the process.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_identity_after_fork)) };
-    });
+/// first identity is cached; whether identities may be cached (not if the
+/// registration failed: a fork child would keep its parent's).
+fn install_atfork() -> bool {
+    ATFORK.call_once(|| CACHING.store(super::after_fork_in_child(forget_identity_after_fork).is_ok(), SeqCst));
+    CACHING.load(Relaxed)
 }
 
 /// The calling thread's kernel id (never 0).
@@ -51,10 +52,11 @@ pub(crate) fn thread_id() -> u32 {
         if v != 0 {
             return v;
         }
-        install_atfork();
         // SAFETY: gettid has no preconditions.
         let v = unsafe { libc::gettid() } as u32;
-        t.set(v);
+        if install_atfork() {
+            t.set(v);
+        }
         v
     })
 }
@@ -65,11 +67,12 @@ pub(crate) fn process_identity() -> (u32, u64) {
     if pid != 0 {
         return (pid, ME_START.load(Relaxed));
     }
-    install_atfork();
     let pid = getpid();
     let start = start_time(pid).unwrap_or(0);
-    ME_START.store(start, Relaxed);
-    ME_PID.store(pid, Release);
+    if install_atfork() {
+        ME_START.store(start, Relaxed);
+        ME_PID.store(pid, Release);
+    }
     (pid, start)
 }
 

@@ -40,7 +40,7 @@ mod stdio;
 pub(crate) use fd::{
     Fd, MAX_FDS, RecvSome, eventfd, eventfd_drain, eventfd_signal, poll_readable_set, seqpacket_pair, socketpair,
 };
-pub(crate) use fork::{ForkSide, exit_now, fork_child};
+pub(crate) use fork::{ForkSide, after_fork_in_child, exit_now, fork_child};
 pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
 pub(crate) use memfd::{Memfd, buffer, read_file, retain_freed_memory};
 #[cfg(test)]

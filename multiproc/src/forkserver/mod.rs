@@ -42,10 +42,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub(crate) mod protocol;
+
+use self::protocol::{FORK_FDS, Message};
 use crate::{
-    Error, ErrorKind, Result, bootstrap,
-    frame::{self, Tag},
-    registry,
+    Error, ErrorKind, Result, at_fork, child,
+    entry::protocol as bootstrap,
+    entry::role::{self, Role},
+    frame, registry,
     sys::{self, ChildHandle, Fd, ForkSide, ParentWatch},
 };
 
@@ -69,10 +73,14 @@ static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 static PRELOAD: AtomicI64 = AtomicI64::new(NO_PRELOAD);
 const NO_PRELOAD: i64 = i64::MIN;
 
-/// Locks the server record for the duration of a fork, so that a fork
-/// child never inherits it locked by a thread that did not come along. It
-/// is only ever held briefly (never while waiting for the server).
-pub(crate) fn lock_for_fork() -> MutexGuard<'static, Option<Server>> {
+/// Locks the server record. It is held across the library's forks (see
+/// `at_fork`), so that a fork child never inherits it locked by a thread
+/// that did not come along; it is only ever held briefly (never while
+/// waiting for the server).
+fn lock_server() -> MutexGuard<'static, Option<Server>> {
+    at_fork::hold_across_fork("forkserver", || {
+        Box::new(SERVER.lock().unwrap_or_else(|e| e.into_inner()))
+    });
     SERVER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -98,7 +106,7 @@ pub(crate) fn set_preload(preload: Option<fn()>) -> Result<()> {
 
 /// Starts this process's fork server if it does not run yet.
 pub(crate) fn ensure_running() -> Result<()> {
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock_server();
     replace_if_stale(&mut guard)
 }
 
@@ -131,19 +139,12 @@ fn retire(old: Server) {
 }
 
 fn start_server() -> std::io::Result<Server> {
-    let (ours, theirs) = sys::socketpair()?;
     // The program set by `set_executable`, checked to be this build (the
     // server calls the preload function by its offset).
     let program = crate::process::executable::checked().map_err(std::io::Error::other)?;
-    let handle = sys::spawn_program(
-        &theirs,
-        (bootstrap::MARKER, &bootstrap::marker_value()),
-        program.as_deref(),
-    )?;
-    drop(theirs);
+    let (handle, ours) = role::spawn(Role::ForkServer, program.as_deref())?;
     let preload = PRELOAD.load(Ordering::Relaxed);
-    let payload = (preload != NO_PRELOAD).then(|| preload.to_le_bytes());
-    frame::send(&ours, Tag::Serve, payload.as_ref().map_or(&[][..], |p| &p[..]))?;
+    bootstrap::send_serve(&ours, (preload != NO_PRELOAD).then_some(preload))?;
     // A fork child of this process must not keep the server's descriptors.
     registry::adopt_own_fd(ours.raw());
     registry::adopt_own_fd(handle.raw_fd());
@@ -190,17 +191,13 @@ pub(crate) fn send_request() -> Result<Requested> {
     // The lock covers only finding the server and sending the request:
     // the answer comes on this request's own status socket, so other
     // threads (and forks) need not wait for it.
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock_server();
     replace_if_stale(&mut guard)?;
     let server = guard.as_ref().expect("set just above");
     let id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-    let sent = frame::send_with_fds(
-        &server.control,
-        Tag::Fork,
-        &id.to_le_bytes(),
-        &[theirs.raw(), status_theirs.raw(), me.raw()],
-    )
-    .is_ok();
+    let sent = Message::Fork { id }
+        .send(&server.control, &[theirs.raw(), status_theirs.raw(), me.raw()])
+        .is_ok();
     Ok(Requested {
         id,
         ours,
@@ -237,7 +234,7 @@ pub(crate) fn finish_request(mut req: Requested, timeout: Duration) -> Result<(C
 
 /// Stops and forgets the server `pid`, if it is still this process's.
 fn stop_server(pid: u32) {
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = lock_server();
     if guard
         .as_ref()
         .is_some_and(|s| s.handle.pid() == pid && s.owner == sys::getpid())
@@ -264,13 +261,11 @@ fn read_pid(status: &Fd, server: &Fd, id: u64, timeout: Duration) -> Result<(u32
     };
     loop {
         let at_end = reader_at_end(&mut reader, status)?;
-        match reader.next() {
-            Ok(Some((Tag::Pid, payload))) if payload.len() == 12 => {
-                let answered = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+        match protocol::next_buffered(&mut reader) {
+            Ok(Some(Ok(Message::Pid { id: answered, pid }))) => {
                 if answered != id {
                     return Err(broken(format!("it answered request {answered} where {id} was asked")));
                 }
-                let pid = u32::from_le_bytes(payload[8..].try_into().expect("4 bytes"));
                 let mut fds = reader.take_fds();
                 if fds.len() != 1 {
                     return Err(broken(format!(
@@ -285,11 +280,11 @@ fn read_pid(status: &Fd, server: &Fd, id: u64, timeout: Duration) -> Result<(u32
                 }
                 return Ok((pid, fds.remove(0), leftover));
             }
-            Ok(Some((tag, payload))) => {
-                return Err(broken(format!(
-                    "it sent a {tag:?} frame of {} bytes that answers no request",
-                    payload.len()
-                )));
+            Ok(Some(Ok(other))) => {
+                return Err(broken(format!("it sent {other:?}, which answers no request")));
+            }
+            Ok(Some(Err(what))) => {
+                return Err(broken(format!("it sent {what}, which answers no request")));
             }
             Ok(None) => {}
             Err(e) => return Err(broken("its answer is not a frame".into()).with_source(e)),
@@ -329,13 +324,13 @@ fn reader_at_end(reader: &mut frame::Reader, sock: &Fd) -> Result<bool> {
 /// after running the preload function named by `preload` (the `Serve`
 /// frame's payload: a code offset, or nothing). Never returns: exits when
 /// its owner's end closes.
-pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> ! {
-    if let Ok(offset) = <[u8; 8]>::try_from(preload) {
+pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: Option<i64>) -> ! {
+    if let Some(offset) = preload {
         // SAFETY: the owner runs the same executable (this server was
         // spawned from /proc/self/exe) and took the offset from a `fn()`
         // in the main executable (`set_preload`).
         #[allow(unsafe_code)]
-        let f = unsafe { crate::target::fn_at(i64::from_le_bytes(offset)) };
+        let f = unsafe { crate::target::fn_at(offset) };
         if std::panic::catch_unwind(f).is_err() {
             // The owner's next request sees the server gone: a clear
             // Bootstrap error, not a server missing its set-up.
@@ -371,8 +366,8 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                 sys::exit_now(1);
             }
             loop {
-                let (tag, payload) = match reader.next() {
-                    Ok(Some(frame)) => frame,
+                let message = match protocol::next_buffered(&mut reader) {
+                    Ok(Some(message)) => message,
                     Ok(None) => break,
                     // The owner is this library: a broken stream means
                     // something is badly wrong; stop serving.
@@ -380,13 +375,13 @@ pub(crate) fn serve(control: Fd, mut reader: frame::Reader, preload: &[u8]) -> !
                 };
                 // Several requests may arrive in one read: each takes its own
                 // three descriptors, in order.
-                let passed = reader.take_n_fds(3);
-                let Ok(id) = <[u8; 8]>::try_from(&payload[..]) else {
+                let passed = reader.take_n_fds(FORK_FDS);
+                let Ok(Message::Fork { id }) = message else {
                     // Not from our owner's library: ignore the request (its
                     // status socket closes: the owner sees EOF).
                     continue;
                 };
-                if tag != Tag::Fork || passed.len() != 3 {
+                if passed.len() != FORK_FDS {
                     continue;
                 }
                 let mut passed = passed.into_iter();
@@ -425,7 +420,7 @@ fn fork_one(
     own: &[i32],
     children: &mut Vec<(ChildHandle, Fd)>,
     queued: &[i32],
-    id: [u8; 8],
+    id: u64,
     (boot, status, owner): (Fd, Fd, Fd),
 ) {
     // The child's real parent, taken before the fork: read in the child, a
@@ -450,18 +445,17 @@ fn fork_one(
             }
             sys::close_inherited(&server_fds);
             sys::set_sigint_ignored(false);
-            let served = bootstrap::ServedBy {
+            let served = child::ServedBy {
                 owner: ParentWatch::from_pidfd(owner),
                 server,
             };
-            bootstrap::forked_by_server(boot, served)
+            child::forked_by_server(boot, served)
         }
         Ok(ForkSide::Parent(handle)) => {
-            let mut answer = id.to_vec();
-            answer.extend_from_slice(&handle.pid().to_le_bytes());
             let pidfd = handle.pidfd_copy();
+            let answer = Message::Pid { id, pid: handle.pid() };
             let sent = match &pidfd {
-                Ok(fd) => frame::send_with_fds(&status, Tag::Pid, &answer, &[fd.raw()]),
+                Ok(fd) => answer.send(&status, &[fd.raw()]),
                 Err(_) => Err(std::io::ErrorKind::Other.into()),
             };
             if sent.is_err() {
@@ -478,7 +472,7 @@ fn fork_one(
 /// The pid of this process's fork server, if one runs (for tests and
 /// diagnostics).
 pub(crate) fn server_pid() -> Option<u32> {
-    let guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = lock_server();
     guard
         .as_ref()
         .filter(|s| s.owner == sys::getpid())
@@ -489,17 +483,17 @@ pub(crate) fn server_pid() -> Option<u32> {
 mod tests {
     use super::*;
 
-    /// A frame a fake server sends: tag, payload, descriptor count.
-    type Sent = (Tag, Vec<u8>, usize);
+    /// A frame a fake server sends: kind, payload, descriptor count.
+    type Sent = (u8, Vec<u8>, usize);
 
     /// A fake server's answer on a fresh status socket, read as the answer
     /// to request 7.
     fn answer(frames: &[Sent], extra: &[u8]) -> Result<(u32, Fd, Vec<u8>)> {
         let (ours, theirs) = sys::socketpair().unwrap();
         let some_fd = sys::socketpair().unwrap().0;
-        for (tag, payload, nfds) in frames {
+        for (kind, payload, nfds) in frames {
             let fds = vec![some_fd.raw(); *nfds];
-            frame::send_with_fds(&theirs, *tag, payload, &fds).unwrap();
+            frame::send_with_fds(&theirs, *kind, payload, &fds).unwrap();
         }
         if !extra.is_empty() {
             theirs.send_some(extra).unwrap();
@@ -514,30 +508,33 @@ mod tests {
         [&id.to_le_bytes()[..], &pid.to_le_bytes()].concat()
     }
 
+    const PID: u8 = protocol::PID;
+
     #[test]
     fn an_answer_to_the_request_asked_is_taken() {
-        let (pid, _fd, rest) = answer(&[(Tag::Pid, pid_frame(7, 1234), 1)], &[]).unwrap();
+        let (pid, _fd, rest) = answer(&[(PID, pid_frame(7, 1234), 1)], &[]).unwrap();
         assert_eq!((pid, rest.len()), (1234, 0));
         // With the exit status record right behind it.
         let status = ChildHandle::encode_status(1234, sys::RawStatus::Exited(3));
-        let (_, _, rest) = answer(&[(Tag::Pid, pid_frame(7, 1234), 1)], &status).unwrap();
+        let (_, _, rest) = answer(&[(PID, pid_frame(7, 1234), 1)], &status).unwrap();
         assert_eq!(rest, status);
     }
 
     #[test]
     fn an_answer_to_no_outstanding_request_is_a_broken_server() {
         let cases: Vec<(&str, Vec<Sent>)> = vec![
-            ("another request's answer", vec![(Tag::Pid, pid_frame(8, 1234), 1)]),
+            ("another request's answer", vec![(PID, pid_frame(8, 1234), 1)]),
             (
                 "a pid without request number",
-                vec![(Tag::Pid, 1234u32.to_le_bytes().to_vec(), 1)],
+                vec![(PID, 1234u32.to_le_bytes().to_vec(), 1)],
             ),
-            ("a pid without pidfd", vec![(Tag::Pid, pid_frame(7, 1234), 0)]),
-            ("a pid with two descriptors", vec![(Tag::Pid, pid_frame(7, 1234), 2)]),
-            ("another frame", vec![(Tag::Ready, vec![], 0)]),
+            ("a pid without pidfd", vec![(PID, pid_frame(7, 1234), 0)]),
+            ("a pid with two descriptors", vec![(PID, pid_frame(7, 1234), 2)]),
+            ("a request", vec![(protocol::FORK, 7u64.to_le_bytes().to_vec(), 0)]),
+            ("another protocol's frame", vec![(3, vec![], 0)]),
             (
                 "two answers",
-                vec![(Tag::Pid, pid_frame(7, 1234), 1), (Tag::Pid, pid_frame(7, 1235), 1)],
+                vec![(PID, pid_frame(7, 1234), 1), (PID, pid_frame(7, 1235), 1)],
             ),
             ("nothing (EOF)", vec![]),
         ];

@@ -5,15 +5,17 @@
 //! ```text
 //! owner                                        tracker (spawned lazily)
 //! Track frame + [seqpacket socket, own pidfd] ─▶ poll(socket, owner pidfd)
-//! "C"<size><name> ────────────────────────────▶ shm_open(O_CREAT|O_EXCL), size,
+//! Create(size, name) ─────────────────────────▶ shm_open(O_CREAT|O_EXCL), size,
 //!                                                remember name
-//!            ◀──────────────────────────────── "c"<name> + the descriptor
-//!            ◀──────────────────────────────── or "e"<errno><name>
-//! "R"<name> (re-telling a new tracker) ───────▶ remember name
-//!            ◀──────────────────────────────── "r"<name>
-//! "U"<name> ──────────────────────────────────▶ forget name
+//!            ◀──────────────────────────────── Created(name) + the descriptor
+//!            ◀──────────────────────────────── or Failed(errno, name)
+//! Register(name) (re-telling a new tracker) ──▶ remember name
+//!            ◀──────────────────────────────── Registered(name)
+//! Unregister(name) ───────────────────────────▶ forget name
 //! (owner dies: pidfd readable) ───────────────▶ shm_unlink every name, exit
 //! ```
+//!
+//! The messages and their bytes are in [`protocol`].
 //!
 //! One tracker serves one owner process, like the fork server: it is this
 //! executable spawned with a `Track` frame instead of `Boot`, never runs
@@ -65,17 +67,18 @@ use std::{
 };
 
 use crate::{
-    bootstrap,
-    frame::{self, Tag},
+    entry::protocol as bootstrap,
+    entry::role::{self, Role},
     registry,
     sys::{self, ChildHandle, Fd, ParentWatch, RecvSome},
 };
 
+mod protocol;
+
+use self::protocol::{MAX_MESSAGE, Reply, Request};
+
 /// How long an owner waits for the tracker to acknowledge a name.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest datagram: an operation byte, a size or an errno, and a
-/// name (`NAME_MAX`).
-const MAX_MESSAGE: usize = 1 + 8 + 255;
 
 /// This process's tracker and the names it must clean up.
 struct State {
@@ -127,7 +130,10 @@ pub(crate) enum CreateError {
 /// `name` of `size` bytes and remember the name; returns the segment's
 /// descriptor. The name is tracked from the instant the segment exists.
 pub(crate) fn create(name: &str, size: usize) -> Result<Fd, CreateError> {
-    let msg = create_message(name, size);
+    let msg = Request::Create {
+        size: size as u64,
+        name: name.as_bytes(),
+    };
     with_state(|st| {
         // One retry: a tracker found dead before it took the request is
         // replaced (and told every name) once.
@@ -136,7 +142,7 @@ pub(crate) fn create(name: &str, size: usize) -> Result<Fd, CreateError> {
                 st.tracker = Some(start(&st.names).map_err(CreateError::Tracker)?);
             }
             let t = st.tracker.as_ref().expect("set just above");
-            match ask(&t.sock, &msg, name) {
+            match ask(&t.sock, &msg) {
                 Ok(Answer::Created(fd)) => {
                     st.names.insert(name.to_owned());
                     return Ok(fd);
@@ -170,7 +176,7 @@ pub(crate) fn unregister(name: &str) {
             // Best effort: a tracker that cannot be told (dead, or its
             // socket full for a whole second) at worst unlinks a name that
             // no longer exists.
-            let msg = message(b'U', name);
+            let msg = Request::Unregister { name: name.as_bytes() }.encode();
             let deadline = Instant::now() + Duration::from_secs(1);
             while let Ok(false) = t.sock.try_send_datagram(&msg, &[]) {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -187,30 +193,14 @@ pub(crate) fn pid() -> Option<u32> {
     with_state(|st| st.tracker.as_ref().map(|t| t.handle.pid()))
 }
 
-fn message(op: u8, name: &str) -> Vec<u8> {
-    let mut m = Vec::with_capacity(1 + name.len());
-    m.push(op);
-    m.extend_from_slice(name.as_bytes());
-    m
-}
-
-/// `"C"`, the size and the name: the request to create a segment.
-fn create_message(name: &str, size: usize) -> Vec<u8> {
-    let mut m = Vec::with_capacity(1 + 8 + name.len());
-    m.push(b'C');
-    m.extend_from_slice(&(size as u64).to_le_bytes());
-    m.extend_from_slice(name.as_bytes());
-    m
-}
-
 /// What the tracker answered.
 #[derive(Debug)]
 enum Answer {
-    /// `"c"<name>`: created, with its descriptor.
+    /// Created, with its descriptor.
     Created(Fd),
-    /// `"e"<errno><name>`: not created.
+    /// Not created.
     Failed(io::Error),
-    /// `"r"<name>`: remembered.
+    /// Remembered.
     Registered,
 }
 
@@ -222,14 +212,15 @@ struct AskFailure {
     taken: bool,
 }
 
-/// Sends one request (`C` or `R` for `name`) and waits for its answer,
+/// Sends one request (create or register) and waits for its answer,
 /// which must name the same operation and name.
-fn ask(sock: &Fd, msg: &[u8], name: &str) -> Result<Answer, AskFailure> {
+fn ask(sock: &Fd, request: &Request<'_>) -> Result<Answer, AskFailure> {
+    let msg = request.encode();
     let deadline = Instant::now() + ACK_TIMEOUT;
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "the shared memory tracker did not answer");
     let before = |error| AskFailure { error, taken: false };
     let after = |error| AskFailure { error, taken: true };
-    while !sock.try_send_datagram(msg, &[]).map_err(before)? {
+    while !sock.try_send_datagram(&msg, &[]).map_err(before)? {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(before(timed_out()));
@@ -246,7 +237,7 @@ fn ask(sock: &Fd, msg: &[u8], name: &str) -> Result<Answer, AskFailure> {
         buf.clear();
         fds.clear();
         match sock.recv_some(&mut buf, &mut fds, true).map_err(after)? {
-            RecvSome::Data(_) => return parse_answer(msg[0], name, &buf, fds).map_err(after),
+            RecvSome::Data(_) => return parse_answer(request, &buf, fds).map_err(after),
             RecvSome::Eof => {
                 return Err(after(io::Error::new(
                     io::ErrorKind::BrokenPipe,
@@ -258,51 +249,55 @@ fn ask(sock: &Fd, msg: &[u8], name: &str) -> Result<Answer, AskFailure> {
     }
 }
 
-/// Checks that `answer` answers the request `op` for `name`.
-fn parse_answer(op: u8, name: &str, answer: &[u8], mut fds: Vec<Fd>) -> io::Result<Answer> {
+/// Checks that `answer` answers `request`.
+fn parse_answer(request: &Request<'_>, answer: &[u8], mut fds: Vec<Fd>) -> io::Result<Answer> {
     let unexpected = || {
+        let (op, name) = match request {
+            Request::Create { name, .. } => ("create", name),
+            Request::Register { name } => ("register", name),
+            Request::Unregister { name } => ("unregister", name),
+        };
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "the shared memory tracker sent an answer to no outstanding request (asked {:?} for {name:?})",
-                op as char
+                "the shared memory tracker sent an answer to no outstanding request (asked to {op} {:?})",
+                String::from_utf8_lossy(name)
             ),
         )
     };
-    let (&kind, rest) = answer.split_first().ok_or_else(unexpected)?;
-    match (op, kind) {
-        (b'C', b'c') if rest == name.as_bytes() && fds.len() == 1 => Ok(Answer::Created(fds.remove(0))),
-        (b'C', b'e') if rest.len() >= 4 && &rest[4..] == name.as_bytes() && fds.is_empty() => {
-            let errno = i32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
-            Ok(Answer::Failed(match errno {
-                0 => io::Error::other("the shared memory tracker refused the name or size"),
-                e => io::Error::from_raw_os_error(e),
-            }))
-        }
-        (b'R', b'r') if rest == name.as_bytes() && fds.is_empty() => Ok(Answer::Registered),
+    let reply = Reply::decode(answer)
+        .filter(|r| request.is_answered_by(r))
+        .ok_or_else(unexpected)?;
+    match reply {
+        Reply::Created { .. } if fds.len() == 1 => Ok(Answer::Created(fds.remove(0))),
+        Reply::Failed { errno, .. } if fds.is_empty() => Ok(Answer::Failed(match errno {
+            0 => io::Error::other("the shared memory tracker refused the name or size"),
+            e => io::Error::from_raw_os_error(e),
+        })),
+        Reply::Registered { .. } if fds.is_empty() => Ok(Answer::Registered),
         _ => Err(unexpected()),
     }
 }
 
 /// Starts a tracker and registers every name of `names` with it.
 fn start(names: &BTreeSet<String>) -> io::Result<Tracker> {
-    let (boot, boot_theirs) = sys::socketpair()?;
     let (sock, sock_theirs) = sys::seqpacket_pair()?;
     let me = ParentWatch::of_self()?;
-    let handle = sys::spawn_self(&boot_theirs, (bootstrap::MARKER, &bootstrap::marker_value()))?;
-    drop(boot_theirs);
+    let (handle, boot) = role::spawn(Role::Tracker, None)?;
     // A fork child of this process must not keep the tracker's descriptors.
     registry::adopt_own_fd(sock.raw());
     registry::adopt_own_fd(handle.raw_fd());
     let t = Tracker { handle, sock };
-    let sent = frame::send_with_fds(&boot, Tag::Track, &[], &[sock_theirs.raw(), me.raw()]);
+    let sent = bootstrap::send_track(&boot, &[sock_theirs.raw(), me.raw()]);
     drop((sock_theirs, me, boot));
     let res = sent.and_then(|()| {
-        names.iter().try_for_each(|n| match ask(&t.sock, &message(b'R', n), n) {
-            Ok(Answer::Registered) => Ok(()),
-            Ok(_) => unreachable!("ask checks the answer's operation"),
-            Err(f) => Err(f.error),
-        })
+        names
+            .iter()
+            .try_for_each(|n| match ask(&t.sock, &Request::Register { name: n.as_bytes() }) {
+                Ok(Answer::Registered) => Ok(()),
+                Ok(_) => unreachable!("ask checks the answer's operation"),
+                Err(f) => Err(f.error),
+            })
     });
     match res {
         Ok(()) => Ok(t),
@@ -352,10 +347,8 @@ pub(crate) fn serve(fds: Vec<Fd>) -> ! {
             match sock.recv_some(&mut buf, &mut passed, true) {
                 // The owner waits for each answer; if it is gone, the pidfd
                 // says so next.
-                Ok(RecvSome::Data(_)) => match buf.split_first() {
-                    Some((b'C', rest)) if rest.len() > 8 => {
-                        let (size, name) = rest.split_at(8);
-                        let size = u64::from_le_bytes(size.try_into().expect("8 bytes"));
+                Ok(RecvSome::Data(_)) => match Request::decode(&buf) {
+                    Some(Request::Create { size, name }) => {
                         let (answer, fd) = create_here(&mut names, name, size);
                         let fds: &[i32] = match &fd {
                             Some(fd) => &[fd.raw()],
@@ -363,14 +356,14 @@ pub(crate) fn serve(fds: Vec<Fd>) -> ! {
                         };
                         let _ = sock.try_send_datagram(&answer, fds);
                     }
-                    Some((b'R', name)) => {
+                    Some(Request::Register { name }) => {
                         names.insert(name.to_vec());
-                        let _ = sock.try_send_datagram(&[&b"r"[..], name].concat(), &[]);
+                        let _ = sock.try_send_datagram(&Reply::Registered { name }.encode(), &[]);
                     }
-                    Some((b'U', name)) => {
+                    Some(Request::Unregister { name }) => {
                         names.remove(name);
                     }
-                    _ => {}
+                    None => {}
                 },
                 Ok(RecvSome::WouldBlock) => break,
                 Ok(RecvSome::Eof) | Err(_) => open = false,
@@ -389,8 +382,8 @@ pub(crate) fn serve(fds: Vec<Fd>) -> ! {
 }
 
 /// Creates the segment `name` of `size` bytes for the owner and remembers
-/// the name before anything else can happen: the answer (`"c"<name>` with
-/// the descriptor, or `"e"<errno><name>`) and the descriptor to pass.
+/// the name before anything else can happen: the answer (created, with
+/// the descriptor, or the error) and the descriptor to pass.
 fn create_here(names: &mut BTreeSet<Vec<u8>>, name: &[u8], size: u64) -> (Vec<u8>, Option<Fd>) {
     let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
     let created = std::str::from_utf8(name)
@@ -402,12 +395,12 @@ fn create_here(names: &mut BTreeSet<Vec<u8>>, name: &[u8], size: u64) -> (Vec<u8
     match created {
         Ok(fd) => {
             names.insert(name.to_vec());
-            ([&b"c"[..], name].concat(), Some(fd))
+            (Reply::Created { name }.encode(), Some(fd))
         }
         Err(e) => {
             // 0: not an OS error (the owner checked name and size first).
             let errno = e.raw_os_error().unwrap_or(0);
-            ([&b"e"[..], &errno.to_le_bytes(), name].concat(), None)
+            (Reply::Failed { errno, name }.encode(), None)
         }
     }
 }
@@ -424,27 +417,39 @@ mod tests {
     fn an_answer_must_name_its_request() {
         let (a, b) = pair();
         let fd = || vec![a.try_clone().unwrap()];
+        let (x, y) = (&b"x"[..], &b"y"[..]);
+        let create = Request::Create { size: 1, name: x };
+        let register = Request::Register { name: x };
         // The right answers.
-        assert!(matches!(parse_answer(b'C', "x", b"cx", fd()), Ok(Answer::Created(_))));
-        assert!(matches!(parse_answer(b'R', "x", b"rx", vec![]), Ok(Answer::Registered)));
-        let failed = parse_answer(b'C', "x", &[&b"e"[..], &17i32.to_le_bytes(), b"x"].concat(), vec![]);
+        let created = Reply::Created { name: x }.encode();
+        assert!(matches!(parse_answer(&create, &created, fd()), Ok(Answer::Created(_))));
+        let registered = Reply::Registered { name: x }.encode();
+        assert!(matches!(
+            parse_answer(&register, &registered, vec![]),
+            Ok(Answer::Registered)
+        ));
+        let failed = parse_answer(&create, &Reply::Failed { errno: 17, name: x }.encode(), vec![]);
         assert!(matches!(failed, Ok(Answer::Failed(e)) if e.kind() == io::ErrorKind::AlreadyExists));
         // Answers to another name, another operation, or without (or with an
-        // extra) descriptor answer nothing outstanding.
-        for (op, answer, fds) in [
-            (b'C', &b"cy"[..], fd()),
-            (b'C', &b"cxx"[..], fd()),
-            (b'C', &b"cx"[..], vec![]),
-            (b'C', &b"rx"[..], vec![]),
-            (b'R', &b"cx"[..], fd()),
-            (b'R', &b"rx"[..], fd()),
-            (b'R', &b"ry"[..], vec![]),
-            (b'C', &b"e\x11\0\0\0y"[..], vec![]),
-            (b'C', &b"e\x11"[..], vec![]),
-            (b'C', &b""[..], vec![]),
-            (b'R', &b"k"[..], vec![]),
+        // extra) descriptor answer nothing outstanding; so does garbage.
+        for (request, answer, fds) in [
+            (create, Reply::Created { name: y }.encode(), fd()),
+            (create, Reply::Created { name: b"xx" }.encode(), fd()),
+            (create, Reply::Created { name: x }.encode(), vec![]),
+            (create, Reply::Registered { name: x }.encode(), vec![]),
+            (register, Reply::Created { name: x }.encode(), fd()),
+            (register, Reply::Registered { name: x }.encode(), fd()),
+            (register, Reply::Registered { name: y }.encode(), vec![]),
+            (create, Reply::Failed { errno: 17, name: y }.encode(), vec![]),
+            (
+                create,
+                Reply::Failed { errno: 17, name: x }.encode()[..2].to_vec(),
+                vec![],
+            ),
+            (create, Vec::new(), vec![]),
+            (register, vec![0xff], vec![]),
         ] {
-            let err = parse_answer(op, "x", answer, fds).unwrap_err();
+            let err = parse_answer(&request, &answer, fds).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{answer:?}");
         }
         drop(b);
@@ -455,8 +460,9 @@ mod tests {
         // A peer that answers with another name's reply: the request
         // fails as a broken tracker, after the tracker took it.
         let (owner, tracker) = pair();
-        assert!(tracker.try_send_datagram(b"rother", &[]).unwrap());
-        let failure = ask(&owner, &message(b'R', "mine"), "mine").unwrap_err();
+        let stray = Reply::Registered { name: b"other" }.encode();
+        assert!(tracker.try_send_datagram(&stray, &[]).unwrap());
+        let failure = ask(&owner, &Request::Register { name: b"mine" }).unwrap_err();
         assert!(failure.taken);
         assert_eq!(failure.error.kind(), io::ErrorKind::InvalidData);
     }

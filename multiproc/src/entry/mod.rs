@@ -1,0 +1,64 @@
+//! The entry point of every process the library spawns from its own
+//! executable, and the dispatch to the role it was spawned for.
+//!
+//! ```text
+//! spawned_entry (constructor before main, or init())
+//!   not spawned by the library ──▶ return: this is an ordinary process
+//!   first frame on descriptor 3:
+//!     Boot  ──▶ child::run_spawned     runs a target, never main
+//!     Serve ──▶ forkserver::serve      forks children on request
+//!     Track ──▶ tracker::serve         unlinks a dead owner's segments
+//! ```
+//!
+//! [`role`] holds what the parent side needs (the marker, the spawning
+//! function); this module sits above every role it dispatches to.
+
+pub(crate) mod protocol;
+pub(crate) mod role;
+
+use self::protocol::{Message, RecvError};
+use crate::{
+    child, frame,
+    outcome::{Failure, Outcome},
+    sys::{self, Fd},
+};
+
+/// The entry point of a spawned child. In any other process it returns at
+/// once; in a spawned child it never returns.
+pub(crate) fn spawned_entry(from_constructor: bool) {
+    if !role::is_spawned_child() {
+        return;
+    }
+    role::mark_entered();
+    if from_constructor {
+        // SAFETY: a constructor runs before `main`, while the process has a
+        // single thread; nothing reads the environment concurrently. (Through
+        // `init`, other threads may exist, so the variable stays: it names
+        // this process's parent, which makes it inert in any descendant.)
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::remove_var(role::MARKER)
+        };
+    }
+    sys::ignore_sigpipe();
+    // SAFETY: the parent placed the bootstrap socket at BOOT_FD; nothing in
+    // this fresh process owns that descriptor.
+    #[allow(unsafe_code)]
+    let sock = unsafe { Fd::from_raw(sys::BOOT_FD) };
+    if let Err(e) = sock.set_cloexec() {
+        eprintln!("multiproc: child bootstrap failed: {e}");
+        sys::exit_now(1);
+    }
+    let mut reader = frame::Reader::trusting_large_frames();
+    match protocol::recv(&mut reader, &sock) {
+        Ok(Message::Serve { preload }) => crate::forkserver::serve(sock, reader, preload),
+        Ok(Message::Track) => crate::shared_memory::tracker::serve(reader.take_fds()),
+        Ok(Message::Boot(boot)) => child::run_spawned(sock, reader, boot),
+        Ok(other) => child::finish(
+            &sock,
+            Outcome::Failed(Failure::Bootstrap, format!("unexpected first frame {}", other.name())),
+        ),
+        Err(RecvError::Gone) => sys::exit_now(1),
+        Err(RecvError::Protocol(e)) => child::finish(&sock, Outcome::Failed(Failure::Bootstrap, e)),
+    }
+}
