@@ -14,7 +14,7 @@ use std::{
 use multiproc::{ProcessBuilder, StartMethod};
 
 use crate::{
-    channels,
+    async_rows, channels,
     cli::{Counts, Options},
     codec_rows, cpython, floors,
     harness::{self, Bench, Impl, Row},
@@ -155,6 +155,7 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 9. Serde values through a pipe and a pool (see codec_rows).
     codec_rows::run_all(opts, &mut out);
+    async_rows::run_all(opts, &mut out);
 
     // 10. How costs grow with the amount of work (see scale_rows).
     scale_rows::run_all(opts, &mut out);

@@ -33,8 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut files = Vec::new();
     files_under(&dir, &mut files)?;
 
-    let pool = Pool::builder().progress(true).build()?; // one worker per CPU
-    let counts = pool.map(count_lines, files.clone())?; // in input order
+    let pool = Pool::builder().build()?; // one worker per CPU
+    // A progress bar for this call; results in input order.
+    let counts = pool.tasks(count_lines).progress(true).map(files.clone())?;
     pool.close();
     pool.join()?;
 

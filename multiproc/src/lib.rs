@@ -135,7 +135,7 @@
 //! `imap_unordered`, `starmap`, `apply_async` and `map_async` (with
 //! callbacks: `apply_async_with`, `map_async_with`), `starmap_async`,
 //! `close`, `terminate`, `join`), and [`Executor`] its
-//! `ProcessPoolExecutor` ([`Future`]s, an ordered `map` iterator, and the
+//! `ProcessPoolExecutor` ([`TaskHandle`]s, an ordered `map` iterator, and the
 //! module functions [`futures::wait`] and [`futures::as_completed`]). A
 //! worker that dies fails only the chunk of tasks it held, with its exit
 //! status, and is replaced; a failing initializer fails
@@ -264,7 +264,7 @@ pub use crate::{
     },
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     output::{CapturedOutput, ChildOutput},
-    pool::{AsyncResult, Callbacks, Executor, Future, Imap, MapIter, MapResult, Pool, PoolBuilder},
+    pool::{AsyncResult, Callbacks, Executor, Imap, MapIter, MapResult, Pool, PoolBuilder, TaskHandle, Tasks},
     process::{
         ExitStatus, Process, ProcessBuilder,
         executable::{get_executable, reset_executable, set_executable},
@@ -280,7 +280,10 @@ pub use crate::{
     },
 };
 
-/// Python's `concurrent.futures` module functions over the [`Future`]s of
+#[cfg(feature = "progress")]
+pub use crate::pool::Progress;
+
+/// Python's `concurrent.futures` module functions over the [`TaskHandle`]s of
 /// an [`Executor`]: [`wait`](futures::wait) with [`ReturnWhen`](futures::ReturnWhen),
 /// and [`as_completed`](futures::as_completed).
 pub mod futures {

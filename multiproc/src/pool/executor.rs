@@ -1,17 +1,25 @@
-//! `concurrent.futures.ProcessPoolExecutor` over the [`Pool`], and the
+//! `concurrent.futures.ProcessPoolExecutor` over the [`Pool`](crate::Pool), and the
 //! module functions `wait` and `as_completed`.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{AsyncResult, Callbacks, Imap, MapIter, Pool, PoolBuilder, deadline_after, state::*};
+use super::{
+    AsyncResult, Callbacks, Imap, MapIter, Pool, PoolBuilder, callbacks,
+    driver::{Check, Shared, State, cancel_job, drive, run_due},
+    job::{JobState, Options},
+    scheduler::deadline_after,
+};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Python's `ProcessPoolExecutor`, on top of [`Pool`]: unlike Python's, a
+/// Python's `ProcessPoolExecutor`, on top of [`Pool`](crate::Pool): unlike Python's, a
 /// worker's death fails only the chunk it ran (one task for `submit`), and
 /// the executor is never "broken" by it.
 ///
@@ -46,12 +54,12 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for zero workers.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for zero workers.
     pub fn new(max_workers: usize) -> Result<Executor> {
         Executor::from_builder(Pool::builder().processes(max_workers))
     }
 
-    /// An executor over a pool configured with a [`PoolBuilder`]
+    /// An executor over a pool configured with a [`PoolBuilder`](crate::PoolBuilder)
     /// (initializer, start method, `maxtasksperchild`, task timeout); its
     /// workers start on demand. An initializer runs in each worker as it
     /// starts: one that fails breaks the executor (Python's
@@ -60,7 +68,7 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// As [`PoolBuilder::build`], except the errors of starting workers
+    /// As [`PoolBuilder::build`](crate::PoolBuilder::build), except the errors of starting workers
     /// and of their initializers, which come with the tasks.
     pub fn from_builder(mut builder: PoolBuilder) -> Result<Executor> {
         builder.on_demand = true;
@@ -71,37 +79,37 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] after [`shutdown`](Executor::shutdown)
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) after [`shutdown`](Executor::shutdown)
     /// or [`kill_workers`](Executor::kill_workers); otherwise as
-    /// [`Pool::apply_async`] (a function outside the main executable, a
+    /// [`Pool::apply_async`](crate::Pool::apply_async) (a function outside the main executable, a
     /// broken pool).
-    pub fn submit<A, R>(&self, f: fn(A) -> R, args: A) -> Result<Future<R>>
+    pub fn submit<A, R>(&self, f: fn(A) -> R, args: A) -> Result<TaskHandle<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        Ok(Future::new(self.pool.apply_async(f, args)?))
+        Ok(TaskHandle::new(self.pool.apply_async(f, args)?))
     }
 
     /// [`submit`](Executor::submit) with callbacks run when the task
-    /// ends (see [`Pool::apply_async_with`] for where they run; more can
-    /// be added with [`Future::add_done_callback`]).
+    /// ends (see [`Pool::apply_async_with`](crate::Pool::apply_async_with) for where they run; more can
+    /// be added with [`TaskHandle::add_done_callback`](crate::TaskHandle::add_done_callback)).
     ///
     /// # Errors
     ///
     /// As [`submit`](Executor::submit).
-    pub fn submit_with<A, R>(&self, f: fn(A) -> R, args: A, callbacks: Callbacks<R>) -> Result<Future<R>>
+    pub fn submit_with<A, R>(&self, f: fn(A) -> R, args: A, callbacks: Callbacks<R>) -> Result<TaskHandle<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Ok(Future::new(self.pool.apply_async_with(f, args, callbacks)?))
+        Ok(TaskHandle::new(self.pool.apply_async_with(f, args, callbacks)?))
     }
 
     /// `f` over every item: the tasks are queued at once (with the pool's
     /// automatic chunk size) and the iterator yields their results in
     /// input order. `timeout` counts from this call, as Python's; see
-    /// [`MapIter`].
+    /// [`MapIter`](crate::MapIter).
     ///
     /// # Errors
     ///
@@ -113,7 +121,7 @@ impl Executor {
         I: IntoIterator<Item = A>,
     {
         let deadline = timeout.map(deadline_after);
-        let r = self.pool.map_job(f, items, None, None)?;
+        let r = self.pool.map_job(f, items, Options::default(), None)?;
         Ok(MapIter::new(r.handle, deadline))
     }
 
@@ -122,7 +130,7 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for a chunk size of 0; as
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a chunk size of 0; as
     /// [`map`](Executor::map).
     pub fn map_chunked<A, R, I>(
         &self,
@@ -137,7 +145,15 @@ impl Executor {
         I: IntoIterator<Item = A>,
     {
         let deadline = timeout.map(deadline_after);
-        let r = self.pool.map_job(f, items, Some(chunksize), None)?;
+        let r = self.pool.map_job(
+            f,
+            items,
+            Options {
+                chunksize: Some(chunksize),
+                ..Options::default()
+            },
+            None,
+        )?;
         Ok(MapIter::new(r.handle, deadline))
     }
 
@@ -146,9 +162,9 @@ impl Executor {
     /// one more before it waits (so `buffersize` tasks are ahead of the
     /// consumer while it waits); an endless input is fine. `timeout`
     /// counts from this call and, when it passes, ends the iteration (an
-    /// [`ErrorKind::Timeout`] item) and cancels the tasks not sent yet.
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) item) and cancels the tasks not sent yet.
     /// After [`shutdown`](Executor::shutdown), the next task it would
-    /// submit ends the iteration with an [`ErrorKind::InvalidState`] item
+    /// submit ends the iteration with an [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) item
     /// instead (Python's `RuntimeError`). A panic of the input (also while
     /// this call fills the buffer) comes out of `next` after the results
     /// of every item read before it, then the iteration ends (Python's
@@ -168,7 +184,7 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for a `buffersize` of 0; as
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a `buffersize` of 0; as
     /// [`map`](Executor::map).
     pub fn map_buffered<A, R, I>(
         &self,
@@ -189,7 +205,7 @@ impl Executor {
             ));
         }
         let deadline = timeout.map(deadline_after);
-        let mut it = self.pool.imap_with(f, items, 1, true)?;
+        let mut it = self.pool.imap_with(f, items, 1, true, Options::default())?;
         it.ahead = buffersize;
         it.deadline = deadline;
         it.stop_at_close = true;
@@ -204,13 +220,13 @@ impl Executor {
     }
 
     /// Stops accepting work; `cancel_futures` cancels the tasks not yet
-    /// sent to a worker ([`ErrorKind::Cancelled`]), as
-    /// [`Future::cancel`] would; `wait` runs the others to the
+    /// sent to a worker ([`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled)), as
+    /// [`TaskHandle::cancel`](crate::TaskHandle::cancel) would; `wait` runs the others to the
     /// end and reaps the workers.
     ///
     /// # Errors
     ///
-    /// As [`Pool::join`].
+    /// As [`Pool::join`](crate::Pool::join).
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) -> Result<()> {
         self.pool.close();
         if cancel_futures {
@@ -223,12 +239,12 @@ impl Executor {
     /// and gives them up to [`TERMINATE_GRACE`](Executor::TERMINATE_GRACE)
     /// in all to exit (their signal handlers run), then ends the executor
     /// as [`kill_workers`](Executor::kill_workers) does: what is left is
-    /// killed, unfinished tasks fail with [`ErrorKind::Cancelled`].
-    /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
+    /// killed, unfinished tasks fail with [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
+    /// Submitting afterwards is an [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) error.
     ///
     /// # Errors
     ///
-    /// As [`Pool::terminate`]: the workers still running at its deadline
+    /// As [`Pool::terminate`](crate::Pool::terminate): the workers still running at its deadline
     /// (one that cannot be signalled has its link closed instead).
     pub fn terminate_workers(&self) -> Result<()> {
         self.pool.terminate_gently(Executor::TERMINATE_GRACE)
@@ -239,12 +255,12 @@ impl Executor {
     pub const TERMINATE_GRACE: Duration = Duration::from_secs(1);
 
     /// Python 3.14's `kill_workers`: kills every worker (`SIGKILL`) and
-    /// reaps it; the unfinished tasks fail with [`ErrorKind::Cancelled`].
-    /// Submitting afterwards is an [`ErrorKind::InvalidState`] error.
+    /// reaps it; the unfinished tasks fail with [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
+    /// Submitting afterwards is an [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) error.
     ///
     /// # Errors
     ///
-    /// As [`Pool::terminate`].
+    /// As [`Pool::terminate`](crate::Pool::terminate).
     pub fn kill_workers(&self) -> Result<()> {
         self.pool.terminate()
     }
@@ -259,8 +275,8 @@ impl Drop for Executor {
     /// As leaving Python's `with ProcessPoolExecutor() as ex:` block:
     /// [`shutdown(true, false)`](Executor::shutdown): the submitted tasks
     /// run to the end (their futures stay usable), then the workers exit.
-    /// Bound it with [`PoolBuilder::task_timeout`], or call
-    /// `shutdown(false, true)` and [`Pool::terminate`] first. While a panic
+    /// Bound it with [`PoolBuilder::task_timeout`](crate::PoolBuilder::task_timeout), or call
+    /// `shutdown(false, true)` and [`Pool::terminate`](crate::Pool::terminate) first. While a panic
     /// unwinds, the pool is terminated instead (never hangs).
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -278,11 +294,13 @@ impl Drop for Executor {
     }
 }
 
-/// The handle [`Executor::submit`] returns (Python's `Future`).
+/// The handle [`Executor::submit`](crate::Executor::submit) returns (Python's `Future`; not a
+/// [`std::future::Future`]).
+#[doc(alias = "Future")]
 #[derive(Debug)]
-pub struct Future<R> {
+pub struct TaskHandle<R> {
     inner: AsyncResult<R>,
-    /// The result, once [`exception`](Future::exception) decoded it.
+    /// The result, once [`exception`](TaskHandle::exception) decoded it.
     kept: Option<Result<R>>,
     /// Once the outcome was taken: its error, if it failed.
     taken: Option<Option<Error>>,
@@ -300,9 +318,9 @@ enum Stand {
     },
 }
 
-impl<R: DeserializeOwned + 'static> Future<R> {
-    fn new(inner: AsyncResult<R>) -> Future<R> {
-        Future {
+impl<R: DeserializeOwned + 'static> TaskHandle<R> {
+    fn new(inner: AsyncResult<R>) -> TaskHandle<R> {
+        TaskHandle {
             inner,
             kept: None,
             taken: None,
@@ -313,9 +331,9 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Timeout`] (the future stays usable); the task's error;
-    /// [`ErrorKind::Cancelled`] for a cancelled task;
-    /// [`ErrorKind::InvalidState`] once the result was taken.
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (the future stays usable); the task's error;
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) for a cancelled task;
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) once the result was taken.
     pub fn result(&mut self, timeout: Option<Duration>) -> Result<R> {
         if let Some(r) = self.kept.take() {
             self.taken = Some(r.as_ref().err().map(Error::duplicate));
@@ -332,14 +350,14 @@ impl<R: DeserializeOwned + 'static> Future<R> {
 
     /// Waits (up to `timeout`) for the task to end and returns its error,
     /// `None` if it returned a value (Python's `exception()`); the value
-    /// stays for [`result`](Future::result).
+    /// stays for [`result`](TaskHandle::result).
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Timeout`] (the future stays usable);
-    /// [`ErrorKind::Cancelled`] for a cancelled task (Python's
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (the future stays usable);
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) for a cancelled task (Python's
     /// `CancelledError`: the cancellation is not the task's error);
-    /// [`ErrorKind::InvalidState`] from within this future's own callback,
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) from within this future's own callback,
     /// or in a fork child.
     pub fn exception(&mut self, timeout: Option<Duration>) -> Result<Option<Error>> {
         let e = match &self.taken {
@@ -365,17 +383,17 @@ impl<R: DeserializeOwned + 'static> Future<R> {
             return true;
         }
         let shared = &self.inner.handle.shared;
-        super::state::cancel_job(shared, self.inner.handle.job, true)
+        cancel_job(shared, self.inner.handle.job, true)
     }
 
     /// Python's `add_done_callback`: `f` gets the result (a reference to
     /// the value, or the error) once the task has ended, in whichever
-    /// caller drives the pool then, as [`Pool::apply_async_with`]'s
+    /// caller drives the pool then, as [`Pool::apply_async_with`](crate::Pool::apply_async_with)'s
     /// callbacks do, after the callbacks added before it; at once, in this
     /// thread, if the task has ended already; right after them, in their
     /// thread, if its callbacks are running (in another thread, or this
     /// call is made from one of them). The result stays for
-    /// [`result`](Future::result).
+    /// [`result`](TaskHandle::result).
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -394,7 +412,7 @@ impl<R: DeserializeOwned + 'static> Future<R> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] once [`result`](Future::result) has
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) once [`result`](TaskHandle::result) has
     /// taken the value.
     pub fn add_done_callback(&mut self, f: impl FnOnce(std::result::Result<&R, &Error>) + Send + 'static) -> Result<()>
     where
@@ -404,21 +422,20 @@ impl<R: DeserializeOwned + 'static> Future<R> {
             let shared = self.inner.handle.shared.clone();
             let job = self.inner.handle.job;
             let mut st = shared.enter()?;
-            if let Some(j) = st.jobs.get_mut(&job) {
+            let kept = self.inner.kept.get_or_insert_with(callbacks::kept).clone();
+            if let Some(j) = st.sched.jobs.get_mut(job) {
                 // Not ended, or its callbacks not run yet: one more.
-                if !(j.sealed && j.outstanding == 0) || j.on_done.is_some() {
+                if !j.tasks_over() || j.on_done.is_some() {
                     let old = j.on_done.take();
-                    j.on_done = Some(super::results::chain::<R>(old, Box::new(f)));
-                    st.settle(job);
+                    j.on_done = Some(callbacks::chain::<R>(old, Box::new(f), kept));
+                    st.sched.jobs.settle(job);
                     drop(run_due(&shared, st, true));
                     return Ok(());
                 }
                 // Its callbacks run (in another thread, or this one is in
                 // one of them): this one runs right after them, there.
-                if j.running {
-                    let f: super::results::DoneCallback<R> = Box::new(f);
-                    j.late
-                        .push(Box::new(move |value| super::results::call_with_one(f, value)));
+                if matches!(j.state, JobState::Calling(_)) {
+                    j.late.push(callbacks::late::<R>(Box::new(f), kept));
                     return Ok(());
                 }
             }
@@ -455,7 +472,7 @@ impl<R: DeserializeOwned + 'static> Future<R> {
         let Ok(st) = self.inner.handle.shared.enter() else {
             return false;
         };
-        st.job_sent(self.inner.handle.job)
+        st.sched.job_sent(self.inner.handle.job)
     }
 
     /// `true` if the task was cancelled.
@@ -481,15 +498,41 @@ impl<R: DeserializeOwned + 'static> Future<R> {
                 raised: r.as_ref().is_err_and(|e| raised(Some(e.kind()))),
             };
         }
-        match st.jobs.get(&self.inner.handle.job) {
+        match st.sched.jobs.get(self.inner.handle.job) {
             // Taken by `result`.
             None => Stand::Done { raised: false },
-            Some(j) if j.finished() => Stand::Done {
-                raised: j.failed() && raised(j.error_kind()),
-            },
-            Some(j) if j.sealed && j.outstanding == 0 => Stand::Finishing,
+            Some(j) if j.finished() => {
+                let v = j.verdict();
+                Stand::Done {
+                    raised: v.failed && raised(v.error),
+                }
+            }
+            Some(j) if j.finishing() => Stand::Finishing,
             Some(_) => Stand::Pending,
         }
+    }
+}
+
+/// Awaiting a `TaskHandle` gives the task's result, as
+/// [`result(None)`](TaskHandle::result) does, without blocking the async
+/// runtime's thread (see [`Pool`]'s "Async" section); awaiting
+/// `&mut handle` keeps the handle (a dropped await loses nothing).
+// No pinned field: the handle moves freely.
+impl<R> Unpin for TaskHandle<R> {}
+
+impl<R: DeserializeOwned + 'static> Future for TaskHandle<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = self.get_mut();
+        if this.kept.is_none() && this.taken.is_none() {
+            match this.inner.handle.poll_done(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        Poll::Ready(this.result(Some(Duration::ZERO)))
     }
 }
 
@@ -516,7 +559,7 @@ pub struct Waited {
 }
 
 /// The pool the futures share, or the error for futures of several.
-fn one_pool<'a, R: 'a>(mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<Option<Arc<Shared>>> {
+fn one_pool<'a, R: 'a>(mut fs: impl Iterator<Item = &'a TaskHandle<R>>) -> Result<Option<Arc<Shared>>> {
     let Some(first) = fs.next() else { return Ok(None) };
     let shared = first.inner.handle.shared.clone();
     if fs.any(|f| !Arc::ptr_eq(&f.inner.handle.shared, &shared)) {
@@ -529,8 +572,8 @@ fn one_pool<'a, R: 'a>(mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<Op
 }
 
 /// A callback cannot wait for its own future (it would never finish).
-fn own_future_check<'a, R: 'a>(shared: &Arc<Shared>, mut fs: impl Iterator<Item = &'a Future<R>>) -> Result<()> {
-    if fs.any(|f| in_callback_of(shared, f.inner.handle.job)) {
+fn own_future_check<'a, R: 'a>(shared: &Arc<Shared>, mut fs: impl Iterator<Item = &'a TaskHandle<R>>) -> Result<()> {
+    if fs.any(|f| callbacks::in_callback_of(&**shared, f.inner.handle.job)) {
         return Err(Error::new(
             ErrorKind::InvalidState,
             "a callback cannot wait for the future it is called for",
@@ -559,11 +602,11 @@ fn own_future_check<'a, R: 'a>(shared: &Arc<Shared>, mut fs: impl Iterator<Item 
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidInput`] for futures of different executors;
-/// [`ErrorKind::InvalidState`] from within a callback of one of them, or in
-/// a fork child; [`ErrorKind::Io`] if waiting fails.
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for futures of different executors;
+/// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) from within a callback of one of them, or in
+/// a fork child; [`ErrorKind::Io`](crate::ErrorKind::Io) if waiting fails.
 pub fn wait<R: DeserializeOwned + 'static>(
-    futures: &[Future<R>],
+    futures: &[TaskHandle<R>],
     timeout: Option<Duration>,
     return_when: ReturnWhen,
 ) -> Result<Waited> {
@@ -610,7 +653,7 @@ pub fn wait<R: DeserializeOwned + 'static>(
 /// Python's `concurrent.futures.as_completed`: yields each future (with
 /// its index in `futures`) as it completes, those already done first. A
 /// `timeout` counts from this call: when it passes, the iterator yields
-/// an [`ErrorKind::Timeout`] error that says how many are unfinished,
+/// an [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error that says how many are unfinished,
 /// and ends.
 ///
 /// ```
@@ -631,11 +674,11 @@ pub fn wait<R: DeserializeOwned + 'static>(
 ///
 /// # Errors
 ///
-/// [`ErrorKind::InvalidInput`] for futures of different executors;
-/// [`ErrorKind::InvalidState`] from within a callback of one of them, or in
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for futures of different executors;
+/// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) from within a callback of one of them, or in
 /// a fork child.
 pub fn as_completed<R: DeserializeOwned + 'static>(
-    futures: &mut [Future<R>],
+    futures: &mut [TaskHandle<R>],
     timeout: Option<Duration>,
 ) -> Result<AsCompleted<'_, R>> {
     let shared = one_pool(futures.iter())?;
@@ -655,14 +698,14 @@ pub fn as_completed<R: DeserializeOwned + 'static>(
 /// The iterator of [`as_completed`].
 pub struct AsCompleted<'a, R> {
     shared: Option<Arc<Shared>>,
-    left: Vec<Option<&'a mut Future<R>>>,
+    left: Vec<Option<&'a mut TaskHandle<R>>>,
     total: usize,
     deadline: Option<Instant>,
     ended: bool,
 }
 
 impl<'a, R: DeserializeOwned + 'static> Iterator for AsCompleted<'a, R> {
-    type Item = Result<(usize, &'a mut Future<R>)>;
+    type Item = Result<(usize, &'a mut TaskHandle<R>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.ended {

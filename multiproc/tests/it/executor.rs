@@ -392,7 +392,7 @@ fn taken_results_keep_the_future_state(m: StartMethod) {
 fn callback_waiting_on_its_own_future_is_an_error(m: StartMethod) {
     use std::sync::{Arc, Mutex};
     let ex = executor(m, 1);
-    let slot: Arc<Mutex<Option<multiproc::Future<u64>>>> = Arc::new(Mutex::new(None));
+    let slot: Arc<Mutex<Option<multiproc::TaskHandle<u64>>>> = Arc::new(Mutex::new(None));
     let (tx, rx) = mpsc::channel();
     let inner = slot.clone();
     let cb = Callbacks::new().callback(move |_: &u64| {
@@ -693,7 +693,7 @@ fn endless_iterations_end_after_terminate(m: StartMethod) {
 /// waits on the outer callback's future gets an error, not a hang.
 fn nested_callback_waiting_on_the_outer_future_is_an_error(m: StartMethod) {
     use std::sync::{Arc, Mutex};
-    type Slot = Arc<Mutex<Option<multiproc::Future<bool>>>>;
+    type Slot = Arc<Mutex<Option<multiproc::TaskHandle<bool>>>>;
     let ex = executor(m, 2);
     let (slot_a, slot_b): (Slot, Slot) = (Arc::default(), Arc::default());
     let (tx, rx) = mpsc::channel();
@@ -813,7 +813,7 @@ per_method!(add_done_callback_runs_once_at_the_end);
 fn nested_panics_do_not_leak_into_later_calls(m: StartMethod) {
     use std::sync::{Arc, Mutex};
     let ex = executor(m, 2);
-    let inner_slot: Arc<Mutex<Option<multiproc::Future<bool>>>> = Arc::default();
+    let inner_slot: Arc<Mutex<Option<multiproc::TaskHandle<bool>>>> = Arc::default();
     let rv_b = Rendezvous::new();
     let cb_b = Callbacks::new().callback(|_: &bool| panic!("inner callback"));
     let fb = ex.submit_with(held_or_not, Some(rv_b.addr()), cb_b).unwrap();

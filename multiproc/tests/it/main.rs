@@ -27,6 +27,8 @@ mod lifecycle;
 mod listener;
 mod listener_concurrent_auth;
 mod pool;
+mod pool_async;
+mod pool_call_options;
 mod pool_edges;
 mod pool_imap_input_failure;
 mod pool_library_objects;

@@ -307,9 +307,9 @@ fn batch_never_decodes_a_value_across_elements(m: StartMethod) {
 /// Two held tasks: `other`, for another thread to drive on, and `fut`,
 /// whose callback tells `in_rx` it runs, then waits for `go_tx`.
 struct HeldCallback {
-    other: multiproc::Future<bool>,
+    other: multiproc::TaskHandle<bool>,
     other_gate: crate::support::Gate,
-    fut: multiproc::Future<bool>,
+    fut: multiproc::TaskHandle<bool>,
     fut_gate: crate::support::Gate,
     in_rx: mpsc::Receiver<()>,
     go_tx: mpsc::Sender<()>,
