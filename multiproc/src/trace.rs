@@ -14,8 +14,9 @@
 //! - `task` (in a pool worker, around each task message it runs: one
 //!   task, or a chunk of them): `process` (the worker's name), `pid` (the
 //!   worker's), `task` (how many task messages the worker ran before this
-//!   one: 0, 1, 2...) and `message` (the message's id, unique in the pool's
-//!   process).
+//!   one: 0, 1, 2...) and `id` (the task message's id, unique in the
+//!   pool's process; not `message`, which formatters take for an event's
+//!   text).
 
 #[cfg(feature = "tracing")]
 mod imp {
@@ -50,7 +51,7 @@ mod imp {
             process = crate::registry::with_me(|me| me.name.clone()),
             pid = crate::sys::getpid(),
             task = index,
-            message
+            id = message
         );
         Entered(span.entered())
     }

@@ -149,7 +149,7 @@ fn each_pool_task_has_a_span(m: StartMethod) {
         assert_eq!(last["process"], "PoolWorker-1");
         assert_eq!(last["pid"], pid.to_string());
         assert_eq!(last["task"], i.to_string(), "the worker's task number");
-        assert!(last["message"].parse::<u64>().is_ok(), "{last:?}");
+        assert!(last["id"].parse::<u64>().is_ok(), "{last:?}");
     }
     pool.close();
     pool.join().unwrap();
