@@ -224,7 +224,6 @@
 
 mod at_fork;
 mod bootstrap;
-mod channel_error;
 mod child;
 mod codec;
 mod connection;
@@ -250,7 +249,6 @@ mod target;
 mod trace;
 
 pub use crate::{
-    channel_error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
     connection::{
         Address, Client, ClientBuilder, Connection, Listener, ListenerBuilder, QUEUE_SLICE, Waitable, pipe, wait,
     },
@@ -262,6 +260,7 @@ pub use crate::{
         ActiveChild, CurrentProcess, ParentProcess, active_children, cpu_count, current_process, parent_process,
         process_cpu_count,
     },
+    error::channel::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     output::{CapturedOutput, ChildOutput},
     pool::{AsyncResult, Callbacks, Executor, Imap, MapIter, MapResult, Pool, PoolBuilder, TaskHandle, Tasks},

@@ -291,17 +291,18 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Result<Box<Boot>, String
     finish(&sock, outcome)
 }
 
+/// A child's boot record, its encoded arguments and the descriptors of
+/// the endpoints among them.
+type Started = (Box<Boot>, Vec<u8>, Vec<Fd>);
+
 enum BootError {
     ParentGone,
     Invalid(String),
 }
 
 /// The boot record, the encoded arguments and the descriptors of the
-/// endpoints among them.
-type Booted = (Box<Boot>, Vec<u8>, Vec<Fd>);
-
-/// Reads a [`Booted`] (the descriptors arrive with the `Args` frame).
-fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: Result<Box<Boot>, String>) -> Result<Booted, BootError> {
+/// endpoints among them (they arrive with the `Args` frame).
+fn read_boot(sock: &Fd, reader: &mut frame::Reader, boot: Result<Box<Boot>, String>) -> Result<Started, BootError> {
     let boot = boot.map_err(BootError::Invalid)?;
     if boot.protocol != PROTOCOL {
         return Err(BootError::Invalid(format!(

@@ -34,7 +34,7 @@ use sha2::Sha256;
 
 use super::Connection;
 use crate::{
-    channel_error::{RecvFailure, SendError},
+    error::channel::{RecvFailure, SendError},
     error::{Error, ErrorKind, Result},
     sys,
 };

@@ -49,8 +49,8 @@ use std::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 use crate::{
-    channel_error::{RecvError, RecvFailure, RecvTimeoutError, SendError, TryRecvError},
     codec::{self, CodecError},
+    error::channel::{RecvError, RecvFailure, RecvTimeoutError, SendError, TryRecvError},
     error::{Error, ErrorKind, Result},
     registry,
     sys::{self, Fd},

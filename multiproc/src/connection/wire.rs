@@ -4,7 +4,7 @@
 use std::{collections::VecDeque, io, os::fd::RawFd, time::Instant};
 
 use crate::{
-    channel_error::RecvFailure,
+    error::channel::RecvFailure,
     error::{Error, ErrorKind},
     frame,
     sys::{self, Fd, RecvSome},

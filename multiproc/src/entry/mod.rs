@@ -11,7 +11,10 @@
 //! ```
 //!
 //! [`role`] holds what the parent side needs (the marker, the spawning
-//! function); this module sits above every role it dispatches to.
+//! function, [`role::Role`]) and [`protocol`] the messages of the
+//! bootstrap socket; this module sits above every role it dispatches to.
+//! A new role (a pool worker on another host, reached over TCP) is one
+//! more `Role`, one more first message, and one more arm here.
 
 pub(crate) mod protocol;
 pub(crate) mod role;

@@ -11,7 +11,7 @@ use super::{
     Pool,
     driver::{Shared, State},
     encode::{Init, encode_with_fds},
-    link::ProcessLauncher,
+    link::{self, ProcessLauncher},
     scheduler::{Rules, Scheduler},
 };
 use crate::{
@@ -197,7 +197,7 @@ impl PoolBuilder {
         // work at once and report in the first round.
         let mut first_err = None;
         for mut w in starting {
-            match (first_err.is_none() && !w.eager).then(|| w.await_ready()) {
+            match (first_err.is_none() && !w.eager).then(|| link::await_ready(&mut w)) {
                 Some(Ok(())) => sched.workers.push(w),
                 Some(Err(e)) => {
                     first_err = Some(e);

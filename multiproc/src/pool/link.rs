@@ -118,25 +118,24 @@ impl WorkerLink for ProcessLink {
     }
 }
 
-impl Slot<ProcessLink> {
-    /// Waits (bounded) for the initializer's outcome, for a worker of a
-    /// pool being built.
-    pub(super) fn await_ready(&mut self) -> Result<()> {
-        let ready = wait(
-            &[(&self.link.conn).into(), (&self.link.proc).into()],
-            Some(WORKER_DEADLINE),
-        )?;
-        if ready.is_empty() {
-            self.kill_and_reap();
-            return Err(self.init_timeout());
-        }
-        if ready.contains(&0) || self.link.conn.poll(Some(Duration::ZERO))? {
-            if let Ok(bytes) = self.link.conn.recv_bytes() {
-                return self.init_outcome(&bytes);
-            }
-        }
-        Err(self.ended_early())
+/// Waits (bounded) for the initializer's outcome of `slot`'s worker, for
+/// a pool being built. (A function of the local link, not a method of the
+/// scheduler's `Slot`: the scheduler knows no particular link.)
+pub(super) fn await_ready(slot: &mut Slot<ProcessLink>) -> Result<()> {
+    let ready = wait(
+        &[(&slot.link.conn).into(), (&slot.link.proc).into()],
+        Some(WORKER_DEADLINE),
+    )?;
+    if ready.is_empty() {
+        slot.kill_and_reap();
+        return Err(slot.init_timeout());
     }
+    if ready.contains(&0) || slot.link.conn.poll(Some(Duration::ZERO))? {
+        if let Ok(bytes) = slot.link.conn.recv_bytes() {
+            return slot.init_outcome(&bytes);
+        }
+    }
+    Err(slot.ended_early())
 }
 
 /// Starts worker processes with the pool's start method, initializer and

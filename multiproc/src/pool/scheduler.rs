@@ -36,7 +36,7 @@ use crate::{
 /// The parent's end of one worker: the seam between the scheduler and a
 /// worker process, wherever it runs.
 ///
-/// Today's link ([`ProcessLink`](super::link::ProcessLink)) is a local
+/// Today's link (`ProcessLink`, in `link.rs`) is a local
 /// [`Process`](crate::Process) and its private [`Connection`](crate::Connection);
 /// a remote worker (a worker process on another host, over TCP; a Slurm or
 /// MPI backend later) implements the same trait. What a link promises:

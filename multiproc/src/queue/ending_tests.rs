@@ -4,7 +4,7 @@
 use std::{thread, time::Duration};
 
 use super::{JoinableQueue, Queue, SimpleQueue};
-use crate::{ErrorKind, channel_error::RecvTimeoutError};
+use crate::{ErrorKind, error::channel::RecvTimeoutError};
 
 #[test]
 fn puts_after_close_for_all_hand_the_value_back_as_disconnected() {

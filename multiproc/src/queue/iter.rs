@@ -5,7 +5,7 @@ use std::iter::FusedIterator;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{JoinableQueue, Queue, SimpleQueue};
-use crate::{channel_error::RecvError, error::Result};
+use crate::error::{Result, channel::RecvError};
 
 /// Takes the next item for an iterator: `None` at the end, and after an
 /// error (which is yielded once).

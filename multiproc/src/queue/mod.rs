@@ -97,11 +97,11 @@ use std::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 use crate::{
-    channel_error::{
-        RecvError, RecvFailure, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
-    },
     codec::{self, CodecError},
     connection::deadline,
+    error::channel::{
+        RecvError, RecvFailure, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    },
     error::{Error, ErrorKind, Result},
     sys::{self, Fd},
 };

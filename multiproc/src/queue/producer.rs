@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwn
 
 use super::{Core, Queue};
 use crate::{
-    channel_error::{SendError, SendTimeoutError, TrySendError},
     codec,
+    error::channel::{SendError, SendTimeoutError, TrySendError},
     error::{Error, ErrorKind},
     registry::{self, Revoke},
     sys::Fd,

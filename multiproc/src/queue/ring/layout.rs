@@ -187,9 +187,7 @@ impl DataMap {
         assert!(capacity.is_power_of_two() && capacity <= MAX_CAPACITY);
         let size = sys::memfile_size(fd)?;
         if size < capacity {
-            return Err(RingError::Broken(super::recovery::broken_message(
-                super::recovery::BROKEN_FILE,
-            )));
+            return Err(RingError::Broken(broken_message(BROKEN_FILE)));
         }
         Ok(DataMap {
             map: Some(Mapping::new(fd, capacity as usize)?),
@@ -358,4 +356,37 @@ pub(super) fn record_size(len: u64) -> Option<u64> {
         .checked_next_multiple_of(RECORD_HEADER)?
         .checked_add(RECORD_HEADER)?;
     (size <= MAX_CAPACITY).then_some(size)
+}
+
+/// Which event a waiter sleeps on (each has its futex word in the
+/// header).
+#[derive(Clone, Copy)]
+pub(super) enum Event {
+    /// A record was committed.
+    Put,
+    /// A record was removed.
+    Get,
+    /// `unfinished` reached 0.
+    Done,
+}
+
+/// `broken` code (shared by every process): the state failed validation.
+pub(super) const BROKEN_STATE: u32 = 1;
+/// A record's length overruns the committed bytes.
+pub(super) const BROKEN_RECORD: u32 = 2;
+/// The mutex was unlocked without being made consistent.
+pub(super) const BROKEN_LOCK: u32 = 3;
+/// The data file is smaller than the committed capacity.
+pub(super) const BROKEN_FILE: u32 = 4;
+
+/// The message for a `broken` code.
+pub(super) fn broken_message(code: u32) -> String {
+    let why = match code {
+        BROKEN_STATE => "its shared state is inconsistent",
+        BROKEN_RECORD => "a record's length overruns the ring",
+        BROKEN_LOCK => "its lock is not recoverable",
+        BROKEN_FILE => "its data file is smaller than its capacity",
+        _ => "it is marked with an unknown code",
+    };
+    format!("the queue's shared memory is unusable: {why}")
 }

@@ -29,8 +29,7 @@ use std::{
 
 use super::{
     RingError, ShmRing,
-    layout::{DataMap, State},
-    recovery::{BROKEN_LOCK, broken_message},
+    layout::{BROKEN_LOCK, DataMap, State, broken_message},
 };
 use crate::sys;
 

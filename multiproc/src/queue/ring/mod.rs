@@ -37,11 +37,9 @@ mod recovery;
 mod wait;
 
 use layout::{
-    CONTROL_SIZE, CONTROL_USED, ControlMap, DataMap, Header, MAGIC, MAX_CAPACITY, MIN_CAPACITY, RECORD_HEADER, VERSION,
-    record_size,
+    BROKEN_RECORD, CONTROL_SIZE, CONTROL_USED, ControlMap, DataMap, Event, Header, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
+    RECORD_HEADER, VERSION, record_size,
 };
-use recovery::BROKEN_RECORD;
-use wait::Event;
 
 /// Why a ring operation failed.
 #[derive(Debug)]

@@ -28,34 +28,13 @@ use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 
 use super::{
     RingError,
-    layout::{DataMap, State, record_size},
+    layout::{BROKEN_FILE, BROKEN_STATE, DataMap, State, broken_message, record_size},
     lock::Locked,
 };
-
-/// `broken` code (shared by every process): the state failed validation.
-pub(super) const BROKEN_STATE: u32 = 1;
-/// A record's length overruns the committed bytes.
-pub(super) const BROKEN_RECORD: u32 = 2;
-/// The mutex was unlocked without being made consistent.
-pub(super) const BROKEN_LOCK: u32 = 3;
-/// The data file is smaller than the committed capacity.
-pub(super) const BROKEN_FILE: u32 = 4;
 
 /// Successful recoveries from a dead lock owner in this process.
 #[cfg(test)]
 pub(super) static RECOVERIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// The message for a `broken` code.
-pub(super) fn broken_message(code: u32) -> String {
-    let why = match code {
-        BROKEN_STATE => "its shared state is inconsistent",
-        BROKEN_RECORD => "a record's length overruns the ring",
-        BROKEN_LOCK => "its lock is not recoverable",
-        BROKEN_FILE => "its data file is smaller than its capacity",
-        _ => "it is marked with an unknown code",
-    };
-    format!("the queue's shared memory is unusable: {why}")
-}
 
 impl Locked<'_> {
     /// Reads the active slot, checks it, and remaps if the ring grew.

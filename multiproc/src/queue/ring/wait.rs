@@ -32,23 +32,13 @@ use std::{
 
 use super::{
     RingError, ShmRing,
+    layout::Event,
     lock::{LockWait, Locked, SLICE},
 };
 use crate::sys::{futex_wait, futex_wake_all, passed};
 
 /// How long a waiter spins before it sleeps on the futex.
 const SPIN: Duration = Duration::from_micros(20);
-
-/// Which event a waiter sleeps on.
-#[derive(Clone, Copy)]
-pub(super) enum Event {
-    /// A record was committed.
-    Put,
-    /// A record was removed.
-    Get,
-    /// `unfinished` reached 0.
-    Done,
-}
 
 impl ShmRing {
     /// Bumps every futex word and wakes every sleeper.

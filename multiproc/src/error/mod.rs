@@ -16,6 +16,10 @@ use std::{borrow::Cow, fmt, io};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) mod acquire;
+pub(crate) mod channel;
+
+pub use self::acquire::AcquireError;
 use crate::process::status::ExitStatus;
 
 /// A specialised `Result` whose error is [`Error`].

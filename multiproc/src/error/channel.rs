@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::error::{Error, ErrorKind};
+use super::{Error, ErrorKind};
 
 macro_rules! value_error {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal, $kind:ident;)* }) => {
