@@ -220,7 +220,7 @@ def main():
             dot = f.read()
     else:
         cmd = ["cargo", "modules", "dependencies", "-p", args.package, "--lib",
-               "--no-externs", "--no-sysroot"]
+               "--no-externs", "--no-sysroot", "--all-features"]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0:
             sys.stderr.write(run.stderr)

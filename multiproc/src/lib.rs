@@ -223,7 +223,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod at_fork;
-mod bootstrap;
 mod child;
 mod codec;
 mod connection;

@@ -137,12 +137,6 @@ pub(crate) fn run_caught<R: Serialize + 'static>(f: impl FnOnce() -> Result<R, O
     result.unwrap_or_else(|payload| Outcome::Panic(panic::take_panic(panic::payload_text(&*payload))))
 }
 
-/// The message of a panic payload (kept here for the pool, which calls it
-/// by this path; its home is `child::panic`).
-pub(crate) fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
-    panic::payload_text(payload)
-}
-
 /// A target with everything it needs, before start.
 pub(crate) trait Call: Send {
     /// How a spawned child finds the code: (trampoline, target) offsets, or

@@ -28,7 +28,7 @@ pub(super) fn decode_caught_panic<R: DeserializeOwned + 'static>(bytes: &[u8]) -
     panic::catch_unwind(AssertUnwindSafe(|| codec::decode::<R>(bytes))).unwrap_or_else(|p| {
         Err(CodecError(format!(
             "its Deserialize panicked: {}",
-            crate::target::payload_text(&*p)
+            crate::child::panic::payload_text(&*p)
         )))
     })
 }

@@ -268,7 +268,7 @@ pub(super) fn run_due<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, res
                     ErrorKind::Protocol,
                     format!(
                         "decoding the task's result panicked: {}",
-                        crate::target::payload_text(&*p)
+                        crate::child::panic::payload_text(&*p)
                     ),
                 );
                 let v = Verdict {

@@ -272,7 +272,7 @@ pub(super) fn encode_caught<T: Serialize + 'static>(
         out.truncate(start);
         Err(CodecError(format!(
             "its Serialize panicked: {}",
-            crate::target::payload_text(&*p)
+            crate::child::panic::payload_text(&*p)
         )))
     })
 }

@@ -9,7 +9,7 @@ use std::{
 use serde::de::DeserializeOwned;
 
 #[cfg(feature = "progress")]
-use super::tasks::Progress;
+use super::progress::Progress;
 use super::{
     callbacks::{self, Kept},
     decode::decode_output,

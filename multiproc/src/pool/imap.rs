@@ -12,7 +12,7 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 
 #[cfg(feature = "progress")]
-use super::tasks::Progress;
+use super::progress::Progress;
 use super::{
     decode::decode,
     driver::{Check, Shared, State, cancel_job, drive},

@@ -10,7 +10,7 @@ use std::{
 use serde::de::DeserializeOwned;
 
 #[cfg(feature = "progress")]
-use super::tasks::Progress;
+use super::progress::Progress;
 use super::{callbacks::Kept, handle::JobHandle, scheduler::deadline_after};
 use crate::error::Result;
 

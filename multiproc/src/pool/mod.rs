@@ -259,7 +259,6 @@
 //!   `with ProcessPoolExecutor()` block does.
 
 mod async_result;
-mod builder;
 mod callbacks;
 mod decode;
 mod driver;
@@ -269,26 +268,25 @@ mod facade;
 mod handle;
 mod imap;
 mod job;
+mod lifecycle;
 mod link;
 mod map_iter;
 mod map_result;
+mod progress;
 mod protocol;
 mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;
-mod tasks;
 pub(crate) mod worker;
 
 #[cfg(feature = "progress")]
-pub use self::tasks::Progress;
+pub use self::progress::Progress;
 pub use self::{
     async_result::AsyncResult,
-    builder::PoolBuilder,
     callbacks::Callbacks,
     executor::{AsCompleted, Executor, ReturnWhen, TaskHandle, Waited, as_completed, wait as wait_futures},
-    facade::Pool,
+    facade::{Pool, builder::PoolBuilder, tasks::Tasks},
     imap::Imap,
     map_iter::MapIter,
     map_result::MapResult,
-    tasks::Tasks,
 };

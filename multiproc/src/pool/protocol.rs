@@ -44,10 +44,10 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    bootstrap::{Failure, Outcome, OutcomeRef},
+    child::panic::payload_text,
     codec::{self, CodecError},
     error::{Error, ErrorKind},
-    target,
+    outcome::{Failure, Outcome, OutcomeRef},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,7 +229,7 @@ pub(crate) fn task_items(msg: &[u8]) -> Option<Vec<(usize, Range<usize>)>> {
 
 /// A panic of the caller's `Serialize`/`Deserialize`, as a codec error.
 fn codec_panic(what: &str, p: &(dyn std::any::Any + Send)) -> CodecError {
-    CodecError(format!("its {what} panicked: {}", target::payload_text(p)))
+    CodecError(format!("its {what} panicked: {}", payload_text(p)))
 }
 
 /// Encodes a batch (a `map` chunk's arguments, or its results) at the end

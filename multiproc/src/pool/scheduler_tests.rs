@@ -17,9 +17,9 @@ use super::{
     scheduler::{Chunk, Death, Launcher, Recv, Rules, Scheduler, WorkerLink},
 };
 use crate::{
-    bootstrap::Outcome,
     codec,
     error::{Error, ErrorKind, Result},
+    outcome::Outcome,
     process::ExitStatus,
 };
 

@@ -10,9 +10,10 @@ use super::{
     protocol::{self, Mode, ReplyHead, ReplyKind, TaskHead, decode_seq_each, encode_seq, put},
 };
 use crate::{
-    bootstrap::{self, Outcome},
+    child::panic::{enter_target, leave_target, payload_text, take_panic},
     codec::{self, CodecError},
     connection::Connection,
+    outcome::Outcome,
     sys::{self, Fd},
     target,
 };
@@ -105,10 +106,10 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
                 continue;
             }
         };
-        bootstrap::enter_target();
+        enter_target();
         let r = panic::catch_unwind(AssertUnwindSafe(|| f(a)));
-        bootstrap::leave_target();
-        results.push(r.map_err(|payload| Outcome::Panic(bootstrap::take_panic(target::payload_text(&*payload)))));
+        leave_target();
+        results.push(r.map_err(|payload| Outcome::Panic(take_panic(payload_text(&*payload)))));
     }
     if results.iter().all(Result::is_ok) {
         let values: Vec<R> = results.into_iter().filter_map(Result::ok).collect();
@@ -125,7 +126,7 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
                 match panic::catch_unwind(AssertUnwindSafe(|| codec::encode(&v).map(std::borrow::Cow::into_owned))) {
                     Ok(Ok(b)) => Outcome::Value(b),
                     Ok(Err(CodecError(e))) => Outcome::failed_result(e),
-                    Err(p) => Outcome::Panic(bootstrap::take_panic(target::payload_text(&*p))),
+                    Err(p) => Outcome::Panic(take_panic(payload_text(&*p))),
                 }
             }
             Err(o) => o,

@@ -7,8 +7,8 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{
-    Pool,
+use super::Pool;
+use crate::pool::{
     driver::{Shared, State},
     encode::{Init, encode_with_fds},
     link::{self, ProcessLauncher},
@@ -24,15 +24,16 @@ use crate::{
 /// Builds a [`Pool`](crate::Pool); see [`Pool::builder`](crate::Pool::builder).
 #[derive(Debug, Default)]
 pub struct PoolBuilder {
-    pub(super) processes: Option<usize>,
-    pub(super) init: Option<Result<Init>>,
-    pub(super) maxtasks: Option<usize>,
-    pub(super) method: Option<StartMethod>,
-    pub(super) task_timeout: Option<Duration>,
-    pub(super) progress: bool,
+    pub(in crate::pool) processes: Option<usize>,
+    pub(in crate::pool) init: Option<Result<Init>>,
+    pub(in crate::pool) maxtasks: Option<usize>,
+    pub(in crate::pool) method: Option<StartMethod>,
+    pub(in crate::pool) task_timeout: Option<Duration>,
+    pub(in crate::pool) progress: bool,
     /// Start the workers on demand (an executor's pool).
-    pub(super) on_demand: bool,
-    pub(super) output: crate::ChildOutput,
+    pub(in crate::pool) on_demand: bool,
+    /// Where the workers' standard output and error go.
+    pub(in crate::pool) output: crate::ChildOutput,
 }
 
 impl PoolBuilder {

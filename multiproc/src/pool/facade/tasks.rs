@@ -1,12 +1,13 @@
 //! Per-call options: [`Tasks`] (a task timeout, a chunk size, a progress
-//! bar for one `map` or `imap`), and [`Progress`].
+//! bar for one `map` or `imap`).
 
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Imap, MapResult, Pool, job::Options};
+use super::Pool;
 use crate::error::Result;
+use crate::pool::{Imap, MapResult, job::Options};
 
 /// One call's options for `f` over many inputs, from [`Pool::tasks`]: a
 /// task timeout, a chunk size and (with the `progress` feature) a
@@ -144,33 +145,5 @@ where
 impl<A, R> std::fmt::Debug for Tasks<'_, A, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tasks").field("options", &self.opts).finish()
-    }
-}
-
-/// How far a call with a progress bar has come (see [`Tasks::progress`]).
-#[cfg(feature = "progress")]
-#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    pub(super) done: u64,
-    pub(super) total: Option<u64>,
-    pub(super) finished: bool,
-}
-
-#[cfg(feature = "progress")]
-impl Progress {
-    /// Tasks finished (failed ones included).
-    pub fn done(&self) -> u64 {
-        self.done
-    }
-
-    /// Tasks in all, when the input's length is known.
-    pub fn total(&self) -> Option<u64> {
-        self.total
-    }
-
-    /// Every task has finished.
-    pub fn is_finished(&self) -> bool {
-        self.finished
     }
 }
