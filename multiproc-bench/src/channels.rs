@@ -249,7 +249,7 @@ pub(crate) fn conn_sink((conn, into): (Connection, bool)) -> u64 {
 
 /// Child: optionally pinned, sends every message back until an empty one
 /// (or the end).
-fn conn_echo((conn, cpu): (Connection, Option<usize>)) -> u64 {
+pub(crate) fn conn_echo((conn, cpu): (Connection, Option<usize>)) -> u64 {
     if let Some(cpu) = cpu {
         transport::pin_self(cpu).expect("pin the child");
     }

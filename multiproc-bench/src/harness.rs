@@ -29,6 +29,9 @@ pub(crate) enum Impl {
     /// This library's own `Pipe` (a `Connection`) carrying the same bytes,
     /// as the baseline of a pool's large arguments.
     OwnPipe,
+    /// This library's own blocking call, as the baseline of its awaited
+    /// form (`async` feature).
+    OwnBlocking,
     /// The raw single-process floor beside a row whose [`Impl::Floor`] is
     /// several processes' work (the pool's lifecycle under fork): their
     /// ratio is the floor of the row's target.
@@ -45,6 +48,7 @@ impl Impl {
             Impl::OwnSpawn => "multiproc_spawn",
             Impl::OwnProcess => "multiproc_process",
             Impl::OwnPipe => "multiproc_pipe",
+            Impl::OwnBlocking => "multiproc_blocking",
             Impl::FloorSingle => "floor_single",
         }
     }

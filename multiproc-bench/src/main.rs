@@ -28,6 +28,7 @@
 //! comma-separated parts (with the floors of the channel rows it keeps). Progress and skipped rows are reported on
 //! stderr; the exit status is 1 if any row failed or FILTER matched none.
 
+mod async_pipe_rows;
 mod async_rows;
 mod channels;
 mod cli;

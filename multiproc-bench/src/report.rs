@@ -241,6 +241,7 @@ fn grouped(rows: &[Row]) -> Vec<&Row> {
             Impl::OwnSpawn,
             Impl::OwnProcess,
             Impl::OwnPipe,
+            Impl::OwnBlocking,
             Impl::Procspawn,
             Impl::Cpython,
         ]

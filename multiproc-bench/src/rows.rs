@@ -14,7 +14,7 @@ use std::{
 use multiproc::{ProcessBuilder, StartMethod};
 
 use crate::{
-    async_rows, channels,
+    async_pipe_rows, async_rows, channels,
     cli::{Counts, Options},
     codec_rows, cpython, floors,
     harness::{self, Bench, Impl, Row},
@@ -159,6 +159,10 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 10. How costs grow with the amount of work (see scale_rows).
     scale_rows::run_all(opts, &mut out);
+
+    // 11. Awaited pipe round trips (see async_pipe_rows); last, as the reactor's
+    // thread makes `fork` refuse to start children from then on.
+    async_pipe_rows::run_all(opts, &mut out);
     out
 }
 

@@ -435,7 +435,7 @@ pub(crate) mod fds {
     pub(crate) struct Exported {
         /// Borrowed from the value: send them before it is dropped.
         pub(crate) fds: Vec<RawFd>,
-        on_sent: Vec<Box<dyn FnOnce()>>,
+        on_sent: Vec<Box<dyn FnOnce() + Send>>,
     }
 
     impl Exported {
@@ -518,7 +518,7 @@ pub(crate) mod fds {
 
     /// Defers `f` until the value being encoded has been sent (see
     /// [`Exported::sent`]).
-    pub(crate) fn on_sent(f: Box<dyn FnOnce()>) {
+    pub(crate) fn on_sent(f: Box<dyn FnOnce() + Send>) {
         OUT.with(|o| {
             if let Some(list) = &mut *o.borrow_mut() {
                 list.on_sent.push(f);

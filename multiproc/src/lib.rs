@@ -194,6 +194,35 @@
 //! forked children keep what the parent had open, as `fork` does, less the
 //! library's own descriptors. Every child's stdin is `/dev/null`.
 //!
+//! # Async
+//!
+//! With the `async` feature, joins, sends, receives, puts, gets and
+//! [`wait`] have `_async` forms that are `std::future::Future`s, for any
+//! executor: they wait on descriptors (a child's pidfd, a socket, a queue's
+//! eventfd) through async-io's reactor, one thread for the whole process,
+//! never a thread per operation. Dropping one of these futures consumes
+//! nothing: a message half received stays in the connection for the next
+//! receive, a message half sent is finished by the next send on the
+//! connection, and an item is taken only by the poll that returns it.
+//! Once the reactor's thread runs, the process is multi-threaded and the
+//! `fork` start method refuses to start children from it: start them
+//! before the first await, or use `spawn` or `forkserver`.
+//!
+//! ```
+//! # #[cfg(feature = "async")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! fn triple(x: u32) -> u32 {
+//!     3 * x
+//! }
+//!
+//! let mut child = multiproc::spawn(triple, 14)?;
+//! let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! assert_eq!(rt.block_on(child.join_async())?, 42);
+//! # Ok(()) }
+//! # #[cfg(not(feature = "async"))]
+//! # fn main() {}
+//! ```
+//!
 //! # Python names
 //!
 //! | Python | here |
@@ -212,6 +241,14 @@
 //! # Feature flags
 //!
 //! - `auto-entry` (default): install the child entry point as a constructor.
+//! - `async`: `std::future::Future`s for waiting without a thread, on any
+//!   executor (tokio, smol, ...): [`Process::join_async`],
+//!   [`Connection::send_async`] / [`recv_async`](Connection::recv_async),
+//!   [`Queue::put_async`] / [`get_async`](Queue::get_async) (also on
+//!   [`SimpleQueue`] and [`JoinableQueue`]) and [`wait_async`]; design in
+//!   the `asynchronous` module's source. The pool's result handles are
+//!   futures too, and [`Imap`] a `futures_core::Stream`. Adds async-io
+//!   (smol's reactor) and futures-core.
 //!
 //! # Platform support
 //!
@@ -222,6 +259,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod asynchronous;
 mod at_fork;
 mod child;
 mod codec;
@@ -278,6 +316,9 @@ pub use crate::{
     },
 };
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use crate::asynchronous::wait_async;
 #[cfg(feature = "progress")]
 pub use crate::pool::Progress;
 

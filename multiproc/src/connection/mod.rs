@@ -49,6 +49,7 @@ use std::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 use crate::{
+    asynchronous::{Outgoing, Wakers},
     codec::{self, CodecError},
     error::channel::{RecvError, RecvFailure, RecvTimeoutError, SendError, TryRecvError},
     error::{Error, ErrorKind, Result},
@@ -58,7 +59,11 @@ use crate::{
 
 pub use listener::{Address, Client, ClientBuilder, Listener, ListenerBuilder};
 pub use wait::{QUEUE_SLICE, Waitable, wait};
-pub(crate) use wire::Rx;
+#[cfg(feature = "async")]
+pub(crate) use wait::{Watching, descriptors as wait_descriptors};
+pub(crate) use wire::{HEADER, Rx};
+#[cfg(feature = "async")]
+pub(crate) use wire::{Message, header as message_header, send_error};
 
 /// Creates a pair of connected [`Connection`]s (Python's `Pipe(duplex)`).
 ///
@@ -118,7 +123,8 @@ pub struct Connection {
     /// deadline, so that a receive blocked in the kernel in one thread
     /// never makes another thread's timeout late.
     turn: Turn,
-    tx: Mutex<()>,
+    /// The send lock, with the end of a message an async send left.
+    tx: Mutex<Outgoing>,
 }
 
 /// The part of a connection that outlives a call: the receive buffer (a
@@ -150,6 +156,9 @@ struct Turn {
     /// the common case, nobody waiting, costs no wake-up system call).
     state: Mutex<(bool, usize)>,
     freed: Condvar,
+    /// Async receives waiting: woken when a receive leaves a whole message
+    /// buffered, which no descriptor reports (see `crate::asynchronous`).
+    waiters: Wakers,
 }
 
 /// The turn of one receive; the next waiting receive goes when it drops.
@@ -209,7 +218,7 @@ impl Connection {
             writable,
             shared,
             turn: Turn::default(),
-            tx: Mutex::new(()),
+            tx: Mutex::default(),
         }
     }
 
@@ -340,7 +349,8 @@ impl Connection {
             parts.push(h);
             parts.push(m);
         }
-        let _turn = lock(&self.tx);
+        let mut out = lock(&self.tx);
+        out.finish_blocking(fd).map_err(|e| (0, wire::send_error(e)))?;
         let (sent, r) = fd.send_vectored(&parts);
         r.map_err(|e| {
             let mut end = 0;
@@ -361,7 +371,8 @@ impl Connection {
         }
         let fd = self.fd()?;
         let header = wire::header(payload.len() as u64, fds.len());
-        let _turn = lock(&self.tx);
+        let mut out = lock(&self.tx);
+        out.finish_blocking(fd).map_err(wire::send_error)?;
         fd.send_frame(&header, payload, fds).map_err(wire::send_error)
     }
 
@@ -487,8 +498,11 @@ impl Connection {
             )));
         }
         let fd = self.fd().map_err(RecvError::Failed)?;
-        let _turn = self.turn.take(None);
-        let direct = lock(&self.shared.rx).next_message_into(fd, &mut buf[offset..])?;
+        let turn = self.turn.take(None);
+        let mut rx = lock(&self.shared.rx);
+        let direct = rx.next_message_into(fd, &mut buf[offset..]);
+        self.release(turn, rx);
+        let direct = direct?;
         let msg = match direct {
             Ok(len) => return Ok(len),
             Err((msg, _fds)) => msg,
@@ -517,12 +531,14 @@ impl Connection {
         }
         let fd = self.fd()?;
         let deadline = timeout.map(deadline);
-        let Some(_turn) = self.turn.take(deadline) else {
+        let Some(turn) = self.turn.take(deadline) else {
             // Another thread is receiving until the deadline.
             return Ok(false);
         };
         let mut rx = lock(&self.shared.rx);
-        rx.poll(fd, deadline)
+        let r = rx.poll(fd, deadline);
+        self.release(Some(turn), rx);
+        r
     }
 
     /// For [`wait`]: `Some(true)` when a message, the end of the stream or
@@ -547,11 +563,48 @@ impl Connection {
             )));
         }
         let fd = self.fd().map_err(RecvFailure::Failed)?;
-        let Some(_turn) = self.turn.take(deadline) else {
+        let Some(turn) = self.turn.take(deadline) else {
             return Err(RecvFailure::Timeout);
         };
         let mut rx = lock(&self.shared.rx);
-        rx.next_message(fd, deadline, max_len)
+        let r = rx.next_message(fd, deadline, max_len);
+        self.release(Some(turn), rx);
+        r
+    }
+
+    /// Ends a receive's turn; wakes the async receives waiting if a whole
+    /// message stays buffered (no descriptor would tell them).
+    fn release(&self, turn: Option<TurnGuard<'_>>, rx: MutexGuard<'_, Rx>) {
+        let more = self.turn.waiters.any() && rx.has_message_or_end();
+        drop(rx);
+        drop(turn);
+        if more {
+            self.turn.waiters.wake_all();
+        }
+    }
+
+    #[cfg(feature = "async")]
+    /// For the async receive: one receive that does not wait (`Timeout`
+    /// when no whole message is here, or another receive has the turn:
+    /// register with [`recv_waiters`](Self::recv_waiters) first, and the
+    /// end of that receive wakes the waker if it left a message buffered).
+    pub(crate) fn recv_message_now(&self) -> std::result::Result<Message, RecvFailure> {
+        self.recv_message(Some(Instant::now()), None)
+    }
+
+    #[cfg(feature = "async")]
+    /// The async receives waiting on this connection.
+    pub(crate) fn recv_waiters(&self) -> &Wakers {
+        &self.turn.waiters
+    }
+
+    #[cfg(feature = "async")]
+    /// For the async send: the descriptor and the send state, locked.
+    pub(crate) fn send_state(&self) -> Result<(&Fd, MutexGuard<'_, Outgoing>)> {
+        if !self.writable {
+            return Err(Error::new(ErrorKind::InvalidState, "connection is read-only"));
+        }
+        Ok((self.fd()?, lock(&self.tx)))
     }
 }
 
@@ -569,6 +622,13 @@ impl Drop for Connection {
         if self.shared.revoked.load(Ordering::Relaxed) {
             fd.forget();
         } else {
+            // The end of a message an async send left: the peer reads it or
+            // closes; its error has nobody to go to.
+            let _ = self
+                .tx
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish_blocking(&fd);
             registry::endpoint_closed(fd.raw());
         }
     }
@@ -661,5 +721,7 @@ impl<'de> Deserialize<'de> for Connection {
     }
 }
 
+#[cfg(all(test, feature = "async"))]
+mod async_tests;
 #[cfg(test)]
 mod tests;

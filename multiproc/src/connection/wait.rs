@@ -37,7 +37,7 @@ pub struct Waitable<'a>(Kind<'a>);
 
 enum Kind<'a> {
     Connection(&'a Connection),
-    Queue(&'a dyn QueueReady),
+    Queue(&'a (dyn QueueReady + Sync)),
     /// A descriptor that is ready when readable (a process sentinel, a
     /// socket); `None` for a process that was not started here.
     Fd(Option<RawFd>),
@@ -74,12 +74,13 @@ impl<T> QueueReady for Queue<T> {
     }
 }
 
-/// The queues of one mixed wait, watched until it returns.
-struct Watching<'a>(Vec<&'a dyn QueueReady>);
+/// The queues of one mixed wait, watched until it returns (or until an
+/// async wait's future is dropped).
+pub(crate) struct Watching<'a>(Vec<&'a (dyn QueueReady + Sync)>);
 
 impl<'a> Watching<'a> {
-    fn new(objects: &[Waitable<'a>]) -> Watching<'a> {
-        let queues: Vec<&'a dyn QueueReady> = objects
+    pub(crate) fn new(objects: &[Waitable<'a>]) -> Watching<'a> {
+        let queues: Vec<&'a (dyn QueueReady + Sync)> = objects
             .iter()
             .filter_map(|o| match o.0 {
                 Kind::Queue(q) => Some(q),
@@ -91,6 +92,26 @@ impl<'a> Watching<'a> {
         }
         Watching(queues)
     }
+
+    /// `true` when no queue is watched.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The descriptor `wait` polls for each object (`-1`: none).
+pub(crate) fn descriptors(objects: &[Waitable<'_>]) -> Vec<RawFd> {
+    objects
+        .iter()
+        .map(|o| match o.0 {
+            // A send-only end never has anything to receive.
+            Kind::Connection(c) if !c.readable() => -1,
+            Kind::Connection(c) => c.as_raw_fd(),
+            Kind::Queue(q) => q.ready_fd(),
+            Kind::Fd(Some(fd)) => fd,
+            Kind::Fd(None) => -1,
+        })
+        .collect()
 }
 
 impl Drop for Watching<'_> {
@@ -182,17 +203,7 @@ pub fn wait(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<u
         }
     }
     let watching = Watching::new(objects);
-    let fds: Vec<RawFd> = objects
-        .iter()
-        .map(|o| match o.0 {
-            // A send-only end never has anything to receive.
-            Kind::Connection(c) if !c.readable() => -1,
-            Kind::Connection(c) => c.as_raw_fd(),
-            Kind::Queue(q) => q.ready_fd(),
-            Kind::Fd(Some(fd)) => fd,
-            Kind::Fd(None) => -1,
-        })
-        .collect();
+    let fds = descriptors(objects);
     let mut ready = Vec::new();
     loop {
         // What is ready without asking the kernel (a queue that looks empty
@@ -213,7 +224,7 @@ pub fn wait(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Result<Vec<u
         // so that every ready object is reported.
         let slice = if !ready.is_empty() {
             Some(Duration::ZERO)
-        } else if watching.0.is_empty() {
+        } else if watching.is_empty() {
             left
         } else {
             Some(left.map_or(QUEUE_SLICE, |l| l.min(QUEUE_SLICE)))

@@ -762,6 +762,17 @@ where
         }
     }
 
+    /// When a wait for the child must look again even if it has not
+    /// ended: the bootstrap deadline, while the child has not said it is
+    /// ready (see [`join_timeout`](Self::join_timeout)); for `join_async`.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn boot_deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Started(run) if !run.ready => run.started.checked_add(self.bootstrap_timeout),
+            _ => None,
+        }
+    }
+
     /// Waits (up to `timeout`) for the child to end and reaps it.
     fn wait_for_exit(&mut self, timeout: Option<Duration>) -> Result<ExitStatus> {
         let name = self.name.clone();

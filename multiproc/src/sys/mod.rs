@@ -35,7 +35,8 @@
 //!
 //! **Sockets and descriptor passing.** `socketpair()` (a connected stream
 //! pair), `seqpacket_pair()` (datagrams); `Fd::send_frame`,
-//! `Fd::send_vectored`, `Fd::recv_some`, `Fd::recv_exact_into`,
+//! `Fd::send_vectored`, `Fd::send_nonblocking` (what the socket takes now,
+//! for async sends), `Fd::recv_some`, `Fd::recv_exact_into`,
 //! `Fd::try_send_datagram`, `Fd::peek_datagram`, `Fd::recv_into` move
 //! bytes and up to `MAX_FDS` descriptors per message, in order, whole;
 //! listening and connecting Unix and TCP sockets (`bound_socket`,

@@ -136,6 +136,10 @@ impl Fd {
     pub(crate) fn send_some(&self, _bytes: &[u8]) -> io::Result<usize> {
         match self.never {}
     }
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn send_nonblocking(&self, _parts: [&[u8]; 2], _fds: &[RawFd]) -> io::Result<usize> {
+        match self.never {}
+    }
     pub(crate) fn poll_writable_or(&self, _other: i32, _timeout: Option<Duration>) -> io::Result<(bool, bool)> {
         match self.never {}
     }
@@ -483,6 +487,10 @@ pub(crate) fn memfile_grow(_fd: &Fd, _size: u64) -> io::Result<()> {
     no()
 }
 pub(crate) fn memfile_size(_fd: &Fd) -> io::Result<u64> {
+    no()
+}
+#[cfg(test)]
+pub(crate) fn memfile_unsealed_for_test(_size: u64) -> io::Result<Fd> {
     no()
 }
 pub(crate) fn memfd_sealed(_size: usize) -> io::Result<Fd> {

@@ -5,6 +5,11 @@
 #[macro_use]
 mod support;
 
+mod async_connection;
+mod async_process;
+mod async_queue;
+mod async_support;
+mod async_wait;
 mod bootstrap;
 mod child_output;
 mod codec_messages;

@@ -158,6 +158,32 @@ impl Fd {
         Ok(())
     }
 
+    /// Writes as much of `parts` (back to back) as the socket takes without
+    /// blocking, with `fds` attached to the first byte; `Ok(0)` when its
+    /// buffer is full (nothing, descriptors included, was sent).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn send_nonblocking(&self, parts: [&[u8]; 2], fds: &[RawFd]) -> io::Result<usize> {
+        let mut iov = parts.map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        });
+        let mut cmsg = CmsgBuf::new();
+        // SAFETY: an all-zero msghdr is a valid empty message.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        if !fds.is_empty() {
+            cmsg.put_fds(&mut msg, fds);
+        }
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        // SAFETY: msg points at live iovecs and control bytes for the call.
+        match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, flags) }) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends `parts` back to back, as few `sendmsg` calls as the kernel
     /// allows (at most [`MAX_IOV`] parts each), blocking until all is
     /// written. Returns how many bytes went out, with the error that
