@@ -270,7 +270,9 @@ mod entry;
 mod error;
 mod forkserver;
 mod frame;
+pub mod logging;
 mod outcome;
+mod output;
 mod pool;
 mod process;
 mod queue;
@@ -281,6 +283,7 @@ mod start;
 mod sync;
 mod sys;
 mod target;
+mod trace;
 
 pub use crate::{
     connection::{
@@ -296,6 +299,7 @@ pub use crate::{
     },
     error::channel::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
     error::{Error, ErrorKind, Location, RemotePanic, Result},
+    output::{CapturedOutput, ChildOutput},
     pool::{AsyncResult, Callbacks, Executor, Imap, MapIter, MapResult, Pool, PoolBuilder, TaskHandle, Tasks},
     process::{
         ExitStatus, Process, ProcessBuilder,

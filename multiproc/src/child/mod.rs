@@ -100,6 +100,7 @@ pub(crate) fn finish(sock: &Fd, outcome: Outcome) -> ! {
     };
     flush_std_streams();
     registry::exit_routine();
+    crate::output::drain_at_exit();
     sys::exit_now(code)
 }
 
@@ -230,11 +231,14 @@ pub(crate) fn forked_by_server(sock: Fd, served: ServedBy) -> ! {
 /// becomes the child, runs the target and leaves. Never returns. `served`
 /// is set in a fork server's child, `None` in a spawned one.
 fn run_child(sock: Fd, mut reader: frame::Reader, boot: Result<Box<Boot>, String>, served: Option<ServedBy>) -> ! {
-    let (boot, args, fds) = match read_boot(&sock, &mut reader, boot) {
+    let (boot, args, mut fds) = match read_boot(&sock, &mut reader, boot) {
         Ok(x) => x,
         Err(BootError::ParentGone) => sys::exit_now(1),
         Err(BootError::Invalid(msg)) => finish(&sock, Outcome::Failed(Failure::Bootstrap, msg)),
     };
+    // The output descriptors came with the Boot frame, before the Args
+    // frame's.
+    let output: Option<Vec<Fd>> = boot.output.then(|| fds.drain(..fds.len().min(2)).collect());
     let (method, real_parent) = match &served {
         Some(s) => (StartMethod::ForkServer, s.server),
         None => (StartMethod::Spawn, boot.parent_pid),
@@ -259,6 +263,14 @@ fn run_child(sock: Fd, mut reader: frame::Reader, boot: Result<Box<Boot>, String
     );
     if let Some(fd) = owner_fd {
         registry::adopt_own_fd(fd);
+    }
+    if let Some(fds) = output {
+        if let Err(e) = crate::output::install(fds) {
+            finish(
+                &sock,
+                Outcome::Failed(Failure::Bootstrap, format!("cannot redirect the output: {e}")),
+            );
+        }
     }
     // A parent that died meanwhile is noticed when the outcome is sent.
     let _ = protocol::send_ready(&sock);

@@ -61,6 +61,9 @@ pub(crate) struct Boot {
     /// Whether to capture a backtrace at a panic of the target: forced on
     /// or off, or (`None`) as the environment says.
     pub(crate) backtrace: Option<bool>,
+    /// Two descriptors came with this frame, to become the child's 1 and 2
+    /// (`crate::output`).
+    pub(crate) output: bool,
 }
 
 /// A message received on a bootstrap socket (its descriptors stay in the
@@ -156,8 +159,17 @@ pub(crate) fn send_track(sock: &Fd, fds: &[RawFd]) -> io::Result<()> {
 }
 
 /// Sends a child its boot record.
-pub(crate) fn send_boot(sock: &Fd, boot: &Boot) -> io::Result<()> {
-    frame::send(sock, BOOT, &codec::encode_record(boot))
+pub(crate) fn send_boot(sock: &Fd, boot: &Boot, output: Option<[RawFd; 2]>) -> io::Result<()> {
+    let record = codec::encode_record(boot);
+    match output {
+        None => frame::send(sock, BOOT, &record),
+        // Descriptors ride on an inline frame only.
+        Some(fds) if record.len() <= frame::INLINE_MAX => frame::send_with_fds(sock, BOOT, &record, &fds),
+        Some(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a boot record too large to carry output descriptors (the process's name is too long)",
+        )),
+    }
 }
 
 /// Whether [`send_args`] can send `len` bytes of arguments in one frame

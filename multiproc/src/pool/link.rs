@@ -144,6 +144,8 @@ pub(super) struct ProcessLauncher {
     pub(super) init: Option<Init>,
     pub(super) maxtasks: Option<usize>,
     pub(super) method: Option<StartMethod>,
+    /// Where the workers' standard output and error go.
+    pub(super) output: crate::ChildOutput,
     /// Workers started so far (their names count them).
     started: usize,
 }
@@ -154,6 +156,7 @@ impl ProcessLauncher {
             init,
             maxtasks,
             method,
+            output: crate::ChildOutput::Inherit,
             started: 0,
         }
     }
@@ -172,7 +175,8 @@ impl ProcessLauncher {
         self.started += 1;
         let mut b = ProcessBuilder::new()
             .name(format!("PoolWorker-{}", self.started))
-            .daemon(true);
+            .daemon(true)
+            .output(self.output);
         if let Some(m) = method {
             b = b.start_method(m);
         }

@@ -160,6 +160,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             return;
         };
         let (tramp, target) = (head.tramp, head.target);
+        let _span = crate::trace::task(done, head.id);
         let out = match head.mode {
             Mode::Large => {
                 // One task whose argument is the next message.

@@ -23,6 +23,7 @@ use crate::{
     },
     frame,
     outcome::{Failure, Outcome, OutcomeRef},
+    output::{self, ChildOutput},
     registry::{self, ChildCore, Me},
     sys::{self, ForkSide},
     target::{self, Call, ClosureCall, FnCall0, FnCall1},
@@ -56,6 +57,7 @@ pub struct ProcessBuilder {
     allow_threads: bool,
     bootstrap_timeout: Option<Duration>,
     backtrace: Option<bool>,
+    output: ChildOutput,
 }
 
 impl ProcessBuilder {
@@ -143,6 +145,29 @@ impl ProcessBuilder {
         self
     }
 
+    /// Where the child's standard output and error go: inherited (the
+    /// default), each line prefixed with the child's name, or captured for
+    /// [`Process::output`]. See [`ChildOutput`].
+    ///
+    /// ```
+    /// use multiproc::{ChildOutput, ProcessBuilder};
+    ///
+    /// fn greet() {
+    ///     println!("hello");
+    /// }
+    ///
+    /// # fn main() -> multiproc::Result<()> {
+    /// // Prints "[greeter] hello" on this process's standard output.
+    /// let mut p = ProcessBuilder::new().name("greeter").output(ChildOutput::Prefix).target(greet);
+    /// p.start()?;
+    /// p.join()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn output(mut self, output: ChildOutput) -> ProcessBuilder {
+        self.output = output;
+        self
+    }
+
     /// Allows the `fork` start method while this process runs more than one
     /// thread.
     ///
@@ -225,6 +250,8 @@ impl ProcessBuilder {
             allow_threads: self.allow_threads,
             bootstrap_timeout: self.bootstrap_timeout.unwrap_or(role::DEFAULT_BOOTSTRAP_TIMEOUT),
             backtrace: self.backtrace,
+            output: self.output,
+            attached: output::Attached::default(),
             creator: sys::getpid(),
             state: State::Initial(call),
             requested: None,
@@ -276,6 +303,9 @@ pub struct Process<R> {
     allow_threads: bool,
     bootstrap_timeout: Duration,
     backtrace: Option<bool>,
+    output: ChildOutput,
+    /// What this process keeps of the child's output once started.
+    attached: output::Attached,
     creator: u32,
     state: State,
     /// A fork-server request sent ahead (see [`Process::start_requested`]).
@@ -376,8 +406,10 @@ where
                 ));
             }
         };
+        let span = crate::trace::start(&self.name, self.start_method());
         match self.launch(call) {
             Ok(running) => {
+                span.record_pid(running.core.pid());
                 self.state = State::Started(Box::new(running));
                 Ok(())
             }
@@ -408,14 +440,22 @@ where
         // Python reaps finished children at every start.
         registry::reap_finished();
         let method = self.method.unwrap_or_else(crate::context::get_start_method);
+        let prepared = match output::prepare(self.output, &self.name) {
+            Ok(p) => p,
+            Err(e) => {
+                let e = Error::io("failed to prepare the child's output", e).with_process(&self.name, None);
+                return Err((e, Some(call)));
+            }
+        };
         let core = match method {
             StartMethod::Spawn | StartMethod::ForkServer => {
                 let requested = self.requested.take();
-                self.launch_spawn(&*call, method, requested)
+                self.launch_spawn(&*call, method, requested, prepared.as_ref())
                     .map_err(|e| (e, Some(call)))?
             }
-            StartMethod::Fork => self.launch_fork(call)?,
+            StartMethod::Fork => self.launch_fork(call, prepared.as_ref())?,
         };
+        self.attached = prepared.map(output::Prepared::attach).unwrap_or_default();
         let core = Arc::new(core);
         registry::register(core.clone());
         Ok(Running {
@@ -436,6 +476,7 @@ where
         call: &dyn Call,
         method: StartMethod,
         requested: Option<crate::forkserver::Requested>,
+        prepared: Option<&output::Prepared>,
     ) -> Result<ChildCore> {
         let Some((trampoline, target_offset, target_addr)) = call.entry() else {
             return Err(self.err(
@@ -486,6 +527,7 @@ where
             parent_name: me.name.clone(),
             default_method: crate::context::get_start_method(),
             backtrace: self.backtrace,
+            output: prepared.is_some(),
         });
         let (handle, ours) = match method {
             StartMethod::ForkServer => match requested {
@@ -504,7 +546,8 @@ where
         let _ = ours.set_send_buffer(SOCKET_BUFFER);
         // A child that died at once makes these fail (EPIPE); `join`
         // reports that as a bootstrap failure with the child's status.
-        let sent = protocol::send_boot(&ours, &boot);
+        // The child's output descriptors ride on the Boot frame.
+        let sent = protocol::send_boot(&ours, &boot, prepared.map(output::Prepared::child_fds));
         if sent.is_ok() && !protocol::args_fit_inline(args.len()) {
             // Large arguments stream into the child as it reads them.
             let streamed = protocol::stream_args(&ours, (&args, &fds.fds), &handle, self.bootstrap_timeout);
@@ -536,9 +579,17 @@ where
         Ok(ChildCore::new(handle, ours, self.name.clone(), self.daemon))
     }
 
-    fn launch_fork(&self, call: Box<dyn Call>) -> std::result::Result<ChildCore, (Error, Option<Box<dyn Call>>)> {
+    fn launch_fork(
+        &self,
+        call: Box<dyn Call>,
+        out: Option<&output::Prepared>,
+    ) -> std::result::Result<ChildCore, (Error, Option<Box<dyn Call>>)> {
+        // The relay of prefixed output is locked from here to the fork: its
+        // thread (not counted) then holds no lock the child could inherit.
+        let relay = output::lock_for_fork();
         // With the opt-in, a count that cannot be read is taken as "several".
-        let threads = match (sys::thread_count(), self.allow_threads) {
+        let counted = sys::thread_count().map(|n| n.saturating_sub(relay.threads()).max(1));
+        let threads = match (counted, self.allow_threads) {
             (Ok(1), _) => 1,
             (Ok(n), true) => n,
             (Err(_), true) => usize::MAX,
@@ -590,16 +641,28 @@ where
                 drop(lock);
                 Err((Error::io("fork failed", e), Some(call)))
             }
-            Ok(ForkSide::Child) => child::fork_child_main(
-                lock,
-                child_me,
-                parent,
-                (ours, theirs, devnull),
-                call,
-                (threads > 1, keep, self.backtrace),
-            ),
+            Ok(ForkSide::Child) => {
+                if let Err(e) = relay.in_child(out) {
+                    // The child cannot be what was asked; it has not run the
+                    // target, and says why on the descriptor it still has.
+                    let _ = sys::write_all_raw(
+                        2,
+                        format!("multiproc: cannot redirect the child's output: {e}\n").as_bytes(),
+                    );
+                    sys::exit_now(70);
+                }
+                child::fork_child_main(
+                    lock,
+                    child_me,
+                    parent,
+                    (ours, theirs, devnull),
+                    call,
+                    (threads > 1, keep, self.backtrace),
+                )
+            }
             Ok(ForkSide::Parent(handle)) => {
                 drop(lock);
+                drop(relay);
                 drop(theirs);
                 Ok(ChildCore::new(handle, ours, self.name.clone(), self.daemon))
             }
@@ -636,7 +699,11 @@ where
     }
 
     fn join_inner(&mut self, timeout: Option<Duration>) -> Result<R> {
+        let span = crate::trace::join(&self.name, self.pid());
         let status = self.wait_for_exit(timeout)?;
+        span.record_exitcode(status.exitcode());
+        // Every line of a prefixed child is out when `join` returns.
+        self.attached.settle();
         let State::Started(run) = &mut self.state else {
             unreachable!("wait_for_exit checked the state")
         };
@@ -837,6 +904,63 @@ impl<R> Process<R> {
     /// when killed by signal `N`.
     pub fn exitcode(&self) -> Option<i32> {
         self.exit_status().map(ExitStatus::exitcode)
+    }
+
+    /// What the child has written to its standard output and error so far,
+    /// all of it once the child has ended (even when it crashed or was
+    /// killed). Only for a process started with [`ChildOutput::Capture`];
+    /// it stays readable after [`close`](Process::close), until the handle
+    /// is dropped.
+    ///
+    /// ```
+    /// use multiproc::{ChildOutput, ProcessBuilder};
+    ///
+    /// fn crash() {
+    ///     println!("before the crash");
+    ///     std::process::abort();
+    /// }
+    ///
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut p = ProcessBuilder::new().output(ChildOutput::Capture).target(crash);
+    /// p.start()?;
+    /// assert!(p.join().is_err());
+    /// assert_eq!(p.stdout()?, b"before the crash\n");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidState`] before [`start`](Process::start), or if
+    /// the output is not captured; [`ErrorKind::Io`] if it cannot be read.
+    pub fn output(&self) -> Result<crate::CapturedOutput> {
+        self.read_captured(output::Attached::captured)
+    }
+
+    /// What the child has written to its standard output so far (see
+    /// [`output`](Process::output)).
+    pub fn stdout(&self) -> Result<Vec<u8>> {
+        self.read_captured(|a| a.captured_stream(1))
+    }
+
+    /// What the child has written to its standard error so far (see
+    /// [`output`](Process::output)).
+    pub fn stderr(&self) -> Result<Vec<u8>> {
+        self.read_captured(|a| a.captured_stream(2))
+    }
+
+    fn read_captured<T>(&self, read: impl FnOnce(&output::Attached) -> Option<std::io::Result<T>>) -> Result<T> {
+        if matches!(self.state, State::Initial(_)) {
+            return Err(self.err(ErrorKind::InvalidState, "process not started"));
+        }
+        match read(&self.attached) {
+            Some(r) => {
+                r.map_err(|e| Error::io("failed to read the child's output", e).with_process(&self.name, self.pid()))
+            }
+            None => Err(self.err(
+                ErrorKind::InvalidState,
+                "the child's output is not captured (see ProcessBuilder::output)",
+            )),
+        }
     }
 
     /// Asks the child to stop with `SIGTERM`. The child may still be alive

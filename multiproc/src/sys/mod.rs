@@ -99,6 +99,14 @@
 //! recheck). `futex_wake(word, n)`, `futex_wake_all(word)`: wake sleepers
 //! of any process mapping the word.
 //!
+//! **A child's output.** `output_pipe()`: a pipe whose read end (this
+//! process's, non-blocking) reads what a child writes to the other end
+//! (blocking, for its standard output or error); `read_some` reads it
+//! (`ReadSome`: data, nothing now, or the end); `capture_file()`: an
+//! empty memory file that never fills up, for a child to write to, read
+//! whole at any time by `file_contents`; `write_all_raw(1 or 2, bytes)`:
+//! this process's standard output or error, without std's locks.
+//!
 //! **Parent death.** `ParentWatch`: the parent's death as something to
 //! wait for; `arm_parent_death(real_parent, server_child)`: end this
 //! process when the process that created it ends, without a thread.

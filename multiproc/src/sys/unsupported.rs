@@ -199,6 +199,30 @@ pub(crate) fn redirect(source: &Fd, _target: i32) -> io::Result<()> {
     match source.never {}
 }
 
+// ----- a child's output (crate::output) -----
+
+/// What a non-blocking read got.
+pub(crate) enum ReadSome {
+    Data(usize),
+    Empty,
+    End,
+}
+pub(crate) fn output_pipe() -> io::Result<(Fd, Fd)> {
+    no()
+}
+pub(crate) fn capture_file() -> io::Result<Fd> {
+    no()
+}
+pub(crate) fn file_contents(fd: &Fd) -> io::Result<Vec<u8>> {
+    match fd.never {}
+}
+pub(crate) fn read_some(fd: &Fd, _buf: &mut Vec<u8>, _max: usize) -> io::Result<ReadSome> {
+    match fd.never {}
+}
+pub(crate) fn write_all_raw(_fd: i32, _bytes: &[u8]) -> io::Result<()> {
+    no()
+}
+
 // ----- sockets -----
 
 /// Most bytes of a Unix socket's path.

@@ -32,9 +32,20 @@ pub struct PoolBuilder {
     pub(in crate::pool) progress: bool,
     /// Start the workers on demand (an executor's pool).
     pub(in crate::pool) on_demand: bool,
+    /// Where the workers' standard output and error go.
+    pub(in crate::pool) output: crate::ChildOutput,
 }
 
 impl PoolBuilder {
+    /// Where the workers' standard output and error go (default: inherited);
+    /// see [`ProcessBuilder::output`](crate::ProcessBuilder::output).
+    /// With [`ChildOutput::Prefix`](crate::ChildOutput::Prefix) each line
+    /// is prefixed with its worker's name (`[PoolWorker-2] `).
+    pub fn output(mut self, output: crate::ChildOutput) -> PoolBuilder {
+        self.output = output;
+        self
+    }
+
     /// The number of workers (default: [`process_cpu_count`](crate::process_cpu_count)).
     pub fn processes(mut self, n: usize) -> PoolBuilder {
         self.processes = Some(n);
@@ -172,7 +183,8 @@ impl PoolBuilder {
             has_init: init.is_some(),
         };
         let (wake, notify) = State::wake_fd()?;
-        let launcher = ProcessLauncher::new(init, self.maxtasks, self.method);
+        let mut launcher = ProcessLauncher::new(init, self.maxtasks, self.method);
+        launcher.output = self.output;
         let mut sched = Scheduler::new(launcher, size, rules, notify);
         // An executor's workers start on demand, with its first tasks.
         let (starting, failed) = sched.launch(if self.on_demand { 0 } else { size });

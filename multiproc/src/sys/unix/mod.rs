@@ -34,6 +34,8 @@ mod segment;
 mod shm;
 #[allow(unsafe_code)]
 mod spawn;
+#[allow(unsafe_code)]
+mod stdio;
 
 pub(crate) use fd::{
     Fd, MAX_FDS, RecvSome, eventfd, eventfd_drain, eventfd_signal, poll_readable_set, seqpacket_pair, socketpair,
@@ -61,6 +63,7 @@ pub(crate) use segment::{
 };
 pub(crate) use shm::{file_size, futex_wait, futex_wake, futex_wake_all};
 pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
+pub(crate) use stdio::{ReadSome, capture_file, file_contents, output_pipe, read_some, write_all_raw};
 
 use std::io;
 

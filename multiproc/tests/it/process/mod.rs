@@ -10,6 +10,8 @@ mod forkserver;
 mod forkserver_signals;
 mod identity;
 mod lifecycle;
+mod output;
 mod set_executable;
 mod spawn_bootstrap;
 mod target_threads;
+mod tracing_spans;
