@@ -129,6 +129,8 @@ pub(crate) use imp::*;
 
 use std::{
     io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -164,6 +166,70 @@ pub(crate) struct MemfileFacts {
     pub(crate) id: (u64, u64),
     /// Its size in bytes.
     pub(crate) size: u64,
+}
+
+/// An address to bind or connect to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SockAddr<'a> {
+    Path(&'a Path),
+    Abstract(&'a [u8]),
+    Inet(SocketAddr),
+}
+
+/// The address of an accepted peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PeerAddr {
+    /// A Unix socket that was never bound (the usual client).
+    Unnamed,
+    Path(PathBuf),
+    Abstract(Vec<u8>),
+    Inet(SocketAddr),
+}
+
+/// How a child ended, as the system reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RawStatus {
+    Exited(i32),
+    Signaled(i32),
+    /// The child was reaped by someone else (for example `SIGCHLD` set to
+    /// `SIG_IGN`), so its status is lost.
+    Unknown,
+}
+
+/// Bytes of a fork server's exit-status record (kind, value, pid; little
+/// endian), which every backend's `ChildHandle` reads the same way.
+pub(crate) const STATUS_RECORD_LEN: usize = 12;
+
+/// The record a fork server writes for the end of its child `pid`.
+pub(crate) fn encode_status_record(pid: u32, status: RawStatus) -> [u8; STATUS_RECORD_LEN] {
+    let (kind, value) = match status {
+        RawStatus::Exited(c) => (0u32, c),
+        RawStatus::Signaled(s) => (1, s),
+        RawStatus::Unknown => (2, 0),
+    };
+    let mut out = [0u8; STATUS_RECORD_LEN];
+    out[..4].copy_from_slice(&kind.to_le_bytes());
+    out[4..8].copy_from_slice(&value.to_le_bytes());
+    out[8..].copy_from_slice(&pid.to_le_bytes());
+    out
+}
+
+/// What a record says of child `pid`: a record that names another pid
+/// answers nothing asked, so the status is then unknown, never another
+/// child's.
+pub(crate) fn decode_status_record(pid: u32, buf: &[u8]) -> RawStatus {
+    let word = |i: usize| <[u8; 4]>::try_from(&buf[i..i + 4]).expect("4 bytes");
+    let (kind, value, named) = (
+        u32::from_le_bytes(word(0)),
+        i32::from_le_bytes(word(4)),
+        u32::from_le_bytes(word(8)),
+    );
+    match kind {
+        _ if named != pid => RawStatus::Unknown,
+        0 => RawStatus::Exited(value),
+        1 => RawStatus::Signaled(value),
+        _ => RawStatus::Unknown,
+    }
 }
 
 /// The kind of a [`RobustMutex`].

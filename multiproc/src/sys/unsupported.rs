@@ -19,14 +19,14 @@
 use std::{
     cell::Cell,
     ffi::CStr,
-    fmt, io,
+    io,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
-use crate::sys::{LockError, Locked, MemfileFacts, MutexKind, Resize, UnlockError};
+use crate::sys::{LockError, Locked, MemfileFacts, MutexKind, PeerAddr, RawStatus, Resize, SockAddr, UnlockError};
 
 /// The error of every operation.
 fn unsupported() -> io::Error {
@@ -228,23 +228,6 @@ pub(crate) fn write_all_raw(_fd: i32, _bytes: &[u8]) -> io::Result<()> {
 /// Most bytes of a Unix socket's path.
 pub(crate) const UNIX_NAME_MAX: usize = 107;
 
-/// An address to bind or connect to.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum SockAddr<'a> {
-    Path(&'a Path),
-    Abstract(&'a [u8]),
-    Inet(SocketAddr),
-}
-
-/// The address of an accepted peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum PeerAddr {
-    Unnamed,
-    Path(PathBuf),
-    Abstract(Vec<u8>),
-    Inet(SocketAddr),
-}
-
 pub(crate) fn bound_socket(_addr: SockAddr<'_>) -> io::Result<Fd> {
     no()
 }
@@ -310,14 +293,6 @@ pub(crate) fn reserve_closed(_fds: &[i32]) {}
 
 // ----- process handles and facts -----
 
-/// How a child ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RawStatus {
-    Exited(i32),
-    Signaled(i32),
-    Unknown,
-}
-
 /// A started child; none exist on this platform.
 #[derive(Debug)]
 pub(crate) struct ChildHandle {
@@ -326,7 +301,7 @@ pub(crate) struct ChildHandle {
 
 impl ChildHandle {
     /// Bytes of [`encode_status`](Self::encode_status)'s record.
-    pub(crate) const STATUS_LEN: usize = 12;
+    pub(crate) const STATUS_LEN: usize = super::STATUS_RECORD_LEN;
 
     pub(crate) fn open(_pid: u32) -> io::Result<ChildHandle> {
         no()
@@ -334,19 +309,9 @@ impl ChildHandle {
     pub(crate) fn remote(_pid: u32, pidfd: Fd, _status: Fd, _already_read: Vec<u8>) -> ChildHandle {
         match pidfd.never {}
     }
-    /// The record a fork server writes for the end of its child `pid`
-    /// (pure: the same bytes as on Linux).
+    /// The record a fork server writes for the end of its child `pid`.
     pub(crate) fn encode_status(pid: u32, status: RawStatus) -> [u8; Self::STATUS_LEN] {
-        let (kind, value) = match status {
-            RawStatus::Exited(c) => (0u32, c),
-            RawStatus::Signaled(s) => (1, s),
-            RawStatus::Unknown => (2, 0),
-        };
-        let mut out = [0u8; Self::STATUS_LEN];
-        out[..4].copy_from_slice(&kind.to_le_bytes());
-        out[4..8].copy_from_slice(&value.to_le_bytes());
-        out[8..].copy_from_slice(&pid.to_le_bytes());
-        out
+        super::encode_status_record(pid, status)
     }
     #[cfg(test)]
     pub(crate) fn status_for_test(&self) -> RawStatus {
@@ -668,96 +633,6 @@ pub(crate) fn futex_wait(word: &AtomicU32, seen: u32, deadline: Option<Instant>,
 }
 pub(crate) fn futex_wake(_word: &AtomicU32, _n: i32) {}
 pub(crate) fn futex_wake_all(_word: &AtomicU32) {}
-
-// ----- the queues' ring (moving up to `crate::queue`) -----
-
-/// Why a ring operation failed.
-#[derive(Debug)]
-pub(crate) enum RingError {
-    Timeout,
-    Broken(String),
-    TooManyTaskDone,
-    Io(io::Error),
-}
-
-impl fmt::Display for RingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RingError::Timeout => f.write_str("timed out"),
-            RingError::Broken(why) => f.write_str(why),
-            RingError::TooManyTaskDone => f.write_str("task_done() called more times than there were items"),
-            RingError::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for RingError {}
-
-impl From<io::Error> for RingError {
-    fn from(e: io::Error) -> RingError {
-        RingError::Io(e)
-    }
-}
-
-/// The queues' ring; none exist on this platform.
-#[derive(Debug)]
-pub(crate) struct ShmRing {
-    never: Never,
-}
-
-impl ShmRing {
-    pub(crate) fn new(_initial_capacity: usize, _max_count: Option<u64>) -> io::Result<ShmRing> {
-        no()
-    }
-    pub(crate) fn fds(&self) -> [&Fd; 2] {
-        match self.never {}
-    }
-    pub(crate) fn from_fds(control: Fd, _data: Fd) -> io::Result<ShmRing> {
-        match control.never {}
-    }
-    pub(crate) fn push(
-        &self,
-        _parts: &[&[u8]],
-        _deadline: Option<Instant>,
-        _before_commit: &mut dyn FnMut(u64) -> io::Result<()>,
-    ) -> Result<(), RingError> {
-        match self.never {}
-    }
-    pub(crate) fn pop(
-        &self,
-        _deadline: Option<Instant>,
-        _after_read: &mut dyn FnMut(&[u8], u64) -> io::Result<()>,
-    ) -> Result<Vec<u8>, RingError> {
-        match self.never {}
-    }
-    pub(crate) fn len(&self) -> u64 {
-        match self.never {}
-    }
-    pub(crate) fn max_count(&self) -> Option<u64> {
-        match self.never {}
-    }
-    pub(crate) fn task_done(&self) -> Result<(), RingError> {
-        match self.never {}
-    }
-    pub(crate) fn join(&self, _deadline: Option<Instant>) -> Result<(), RingError> {
-        match self.never {}
-    }
-    pub(crate) fn put_seq(&self) -> u32 {
-        match self.never {}
-    }
-    pub(crate) fn wait_put_seq_change(&self, _seen: u32, _deadline: Option<Instant>) -> bool {
-        match self.never {}
-    }
-    pub(crate) fn watch(&self) {
-        match self.never {}
-    }
-    pub(crate) fn unwatch(&self) {
-        match self.never {}
-    }
-    pub(crate) fn has_watchers(&self) -> bool {
-        match self.never {}
-    }
-}
 
 /// Run with `RUSTFLAGS="--cfg multiproc_stub_backend" cargo test -p
 /// multiproc --lib -- stub_backend` (CI does).

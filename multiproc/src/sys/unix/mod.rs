@@ -52,11 +52,9 @@ pub(crate) use misc::{
     set_sigint_ignored, signal_name, socket_peer_pid, thread_count,
 };
 pub(crate) use mutex::{MUTEX_ALIGN, MUTEX_SIZE, RobustMutex};
-pub(crate) use net::{
-    PeerAddr, SockAddr, UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay,
-};
+pub(crate) use net::{UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay};
 pub(crate) use pdeath::{ServerChild, arm_parent_death};
-pub(crate) use pidfd::{ChildHandle, ParentWatch, RawStatus};
+pub(crate) use pidfd::{ChildHandle, ParentWatch};
 pub(crate) use segment::{
     Mapping, ignore_group_signals, is_size_sealed, memfd_sealed, memfd_sealed_labelled, shm_attach, shm_create,
     shm_unlink, unit_of,

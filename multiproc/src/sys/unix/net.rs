@@ -12,33 +12,16 @@ use std::{
     io, mem,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     os::unix::ffi::OsStrExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use super::{Fd, cvt, cvt_r, fd::poll_one};
+use crate::sys::{PeerAddr, SockAddr};
 
 /// The longest Unix socket path or abstract name, in bytes (`sun_path`
 /// holds 108 bytes: a path needs its NUL, a name its leading NUL).
 pub(crate) const UNIX_NAME_MAX: usize = 107;
-
-/// An address to bind or connect to.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum SockAddr<'a> {
-    Path(&'a Path),
-    Abstract(&'a [u8]),
-    Inet(SocketAddr),
-}
-
-/// The address of an accepted peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum PeerAddr {
-    /// A Unix socket that was never bound (the usual client).
-    Unnamed,
-    Path(PathBuf),
-    Abstract(Vec<u8>),
-    Inet(SocketAddr),
-}
 
 /// A `sockaddr` ready for the kernel.
 struct RawAddr {
@@ -359,6 +342,8 @@ fn get_int_option(fd: &Fd, level: libc::c_int, name: libc::c_int) -> io::Result<
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]

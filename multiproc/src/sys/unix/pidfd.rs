@@ -5,16 +5,7 @@
 use std::{io, time::Duration};
 
 use super::{Fd, cvt, cvt_r, fd::poll_one};
-
-/// How a child ended, as the kernel reported it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RawStatus {
-    Exited(i32),
-    Signaled(i32),
-    /// The child was reaped by someone else (for example `SIGCHLD` set to
-    /// `SIG_IGN`), so its status is lost.
-    Unknown,
-}
+use crate::sys::RawStatus;
 
 fn pidfd_open(pid: u32) -> io::Result<Fd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
@@ -42,7 +33,7 @@ const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 impl ChildHandle {
     /// The length of a fork server's exit status record.
-    pub(crate) const STATUS_LEN: usize = 12;
+    pub(crate) const STATUS_LEN: usize = crate::sys::STATUS_RECORD_LEN;
 
     /// Opens a handle on `pid`, which must be an unreaped child of ours.
     pub(crate) fn open(pid: u32) -> io::Result<ChildHandle> {
@@ -76,22 +67,7 @@ impl ChildHandle {
             // The server died (EOF) or never answered: the status is lost.
             return RawStatus::Unknown;
         }
-        Self::decode_status(pid, &buf)
-    }
-
-    fn decode_status(pid: u32, buf: &[u8]) -> RawStatus {
-        let word = |i: usize| <[u8; 4]>::try_from(&buf[i..i + 4]).expect("4 bytes");
-        let (kind, value, named) = (
-            u32::from_le_bytes(word(0)),
-            i32::from_le_bytes(word(4)),
-            u32::from_le_bytes(word(8)),
-        );
-        match kind {
-            _ if named != pid => RawStatus::Unknown,
-            0 => RawStatus::Exited(value),
-            1 => RawStatus::Signaled(value),
-            _ => RawStatus::Unknown,
-        }
+        crate::sys::decode_status_record(pid, &buf)
     }
 
     /// The status a fork server's child's record says, without waiting for
@@ -104,16 +80,7 @@ impl ChildHandle {
 
     /// The record a fork server writes for the end of its child `pid`.
     pub(crate) fn encode_status(pid: u32, status: RawStatus) -> [u8; Self::STATUS_LEN] {
-        let (kind, value) = match status {
-            RawStatus::Exited(c) => (0u32, c),
-            RawStatus::Signaled(s) => (1, s),
-            RawStatus::Unknown => (2, 0),
-        };
-        let mut out = [0u8; Self::STATUS_LEN];
-        out[..4].copy_from_slice(&kind.to_le_bytes());
-        out[4..8].copy_from_slice(&value.to_le_bytes());
-        out[8..].copy_from_slice(&pid.to_le_bytes());
-        out
+        crate::sys::encode_status_record(pid, status)
     }
 
     pub(crate) fn pid(&self) -> u32 {
