@@ -155,15 +155,37 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
 
     // 9. Serde values through a pipe and a pool (see codec_rows).
     codec_rows::run_all(opts, &mut out);
-    async_rows::run_all(opts, &mut out);
 
     // 10. How costs grow with the amount of work (see scale_rows).
     scale_rows::run_all(opts, &mut out);
 
-    // 11. Awaited pipe round trips (see async_pipe_rows); last, as the reactor's
+    // 11. Awaited pool results (see async_rows). Awaiting starts the pool's
+    // driver thread, which lingers a moment after the pool is gone; `fork`
+    // refuses to start children while it runs, so every fork row comes
+    // before, and the awaited pipe rows wait for it to end.
+    async_rows::run_all(opts, &mut out);
+    wait_single_threaded(Duration::from_secs(5));
+
+    // 12. Awaited pipe round trips (see async_pipe_rows); last, as the reactor's
     // thread makes `fork` refuse to start children from then on.
     async_pipe_rows::run_all(opts, &mut out);
     out
+}
+
+/// Waits (up to `limit`) until this process runs one thread again.
+fn wait_single_threaded(limit: Duration) {
+    let threads = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Field 20; the command name (field 2) is in parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(20 - 3))
+            .and_then(|f| f.parse::<u32>().ok())
+            .unwrap_or(1)
+    };
+    let until = Instant::now() + limit;
+    while threads() > 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn run_shm(opts: &Options, out: &mut Outcome, exe: &Path) {
