@@ -73,5 +73,7 @@ mod wait;
 
 pub(crate) use outgoing::Outgoing;
 #[cfg(feature = "async")]
+pub(crate) use reactor::Alarm;
+#[cfg(feature = "async")]
 pub use wait::wait_async;
 pub(crate) use wakers::Wakers;
