@@ -710,6 +710,14 @@ impl<T> JoinableQueue<T> {
 
     /// Waits until every item put has been marked done.
     ///
+    /// As in Python, an item taken by a consumer that died before its
+    /// `task_done` is never done, so `join` waits on (the other consumers
+    /// are not blocked). The count is one shared number, and `task_done`
+    /// may come from any process (a consumer may hand its item on), so no
+    /// process can tell which items a dead consumer still owed: a
+    /// supervisor bounds the wait with [`join_timeout`](Self::join_timeout)
+    /// and, knowing what it lost, calls `task_done` for it.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Protocol`] if the shared memory was overwritten.
