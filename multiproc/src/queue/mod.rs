@@ -3,7 +3,7 @@
 //!
 //! # Design
 //!
-//! A queue is a ring of records in shared memory (`crate::sys::ShmRing`):
+//! A queue is a ring of records in shared memory (`ring::ShmRing`, in `ring/`):
 //! every process that holds the queue maps the same memory, a put copies
 //! the encoded item in under a robust process-shared lock, a get copies it
 //! out. There is no feeder thread and no pipe between the caller and the
