@@ -136,6 +136,9 @@ impl<P: Launcher> Scheduler<P> {
                     soonest(at);
                 }
             }
+            if let Some(at) = w.link.heartbeat_due() {
+                soonest(at);
+            }
         }
         let mut round = Round {
             ids: Vec::with_capacity(self.workers.len()),
@@ -214,6 +217,10 @@ impl<P: Launcher> Scheduler<P> {
             } else if w.starting.is_some_and(|at| at <= now) {
                 let _ = w.link.kill();
                 dead.push((i, Death::Init(w.init_timeout())));
+            } else if w.link.heartbeat_due().is_some_and(|at| at <= now) {
+                // Silent past its heartbeat: a lost node, a stopped worker.
+                let _ = w.link.kill();
+                dead.push((i, Death::Ended));
             }
         }
         dead
@@ -346,9 +353,15 @@ impl<P: Launcher> Scheduler<P> {
         for s in w.in_flight.drain(..).rev() {
             self.pending.push_front(s.chunk);
         }
-        if let Some(head) = head {
-            let e = death_error(&self.workers[i], overdue, status);
-            self.fail_chunk(head.chunk, &e);
+        if let Some(mut head) = head {
+            head.chunk.tries += 1;
+            if !overdue && head.chunk.tries < self.rules.attempts {
+                // Retried on another worker (or the replacement).
+                self.pending.push_front(head.chunk);
+            } else {
+                let e = death_error(&self.workers[i], overdue, status, head.chunk.tries);
+                self.fail_chunk(head.chunk, &e);
+            }
         }
         if self.life == Life::Terminated || self.broken.is_some() {
             let w = self.workers.remove(i);
@@ -389,7 +402,7 @@ impl<P: Launcher> Scheduler<P> {
 }
 
 /// The error of the chunk a dead worker ran.
-fn death_error<L: WorkerLink>(w: &Slot<L>, overdue: bool, status: Option<ExitStatus>) -> Error {
+fn death_error<L: WorkerLink>(w: &Slot<L>, overdue: bool, status: Option<ExitStatus>, tries: u32) -> Error {
     let e = if overdue {
         w.err(
             ErrorKind::TaskTimeout,
@@ -401,7 +414,21 @@ fn death_error<L: WorkerLink>(w: &Slot<L>, overdue: bool, status: Option<ExitSta
             _ => ErrorKind::ChildExited,
         };
         let shown = status.map_or_else(|| "an unknown status".to_owned(), |s| s.to_string());
-        w.err(kind, format!("the pool worker running this task died ({shown})"))
+        let attempts = if tries > 1 {
+            format!(", after {tries} attempts")
+        } else {
+            String::new()
+        };
+        match w.link.cause() {
+            Some(cause) => w.err(
+                kind,
+                format!("the pool worker running this task was lost ({cause}; {shown}){attempts}"),
+            ),
+            None => w.err(
+                kind,
+                format!("the pool worker running this task died ({shown}){attempts}"),
+            ),
+        }
     };
     match status {
         Some(s) => e.with_status(s),
