@@ -270,10 +270,12 @@ mod imap;
 mod job;
 mod lifecycle;
 mod link;
+mod links;
 mod map_iter;
 mod map_result;
 mod progress;
 mod protocol;
+pub(crate) mod remote;
 mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;
@@ -289,4 +291,5 @@ pub use self::{
     imap::Imap,
     map_iter::MapIter,
     map_result::MapResult,
+    remote::backend::Backend,
 };
