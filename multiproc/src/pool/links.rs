@@ -106,6 +106,33 @@ impl Launcher for AnyLauncher {
     fn remote(&self) -> bool {
         matches!(self, AnyLauncher::Remote(_))
     }
+
+    fn joined(&mut self) -> Vec<AnyLink> {
+        match self {
+            AnyLauncher::Local(_) => Vec::new(),
+            AnyLauncher::Remote(l) => l.joined().into_iter().map(AnyLink::Remote).collect(),
+        }
+    }
+
+    fn join_fd(&self) -> Option<RawFd> {
+        match self {
+            AnyLauncher::Local(_) => None,
+            AnyLauncher::Remote(l) => l.join_fd(),
+        }
+    }
+
+    fn expecting(&self) -> bool {
+        match self {
+            AnyLauncher::Local(_) => false,
+            AnyLauncher::Remote(l) => l.expecting(),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let AnyLauncher::Remote(l) = self {
+            l.stop();
+        }
+    }
 }
 
 /// Waits (bounded) for the initializer's outcome of `slot`'s worker, for

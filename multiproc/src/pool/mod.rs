@@ -291,5 +291,5 @@ pub use self::{
     imap::Imap,
     map_iter::MapIter,
     map_result::MapResult,
-    remote::backend::Backend,
+    remote::backend::{Backend, MpiFlavour},
 };

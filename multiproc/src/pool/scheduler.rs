@@ -140,6 +140,22 @@ pub(crate) trait Launcher: Send {
     fn remote(&self) -> bool {
         false
     }
+    /// Workers that joined since the last call (a batch backend's, which
+    /// join as their jobs start).
+    fn joined(&mut self) -> Vec<Self::Link> {
+        Vec::new()
+    }
+    /// A descriptor readable when workers have joined.
+    fn join_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Workers were asked for that have not joined yet.
+    fn expecting(&self) -> bool {
+        false
+    }
+    /// Ends whatever the launcher still runs (launcher processes, queued
+    /// jobs): the pool is done with its workers.
+    fn stop(&mut self) {}
 }
 
 /// What the pool was built with, as the scheduler needs it.

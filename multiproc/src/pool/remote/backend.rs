@@ -30,6 +30,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// | unset, `local` | [`Backend::Local`] |
 /// | `tcp` | [`Backend::Tcp`] |
 /// | `slurm` | [`Backend::SlurmStep`], extra `srun` arguments from `MULTIPROC_LAUNCHER_ARGS` |
+/// | `slurm-batch` | [`Backend::SlurmBatch`], extra `sbatch` arguments from `MULTIPROC_LAUNCHER_ARGS` |
+/// | `mpi`, `openmpi` | [`Backend::Mpi`] with [`MpiFlavour::OpenMpi`]; `MULTIPROC_HOSTFILE`, `MULTIPROC_LAUNCHER_ARGS` |
+/// | `mpich` | [`Backend::Mpi`] with [`MpiFlavour::Mpich`]; likewise |
 /// | `command` | [`Backend::Command`]: `MULTIPROC_LAUNCHER` (a program) and `MULTIPROC_LAUNCHER_ARGS` |
 ///
 /// `MULTIPROC_LISTEN=ip[:port]` sets the listening address (see
@@ -53,6 +56,32 @@ pub enum Backend {
         /// Extra `srun` arguments (`--nodes=4`, `--cpus-per-task=2`, ...).
         args: Vec<String>,
     },
+    /// From a login node: worker jobs queued with `sbatch` (a job array of
+    /// N one-task jobs, `sbatch --parsable --array=0-(N-1) --ntasks=1
+    /// ARGS... --wrap EXE`), which join the pool as they start, as
+    /// dask-jobqueue's do: `build` returns once the first has joined, and
+    /// the pool works with the workers it has. The jobs are cancelled
+    /// (`scancel`) when the pool is closed, dropped or fails to start.
+    /// The key travels in a file of mode 0600 (Slurm keeps a batch job's
+    /// environment in its state directory) under
+    /// `MULTIPROC_KEY_DIR`, else `$HOME/.multiproc`, which must be on a
+    /// filesystem the nodes share.
+    SlurmBatch {
+        /// Extra `sbatch` arguments (`--partition=short`, `--time=30:00`, ...).
+        args: Vec<String>,
+    },
+    /// An MPI launcher used only as a launcher (no libmpi):
+    /// `mpirun -np N [--hostfile F] -x VAR... ARGS... EXE` for Open MPI,
+    /// `mpiexec -n N [-f F] -genvlist VAR,... ARGS... EXE` for MPICH
+    /// (Hydra), over ssh with a host file or inside an allocation.
+    Mpi {
+        /// Which launcher.
+        flavour: MpiFlavour,
+        /// A host file, in the launcher's own format.
+        hostfile: Option<PathBuf>,
+        /// Extra launcher arguments (`--oversubscribe`, `--mca ...`).
+        args: Vec<String>,
+    },
     /// Any launcher command: `program` runs with `args` (where `{n}` is
     /// replaced by the number of workers to start and `{exe}` by this
     /// executable's path) and the worker environment (also
@@ -65,6 +94,16 @@ pub enum Backend {
         /// Its arguments.
         args: Vec<String>,
     },
+}
+
+/// Which MPI launcher a [`Backend::Mpi`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MpiFlavour {
+    /// Open MPI's `mpirun`.
+    OpenMpi,
+    /// MPICH's `mpiexec.hydra` (Hydra).
+    Mpich,
 }
 
 /// The variable that selects the backend.
@@ -97,6 +136,16 @@ impl Backend {
             None | Some("" | "local") => Ok(Backend::Local),
             Some("tcp") => Ok(Backend::Tcp),
             Some("slurm") => Ok(Backend::SlurmStep { args: args() }),
+            Some("slurm-batch") => Ok(Backend::SlurmBatch { args: args() }),
+            Some(f @ ("mpi" | "openmpi" | "mpich")) => Ok(Backend::Mpi {
+                flavour: if f == "mpich" {
+                    MpiFlavour::Mpich
+                } else {
+                    MpiFlavour::OpenMpi
+                },
+                hostfile: std::env::var_os("MULTIPROC_HOSTFILE").map(PathBuf::from),
+                args: args(),
+            }),
             Some("command") => match std::env::var_os("MULTIPROC_LAUNCHER") {
                 Some(p) => Ok(Backend::Command {
                     program: p.into(),
@@ -109,7 +158,10 @@ impl Backend {
             },
             Some(other) => Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("MULTIPROC_BACKEND={other:?} names no backend (local, tcp, slurm, command)"),
+                format!(
+                    "MULTIPROC_BACKEND={other:?} names no backend (local, tcp, slurm, slurm-batch, mpi, openmpi, mpich, \
+                     command)"
+                ),
             )),
         }
     }

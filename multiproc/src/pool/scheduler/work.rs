@@ -20,6 +20,7 @@ impl<P: Launcher> Scheduler<P> {
         if self.life == Life::Terminated {
             return;
         }
+        self.take_joined();
         self.start_on_demand();
         let now = Instant::now();
         // Chunks given to each worker in this round: the last ones of its
@@ -114,12 +115,28 @@ impl<P: Launcher> Scheduler<P> {
         }
     }
 
+    /// Adds the workers that joined late (a batch backend's), up to the
+    /// pool's size; any beyond it are sent away.
+    fn take_joined(&mut self) {
+        for link in self.launcher.joined() {
+            if self.workers.len() < self.size && self.life == Life::Running && self.broken.is_none() {
+                self.started += 1;
+                let eager = !self.rules.has_init;
+                self.workers.push(Slot::new(self.started, link, eager));
+                self.nudge();
+            } else {
+                link.close(true);
+            }
+        }
+    }
+
     /// Dispatches, then says what to wait for: `None` when there is
     /// nothing to wait for (no work, or no worker).
     pub(in crate::pool) fn prepare(&mut self, deadline: Option<Instant>) -> Option<Round> {
         self.dispatch();
         let starting = self.workers.iter().any(|w| w.starting.is_some());
-        if self.workers.is_empty() || (!self.in_flight() && self.pending.is_empty() && !starting) {
+        let joining = self.launcher.expecting() && !self.pending.is_empty();
+        if (self.workers.is_empty() && !joining) || (!self.in_flight() && self.pending.is_empty() && !starting) {
             return None;
         }
         let now = Instant::now();
@@ -152,6 +169,11 @@ impl<P: Launcher> Scheduler<P> {
             if w.link.buffered() {
                 round.timeout = Some(Duration::ZERO);
             }
+        }
+        if let Some(fd) = self.launcher.join_fd() {
+            // Not a worker: no id matches it.
+            round.ids.push(usize::MAX);
+            round.fds.extend([fd, -1]);
         }
         Some(round)
     }
@@ -387,6 +409,12 @@ impl<P: Launcher> Scheduler<P> {
             (mut started, None) if !started.is_empty() => {
                 let w = started.remove(0);
                 let old = std::mem::replace(&mut self.workers[i], w);
+                self.retire(old);
+                self.nudge();
+            }
+            (_, None) if self.launcher.expecting() => {
+                // Its replacement joins when its job starts.
+                let old = self.workers.remove(i);
                 self.retire(old);
                 self.nudge();
             }
