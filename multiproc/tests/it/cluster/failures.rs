@@ -28,7 +28,8 @@ fn logged(dir: &std::path::Path, i: u32, which: u32, end: fn()) -> u32 {
     {
         end();
     }
-    writeln!(log, "{i}").unwrap();
+    // One write per line: the workers append to the log at once.
+    log.write_all(format!("{i}\n").as_bytes()).unwrap();
     i
 }
 
@@ -43,7 +44,7 @@ fn stop() {
     unsafe { libc::kill(me, libc::SIGSTOP) };
 }
 
-fn dies_once((dir, i): (PathBuf, u32)) -> u32 {
+pub(crate) fn dies_once((dir, i): (PathBuf, u32)) -> u32 {
     logged(&dir, i, 7, abort)
 }
 

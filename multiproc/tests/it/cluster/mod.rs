@@ -10,6 +10,8 @@ mod failures;
 mod handshake;
 mod local_only;
 mod map;
+mod mpi;
+mod slurm;
 mod teardown;
 
 use std::{
@@ -49,6 +51,36 @@ pub(crate) fn script(n: usize, script: &str, args: &[&str]) -> PoolBuilder {
             args: a,
         })
         .connect_timeout(DEADLINE)
+}
+
+/// `true` when the lab a test needs is there; else prints why the test
+/// is skipped and returns `false`. With `MULTIPROC_REQUIRE_CLUSTER=1`
+/// (CI sets it), a missing lab fails the test instead.
+pub(crate) fn lab(what: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else { return true };
+    if std::env::var_os("MULTIPROC_REQUIRE_CLUSTER").is_some_and(|v| v == "1") {
+        panic!("{what}: {why} (MULTIPROC_REQUIRE_CLUSTER=1)");
+    }
+    eprintln!("skipped: {what}: {why}");
+    false
+}
+
+/// `program` runs and exits 0.
+pub(crate) fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A name unique to this test run.
+pub(crate) fn unique(tag: &str) -> String {
+    let mut b = [0u8; 4];
+    getrandom(&mut b);
+    format!("mp-{tag}-{}-{:08x}", std::process::id(), u32::from_le_bytes(b))
 }
 
 /// A fresh scratch directory, removed on drop.
