@@ -422,6 +422,13 @@ impl<P: Launcher> Scheduler<P> {
                 let e = failed.unwrap_or_else(|| Error::new(ErrorKind::Bootstrap, "no pool worker was started"));
                 let old = self.workers.remove(i);
                 self.retire(old);
+                if self.launcher.remote() && !self.workers.is_empty() {
+                    // A node lost with its worker may refuse a replacement
+                    // too: the pool goes on with the workers it has.
+                    eprintln!("multiproc: a lost pool worker was not replaced: {e}");
+                    self.nudge();
+                    return;
+                }
                 self.fail_pending(&e);
                 self.broken = Some(e);
             }
