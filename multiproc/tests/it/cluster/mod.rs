@@ -7,6 +7,7 @@
 //! these tests run once each (the start method does not apply).
 
 mod failures;
+mod fakehosts;
 mod handshake;
 mod local_only;
 mod map;
