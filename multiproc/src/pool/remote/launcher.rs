@@ -643,6 +643,11 @@ impl Launcher for RemoteLauncher {
             Ok(p) => p,
             Err(e) => return (Vec::new(), Some(e)),
         };
+        if matches!(self.opts.backend, Backend::SlurmBatch { .. }) && self.adm.admitted.load(Ordering::Relaxed) > 0 {
+            // A replacement job joins when it starts: the pool does not
+            // wait for it (its scheduler takes it from `joined`).
+            return (Vec::new(), None);
+        }
         let (links, failed) = self.accept(n, &procs);
         if failed.is_some() {
             // What this launch started goes now: its workers are told to
