@@ -63,10 +63,13 @@ fn a_stale_build_is_refused_with_a_clear_error() {
 fn a_stalled_handshake_and_garbage_never_block_the_workers() {
     // bash's /dev/tcp: one connection sends garbage, another stays silent
     // (its descriptor stays open in the launcher) while the workers start.
+    // The pool may close the garbage connection while bash still writes:
+    // a write error, not a SIGPIPE that would end the launcher.
     let launcher = r#"
+        trap '' PIPE
         host=${MULTIPROC_WORKER_ADDR%:*}; port=${MULTIPROC_WORKER_ADDR##*:}
         exec 3<>/dev/tcp/$host/$port
-        printf 'GET / HTTP/1.0\r\n\r\n%s' "$(head -c 300 /dev/urandom | base64)" >&3
+        printf 'GET / HTTP/1.0\r\n\r\n%s' "$(head -c 300 /dev/urandom | base64)" >&3 || true
         exec 4<>/dev/tcp/$host/$port
         "$0" 4>&- 3>&- & "$0" 4>&- 3>&- & wait
     "#;

@@ -147,3 +147,38 @@ fn queued_batch_jobs_are_cancelled_on_drop() {
     drop(pool);
     assert!(no_job_named(&name), "job {name} still queued");
 }
+
+#[test]
+fn a_killed_batch_worker_is_replaced_by_a_job_that_joins_later() {
+    if !slurm("sbatch replacement") {
+        return;
+    }
+    let scratch = Scratch::new("batch-killed");
+    let name = unique("batch-killed");
+    let pool = Pool::builder()
+        .processes(2)
+        .backend(Backend::SlurmBatch {
+            args: vec!["--overcommit".into(), format!("--job-name={name}")],
+        })
+        .connect_timeout(DEADLINE)
+        .build()
+        .unwrap();
+    let until = Instant::now() + DEADLINE;
+    while pool.pids().len() < 2 && Instant::now() < until {
+        pool.map(square, 0..4u64).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(pool.pids().len(), 2);
+    let items: Vec<(PathBuf, u32)> = (0..20).map(|i| (scratch.path().to_owned(), i)).collect();
+    let got = pool.tasks(dies_once).chunksize(1).map(items).unwrap();
+    assert_eq!(got, (0..20).collect::<Vec<u32>>());
+    // The replacement job joins as it starts.
+    let until = Instant::now() + DEADLINE;
+    while pool.pids().len() < 2 && Instant::now() < until {
+        pool.map(square, 0..4u64).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(pool.pids().len(), 2);
+    drop(pool);
+    assert!(no_job_named(&name), "job {name} still queued");
+}
