@@ -9,6 +9,12 @@
 //! | `cluster/ready_6/srun` | the same with `Backend::SlurmStep` | floor: `srun -n6 --overcommit` of this binary exiting at once |
 //! | `cluster/map_10k_chunk1/tcp`, `cluster/map_100k_auto/tcp` | `Pool(6)` over TCP, `map` of `x * x`, chunk size 1 or automatic; tasks/s | this library's local `Pool(6)`, the same map |
 //! | `cluster/map_1mib/tcp` | `Pool(1)` over TCP, `map` of 1 MiB `Vec<u8>` arguments; GB/s | floor: the same bytes written on a loopback TCP stream to a thread that reads them |
+//!
+//! With `MULTIPROC_BACKEND` set (say `slurm`, with
+//! `MULTIPROC_LAUNCHER_ARGS="--nodes=3 --overcommit"`, run on a fake
+//! host), the map and 1 MiB rows use that backend instead and end in
+//! `/env`, and the `srun` rows take those launcher arguments too: the
+//! issue's fake-cluster numbers.
 
 use std::{
     io::{Read, Write},
@@ -41,6 +47,23 @@ fn square(x: u64) -> u64 {
 
 fn len_of(v: Vec<u8>) -> usize {
     v.len()
+}
+
+/// The remote backend of the map rows and their name's last part.
+fn remote_backend() -> (Backend, &'static str) {
+    match Backend::from_env() {
+        Ok(Backend::Local) | Err(_) => (Backend::Tcp, "tcp"),
+        Ok(b) => (b, "env"),
+    }
+}
+
+/// Extra `srun` arguments from `MULTIPROC_LAUNCHER_ARGS`.
+fn srun_args() -> Vec<String> {
+    let mut a = vec!["--overcommit".to_owned()];
+    if let Ok(more) = std::env::var("MULTIPROC_LAUNCHER_ARGS") {
+        a.extend(more.split_whitespace().map(str::to_owned));
+    }
+    a
 }
 
 fn ready(backend: Backend) -> Result<Duration, String> {
@@ -116,11 +139,7 @@ fn run_ready(opts: &Options, out: &mut Outcome) {
                 "cluster/ready_6/srun",
                 Impl::Multiproc,
                 "Pool(6) as one srun step (Backend::SlurmStep, --overcommit) built and ready",
-                || {
-                    ready(Backend::SlurmStep {
-                        args: vec!["--overcommit".into()],
-                    })
-                },
+                || ready(Backend::SlurmStep { args: srun_args() }),
             ));
             benches.push(Bench::new(
                 "cluster/ready_6/srun",
@@ -128,7 +147,7 @@ fn run_ready(opts: &Options, out: &mut Outcome) {
                 "srun -n6 --overcommit of this binary exiting at once",
                 move || {
                     let mut c = Command::new("srun");
-                    c.args(["-n6", "--overcommit"]).arg(&exe);
+                    c.arg("-n6").args(srun_args()).arg(&exe);
                     floor(c)
                 },
             ));
@@ -144,7 +163,7 @@ fn run_map(opts: &Options, out: &mut Outcome) {
         .into_iter()
         .map(|(stem, n, chunk)| {
             (
-                format!("cluster/{stem}/tcp"),
+                format!("cluster/{stem}/{}", remote_backend().1),
                 if opts.quick { n / 10 } else { n },
                 chunk,
             )
@@ -156,7 +175,7 @@ fn run_map(opts: &Options, out: &mut Outcome) {
     }
     let pools = Pool::builder()
         .processes(6)
-        .backend(Backend::Tcp)
+        .backend(remote_backend().0)
         .build()
         .and_then(|remote| {
             Pool::builder()
@@ -197,7 +216,7 @@ fn run_map(opts: &Options, out: &mut Outcome) {
             Bench::new(
                 name.clone(),
                 Impl::Multiproc,
-                format!("Pool(6) over TCP: map of {n} x*x tasks, {how}"),
+                format!("Pool(6) over TCP ({}): map of {n} x*x tasks, {how}", remote_backend().1),
                 move || one(r),
             )
             .per(n as u64, Unit::Msgs),
@@ -214,12 +233,13 @@ fn run_map(opts: &Options, out: &mut Outcome) {
 }
 
 fn run_big(opts: &Options, out: &mut Outcome) {
-    let name = "cluster/map_1mib/tcp";
+    let name = format!("cluster/map_1mib/{}", remote_backend().1);
+    let name = name.as_str();
     if !opts.wants(name) {
         return;
     }
     let count = if opts.quick { 8 } else { 64 };
-    let pool = match Pool::builder().processes(1).backend(Backend::Tcp).build() {
+    let pool = match Pool::builder().processes(1).backend(remote_backend().0).build() {
         Ok(p) => p,
         Err(e) => {
             out.failures.push(format!("{name}: {e}"));
