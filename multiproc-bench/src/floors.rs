@@ -22,7 +22,7 @@ use std::{
 };
 
 /// Set in a re-executed floor child: `exit`, `echo1` or `sink`.
-const FLOOR_ENV: &str = "MULTIPROC_BENCH_FLOOR";
+pub(crate) const FLOOR_ENV: &str = "MULTIPROC_BENCH_FLOOR";
 
 /// In a floor child, does its job and exits; elsewhere returns at once.
 /// Must be the first thing `main` does.

@@ -32,6 +32,9 @@ pub(crate) enum Impl {
     /// This library's own blocking call, as the baseline of its awaited
     /// form (`async` feature).
     OwnBlocking,
+    /// This library's local pool of the same size, as the baseline of a
+    /// pool whose workers connect over TCP.
+    OwnLocalPool,
     /// The raw single-process floor beside a row whose [`Impl::Floor`] is
     /// several processes' work (the pool's lifecycle under fork): their
     /// ratio is the floor of the row's target.
@@ -50,6 +53,7 @@ impl Impl {
             Impl::OwnPipe => "multiproc_pipe",
             Impl::OwnBlocking => "multiproc_blocking",
             Impl::FloorSingle => "floor_single",
+            Impl::OwnLocalPool => "multiproc_local_pool",
         }
     }
 }

@@ -12,7 +12,8 @@
 //! `queue/...` (see [`channels`]), whose floors are `<area>/<operation>/raw_*`,
 //! and the pool rows `pool/...` and `executor/...` (see [`pool_rows`]), some
 //! of whose baselines are this library's own single process or pipe, and
-//! the scaling rows `scale/...` (see [`scale_rows`]).
+//! the scaling rows `scale/...` (see [`scale_rows`]), and the remote-worker
+//! rows `cluster/...` (see [`cluster_rows`]).
 //!
 //! `--json` prints one JSON object per row (`name`, `impl`, `unit`,
 //! `median`, `min`, `max`, `n`, plus `desc`; a rate row has unit `msg/s` or
@@ -33,6 +34,7 @@ mod async_queue_rows;
 mod async_rows;
 mod channels;
 mod cli;
+mod cluster_rows;
 mod codec_rows;
 mod cpython;
 mod floors;

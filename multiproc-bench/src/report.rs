@@ -153,6 +153,18 @@ fn target(name: &str, base_name: &str, baseline: Impl) -> Option<Target> {
         _ => {}
     }
     match (name, baseline) {
+        ("cluster/ready_6/srun" | "cluster/ready_6/tcp", Impl::Floor) => {
+            t(1.2, "<= 1.2x the bare launch of the same executable doing nothing")
+        }
+        ("cluster/map_10k_chunk1/tcp" | "cluster/map_10k_chunk1/env", Impl::OwnLocalPool) => {
+            t(1.0 / 0.5, ">= 50 % of the local Pool(6)'s rate")
+        }
+        ("cluster/map_100k_auto/tcp" | "cluster/map_100k_auto/env", Impl::OwnLocalPool) => {
+            t(1.0 / 0.8, ">= 80 % of the local Pool(6)'s rate")
+        }
+        ("cluster/map_1mib/tcp" | "cluster/map_1mib/env", Impl::Floor) => {
+            t(1.0 / 0.8, ">= 80 % of a raw TCP stream's rate")
+        }
         ("process/start_join/spawn", Impl::Floor) => t(1.5, "<= 1.5x the re-exec + handshake floor"),
         ("process/start_join/fork", Impl::Floor) => t(2.0, "<= 2x the raw fork floor"),
         ("process/start_join/spawn", Impl::Cpython) => t(1.0 / 40.0, ">= 40x faster than CPython"),
@@ -242,6 +254,7 @@ fn grouped(rows: &[Row]) -> Vec<&Row> {
             Impl::OwnProcess,
             Impl::OwnPipe,
             Impl::OwnBlocking,
+            Impl::OwnLocalPool,
             Impl::Procspawn,
             Impl::Cpython,
         ]

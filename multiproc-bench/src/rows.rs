@@ -16,7 +16,7 @@ use multiproc::{ProcessBuilder, StartMethod};
 use crate::{
     async_pipe_rows, async_queue_rows, async_rows, channels,
     cli::{Counts, Options},
-    codec_rows, cpython, floors,
+    cluster_rows, codec_rows, cpython, floors,
     harness::{self, Bench, Impl, Row},
     peers, pool_rows, scale_rows, shm_rows, sync_rows,
 };
@@ -170,7 +170,13 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
     async_rows::run_all(opts, &mut out);
     wait_single_threaded(Duration::from_secs(5));
 
-    // 12. Awaited pipe round trips (see async_pipe_rows); last, as the reactor's
+    // 12. Pools whose workers connect over TCP (see cluster_rows): their
+    // accept thread makes the process multithreaded while they live, so
+    // after every fork row.
+    cluster_rows::run_all(opts, &mut out);
+    wait_single_threaded(Duration::from_secs(5));
+
+    // 13. Awaited pipe round trips (see async_pipe_rows); last, as the reactor's
     // thread makes `fork` refuse to start children from then on.
     async_pipe_rows::run_all(opts, &mut out);
 

@@ -302,7 +302,10 @@ pub use crate::{
     error::channel::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError},
     error::{Error, ErrorKind, Location, RemotePanic, Result},
     output::{CapturedOutput, ChildOutput},
-    pool::{AsyncResult, Callbacks, Executor, Imap, MapIter, MapResult, Pool, PoolBuilder, TaskHandle, Tasks},
+    pool::{
+        AsyncResult, Backend, Callbacks, Executor, Imap, MapIter, MapResult, MpiFlavour, Pool, PoolBuilder, TaskHandle,
+        Tasks,
+    },
     process::{
         ExitStatus, Process, ProcessBuilder,
         executable::{get_executable, reset_executable, set_executable},

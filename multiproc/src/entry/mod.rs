@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! spawned_entry (constructor before main, or init())
+//!   MULTIPROC_WORKER_ADDR set ──▶ pool::remote::serve   a remote pool worker
+//!                                  (started by a launcher), never main
 //!   not spawned by the library ──▶ return: this is an ordinary process
 //!   first frame on descriptor 3:
 //!     Boot  ──▶ child::run_spawned     runs a target, never main
@@ -29,6 +31,10 @@ use crate::{
 /// The entry point of a spawned child. In any other process it returns at
 /// once; in a spawned child it never returns.
 pub(crate) fn spawned_entry(from_constructor: bool) {
+    if crate::pool::remote::serve::is_remote_worker() && !role::is_spawned_child() {
+        role::mark_entered();
+        crate::pool::remote::serve::enter(from_constructor);
+    }
     if !role::is_spawned_child() {
         return;
     }

@@ -20,7 +20,7 @@ use std::{
 use super::{
     callbacks,
     job::{Job, Verdict},
-    link::ProcessLauncher,
+    links::AnyLauncher,
     scheduler::{Death, Scheduler, WorkerLink},
 };
 use crate::{
@@ -33,7 +33,7 @@ pub(super) type Notify = Box<dyn Fn() + Send>;
 
 /// The pool's state, behind the lock.
 pub(super) struct State {
-    pub(super) sched: Scheduler<ProcessLauncher>,
+    pub(super) sched: Scheduler<AnyLauncher>,
     /// An eventfd in every round's wait: signalled when the driver must
     /// look again.
     wake: Arc<sys::Fd>,
@@ -48,7 +48,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn new(sched: Scheduler<ProcessLauncher>, wake: Arc<sys::Fd>, progress: bool) -> State {
+    pub(super) fn new(sched: Scheduler<AnyLauncher>, wake: Arc<sys::Fd>, progress: bool) -> State {
         State {
             sched,
             wake,

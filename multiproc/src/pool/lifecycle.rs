@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::{
     Pool,
     driver::{Check, drive, run_due},
-    scheduler::{Life, STOP_WAIT, WORKER_DEADLINE, WorkerLink, deadline_after, wait_stuck},
+    scheduler::{Launcher, Life, STOP_WAIT, WORKER_DEADLINE, WorkerLink, deadline_after, wait_stuck},
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -106,6 +106,8 @@ impl Pool {
         let until = deadline_after(STOP_WAIT);
         stuck.append(&mut killed);
         let r = wait_stuck(&mut stuck, until);
+        // What the launcher still runs (its processes, queued batch jobs).
+        self.shared.lock().sched.launcher.stop();
         if !stuck.is_empty() {
             self.shared.lock().sched.stuck.append(&mut stuck);
         }

@@ -8,12 +8,12 @@ use std::{
 
 use super::{
     encode::Init,
-    scheduler::{Chunk, Launcher, Recv, Slot, WORKER_DEADLINE, WorkerLink},
+    scheduler::{Chunk, Launcher, Recv, WorkerLink},
     worker::{self, WorkerArgs},
 };
 use crate::{
     RecvTimeoutError,
-    connection::{Connection, pipe, wait},
+    connection::{Connection, pipe},
     error::{Error, ErrorKind, Result},
     forkserver::{self, Requested},
     process::{ExitStatus, Process, ProcessBuilder},
@@ -22,8 +22,8 @@ use crate::{
 
 /// A worker process started by this process, and its private connection.
 pub(crate) struct ProcessLink {
-    proc: Process<()>,
-    conn: Connection,
+    pub(super) proc: Process<()>,
+    pub(super) conn: Connection,
 }
 
 impl WorkerLink for ProcessLink {
@@ -116,26 +116,6 @@ impl WorkerLink for ProcessLink {
     fn named(&self, e: Error) -> Error {
         e.with_process(self.proc.name(), self.proc.pid())
     }
-}
-
-/// Waits (bounded) for the initializer's outcome of `slot`'s worker, for
-/// a pool being built. (A function of the local link, not a method of the
-/// scheduler's `Slot`: the scheduler knows no particular link.)
-pub(super) fn await_ready(slot: &mut Slot<ProcessLink>) -> Result<()> {
-    let ready = wait(
-        &[(&slot.link.conn).into(), (&slot.link.proc).into()],
-        Some(WORKER_DEADLINE),
-    )?;
-    if ready.is_empty() {
-        slot.kill_and_reap();
-        return Err(slot.init_timeout());
-    }
-    if ready.contains(&0) || slot.link.conn.poll(Some(Duration::ZERO))? {
-        if let Ok(bytes) = slot.link.conn.recv_bytes() {
-            return slot.init_outcome(&bytes);
-        }
-    }
-    Err(slot.ended_early())
 }
 
 /// Starts worker processes with the pool's start method, initializer and

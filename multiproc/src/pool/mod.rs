@@ -9,6 +9,8 @@
 //! | `job.rs` | a job's output and its [`JobState`](job::JobState); the job table |
 //! | `scheduler.rs` (+ `work.rs`, `stop.rs`) | pending work, dispatch, replies, deaths, replacements, stopping: pure logic over the [`WorkerLink`](scheduler::WorkerLink) seam, unit-tested with mock links (`scheduler_tests.rs`) |
 //! | `link.rs` | the link to a local worker process, and the launcher that starts them |
+//! | `links.rs` | local or remote links and launchers as one type each (what the pool's state holds) |
+//! | `remote/` | workers on other hosts over TCP: `Backend` (`backend.rs`), the link (`mod.rs`), the launcher and its accept thread (`launcher.rs`), the hello and build check (`hello.rs`), the worker role (`serve.rs`) |
 //! | `driver.rs` | the callers' polling rounds (who waits, on what), running callbacks |
 //! | `callbacks.rs` | [`Callbacks`](crate::Callbacks), done callbacks, which thread runs them |
 //! | `handle.rs`, `async_result.rs`, `map_result.rs`, `imap.rs`, `map_iter.rs` | the result handles, one per file |
@@ -270,10 +272,12 @@ mod imap;
 mod job;
 mod lifecycle;
 mod link;
+mod links;
 mod map_iter;
 mod map_result;
 mod progress;
 mod protocol;
+pub(crate) mod remote;
 mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;
@@ -291,4 +295,5 @@ pub use self::{
     imap::Imap,
     map_iter::MapIter,
     map_result::MapResult,
+    remote::backend::{Backend, MpiFlavour},
 };

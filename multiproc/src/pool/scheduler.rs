@@ -102,6 +102,17 @@ pub(crate) trait WorkerLink: Send {
     fn pid(&self) -> Option<u32>;
     /// `e`, naming the worker (its process name and pid).
     fn named(&self, e: Error) -> Error;
+    /// The moment by which the worker must be heard from (a remote
+    /// worker's heartbeat), or `None`. Past it, the scheduler counts the
+    /// worker as lost: it kills it and handles its death.
+    fn heartbeat_due(&self) -> Option<Instant> {
+        None
+    }
+    /// Why the worker ended, when the link knows more than an exit
+    /// status (a connection reset, a missed heartbeat).
+    fn cause(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What [`WorkerLink::try_recv`] found.
@@ -124,6 +135,27 @@ pub(crate) trait Launcher: Send {
     /// A worker started on demand starts every missing one (under fork,
     /// as Python's fork context does).
     fn all_at_once(&self) -> bool;
+    /// Its workers run on other hosts (over TCP): a task argument holding
+    /// a local-only object (a descriptor) cannot reach them.
+    fn remote(&self) -> bool {
+        false
+    }
+    /// Workers that joined since the last call (a batch backend's, which
+    /// join as their jobs start).
+    fn joined(&mut self) -> Vec<Self::Link> {
+        Vec::new()
+    }
+    /// A descriptor readable when workers have joined.
+    fn join_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Workers were asked for that have not joined yet.
+    fn expecting(&self) -> bool {
+        false
+    }
+    /// Ends whatever the launcher still runs (launcher processes, queued
+    /// jobs): the pool is done with its workers.
+    fn stop(&mut self) {}
 }
 
 /// What the pool was built with, as the scheduler needs it.
@@ -135,6 +167,9 @@ pub(super) struct Rules {
     pub(super) on_demand: bool,
     /// The workers run an initializer (they report before taking work).
     pub(super) has_init: bool,
+    /// How many times a chunk runs in all when its worker dies under it
+    /// (a remote pool's retries); 0 and 1 mean once.
+    pub(super) attempts: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -157,6 +192,8 @@ pub(crate) struct Chunk {
     pub(crate) fds: PassedFds,
     /// Its job's task timeout, over the pool's.
     pub(super) timeout: Option<Duration>,
+    /// Times it was given to a worker that died under it.
+    pub(super) tries: u32,
 }
 
 impl Chunk {
@@ -391,7 +428,6 @@ pub(super) struct Round {
 
 /// The pool's workers, pending chunks and jobs (see the module docs).
 pub(super) struct Scheduler<P: Launcher> {
-    pub(super) launcher: P,
     /// The number of workers the pool keeps.
     pub(super) size: usize,
     pub(super) rules: Rules,
@@ -413,6 +449,9 @@ pub(super) struct Scheduler<P: Launcher> {
     pub(super) driving: bool,
     pub(super) retired: Vec<Slot<P::Link>>,
     notify: Box<dyn Fn() + Send>,
+    /// Last, so dropped after the links: a remote launcher waits for its
+    /// processes, which end once their workers' connections are closed.
+    pub(super) launcher: P,
 }
 
 mod stop;
@@ -512,7 +551,18 @@ impl<P: Launcher> Scheduler<P> {
             data,
             fds,
             timeout: self.jobs.get(job).and_then(|j| j.task_timeout),
+            tries: 0,
         };
+        if !chunk.fds.is_empty() && self.launcher.remote() {
+            let e = Error::new(
+                ErrorKind::Unsupported,
+                "a task argument holds a local-only object (a Queue, a lock, a Value, SharedMemory, a \
+                 descriptor or a Connection made by pipe), which cannot reach a worker on another host; \
+                 connect with Listener/Client over TCP instead",
+            );
+            self.fail_chunk(chunk, &e);
+            return;
+        }
         match (&self.broken, self.life) {
             (Some(e), _) => {
                 let e = e.duplicate();

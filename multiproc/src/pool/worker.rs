@@ -142,6 +142,12 @@ pub(crate) fn run_batch<A: DeserializeOwned + 'static, R: Serialize + 'static>(
 /// sees the end and replaces it).
 pub(crate) fn worker_main(args: WorkerArgs) {
     let WorkerArgs { conn, init, maxtasks } = args;
+    serve(&conn, init, maxtasks);
+}
+
+/// The worker loop over `conn` (a local worker's private connection, or a
+/// remote worker's TCP connection): see [`worker_main`].
+pub(crate) fn serve(conn: &Connection, init: Option<Init>, maxtasks: Option<usize>) {
     // Large arguments arrive in freshly allocated buffers that their task
     // drops: keep that memory for the next one.
     sys::retain_freed_memory();

@@ -40,7 +40,7 @@
 //! `Fd::try_send_datagram`, `Fd::peek_datagram`, `Fd::recv_into` move
 //! bytes and up to `MAX_FDS` descriptors per message, in order, whole;
 //! listening and connecting Unix and TCP sockets (`bound_socket`,
-//! `listen`, `accept`, `connect` with a timeout, `set_nodelay`,
+//! `listen`, `accept`, `connect` with a timeout, `set_nodelay`, `set_tcp_liveness`, `peer_closed`,
 //! `socket_peer_pid`).
 //!
 //! **Spawn, fork, exit.** `spawn_self(fd, marker)` / `spawn_program`:

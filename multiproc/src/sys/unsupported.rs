@@ -246,6 +246,12 @@ pub(crate) fn connect(_addr: SockAddr<'_>, _timeout: Option<Duration>) -> io::Re
 pub(crate) fn set_nodelay(fd: &Fd) -> io::Result<()> {
     match fd.never {}
 }
+pub(crate) fn peer_closed(_fd: std::os::fd::BorrowedFd<'_>, _timeout: Duration) -> io::Result<bool> {
+    no()
+}
+pub(crate) fn set_tcp_liveness(_fd: std::os::fd::BorrowedFd<'_>, _timeout: Duration) -> io::Result<()> {
+    no()
+}
 pub(crate) fn socket_peer_pid(_fd: RawFd) -> io::Result<u32> {
     no()
 }

@@ -9,6 +9,7 @@ mod support;
 mod async_support;
 mod asynchronous;
 mod channels;
+mod cluster;
 mod examples;
 mod hygiene;
 mod pool;

@@ -11,7 +11,9 @@ use super::Pool;
 use crate::pool::{
     driver::{Shared, State},
     encode::{Init, encode_with_fds},
-    link::{self, ProcessLauncher},
+    link::ProcessLauncher,
+    links::{self, AnyLauncher},
+    remote::{self, RemoteLauncher, backend::Backend},
     scheduler::{Rules, Scheduler},
 };
 use crate::{
@@ -34,6 +36,13 @@ pub struct PoolBuilder {
     pub(in crate::pool) on_demand: bool,
     /// Where the workers' standard output and error go.
     pub(in crate::pool) output: crate::ChildOutput,
+    /// Where the workers run; `None`: from the environment.
+    pub(in crate::pool) backend: Option<Backend>,
+    pub(in crate::pool) heartbeat: Option<Duration>,
+    pub(in crate::pool) attempts: Option<u32>,
+    pub(in crate::pool) listen: Option<std::net::SocketAddr>,
+    pub(in crate::pool) connect_timeout: Option<Duration>,
+    pub(in crate::pool) handshake_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -146,6 +155,72 @@ impl PoolBuilder {
         self
     }
 
+    /// Where the workers run (default: [`Backend::from_env`], which is
+    /// [`Backend::Local`] unless `MULTIPROC_BACKEND` says otherwise).
+    ///
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Backend, Pool};
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// // Two local processes that connect back over TCP, as workers on
+    /// // other hosts do.
+    /// let pool = Pool::builder().processes(2).backend(Backend::Tcp).build()?;
+    /// assert_eq!(pool.map(square, 0..4u64)?, [0, 1, 4, 9]);
+    /// # Ok(()) }
+    /// ```
+    pub fn backend(mut self, backend: Backend) -> PoolBuilder {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// For a remote backend: a worker not heard from for `timeout` (it
+    /// sends a heartbeat three times per period, even while a task runs)
+    /// is lost: its connection is shut down and its task retried elsewhere
+    /// (see [`attempts`](Self::attempts)). Default 5 s.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> PoolBuilder {
+        self.heartbeat = Some(timeout);
+        self
+    }
+
+    /// For a remote backend: how many times in all a task runs when its
+    /// worker is lost under it (killed, its node lost, its heartbeat
+    /// missed) before it fails with an error naming the worker's host and
+    /// the cause. Default 3. (A task that panics or times out is never
+    /// retried; local pools run a task once.)
+    pub fn attempts(mut self, n: u32) -> PoolBuilder {
+        self.attempts = Some(n);
+        self
+    }
+
+    /// For a remote backend: the address the pool listens on for its
+    /// workers (port 0 picks a free one). Default: `MULTIPROC_LISTEN`,
+    /// else loopback for [`Backend::Tcp`] and the address this host's name
+    /// resolves to for the others.
+    pub fn listen_address(mut self, address: std::net::SocketAddr) -> PoolBuilder {
+        self.listen = Some(address);
+        self
+    }
+
+    /// For a remote backend: how long starting workers may take until all
+    /// are connected (default 60 s; a launcher that exits before fails
+    /// `build` at once).
+    pub fn connect_timeout(mut self, timeout: Duration) -> PoolBuilder {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// For a remote backend: how long a connection may take to prove the
+    /// pool's key (default 10 s). A connection that stalls holds only its
+    /// own handshake.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> PoolBuilder {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the workers and waits until each has run its initializer.
     ///
     /// # Errors
@@ -176,18 +251,45 @@ impl PoolBuilder {
             Some(Ok(i)) => Some(i),
             Some(Err(e)) => return Err(e),
         };
+        let backend = match self.backend {
+            Some(b) => b,
+            None => Backend::from_env()?,
+        };
+        let remote = backend.is_remote();
+        // Remote workers start together, through their launcher.
+        let on_demand = self.on_demand && !remote;
         let rules = Rules {
             maxtasks: self.maxtasks,
             task_timeout: self.task_timeout,
-            on_demand: self.on_demand,
+            on_demand,
             has_init: init.is_some(),
+            attempts: if remote { self.attempts.unwrap_or(3) } else { 1 },
         };
         let (wake, notify) = State::wake_fd()?;
-        let mut launcher = ProcessLauncher::new(init, self.maxtasks, self.method);
-        launcher.output = self.output;
+        let launcher = if remote {
+            let listen = match self.listen {
+                Some(a) => Some(a),
+                None => remote::backend::listen_from_env()?,
+            };
+            AnyLauncher::Remote(Box::new(RemoteLauncher::new(
+                remote::Options {
+                    backend,
+                    heartbeat: self.heartbeat.unwrap_or(remote::DEFAULT_HEARTBEAT),
+                    connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(60)),
+                    listen,
+                    handshake_timeout: self.handshake_timeout.unwrap_or(Duration::from_secs(10)),
+                },
+                init,
+                self.maxtasks,
+            )?))
+        } else {
+            let mut launcher = ProcessLauncher::new(init, self.maxtasks, self.method);
+            launcher.output = self.output;
+            AnyLauncher::Local(launcher)
+        };
         let mut sched = Scheduler::new(launcher, size, rules, notify);
         // An executor's workers start on demand, with its first tasks.
-        let (starting, failed) = sched.launch(if self.on_demand { 0 } else { size });
+        let (starting, failed) = sched.launch(if on_demand { 0 } else { size });
         if let Some(e) = failed {
             sched.workers = starting;
             let _ = sched.kill_all();
@@ -198,7 +300,7 @@ impl PoolBuilder {
         // work at once and report in the first round.
         let mut first_err = None;
         for mut w in starting {
-            match (first_err.is_none() && !w.eager).then(|| link::await_ready(&mut w)) {
+            match (first_err.is_none() && !w.eager).then(|| links::await_ready(&mut w)) {
                 Some(Ok(())) => sched.workers.push(w),
                 Some(Err(e)) => {
                     first_err = Some(e);

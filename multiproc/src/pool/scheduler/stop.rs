@@ -134,6 +134,7 @@ impl<P: Launcher> Scheduler<P> {
     pub(in crate::pool) fn terminate(&mut self) -> Result<()> {
         self.life = Life::Terminated;
         let r = self.kill_all();
+        self.launcher.stop();
         let e = Error::new(ErrorKind::Cancelled, "the pool was terminated before the task finished");
         self.fail_pending(&e);
         self.nudge();

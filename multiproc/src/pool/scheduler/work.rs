@@ -20,6 +20,7 @@ impl<P: Launcher> Scheduler<P> {
         if self.life == Life::Terminated {
             return;
         }
+        self.take_joined();
         self.start_on_demand();
         let now = Instant::now();
         // Chunks given to each worker in this round: the last ones of its
@@ -114,12 +115,28 @@ impl<P: Launcher> Scheduler<P> {
         }
     }
 
+    /// Adds the workers that joined late (a batch backend's), up to the
+    /// pool's size; any beyond it are sent away.
+    fn take_joined(&mut self) {
+        for link in self.launcher.joined() {
+            if self.workers.len() < self.size && self.life == Life::Running && self.broken.is_none() {
+                self.started += 1;
+                let eager = !self.rules.has_init;
+                self.workers.push(Slot::new(self.started, link, eager));
+                self.nudge();
+            } else {
+                link.close(true);
+            }
+        }
+    }
+
     /// Dispatches, then says what to wait for: `None` when there is
     /// nothing to wait for (no work, or no worker).
     pub(in crate::pool) fn prepare(&mut self, deadline: Option<Instant>) -> Option<Round> {
         self.dispatch();
         let starting = self.workers.iter().any(|w| w.starting.is_some());
-        if self.workers.is_empty() || (!self.in_flight() && self.pending.is_empty() && !starting) {
+        let joining = self.launcher.expecting() && !self.pending.is_empty();
+        if (self.workers.is_empty() && !joining) || (!self.in_flight() && self.pending.is_empty() && !starting) {
             return None;
         }
         let now = Instant::now();
@@ -136,6 +153,9 @@ impl<P: Launcher> Scheduler<P> {
                     soonest(at);
                 }
             }
+            if let Some(at) = w.link.heartbeat_due() {
+                soonest(at);
+            }
         }
         let mut round = Round {
             ids: Vec::with_capacity(self.workers.len()),
@@ -149,6 +169,11 @@ impl<P: Launcher> Scheduler<P> {
             if w.link.buffered() {
                 round.timeout = Some(Duration::ZERO);
             }
+        }
+        if let Some(fd) = self.launcher.join_fd() {
+            // Not a worker: no id matches it.
+            round.ids.push(usize::MAX);
+            round.fds.extend([fd, -1]);
         }
         Some(round)
     }
@@ -222,6 +247,10 @@ impl<P: Launcher> Scheduler<P> {
             } else if w.starting.is_some_and(|at| at <= now) {
                 let _ = w.link.kill();
                 dead.push((i, Death::Init(w.init_timeout())));
+            } else if w.link.heartbeat_due().is_some_and(|at| at <= now) {
+                // Silent past its heartbeat: a lost node, a stopped worker.
+                let _ = w.link.kill();
+                dead.push((i, Death::Ended));
             }
         }
         dead
@@ -354,9 +383,15 @@ impl<P: Launcher> Scheduler<P> {
         for s in w.in_flight.drain(..).rev() {
             self.pending.push_front(s.chunk);
         }
-        if let Some(head) = head {
-            let e = death_error(&self.workers[i], overdue, status);
-            self.fail_chunk(head.chunk, &e);
+        if let Some(mut head) = head {
+            head.chunk.tries += 1;
+            if !overdue && head.chunk.tries < self.rules.attempts {
+                // Retried on another worker (or the replacement).
+                self.pending.push_front(head.chunk);
+            } else {
+                let e = death_error(&self.workers[i], overdue, status, head.chunk.tries);
+                self.fail_chunk(head.chunk, &e);
+            }
         }
         if self.life == Life::Terminated || self.broken.is_some() {
             let w = self.workers.remove(i);
@@ -385,10 +420,23 @@ impl<P: Launcher> Scheduler<P> {
                 self.retire(old);
                 self.nudge();
             }
+            (_, None) if self.launcher.expecting() => {
+                // Its replacement joins when its job starts.
+                let old = self.workers.remove(i);
+                self.retire(old);
+                self.nudge();
+            }
             (_, failed) => {
                 let e = failed.unwrap_or_else(|| Error::new(ErrorKind::Bootstrap, "no pool worker was started"));
                 let old = self.workers.remove(i);
                 self.retire(old);
+                if self.launcher.remote() && !self.workers.is_empty() {
+                    // A node lost with its worker may refuse a replacement
+                    // too: the pool goes on with the workers it has.
+                    eprintln!("multiproc: a lost pool worker was not replaced: {e}");
+                    self.nudge();
+                    return;
+                }
                 self.fail_pending(&e);
                 self.broken = Some(e);
             }
@@ -397,7 +445,7 @@ impl<P: Launcher> Scheduler<P> {
 }
 
 /// The error of the chunk a dead worker ran.
-fn death_error<L: WorkerLink>(w: &Slot<L>, overdue: bool, status: Option<ExitStatus>) -> Error {
+fn death_error<L: WorkerLink>(w: &Slot<L>, overdue: bool, status: Option<ExitStatus>, tries: u32) -> Error {
     let e = if overdue {
         w.err(
             ErrorKind::TaskTimeout,
@@ -409,7 +457,21 @@ fn death_error<L: WorkerLink>(w: &Slot<L>, overdue: bool, status: Option<ExitSta
             _ => ErrorKind::ChildExited,
         };
         let shown = status.map_or_else(|| "an unknown status".to_owned(), |s| s.to_string());
-        w.err(kind, format!("the pool worker running this task died ({shown})"))
+        let attempts = if tries > 1 {
+            format!(", after {tries} attempts")
+        } else {
+            String::new()
+        };
+        match w.link.cause() {
+            Some(cause) => w.err(
+                kind,
+                format!("the pool worker running this task was lost ({cause}; {shown}){attempts}"),
+            ),
+            None => w.err(
+                kind,
+                format!("the pool worker running this task died ({shown}){attempts}"),
+            ),
+        }
     };
     match status {
         Some(s) => e.with_status(s),

@@ -52,7 +52,9 @@ pub(crate) use misc::{
     set_sigint_ignored, signal_name, socket_peer_pid, thread_count,
 };
 pub(crate) use mutex::{MUTEX_ALIGN, MUTEX_SIZE, RobustMutex};
-pub(crate) use net::{UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, set_nodelay};
+pub(crate) use net::{
+    UNIX_NAME_MAX, accept, bound_socket, connect, listen, local_inet_addr, peer_closed, set_nodelay, set_tcp_liveness,
+};
 pub(crate) use pdeath::{ServerChild, arm_parent_death};
 pub(crate) use pidfd::{ChildHandle, ParentWatch};
 pub(crate) use segment::{

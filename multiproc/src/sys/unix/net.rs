@@ -318,6 +318,48 @@ pub(crate) fn set_nodelay(fd: &Fd) -> io::Result<()> {
     set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
+/// Makes a TCP connection fail when the peer stops acknowledging for
+/// `timeout` (`TCP_USER_TIMEOUT`), and probes an idle one (keepalive at
+/// that period), so a read on a cut network ends with an error instead of
+/// waiting forever.
+pub(crate) fn set_tcp_liveness(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_int::try_from(timeout.as_millis())
+        .unwrap_or(libc::c_int::MAX)
+        .max(1);
+    let secs = (ms / 1000).max(1);
+    let raw = fd.as_raw_fd();
+    for (level, name, value) in [
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 2),
+    ] {
+        // SAFETY: value is a c_int living across the call; `raw` is open
+        // for the borrow's lifetime.
+        cvt(unsafe {
+            libc::setsockopt(
+                raw,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Waits until `timeout` for the peer of a stream socket to shut down
+/// its sending side or reset the connection (`POLLRDHUP`), without
+/// reading; `true` once it has. Bytes the peer sent before count for
+/// nothing: another thread may be reading them.
+pub(crate) fn peer_closed(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    poll_one(fd.as_raw_fd(), libc::POLLRDHUP, Some(timeout))
+}
+
 fn set_int_option(fd: &Fd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: value is a c_int living across the call.
     cvt(unsafe {
