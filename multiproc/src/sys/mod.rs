@@ -9,10 +9,12 @@
 //! the `unsafe fn` contract in `crate::process`, the entry constructor in
 //! `lib.rs`, and the views of shared pages in `crate::sync`.
 //!
-//! The backend is chosen once, below: `unix/` on Linux, `unsupported.rs`
-//! elsewhere (or anywhere, with `--cfg multiproc_stub_backend`), whose
-//! every call fails with [`ErrorKind::Unsupported`](crate::ErrorKind) so
-//! that the facade type-checks on any target.
+//! The backend is chosen once, below: `unix/` on Linux and macOS (POSIX
+//! files shared, `unix/linux/` and `unix/apple/` for the rest),
+//! `unsupported.rs` elsewhere (or anywhere, with `--cfg
+//! multiproc_stub_backend`), whose every call fails with
+//! [`ErrorKind::Unsupported`](crate::ErrorKind) so that the facade
+//! type-checks on any target.
 //!
 //! # The contract a backend provides
 //!
@@ -260,7 +262,8 @@ pub(crate) enum LockError {
     /// An error-checking mutex locked again by its holder.
     Deadlock,
     /// A holder died and the state could not be recovered: the mutex is
-    /// unusable for good.
+    /// unusable for good (never on macOS: its owner-word lock always is).
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     NotRecoverable,
     /// Any other failure of the system.
     Io(io::Error),
@@ -286,7 +289,8 @@ pub(crate) enum UnlockError {
     NotOwner,
     /// Nobody holds it.
     NotLocked,
-    /// Any other failure of the system.
+    /// Any other failure of the system (none on macOS).
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     Io(io::Error),
 }
 

@@ -1,8 +1,8 @@
 //! Stream sockets by address: Unix (a filesystem path or a Linux abstract
 //! name) and TCP, for `Listener` and `Client`.
 //!
-//! Every socket is created close-on-exec atomically (`SOCK_CLOEXEC`,
-//! `accept4(SOCK_CLOEXEC)`). A listening socket is non-blocking, so that
+//! Every socket is created close-on-exec (see the backend's docs). Abstract
+//! names exist on Linux only. A listening socket is non-blocking, so that
 //! an accept racing another thread for the same connection never blocks
 //! past its deadline; accepted and connected sockets are blocking, as a
 //! connection expects.
@@ -16,12 +16,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Fd, cvt, cvt_r, fd::poll_one};
+use super::{Fd, cvt, fd::poll_one, os};
 use crate::sys::{PeerAddr, SockAddr};
 
 /// The longest Unix socket path or abstract name, in bytes (`sun_path`
-/// holds 108 bytes: a path needs its NUL, a name its leading NUL).
-pub(crate) const UNIX_NAME_MAX: usize = 107;
+/// holds 108 bytes on Linux, 104 on the Apple platforms: a path needs its
+/// NUL, a name its leading NUL).
+pub(crate) const UNIX_NAME_MAX: usize = SUN_PATH_LEN - 1;
+
+/// Bytes of `sockaddr_un::sun_path`.
+const SUN_PATH_LEN: usize = {
+    // SAFETY: an all-zero sockaddr_un is a valid value (evaluated at
+    // compile time, only to take the array's length).
+    let sun: libc::sockaddr_un = unsafe { mem::zeroed() };
+    sun.sun_path.len()
+};
+
+/// Where `sun_path` starts in a `sockaddr_un` (after the family; on the
+/// Apple platforms after a length byte too).
+const SUN_PATH_OFFSET: usize = mem::offset_of!(libc::sockaddr_un, sun_path);
 
 /// A `sockaddr` ready for the kernel.
 struct RawAddr {
@@ -57,28 +70,28 @@ fn encode(addr: SockAddr<'_>) -> io::Result<RawAddr> {
         SockAddr::Path(path) => encode_unix(&mut raw, path.as_os_str().as_bytes(), false)?,
         SockAddr::Abstract(name) => encode_unix(&mut raw, name, true)?,
         SockAddr::Inet(SocketAddr::V4(a)) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
+            // SAFETY: an all-zero sockaddr_in is valid (the Apple platforms'
+            // has a length byte besides these fields, which may stay 0).
+            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe { raw.ptr_mut().cast::<libc::sockaddr_in>().write(sin) };
             raw.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         }
         SockAddr::Inet(SocketAddr::V6(a)) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
+            // SAFETY: as for sockaddr_in.
+            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
             };
+            sin6.sin6_scope_id = a.scope_id();
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
             unsafe { raw.ptr_mut().cast::<libc::sockaddr_in6>().write(sin6) };
             raw.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
@@ -97,6 +110,12 @@ fn encode_unix(raw: &mut RawAddr, name: &[u8], abstract_name: bool) -> io::Resul
             ),
         ));
     }
+    if abstract_name && cfg!(not(target_os = "linux")) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "abstract Unix socket names exist on Linux only",
+        ));
+    }
     if !abstract_name && (name.is_empty() || name.contains(&0)) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -111,7 +130,7 @@ fn encode_unix(raw: &mut RawAddr, name: &[u8], abstract_name: bool) -> io::Resul
     for (dst, &src) in sun.sun_path[start..].iter_mut().zip(name) {
         *dst = src as libc::c_char;
     }
-    let base = mem::size_of::<libc::sa_family_t>();
+    let base = SUN_PATH_OFFSET;
     // A path is passed with its NUL; an abstract name is exactly its bytes
     // after the leading NUL.
     raw.len = (base + start + name.len() + usize::from(!abstract_name)) as libc::socklen_t;
@@ -140,7 +159,7 @@ fn decode(raw: &RawAddr) -> PeerAddr {
         libc::AF_UNIX => {
             // SAFETY: the kernel wrote a sockaddr_un for AF_UNIX.
             let sun = unsafe { &*raw.ptr().cast::<libc::sockaddr_un>() };
-            let base = mem::size_of::<libc::sa_family_t>();
+            let base = SUN_PATH_OFFSET;
             let n = (raw.len as usize).saturating_sub(base).min(sun.sun_path.len());
             let bytes: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
             match bytes.split_first() {
@@ -167,11 +186,7 @@ fn family(addr: SockAddr<'_>) -> libc::c_int {
 /// A close-on-exec stream socket of the family of `addr`; non-blocking
 /// if asked.
 fn stream_socket(addr: SockAddr<'_>, nonblocking: bool) -> io::Result<Fd> {
-    let flags = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-    // SAFETY: socket takes plain integers.
-    let raw = cvt(unsafe { libc::socket(family(addr), flags, 0) })?;
-    // SAFETY: socket returned a new descriptor we own.
-    Ok(unsafe { Fd::from_raw(raw) })
+    os::stream_socket(family(addr), nonblocking)
 }
 
 /// A non-blocking socket of the family of `addr`, bound to it (with
@@ -211,9 +226,9 @@ pub(crate) fn local_inet_addr(fd: &Fd) -> io::Result<SocketAddr> {
 pub(crate) fn accept(listener: &Fd) -> io::Result<Option<(Fd, PeerAddr)>> {
     let mut raw = RawAddr::empty();
     // SAFETY: raw is writable storage of `raw.len` bytes.
-    let res = cvt_r(|| unsafe { libc::accept4(listener.raw(), raw.ptr_mut(), &mut raw.len, libc::SOCK_CLOEXEC) });
+    let res = unsafe { os::accept_cloexec(listener, raw.ptr_mut(), &mut raw.len) };
     match res {
-        // SAFETY: accept4 returned a new descriptor we own.
+        // SAFETY: accept returned a new descriptor we own.
         Ok(fd) => Ok(Some((unsafe { Fd::from_raw(fd) }, decode(&raw)))),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ECONNABORTED)) => Ok(None),
         Err(e) => Err(e),

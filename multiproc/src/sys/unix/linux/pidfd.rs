@@ -4,7 +4,7 @@
 
 use std::{io, time::Duration};
 
-use super::{Fd, cvt, cvt_r, fd::poll_one};
+use super::{Fd, cvt, cvt_r, poll_one};
 use crate::sys::RawStatus;
 
 fn pidfd_open(pid: u32) -> io::Result<Fd> {
