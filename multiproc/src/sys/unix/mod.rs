@@ -46,6 +46,9 @@ mod fork;
 mod misc;
 #[allow(unsafe_code)]
 mod net;
+#[cfg(any(test, target_os = "macos"))]
+#[allow(unsafe_code)]
+mod owner_lock;
 #[allow(unsafe_code)]
 mod segment;
 #[allow(unsafe_code)]
