@@ -117,13 +117,16 @@
 //! on these primitives, moving up to `crate::queue`).
 
 // The stub backend constructs none of the contract's results.
-#![cfg_attr(any(not(target_os = "linux"), multiproc_stub_backend), allow(dead_code))]
+#![cfg_attr(
+    any(not(any(target_os = "linux", target_os = "macos")), multiproc_stub_backend),
+    allow(dead_code)
+)]
 
-#[cfg(all(target_os = "linux", not(multiproc_stub_backend)))]
+#[cfg(all(any(target_os = "linux", target_os = "macos"), not(multiproc_stub_backend)))]
 #[path = "unix/mod.rs"]
 mod imp;
 
-#[cfg(any(not(target_os = "linux"), multiproc_stub_backend))]
+#[cfg(any(not(any(target_os = "linux", target_os = "macos")), multiproc_stub_backend))]
 #[path = "unsupported.rs"]
 mod imp;
 

@@ -61,6 +61,11 @@ mod linux;
 #[cfg(target_os = "linux")]
 use linux as os;
 
+#[cfg(target_os = "macos")]
+mod apple;
+#[cfg(target_os = "macos")]
+use apple as os;
+
 pub(crate) use fd::{Fd, MAX_FDS, RecvSome, poll_readable_set, seqpacket_pair, socketpair};
 pub(crate) use fork::{ForkSide, after_fork_in_child, exit_now, fork_child};
 pub(crate) use misc::{
