@@ -305,7 +305,7 @@ impl Fd {
         // SAFETY: msg points at a live iovec and control bytes for the call.
         match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, os::SEND_NOSIGNAL | libc::MSG_DONTWAIT) }) {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if os::is_full(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -564,10 +564,13 @@ pub(crate) fn socketpair() -> io::Result<(Fd, Fd)> {
     pair(libc::SOCK_STREAM)
 }
 
-/// A connected pair of close-on-exec sequenced-packet sockets: each send
-/// is one datagram, received whole by exactly one reader.
+/// A connected pair of close-on-exec packet sockets: each send is one
+/// datagram, received whole by exactly one reader (sequenced packets on
+/// Linux; datagrams on macOS, which has no Unix sequenced-packet sockets
+/// and whose Unix datagrams are as reliable and ordered, but show no
+/// hang-up of the peer).
 pub(crate) fn seqpacket_pair() -> io::Result<(Fd, Fd)> {
-    pair(libc::SOCK_SEQPACKET)
+    pair(os::PACKET_KIND)
 }
 
 fn pair(kind: libc::c_int) -> io::Result<(Fd, Fd)> {

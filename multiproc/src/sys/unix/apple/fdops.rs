@@ -21,6 +21,16 @@ use super::{Fd, close_inherited, cvt, cvt_r, getpid, null_device};
 pub(crate) const SEND_NOSIGNAL: libc::c_int = 0;
 /// Flags every `recvmsg` takes: none ([`adopt_received`] marks them).
 pub(crate) const RECV_CLOEXEC: libc::c_int = 0;
+/// The kind of socket a packet pair is: datagrams (macOS has no Unix
+/// sequenced-packet sockets).
+pub(crate) const PACKET_KIND: libc::c_int = libc::SOCK_DGRAM;
+
+/// Whether a non-blocking send failed only because the socket is full: a
+/// Unix datagram socket here says `ENOBUFS` as often as `EAGAIN`.
+pub(crate) fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
+}
+
 /// Flags `shm_open` takes for close-on-exec: none ([`fix_cloexec`]).
 pub(crate) const OPEN_CLOEXEC: libc::c_int = 0;
 

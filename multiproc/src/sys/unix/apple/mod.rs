@@ -33,10 +33,10 @@ use super::{
 };
 
 pub(crate) use fdops::{
-    OPEN_CLOEXEC, RECV_CLOEXEC, SEND_NOSIGNAL, SPAWN_FLAGS, accept_cloexec, adopt_received, affinity_cpu_count,
-    cgroup_cpu_limit, close_others, eventfd, eventfd_drain, eventfd_signal, exe_identity, fix_cloexec, is_eventfd,
-    main_image_base, pipe_cloexec, populate, random_bytes, reserve_closed, self_exe, socket_peer_pid,
-    socketpair_cloexec, stream_socket, thread_count,
+    OPEN_CLOEXEC, PACKET_KIND, RECV_CLOEXEC, SEND_NOSIGNAL, SPAWN_FLAGS, accept_cloexec, adopt_received,
+    affinity_cpu_count, cgroup_cpu_limit, close_others, eventfd, eventfd_drain, eventfd_signal, exe_identity,
+    fix_cloexec, is_eventfd, is_full, main_image_base, pipe_cloexec, populate, random_bytes, reserve_closed, self_exe,
+    socket_peer_pid, socketpair_cloexec, stream_socket, thread_count,
 };
 pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
 #[cfg(test)]
@@ -46,5 +46,5 @@ pub(crate) use memfile::{
     memfile_create, memfile_grow, memfile_size, read_file, retain_freed_memory,
 };
 pub(crate) use mutex::{MUTEX_ALIGN, MUTEX_SIZE, RobustMutex};
-pub(crate) use process::{ChildHandle, ParentWatch, ServerChild, arm_parent_death};
+pub(crate) use process::{ChildHandle, ForkToken, ParentWatch, ServerChild, arm_parent_death};
 pub(crate) use wait::{futex_wait, futex_wake, futex_wake_all};

@@ -33,7 +33,13 @@
 //! only this process holds (created once, close-on-exec, closed in every
 //! fork child by an `atfork` handler). The pipe hangs up, and its read end
 //! turns readable, when this process ends, as a pidfd would.
-//! [`ParentWatch::from_pidfd`] watches such a token.
+//! [`ParentWatch::from_pidfd`] watches such a token. A forked child gets
+//! its token from [`fork_child`](super::super::fork_child), made before
+//! the fork ([`ForkToken`]), so that its parent holds the read end from
+//! the start: that is what a fork server sends its owner for each child
+//! ([`ChildHandle::pidfd_copy`], [`ChildHandle::remote`]). A process that
+//! `exec`s closes its write end (close-on-exec), so its token turns
+//! readable then; the library's fork children never `exec`.
 
 use std::{
     io, mem,
@@ -113,17 +119,23 @@ fn is_zombie(pid: u32) -> bool {
     rc == 0 && info.si_pid == pid as libc::pid_t
 }
 
-/// A started child of this process, waited for through a kqueue.
+/// A started child: of this process (waited for through a kqueue), or of
+/// a fork server (through the child's life token, its status from the
+/// server's status socket).
 #[derive(Debug)]
 pub(crate) struct ChildHandle {
     pid: u32,
-    /// Readable once the child has ended.
+    /// Readable once the child has ended: a kqueue, or a fork server's
+    /// child's life token.
     kq: Fd,
+    /// A fork child's life token (the read end), to hand to another
+    /// process.
+    token: Option<Fd>,
     /// Whether the child was reaped (then it is never signalled again);
     /// taken around both.
     reaped: Mutex<bool>,
     /// For a fork server's child: the status socket and the bytes of it
-    /// already read (not supported on macOS yet: see `pidfd_copy`).
+    /// already read.
     status: Option<(Fd, Vec<u8>)>,
 }
 
@@ -151,18 +163,20 @@ impl ChildHandle {
         Ok(ChildHandle {
             pid,
             kq,
+            token: None,
             reaped: Mutex::new(false),
             status: None,
         })
     }
 
-    /// A handle on a fork server's child, from the descriptor the server
+    /// A handle on a fork server's child, from the life token the server
     /// sent (readable once the child has ended).
-    pub(crate) fn remote(pid: u32, watch: Fd, status: Fd, already_read: Vec<u8>) -> ChildHandle {
+    pub(crate) fn remote(pid: u32, token: Fd, status: Fd, already_read: Vec<u8>) -> ChildHandle {
         ChildHandle {
             pid,
-            kq: watch,
-            reaped: Mutex::new(true),
+            kq: token,
+            token: None,
+            reaped: Mutex::new(false),
             status: Some((status, already_read)),
         }
     }
@@ -213,15 +227,13 @@ impl ChildHandle {
             .collect()
     }
 
-    /// A descriptor of the child to send to another process: a kqueue
-    /// cannot travel, and nothing else here names a process that is not
-    /// this one.
+    /// A second descriptor that turns readable when the child ends: a
+    /// forked child's life token, which may travel to another process
+    /// (the fork server sends it to its owner); otherwise a duplicate of
+    /// the kqueue, which serves this process only (a kqueue cannot be
+    /// passed on).
     pub(crate) fn pidfd_copy(&self) -> io::Result<Fd> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "a child's process handle cannot be passed to another process on macOS (the fork server is not \
-             supported there yet)",
-        ))
+        self.token.as_ref().unwrap_or(&self.kq).try_clone()
     }
 
     /// Waits until the child has exited; `false` on timeout. Does not reap.
@@ -259,9 +271,16 @@ impl ChildHandle {
 
     /// Sends `signal`; a child that already exited is not an error, and a
     /// reaped one is never signalled.
+    ///
+    /// A fork server's child is signalled only while its life token says
+    /// it runs; the server reaps it once it has ended, so a signal could
+    /// reach another process only if the child ended, was reaped and its
+    /// pid was taken by a new process between that look and the `kill`
+    /// (macOS hands out pids in turn, so a pid comes back only after the
+    /// whole range went round).
     pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
         let reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
-        if *reaped {
+        if *reaped || (self.status.is_some() && poll_one(self.kq.raw(), libc::POLLIN, Some(Duration::ZERO))?) {
             return Ok(());
         }
         // SAFETY: kill on our unreaped child (the lock keeps it unreaped
@@ -315,6 +334,41 @@ fn life_token() -> io::Result<i32> {
         }
         // Another thread made one first: ours closes on drop.
         Err(theirs) => Ok((theirs >> 32) as i32),
+    }
+}
+
+/// A forked child's life token, made before the fork: the child keeps
+/// the pipe as its own token (its [`ParentWatch::of_self`]), the parent
+/// keeps the read end in the child's handle, to hand on
+/// ([`ChildHandle::pidfd_copy`]). The write end is the child's alone: the
+/// parent closes its copy right after the fork.
+pub(crate) struct ForkToken {
+    read: Fd,
+    write: Fd,
+}
+
+impl ForkToken {
+    pub(crate) fn new() -> io::Result<ForkToken> {
+        let (read, write) = pipe_cloexec()?;
+        Ok(ForkToken { read, write })
+    }
+
+    /// In the child, right after the fork (the inherited token was
+    /// dropped by the `atfork` handler, if this process had one): only
+    /// stores.
+    pub(crate) fn in_child(self) {
+        let packed = ((self.read.raw() as u32 as u64) << 32) | self.write.raw() as u32 as u64;
+        TOKEN.store(packed, SeqCst);
+        // Owned by the token now, for the life of the process.
+        self.read.forget();
+        self.write.forget();
+    }
+
+    /// In the parent: the child's handle, with the read end.
+    pub(crate) fn in_parent(self, mut handle: ChildHandle) -> ChildHandle {
+        handle.token = Some(self.read);
+        drop(self.write);
+        handle
     }
 }
 

@@ -11,6 +11,14 @@ use super::{Fd, cvt, cvt_r};
 pub(crate) const SEND_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 /// Flags every `recvmsg` takes: received descriptors are close-on-exec.
 pub(crate) const RECV_CLOEXEC: libc::c_int = libc::MSG_CMSG_CLOEXEC;
+/// The kind of socket a packet pair is: sequenced packets.
+pub(crate) const PACKET_KIND: libc::c_int = libc::SOCK_SEQPACKET;
+
+/// Whether a non-blocking send failed only because the socket is full.
+pub(crate) fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
 /// Flags `shm_open` takes for a close-on-exec descriptor.
 pub(crate) const OPEN_CLOEXEC: libc::c_int = libc::O_CLOEXEC;
 
@@ -107,6 +115,19 @@ pub(crate) fn populate(ptr: *mut u8, len: usize) {
     // SAFETY: the caller names a page-aligned range inside its mapping;
     // populating changes no contents.
     unsafe { libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_WRITE) };
+}
+
+/// Nothing: a fork child's pidfd is what travels to other processes.
+pub(crate) struct ForkToken;
+
+impl ForkToken {
+    pub(crate) fn new() -> io::Result<ForkToken> {
+        Ok(ForkToken)
+    }
+    pub(crate) fn in_child(self) {}
+    pub(crate) fn in_parent(self, handle: super::ChildHandle) -> super::ChildHandle {
+        handle
+    }
 }
 
 /// Flags `posix_spawn` takes besides the signal settings: none.

@@ -31,9 +31,9 @@ use super::{
 };
 
 pub(crate) use fdops::{
-    OPEN_CLOEXEC, RECV_CLOEXEC, SEND_NOSIGNAL, SPAWN_FLAGS, accept_cloexec, adopt_received, close_others, eventfd,
-    eventfd_drain, eventfd_signal, fix_cloexec, is_eventfd, pipe_cloexec, populate, self_exe, socketpair_cloexec,
-    stream_socket,
+    ForkToken, OPEN_CLOEXEC, PACKET_KIND, RECV_CLOEXEC, SEND_NOSIGNAL, SPAWN_FLAGS, accept_cloexec, adopt_received,
+    close_others, eventfd, eventfd_drain, eventfd_signal, fix_cloexec, is_eventfd, is_full, pipe_cloexec, populate,
+    self_exe, socketpair_cloexec, stream_socket,
 };
 pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
 pub(crate) use memfd::{Memfd, buffer, capture_file, read_file, retain_freed_memory};
