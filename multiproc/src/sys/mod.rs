@@ -72,7 +72,10 @@
 //! file of a fixed size, which no process can grow or shrink, freed when
 //! its last descriptor and mapping go; `is_size_sealed`, `file_size`
 //! (which refuses anything but such a file); named segments
-//! (`shm_create`, `shm_attach`, `shm_unlink`); `Mapping`: a shared,
+//! (`shm_create`, `shm_attach`, `shm_unlink`); `size_matches(actual,
+//! wanted)`: whether a received fixed-size file's size is the one its
+//! sender asked for (macOS rounds shared memory objects up to whole
+//! pages); `Mapping`: a shared,
 //! readable and writable view of a whole file that every process mapping
 //! it sees at once, accessed as atomics or through raw copies, unmapped on
 //! drop unless `keep_mapped`. `Memfd`, `read_file`, `buffer`: one large

@@ -124,6 +124,17 @@ pub(crate) fn file_size(fd: &Fd) -> io::Result<u64> {
     }
 }
 
+/// Whether a received fixed-size memory file of `actual` bytes is the
+/// one of `wanted` bytes its sender made: that size, or that size rounded
+/// up to whole pages (macOS sizes a shared memory object in pages, and
+/// `fstat` says so).
+pub(crate) fn size_matches(actual: u64, wanted: u64) -> bool {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096);
+    actual == wanted || wanted.checked_next_multiple_of(page) == Some(actual)
+}
+
 /// A new close-on-exec memory file of `size` zeroed bytes: a shared
 /// memory object for [`Resize::Fixed`], an unlinked file for
 /// [`Resize::GrowOnly`].

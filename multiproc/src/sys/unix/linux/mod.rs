@@ -49,4 +49,5 @@ pub(crate) use pdeath::{ServerChild, arm_parent_death};
 pub(crate) use pidfd::{ChildHandle, ParentWatch};
 pub(crate) use shm::{
     file_size, futex_wait, futex_wake, futex_wake_all, is_size_sealed, memfd_sealed, memfd_sealed_labelled,
+    size_matches,
 };

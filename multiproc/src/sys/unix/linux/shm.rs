@@ -104,6 +104,12 @@ pub(crate) fn is_size_sealed(fd: &Fd) -> bool {
     have != -1 && have & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) == libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
 }
 
+/// Whether a received fixed-size memory file of `actual` bytes is the
+/// one of `wanted` bytes its sender made: here, of exactly that size.
+pub(crate) fn size_matches(actual: u64, wanted: u64) -> bool {
+    actual == wanted
+}
+
 /// `fstat` of `fd`.
 pub(crate) fn stat(fd: &Fd) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
