@@ -7,9 +7,9 @@
 //! descriptors and descriptor passing (`fd.rs`), `fork`/`_exit`
 //! (`fork.rs`), sockets by address (`net.rs`), `posix_spawn` (`spawn.rs`),
 //! shared mappings and named segments (`segment.rs`), a child's output
-//! (`stdio.rs`), small process facts (`misc.rs`), and the owner-word lock
-//! protocol (`owner_lock.rs`, the Apple mutex's algorithm, unit-tested on
-//! Linux too). What one platform alone has sits in `linux/` (pidfds,
+//! (`stdio.rs`), small process facts (`misc.rs`), and two designs of the
+//! macOS backend, unit-tested on Linux too: the owner-word lock protocol
+//! (`owner_lock.rs`) and life tokens, pidfds that travel (`token.rs`). What one platform alone has sits in `linux/` (pidfds,
 //! sealed memfds, futexes, robust pthread mutexes, the parent-death
 //! signal, `/proc`) or `apple/` (kqueue process waits, `shm_open` and
 //! unlinked files, the owner-word mutex, `os_sync_wait_on_address`,
@@ -55,6 +55,9 @@ mod segment;
 mod spawn;
 #[allow(unsafe_code)]
 mod stdio;
+#[cfg(any(test, target_os = "macos"))]
+#[allow(unsafe_code)]
+mod token;
 
 #[cfg(target_os = "linux")]
 mod linux;

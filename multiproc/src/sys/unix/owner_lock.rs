@@ -596,6 +596,8 @@ mod tests {
         // blocks, and leaves through exit_now.
         match unsafe { sys::fork_child() }.unwrap() {
             ForkSide::Child => {
+                // The parent's end: only the parent may hold it.
+                ours.close_now();
                 let code = match s.word().lock::<Futex>(None) {
                     Ok(Locked::Clean) => 0,
                     _ => 1,

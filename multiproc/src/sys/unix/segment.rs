@@ -272,6 +272,14 @@ pub(crate) fn ignore_group_signals() {
     }
 }
 
+/// Whether a file of `actual` bytes is one of `wanted` bytes, or that
+/// size rounded up to whole pages of `page` bytes (how macOS sizes a
+/// shared memory object).
+#[cfg(any(test, target_os = "macos"))]
+pub(crate) fn size_within_page(actual: u64, wanted: u64, page: u64) -> bool {
+    actual == wanted || wanted.checked_next_multiple_of(page) == Some(actual)
+}
+
 /// The widest atomic access (1, 2, 4 or 8 bytes) that tiles a `T` and is
 /// aligned wherever a `T` is: the unit of every access to shared `T`s, so
 /// that a word-sized `T` is never torn and all accesses to it have one
@@ -397,6 +405,21 @@ mod tests {
             // is gone.
             drop(unsafe { Box::from_raw(self.buf) });
         }
+    }
+
+    #[test]
+    fn a_size_rounded_up_to_whole_pages_matches_and_nothing_else() {
+        assert!(size_within_page(4096, 4096, 16384));
+        assert!(size_within_page(16384, 4096, 16384));
+        assert!(size_within_page(16384, 16384, 16384));
+        assert!(size_within_page(16384, 1, 16384));
+        assert!(!size_within_page(32768, 4096, 16384), "a whole page more");
+        assert!(!size_within_page(4095, 4096, 4096), "shorter");
+        assert!(!size_within_page(8192, 4096, 4096));
+        assert!(
+            !size_within_page(u64::MAX, u64::MAX - 1, 4096),
+            "no rounding past the end"
+        );
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub(crate) fn size_matches(actual: u64, wanted: u64) -> bool {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let page = u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096);
-    actual == wanted || wanted.checked_next_multiple_of(page) == Some(actual)
+    super::super::segment::size_within_page(actual, wanted, page)
 }
 
 /// A new close-on-exec memory file of `size` zeroed bytes: a shared

@@ -29,29 +29,18 @@
 //! # Handing a process to another one
 //!
 //! A kqueue cannot be passed to another process, so [`ParentWatch::of_self`]
-//! hands out a life token instead: the read end of a pipe whose write end
-//! only this process holds (created once, close-on-exec, closed in every
-//! fork child by an `atfork` handler). The pipe hangs up, and its read end
-//! turns readable, when this process ends, as a pidfd would.
-//! [`ParentWatch::from_pidfd`] watches such a token. A forked child gets
-//! its token from [`fork_child`](super::super::fork_child), made before
-//! the fork ([`ForkToken`]), so that its parent holds the read end from
-//! the start: that is what a fork server sends its owner for each child
-//! ([`ChildHandle::pidfd_copy`], [`ChildHandle::remote`]). A process that
-//! `exec`s closes its write end (close-on-exec), so its token turns
-//! readable then; the library's fork children never `exec`.
+//! hands out a life token instead (`../token.rs`: a pipe that hangs up
+//! when the process ends, as a pidfd turns readable), and
+//! [`ParentWatch::from_pidfd`] watches one. A forked child's token is made
+//! before the fork ([`ForkToken`]), so that its parent holds the read end
+//! from the start: that is what a fork server sends its owner for each
+//! child ([`ChildHandle::pidfd_copy`], [`ChildHandle::remote`]).
 
-use std::{
-    io, mem,
-    sync::{
-        Mutex, Once,
-        atomic::{AtomicU64, Ordering::SeqCst},
-    },
-    time::Duration,
-};
+use std::{io, mem, sync::Mutex, time::Duration};
 
-use super::{Fd, after_fork_in_child, cvt, cvt_r, fdops::pipe_cloexec, getppid, poll_one};
+use super::{Fd, cvt, cvt_r, getppid, poll_one};
 use crate::sys::RawStatus;
+use crate::sys::imp::token::{LifeToken, token_of_self};
 
 /// A new close-on-exec kqueue watching `pid`'s exit; `ESRCH` when there is
 /// no such process (any more).
@@ -293,81 +282,24 @@ impl ChildHandle {
     }
 }
 
-/// This process's life token: read end (high half) and write end (low
-/// half) of a pipe, or `u64::MAX` before the first use.
-static TOKEN: AtomicU64 = AtomicU64::new(u64::MAX);
-static TOKEN_ATFORK: Once = Once::new();
-
-/// In a fork child: closes the inherited token (its pipe must hang up
-/// when the parent ends, not when the child does). Only `close` and
-/// atomics: safe right after `fork`.
-extern "C" fn drop_token_after_fork() {
-    let t = TOKEN.swap(u64::MAX, SeqCst);
-    if t != u64::MAX {
-        for raw in [(t >> 32) as i32, t as i32] {
-            // SAFETY: the numbers are the token's, which nothing else owns.
-            unsafe { libc::close(raw) };
-        }
-    }
-}
-
-/// The read end of this process's life token (borrowed: the token lives
-/// as long as the process).
-fn life_token() -> io::Result<i32> {
-    TOKEN_ATFORK.call_once(|| {
-        // Without the handler a fork child would keep the parent's token
-        // alive; the token is still right for every process but those.
-        let _ = after_fork_in_child(drop_token_after_fork);
-    });
-    let t = TOKEN.load(SeqCst);
-    if t != u64::MAX {
-        return Ok((t >> 32) as i32);
-    }
-    let (read, write) = pipe_cloexec()?;
-    let packed = ((read.raw() as u32 as u64) << 32) | write.raw() as u32 as u64;
-    match TOKEN.compare_exchange(u64::MAX, packed, SeqCst, SeqCst) {
-        Ok(_) => {
-            let raw = read.raw();
-            read.forget();
-            write.forget();
-            Ok(raw)
-        }
-        // Another thread made one first: ours closes on drop.
-        Err(theirs) => Ok((theirs >> 32) as i32),
-    }
-}
-
-/// A forked child's life token, made before the fork: the child keeps
-/// the pipe as its own token (its [`ParentWatch::of_self`]), the parent
-/// keeps the read end in the child's handle, to hand on
-/// ([`ChildHandle::pidfd_copy`]). The write end is the child's alone: the
-/// parent closes its copy right after the fork.
-pub(crate) struct ForkToken {
-    read: Fd,
-    write: Fd,
-}
+/// A forked child's life token, made before the fork (see
+/// `../token.rs`): the parent keeps the read end in the child's handle, to
+/// hand on ([`ChildHandle::pidfd_copy`]).
+pub(crate) struct ForkToken(LifeToken);
 
 impl ForkToken {
     pub(crate) fn new() -> io::Result<ForkToken> {
-        let (read, write) = pipe_cloexec()?;
-        Ok(ForkToken { read, write })
+        LifeToken::new().map(ForkToken)
     }
 
-    /// In the child, right after the fork (the inherited token was
-    /// dropped by the `atfork` handler, if this process had one): only
-    /// stores.
+    /// In the child, right after the fork: only stores.
     pub(crate) fn in_child(self) {
-        let packed = ((self.read.raw() as u32 as u64) << 32) | self.write.raw() as u32 as u64;
-        TOKEN.store(packed, SeqCst);
-        // Owned by the token now, for the life of the process.
-        self.read.forget();
-        self.write.forget();
+        self.0.in_child();
     }
 
     /// In the parent: the child's handle, with the read end.
     pub(crate) fn in_parent(self, mut handle: ChildHandle) -> ChildHandle {
-        handle.token = Some(self.read);
-        drop(self.write);
+        handle.token = Some(self.0.into_parent());
         handle
     }
 }
@@ -387,7 +319,7 @@ impl ParentWatch {
 
     /// A life token of this very process, to hand to another one.
     pub(crate) fn of_self() -> io::Result<Fd> {
-        Fd::dup_raw(life_token()?)
+        token_of_self()
     }
 
     /// Watches `pid`, which must be this process's parent: fails if the
