@@ -6,8 +6,10 @@
 //!   descriptor and mapping). macOS sizes such an object once: every
 //!   later `ftruncate` fails with `EINVAL`, so its size is as fixed as a
 //!   sealed memfd's. That failure is also how a receiver checks a
-//!   descriptor ([`is_size_sealed`]): a regular file (which a sender could
-//!   shrink under a mapping, a `SIGBUS`) takes the same-size `ftruncate`.
+//!   descriptor ([`is_size_sealed`]): it must not be a file of the file
+//!   system (`F_GETPATH` answers for those; a sender could shrink one
+//!   under a mapping, a `SIGBUS`), and must refuse a same-size
+//!   `ftruncate`.
 //! - **Grow-only files** (the queue ring's data) and **payloads and
 //!   captured output**: an unlinked file in the temporary directory,
 //!   because a shared memory object can neither grow nor be written with
@@ -102,12 +104,28 @@ pub(crate) fn memfd_sealed_labelled(_label: &CStr, size: usize) -> io::Result<Fd
     memfd_sealed(size)
 }
 
+/// Whether `fd` is a file of the file system (a vnode): `F_GETPATH`
+/// fails with `EBADF` only for descriptors that are not (shared memory
+/// objects, sockets, pipes).
+fn is_vnode(fd: &Fd) -> bool {
+    let mut path = [0u8; 1024];
+    // SAFETY: F_GETPATH writes at most MAXPATHLEN (1024) bytes into `path`.
+    let rc = unsafe { libc::fcntl(fd.raw(), libc::F_GETPATH, path.as_mut_ptr()) };
+    rc != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::EBADF)
+}
+
 /// Whether `fd` is a memory file whose size cannot change: a shared
-/// memory object, which refuses a second `ftruncate` (even to its own
-/// size); a regular file takes it, changing nothing.
+/// memory object (not a file of the file system, nor a socket or a pipe)
+/// that refuses a further `ftruncate`, even to its own size. A file of
+/// the file system is never probed: truncating it to the size just read
+/// could shrink it under a process growing it at that moment.
 pub(crate) fn is_size_sealed(fd: &Fd) -> bool {
     let Ok(st) = stat(fd) else { return false };
-    // SAFETY: ftruncate on a descriptor we hold, to the size it has.
+    if matches!(st.st_mode & libc::S_IFMT, libc::S_IFSOCK | libc::S_IFIFO) || is_vnode(fd) {
+        return false;
+    }
+    // SAFETY: ftruncate on a shared memory object we hold, to the size it
+    // has: refused once it was sized, which is the answer sought.
     let rc = unsafe { libc::ftruncate(fd.raw(), st.st_size) };
     rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
 }
@@ -150,10 +168,9 @@ pub(crate) fn memfile_create(_name: &CStr, size: u64, resize: Resize) -> io::Res
 /// otherwise.
 pub(crate) fn memfile_check(fd: &Fd, resize: Resize, what: &str) -> io::Result<MemfileFacts> {
     let size = file_size(fd).map_err(|_| invalid(format!("{what} descriptor is not a memory file")))?;
-    let fixed = is_size_sealed(fd);
     let ok = match resize {
-        Resize::Fixed => fixed,
-        Resize::GrowOnly => !fixed && stat(fd)?.st_mode & libc::S_IFMT == libc::S_IFREG,
+        Resize::Fixed => is_size_sealed(fd),
+        Resize::GrowOnly => is_vnode(fd) && stat(fd)?.st_mode & libc::S_IFMT == libc::S_IFREG,
     };
     if !ok {
         return Err(invalid(format!("{what} descriptor is not a suitable memory file")));
