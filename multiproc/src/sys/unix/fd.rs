@@ -7,7 +7,11 @@ use std::{
     time::Duration,
 };
 
-use super::{cvt, cvt_r, os, poll_millis};
+use super::{
+    cvt, cvt_r,
+    os::{PACKET_KIND, RECV_CLOEXEC, SEND_NOSIGNAL, adopt_received, is_eventfd_raw, is_full, socketpair_raw},
+    poll_millis,
+};
 
 /// An owned descriptor. Closed on drop, except in a process other than the
 /// one that created it (a `fork` child that inherited a copy of the owner's
@@ -149,7 +153,7 @@ impl Fd {
                 cmsg.put_fds(&mut msg, fds);
             }
             // SAFETY: msg points at live iovecs and control bytes for the call.
-            let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, os::SEND_NOSIGNAL) })? as usize;
+            let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_NOSIGNAL) })? as usize;
             first = false;
             let from_header = n.min(parts[0].len());
             parts[0] = &parts[0][from_header..];
@@ -175,7 +179,7 @@ impl Fd {
         if !fds.is_empty() {
             cmsg.put_fds(&mut msg, fds);
         }
-        let flags = os::SEND_NOSIGNAL | libc::MSG_DONTWAIT;
+        let flags = SEND_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: msg points at live iovecs and control bytes for the call.
         match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, flags) }) {
             Ok(n) => Ok(n as usize),
@@ -214,7 +218,7 @@ impl Fd {
             msg.msg_iovlen = count as _;
             // SAFETY: msg points at live iovecs over borrowed slices for the
             // call.
-            let mut n = match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, os::SEND_NOSIGNAL) }) {
+            let mut n = match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_NOSIGNAL) }) {
                 Ok(n) => n as usize,
                 Err(e) => return (sent, Err(e)),
             };
@@ -272,7 +276,7 @@ impl Fd {
     /// `true` when the descriptor is what [`eventfd`](super::eventfd)
     /// makes on this platform.
     pub(crate) fn is_eventfd(&self) -> bool {
-        os::is_eventfd(self)
+        is_eventfd_raw(self.raw())
     }
 
     /// Shuts down one or both directions of a socket, for every process
@@ -303,9 +307,9 @@ impl Fd {
             cmsg.put_fds(&mut msg, fds);
         }
         // SAFETY: msg points at a live iovec and control bytes for the call.
-        match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, os::SEND_NOSIGNAL | libc::MSG_DONTWAIT) }) {
+        match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_NOSIGNAL | libc::MSG_DONTWAIT) }) {
             Ok(_) => Ok(true),
-            Err(e) if os::is_full(&e) => Ok(false),
+            Err(e) if is_full(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -338,7 +342,7 @@ impl Fd {
                 self.raw(),
                 bytes.as_ptr().cast(),
                 bytes.len(),
-                libc::MSG_DONTWAIT | os::SEND_NOSIGNAL,
+                libc::MSG_DONTWAIT | SEND_NOSIGNAL,
             )
         });
         match res {
@@ -430,7 +434,7 @@ impl Fd {
         msg.msg_iovlen = 1;
         msg.msg_control = cmsg.buf.as_mut_ptr().cast();
         msg.msg_controllen = mem::size_of_val(&cmsg.buf) as _;
-        let flags = os::RECV_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        let flags = RECV_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
         // SAFETY: msg describes `len` writable bytes at `ptr` (the callers'
         // contract) and the control buffer `cmsg`.
         let n = match cvt_r(|| unsafe { libc::recvmsg(self.raw(), &mut msg, flags) }) {
@@ -547,7 +551,7 @@ impl CmsgBuf {
                     // descriptors inside the control buffer, not
                     // necessarily aligned.
                     let raw = unsafe { data.wrapping_add(i).read_unaligned() };
-                    os::adopt_received(raw);
+                    adopt_received(raw);
                     // SAFETY: the kernel installed a fresh descriptor for
                     // each one passed, which this process now owns.
                     out.push(unsafe { Fd::from_raw(raw) });
@@ -570,11 +574,16 @@ pub(crate) fn socketpair() -> io::Result<(Fd, Fd)> {
 /// and whose Unix datagrams are as reliable and ordered, but show no
 /// hang-up of the peer).
 pub(crate) fn seqpacket_pair() -> io::Result<(Fd, Fd)> {
-    pair(os::PACKET_KIND)
+    pair(PACKET_KIND)
 }
 
 fn pair(kind: libc::c_int) -> io::Result<(Fd, Fd)> {
-    os::socketpair_cloexec(kind)
+    let [a, b] = socketpair_raw(kind)?;
+    // SAFETY: socketpair returned two new descriptors we own.
+    let a = unsafe { Fd::from_raw(a) };
+    // SAFETY: as above.
+    let b = unsafe { Fd::from_raw(b) };
+    Ok((a, b))
 }
 
 /// `poll` on one descriptor; `true` when any of `events` (or an error or

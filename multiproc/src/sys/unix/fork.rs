@@ -12,7 +12,7 @@
 
 use std::io;
 
-use super::{ChildHandle, cvt, os};
+use super::{ChildHandle, cvt, os::ForkToken};
 
 /// Which side of a fork the caller is on.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ pub(crate) enum ForkSide {
 pub(crate) unsafe fn fork_child() -> io::Result<ForkSide> {
     // What the platform hands the child to be known by (macOS: its life
     // token; nothing on Linux, whose pidfds travel).
-    let token = os::ForkToken::new()?;
+    let token = ForkToken::new()?;
     // SAFETY: the caller upholds the post-fork contract documented above.
     let pid = cvt(unsafe { libc::fork() })?;
     if pid == 0 {

@@ -16,7 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Fd, cvt, fd::poll_one, os};
+use super::{
+    Fd, cvt,
+    fd::poll_one,
+    os::{accept_raw, socket_raw},
+};
 use crate::sys::{PeerAddr, SockAddr};
 
 /// The longest Unix socket path or abstract name, in bytes (`sun_path`
@@ -186,7 +190,9 @@ fn family(addr: SockAddr<'_>) -> libc::c_int {
 /// A close-on-exec stream socket of the family of `addr`; non-blocking
 /// if asked.
 fn stream_socket(addr: SockAddr<'_>, nonblocking: bool) -> io::Result<Fd> {
-    os::stream_socket(family(addr), nonblocking)
+    let raw = socket_raw(family(addr), nonblocking)?;
+    // SAFETY: socket returned a new descriptor we own.
+    Ok(unsafe { Fd::from_raw(raw) })
 }
 
 /// A non-blocking socket of the family of `addr`, bound to it (with
@@ -226,7 +232,7 @@ pub(crate) fn local_inet_addr(fd: &Fd) -> io::Result<SocketAddr> {
 pub(crate) fn accept(listener: &Fd) -> io::Result<Option<(Fd, PeerAddr)>> {
     let mut raw = RawAddr::empty();
     // SAFETY: raw is writable storage of `raw.len` bytes.
-    let res = unsafe { os::accept_cloexec(listener, raw.ptr_mut(), &mut raw.len) };
+    let res = unsafe { accept_raw(listener.raw(), raw.ptr_mut(), &mut raw.len) };
     match res {
         // SAFETY: accept returned a new descriptor we own.
         Ok(fd) => Ok(Some((unsafe { Fd::from_raw(fd) }, decode(&raw)))),

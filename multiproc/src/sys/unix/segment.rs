@@ -17,7 +17,10 @@ use std::{
     sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed},
 };
 
-use super::{Fd, cvt, cvt_r, os};
+use super::{
+    Fd, cvt, cvt_r,
+    os::{OPEN_CLOEXEC, fix_cloexec_raw, populate},
+};
 
 /// A shared, readable and writable mapping of a whole file, unmapped on
 /// drop.
@@ -150,7 +153,7 @@ impl Mapping {
         let aligned = start.next_multiple_of(4096);
         let end = (start + n) & !4095;
         if end > aligned {
-            os::populate(aligned as *mut u8, end - aligned);
+            populate(aligned as *mut u8, end - aligned);
         }
     }
 
@@ -227,13 +230,13 @@ pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<Fd> {
     let raw = cvt_r(|| unsafe {
         libc::shm_open(
             path.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | os::OPEN_CLOEXEC,
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | OPEN_CLOEXEC,
             0o600,
         )
     })?;
     // SAFETY: shm_open returned a new descriptor we own.
     let fd = unsafe { Fd::from_raw(raw) };
-    os::fix_cloexec(&fd)?;
+    fix_cloexec_raw(fd.raw())?;
     // SAFETY: ftruncate on our descriptor.
     if let Err(e) = cvt_r(|| unsafe { libc::ftruncate(fd.raw(), size) }) {
         // The name is ours (O_EXCL) and useless unsized; an unlink failure
@@ -248,10 +251,10 @@ pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<Fd> {
 pub(crate) fn shm_attach(name: &str) -> io::Result<Fd> {
     let path = posix_name(name)?;
     // SAFETY: path is NUL-terminated.
-    let raw = cvt_r(|| unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR | os::OPEN_CLOEXEC, 0) })?;
+    let raw = cvt_r(|| unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR | OPEN_CLOEXEC, 0) })?;
     // SAFETY: shm_open returned a new descriptor we own.
     let fd = unsafe { Fd::from_raw(raw) };
-    os::fix_cloexec(&fd)?;
+    fix_cloexec_raw(fd.raw())?;
     Ok(fd)
 }
 

@@ -17,7 +17,10 @@ use std::{
     path::Path,
 };
 
-use super::{ChildHandle, Fd, cvt, os};
+use super::{
+    ChildHandle, Fd, cvt,
+    os::{SPAWN_FLAGS, close_others, self_exe},
+};
 
 /// The descriptor number a spawned child finds its bootstrap socket on.
 pub(crate) const BOOT_FD: i32 = 3;
@@ -66,7 +69,7 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
     // SAFETY: actions is initialised; both numbers are valid descriptors.
     actions.check(unsafe { libc::posix_spawn_file_actions_adddup2(actions.as_ptr(), source, BOOT_FD) })?;
     // SAFETY: actions is initialised.
-    actions.check(unsafe { os::close_others(actions.as_ptr(), BOOT_FD) })?;
+    actions.check(unsafe { close_others(actions.as_ptr(), BOOT_FD) })?;
 
     let attr = SpawnAttr::new()?;
     let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
@@ -84,7 +87,7 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
     unsafe { libc::sigaddset(default.as_mut_ptr(), libc::SIGCHLD) };
     // SAFETY: attr is initialised and `default` was initialised just above.
     attr.check(unsafe { libc::posix_spawnattr_setsigdefault(attr.as_ptr(), default.as_ptr()) })?;
-    let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF | os::SPAWN_FLAGS;
+    let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF | SPAWN_FLAGS;
     // SAFETY: attr is initialised.
     attr.check(unsafe { libc::posix_spawnattr_setflags(attr.as_ptr(), flags as _) })?;
 
@@ -110,7 +113,7 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
         }
         return ChildHandle::open(pid as u32).inspect_err(|_| super::fork::kill_and_reap(pid));
     }
-    let mut err = spawn(&os::self_exe()?);
+    let mut err = spawn(&self_exe()?);
     if err == libc::ENOENT {
         // No /proc (or the file moved): fall back to the path the executable was started from.
         err = spawn(&cstring(std::env::current_exe()?.into_os_string())?);

@@ -7,18 +7,28 @@
 
 use std::io;
 
-use super::{Fd, cvt, cvt_r, os};
+use super::{Fd, cvt, cvt_r, os::pipe_raw};
 
 /// A pipe for a child's output: the read end (this process's, close-on-exec
 /// and non-blocking) and the write end (close-on-exec, blocking: the child
 /// makes it its descriptor 1 or 2, where a non-blocking descriptor would
 /// make its writes fail with `EAGAIN`).
 pub(crate) fn output_pipe() -> io::Result<(Fd, Fd)> {
-    let (read, write) = os::pipe_cloexec()?;
+    let (read, write) = pipe_cloexec()?;
     // SAFETY: F_GETFL on a descriptor we own.
     let flags = cvt(unsafe { libc::fcntl(read.raw(), libc::F_GETFL) })?;
     // SAFETY: F_SETFL on a descriptor we own, with flags it reported.
     cvt(unsafe { libc::fcntl(read.raw(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok((read, write))
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub(super) fn pipe_cloexec() -> io::Result<(Fd, Fd)> {
+    let [read, write] = pipe_raw()?;
+    // SAFETY: pipe returned two new descriptors we own.
+    let read = unsafe { Fd::from_raw(read) };
+    // SAFETY: as above.
+    let write = unsafe { Fd::from_raw(write) };
     Ok((read, write))
 }
 

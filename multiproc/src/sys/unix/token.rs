@@ -39,7 +39,7 @@ use std::{
     },
 };
 
-use super::{Fd, after_fork_in_child, os::pipe_cloexec};
+use super::{Fd, after_fork_in_child, stdio::pipe_cloexec};
 
 /// This process's token: read end (high half) and write end (low half)
 /// of a pipe, or `NONE`.

@@ -1,21 +1,20 @@
-//! How macOS makes descriptors, and its process facts.
+//! How macOS makes descriptors, and the platform parts of `posix_spawn`
+//! and of shared mappings. Raw numbers only: the shared files own them as
+//! `Fd`s (so that this module depends on none of them).
 //!
 //! No call creates a descriptor close-on-exec atomically here (no
 //! `SOCK_CLOEXEC`, `pipe2`, `accept4`, `MSG_CMSG_CLOEXEC` or `dup3`): each
 //! is marked `FD_CLOEXEC` right after the call that made it (see the
 //! backend's docs for why that is enough). No `MSG_NOSIGNAL` either: every
-//! socket the library makes carries `SO_NOSIGPIPE`. The "eventfd" is an
-//! unlinked FIFO opened for reading and writing: one descriptor that a
-//! write makes readable and a read drains, which any process can be
-//! passed.
+//! socket the library makes carries `SO_NOSIGPIPE`.
 
 use std::{
     ffi::{CStr, CString},
     io, mem,
-    os::{fd::RawFd, unix::ffi::OsStrExt},
+    os::fd::RawFd,
 };
 
-use super::{Fd, close_inherited, cvt, cvt_r, getpid, null_device};
+use super::{cvt, cvt_r};
 
 /// Flags every send takes: none (`SO_NOSIGPIPE` is set on the socket).
 pub(crate) const SEND_NOSIGNAL: libc::c_int = 0;
@@ -31,7 +30,7 @@ pub(crate) fn is_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
-/// Flags `shm_open` takes for close-on-exec: none ([`fix_cloexec`]).
+/// Flags `shm_open` takes for close-on-exec: none ([`fix_cloexec_raw`]).
 pub(crate) const OPEN_CLOEXEC: libc::c_int = 0;
 
 /// Marks a descriptor just received over a socket close-on-exec.
@@ -42,18 +41,25 @@ pub(crate) fn adopt_received(raw: RawFd) {
     unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
-/// Marks a descriptor just opened close-on-exec.
-pub(crate) fn fix_cloexec(fd: &Fd) -> io::Result<()> {
-    fd.set_cloexec()
+/// Marks the descriptor `raw` close-on-exec.
+pub(crate) fn fix_cloexec_raw(raw: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD on a descriptor the caller holds; it only sets a flag.
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
 }
 
-/// Turns `SIGPIPE` off for writes to the socket `fd`.
-fn no_sigpipe(fd: &Fd) -> io::Result<()> {
+/// Closes `raw` (an error path's cleanup).
+fn close_raw(raw: RawFd) {
+    // SAFETY: the caller owns `raw` and gives it up.
+    unsafe { libc::close(raw) };
+}
+
+/// Turns `SIGPIPE` off for writes to the socket `raw`.
+fn no_sigpipe(raw: RawFd) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: `one` is a c_int living across the call.
     cvt(unsafe {
         libc::setsockopt(
-            fd.raw(),
+            raw,
             libc::SOL_SOCKET,
             libc::SO_NOSIGPIPE,
             (&one as *const libc::c_int).cast(),
@@ -63,140 +69,95 @@ fn no_sigpipe(fd: &Fd) -> io::Result<()> {
     .map(drop)
 }
 
-/// Sets or clears `O_NONBLOCK`.
-fn set_nonblocking(fd: &Fd, on: bool) -> io::Result<()> {
-    // SAFETY: F_GETFL on an open descriptor.
-    let flags = cvt(unsafe { libc::fcntl(fd.raw(), libc::F_GETFL) })?;
+/// Sets or clears `O_NONBLOCK` on `raw`.
+fn set_nonblocking(raw: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL on a descriptor the caller holds.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
     let flags = if on {
         flags | libc::O_NONBLOCK
     } else {
         flags & !libc::O_NONBLOCK
     };
     // SAFETY: F_SETFL with flags read just above.
-    cvt(unsafe { libc::fcntl(fd.raw(), libc::F_SETFL, flags) }).map(drop)
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags) }).map(drop)
 }
 
-/// A socket the library made: close-on-exec, no `SIGPIPE`.
-fn adopt_socket(raw: RawFd) -> io::Result<Fd> {
-    // SAFETY: the caller passes a descriptor it just created and owns.
-    let fd = unsafe { Fd::from_raw(raw) };
-    fd.set_cloexec()?;
-    no_sigpipe(&fd)?;
-    Ok(fd)
+/// Makes the new socket `raw` close-on-exec, without `SIGPIPE` and, if
+/// asked, (non-)blocking; closes it on failure.
+fn adopt_socket(raw: RawFd, nonblocking: Option<bool>) -> io::Result<RawFd> {
+    let res = fix_cloexec_raw(raw)
+        .and_then(|()| no_sigpipe(raw))
+        .and_then(|()| nonblocking.map_or(Ok(()), |on| set_nonblocking(raw, on)));
+    match res {
+        Ok(()) => Ok(raw),
+        Err(e) => {
+            close_raw(raw);
+            Err(e)
+        }
+    }
 }
 
-/// A connected pair of close-on-exec sockets of `kind`.
-pub(crate) fn socketpair_cloexec(kind: libc::c_int) -> io::Result<(Fd, Fd)> {
+/// A connected pair of close-on-exec sockets of `kind`: their numbers,
+/// which the caller owns.
+pub(crate) fn socketpair_raw(kind: libc::c_int) -> io::Result<[RawFd; 2]> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid out-array of two ints.
     cvt(unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) })?;
-    let a = adopt_socket(fds[0]);
-    let b = adopt_socket(fds[1]);
-    Ok((a?, b?))
-}
-
-/// A close-on-exec stream socket of `family`; non-blocking if asked.
-pub(crate) fn stream_socket(family: libc::c_int, nonblocking: bool) -> io::Result<Fd> {
-    // SAFETY: socket takes plain integers.
-    let fd = adopt_socket(cvt(unsafe { libc::socket(family, libc::SOCK_STREAM, 0) })?)?;
-    if nonblocking {
-        set_nonblocking(&fd, true)?;
+    if let Err(e) = adopt_socket(fds[0], None) {
+        close_raw(fds[1]);
+        return Err(e);
     }
-    Ok(fd)
+    if let Err(e) = adopt_socket(fds[1], None) {
+        close_raw(fds[0]);
+        return Err(e);
+    }
+    Ok(fds)
 }
 
-/// `accept`, then close-on-exec, no `SIGPIPE`, and blocking (an accepted
-/// socket inherits the listener's `O_NONBLOCK` here): the new
-/// descriptor's number.
+/// A close-on-exec stream socket of `family`, non-blocking if asked: its
+/// number, which the caller owns.
+pub(crate) fn socket_raw(family: libc::c_int, nonblocking: bool) -> io::Result<RawFd> {
+    // SAFETY: socket takes plain integers.
+    let raw = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM, 0) })?;
+    adopt_socket(raw, nonblocking.then_some(true))
+}
+
+/// `accept` on the listening socket `listener`, then close-on-exec, no
+/// `SIGPIPE`, and blocking (an accepted socket inherits the listener's
+/// `O_NONBLOCK` here): the new descriptor's number, which the caller owns.
 ///
 /// # Safety
 /// `addr` and `len` are valid out-pointers for an address of `*len` bytes.
-pub(crate) unsafe fn accept_cloexec(
-    listener: &Fd,
+pub(crate) unsafe fn accept_raw(
+    listener: RawFd,
     addr: *mut libc::sockaddr,
     len: *mut libc::socklen_t,
 ) -> io::Result<RawFd> {
     // SAFETY: the caller's contract.
-    let raw = cvt_r(|| unsafe { libc::accept(listener.raw(), addr, len) })?;
-    let fd = adopt_socket(raw)?;
-    set_nonblocking(&fd, false)?;
-    let raw = fd.raw();
-    fd.forget();
-    Ok(raw)
+    let raw = cvt_r(|| unsafe { libc::accept(listener, addr, len) })?;
+    adopt_socket(raw, Some(false))
 }
 
-/// A pipe, both ends close-on-exec: (read end, write end).
-pub(crate) fn pipe_cloexec() -> io::Result<(Fd, Fd)> {
+/// A pipe, both ends close-on-exec: [read end, write end], which the
+/// caller owns.
+pub(crate) fn pipe_raw() -> io::Result<[RawFd; 2]> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid out-array of two ints.
     cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
-    // SAFETY: pipe returned two new descriptors we own.
-    let read = unsafe { Fd::from_raw(fds[0]) };
-    // SAFETY: as above.
-    let write = unsafe { Fd::from_raw(fds[1]) };
-    read.set_cloexec()?;
-    write.set_cloexec()?;
-    Ok((read, write))
+    if let Err(e) = fix_cloexec_raw(fds[0]).and_then(|()| fix_cloexec_raw(fds[1])) {
+        close_raw(fds[0]);
+        close_raw(fds[1]);
+        return Err(e);
+    }
+    Ok(fds)
 }
 
-/// `true` when the descriptor is a FIFO (what [`eventfd`] makes).
-pub(crate) fn is_eventfd(fd: &Fd) -> bool {
+/// `true` when the descriptor is a FIFO (what `eventfd` makes here).
+pub(crate) fn is_eventfd_raw(raw: RawFd) -> bool {
     // SAFETY: an all-zero stat is a valid out-value.
     let mut st: libc::stat = unsafe { mem::zeroed() };
     // SAFETY: st is a valid out-pointer for the call.
-    cvt(unsafe { libc::fstat(fd.raw(), &mut st) }).is_ok() && st.st_mode & libc::S_IFMT == libc::S_IFIFO
-}
-
-/// A unique path in the temporary directory, from `prefix` and random
-/// bytes.
-pub(crate) fn temp_path(prefix: &str) -> io::Result<CString> {
-    let mut bytes = [0u8; 12];
-    random_bytes(&mut bytes)?;
-    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut path = std::env::temp_dir();
-    path.push(format!("{prefix}-{}-{suffix}", getpid()));
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the temporary directory's path contains NUL",
-        )
-    })
-}
-
-/// The "eventfd": a close-on-exec, non-blocking FIFO open for reading and
-/// writing, whose name is gone at once. A write makes it readable until
-/// a read drains it.
-pub(crate) fn eventfd() -> io::Result<Fd> {
-    let path = temp_path("multiproc-ready")?;
-    // SAFETY: path is NUL-terminated.
-    cvt(unsafe { libc::mkfifo(path.as_ptr(), 0o600) })?;
-    // SAFETY: path is NUL-terminated; opening a FIFO for reading and
-    // writing does not wait for a peer.
-    let opened = cvt_r(|| unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) });
-    // SAFETY: path is NUL-terminated; the name is ours (random, just made).
-    unsafe { libc::unlink(path.as_ptr()) };
-    // SAFETY: open returned a new descriptor we own.
-    Ok(unsafe { Fd::from_raw(opened?) })
-}
-
-/// Makes the FIFO readable. A full FIFO is readable already, so a failure
-/// changes nothing.
-pub(crate) fn eventfd_signal(fd: &Fd) {
-    let one = [1u8];
-    // SAFETY: writes one byte from a valid buffer; non-blocking.
-    let _ = unsafe { libc::write(fd.raw(), one.as_ptr().cast(), 1) };
-}
-
-/// Empties the FIFO (it stops being readable).
-pub(crate) fn eventfd_drain(fd: &Fd) {
-    let mut buf = [0u8; 256];
-    loop {
-        // SAFETY: reads into a valid buffer; non-blocking.
-        let n = unsafe { libc::read(fd.raw(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < buf.len() as isize {
-            return;
-        }
-    }
+    cvt(unsafe { libc::fstat(raw, &mut st) }).is_ok() && st.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
 /// No page-population advice here: the writes fault the pages in.
@@ -210,9 +171,6 @@ unsafe extern "C" {
     /// `<mach-o/dyld.h>`: the executable's path (declared here: the libc
     /// crate deprecates its own declaration in favour of another crate).
     fn _NSGetExecutablePath(buf: *mut libc::c_char, bufsize: *mut u32) -> libc::c_int;
-    /// `<mach-o/dyld.h>`: the Mach-O header of loaded image `index` (0:
-    /// the main executable), as an address.
-    fn _dyld_get_image_header(index: u32) -> *const libc::c_void;
     /// `<spawn.h>`, macOS 10.7 and later (not in the libc crate): keeps
     /// `fd` open in the child under `POSIX_SPAWN_CLOEXEC_DEFAULT`.
     fn posix_spawn_file_actions_addinherit_np(
@@ -255,99 +213,5 @@ pub(crate) fn self_exe() -> io::Result<CString> {
         if size as usize <= buf.len() {
             return Err(io::Error::other("cannot read the executable's path"));
         }
-    }
-}
-
-/// No affinity masks on macOS.
-pub(crate) fn affinity_cpu_count() -> Option<usize> {
-    None
-}
-
-/// No cgroups on macOS.
-pub(crate) fn cgroup_cpu_limit() -> Option<f64> {
-    None
-}
-
-/// Number of threads in this process (`proc_pidinfo`'s task info).
-pub(crate) fn thread_count() -> io::Result<usize> {
-    // SAFETY: an all-zero proc_taskinfo is a valid out-value.
-    let mut info: libc::proc_taskinfo = unsafe { mem::zeroed() };
-    let size = mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
-    // SAFETY: info is writable storage of `size` bytes.
-    let n = unsafe {
-        libc::proc_pidinfo(
-            getpid() as libc::c_int,
-            libc::PROC_PIDTASKINFO,
-            0,
-            (&mut info as *mut libc::proc_taskinfo).cast(),
-            size,
-        )
-    };
-    if n != size {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(info.pti_threadnum.max(1) as usize)
-}
-
-/// Fills `buf` from the kernel's random source (`getentropy`, at most 256
-/// bytes a call).
-pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
-    for chunk in buf.chunks_mut(256) {
-        // SAFETY: chunk is a valid writable slice of at most 256 bytes.
-        cvt(unsafe { libc::getentropy(chunk.as_mut_ptr().cast(), chunk.len()) })?;
-    }
-    Ok(())
-}
-
-/// Device and inode of the running executable.
-pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(std::env::current_exe()?)?;
-    Ok((meta.dev(), meta.ino()))
-}
-
-/// The load address of the main executable: dyld's image 0.
-pub(crate) fn main_image_base() -> Option<usize> {
-    // SAFETY: asks dyld for the header of image 0 (the main executable),
-    // which exists as long as the process does.
-    let header = unsafe { _dyld_get_image_header(0) };
-    (!header.is_null()).then_some(header as usize)
-}
-
-/// The pid of the process at the other end of the Unix socket `fd`
-/// (`LOCAL_PEERPID`), without taking ownership of `fd`.
-pub(crate) fn socket_peer_pid(fd: i32) -> io::Result<u32> {
-    let mut pid: libc::pid_t = 0;
-    let mut len = mem::size_of::<libc::pid_t>() as libc::socklen_t;
-    // SAFETY: pid and len are valid out-pointers of the sizes given; a
-    // descriptor that is not a Unix socket only makes the call fail.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_LOCAL,
-            libc::LOCAL_PEERPID,
-            (&mut pid as *mut libc::pid_t).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(pid as u32)
-}
-
-/// Points each of `fds` at `/dev/null` (close-on-exec), keeping the
-/// numbers taken; falls back to closing them.
-pub(crate) fn reserve_closed(fds: &[i32]) {
-    let null = match null_device() {
-        Ok(n) => n,
-        Err(_) => return close_inherited(fds),
-    };
-    for &fd in fds {
-        // SAFETY: dup2 onto a number this process holds (an inherited
-        // endpoint), replacing it atomically.
-        if unsafe { libc::dup2(null.raw(), fd) } < 0 {
-            close_inherited(&[fd]);
-            continue;
-        }
-        // SAFETY: F_SETFD on the descriptor just made.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }

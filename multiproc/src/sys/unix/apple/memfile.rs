@@ -20,7 +20,10 @@
 
 use std::{ffi::CStr, io, mem};
 
-use super::{Fd, cvt, cvt_r, fdops::temp_path, random_bytes};
+use super::{
+    Fd, cvt, cvt_r,
+    misc::{random_bytes, temp_path},
+};
 use crate::sys::{MemfileFacts, Resize};
 
 /// `fstat` of `fd`.

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{Fd, close_inherited, cvt_r, image_base, null_device};
+use super::{Fd, close_inherited, cvt, cvt_r, image_base, null_device};
 
 /// Number of threads in this process, from `/proc/self/stat` (field 20).
 ///
@@ -144,6 +144,30 @@ pub(crate) fn reserve_closed(fds: &[i32]) {
             close_inherited(&[fd]);
         }
     }
+}
+
+/// A close-on-exec, non-blocking eventfd: a counter that makes `poll`
+/// return when signalled.
+pub(crate) fn eventfd() -> io::Result<Fd> {
+    // SAFETY: no pointers; the flags are valid.
+    let raw = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: eventfd returned a new descriptor we own.
+    Ok(unsafe { Fd::from_raw(raw) })
+}
+
+/// Adds one to an eventfd (it becomes readable). A full counter is
+/// already readable, so a failure changes nothing.
+pub(crate) fn eventfd_signal(fd: &Fd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a valid buffer to a descriptor we own.
+    let _ = unsafe { libc::write(fd.raw(), one.as_ptr().cast(), one.len()) };
+}
+
+/// Resets an eventfd's counter (it stops being readable).
+pub(crate) fn eventfd_drain(fd: &Fd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a valid buffer; non-blocking.
+    let _ = unsafe { libc::read(fd.raw(), buf.as_mut_ptr().cast(), buf.len()) };
 }
 
 #[cfg(test)]

@@ -31,9 +31,8 @@ use super::{
 };
 
 pub(crate) use fdops::{
-    ForkToken, OPEN_CLOEXEC, PACKET_KIND, RECV_CLOEXEC, SEND_NOSIGNAL, SPAWN_FLAGS, accept_cloexec, adopt_received,
-    close_others, eventfd, eventfd_drain, eventfd_signal, fix_cloexec, is_eventfd, is_full, pipe_cloexec, populate,
-    self_exe, socketpair_cloexec, stream_socket,
+    OPEN_CLOEXEC, PACKET_KIND, RECV_CLOEXEC, SEND_NOSIGNAL, SPAWN_FLAGS, accept_raw, adopt_received, close_others,
+    fix_cloexec_raw, is_eventfd_raw, is_full, pipe_raw, populate, self_exe, socket_raw, socketpair_raw,
 };
 pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
 pub(crate) use memfd::{Memfd, buffer, capture_file, read_file, retain_freed_memory};
@@ -41,12 +40,12 @@ pub(crate) use memfd::{Memfd, buffer, capture_file, read_file, retain_freed_memo
 pub(crate) use memfile::memfile_unsealed_for_test;
 pub(crate) use memfile::{memfile_check, memfile_create, memfile_grow, memfile_size};
 pub(crate) use misc::{
-    affinity_cpu_count, cgroup_cpu_limit, exe_identity, main_image_base, random_bytes, reserve_closed, socket_peer_pid,
-    thread_count,
+    affinity_cpu_count, cgroup_cpu_limit, eventfd, eventfd_drain, eventfd_signal, exe_identity, main_image_base,
+    random_bytes, reserve_closed, socket_peer_pid, thread_count,
 };
 pub(crate) use mutex::{MUTEX_ALIGN, MUTEX_SIZE, RobustMutex};
 pub(crate) use pdeath::{ServerChild, arm_parent_death};
-pub(crate) use pidfd::{ChildHandle, ParentWatch};
+pub(crate) use pidfd::{ChildHandle, ForkToken, ParentWatch};
 pub(crate) use shm::{
     file_size, futex_wait, futex_wake, futex_wake_all, is_size_sealed, memfd_sealed, memfd_sealed_labelled,
     size_matches,

@@ -178,6 +178,19 @@ impl ChildHandle {
     }
 }
 
+/// Nothing: a fork child's pidfd is what travels to other processes.
+pub(crate) struct ForkToken;
+
+impl ForkToken {
+    pub(crate) fn new() -> io::Result<ForkToken> {
+        Ok(ForkToken)
+    }
+    pub(crate) fn in_child(self) {}
+    pub(crate) fn in_parent(self, handle: ChildHandle) -> ChildHandle {
+        handle
+    }
+}
+
 /// A handle on another process (this process's parent) whose end can be
 /// awaited.
 #[derive(Debug)]
