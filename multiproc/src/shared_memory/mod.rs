@@ -545,7 +545,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
         // An anonymous segment must be sealed at its size, so that nobody
         // can shrink it under this mapping (a named one cannot be sealed:
         // its users trust each other not to truncate it, as in Python).
-        if actual != p.size || (p.name.is_none() && !sys::is_size_sealed(&fd)) {
+        if !sys::size_matches(actual, p.size) || (p.name.is_none() && !sys::is_size_sealed(&fd)) {
             return Err(D::Error::custom(format!(
                 "the received shared memory segment has {actual} bytes, not the {} announced, or is not sealed",
                 p.size

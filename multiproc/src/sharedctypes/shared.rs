@@ -128,7 +128,7 @@ impl<T: Pod> Shared<T> {
             .ok()
             .and_then(|n| n.checked_mul(size_of::<T>()))
             .and_then(|n| n.checked_add(data));
-        let Some(want) = want.filter(|&w| w as u64 == size) else {
+        let Some(want) = want.filter(|&w| sys::size_matches(size, w as u64)) else {
             return Err(format!(
                 "size mismatch: the shared memory has {size} bytes, {len} elements of {} need {}",
                 std::any::type_name::<T>(),

@@ -358,7 +358,7 @@ impl SyncMem {
                 "the synchronisation object's descriptor is not a suitably sealed memory file",
             ));
         }
-        if file_size(&fd)? != SIZE as u64 {
+        if !crate::sys::size_matches(file_size(&fd)?, SIZE as u64) {
             return Err(invalid("the synchronisation object's file has the wrong size"));
         }
         let map = Mapping::new(&fd, SIZE)?;

@@ -9,10 +9,12 @@
 //! the `unsafe fn` contract in `crate::process`, the entry constructor in
 //! `lib.rs`, and the views of shared pages in `crate::sync`.
 //!
-//! The backend is chosen once, below: `unix/` on Linux, `unsupported.rs`
-//! elsewhere (or anywhere, with `--cfg multiproc_stub_backend`), whose
-//! every call fails with [`ErrorKind::Unsupported`](crate::ErrorKind) so
-//! that the facade type-checks on any target.
+//! The backend is chosen once, below: `unix/` on Linux and macOS (POSIX
+//! files shared, `unix/linux/` and `unix/apple/` for the rest),
+//! `unsupported.rs` elsewhere (or anywhere, with `--cfg
+//! multiproc_stub_backend`), whose every call fails with
+//! [`ErrorKind::Unsupported`](crate::ErrorKind) so that the facade
+//! type-checks on any target.
 //!
 //! # The contract a backend provides
 //!
@@ -70,7 +72,10 @@
 //! file of a fixed size, which no process can grow or shrink, freed when
 //! its last descriptor and mapping go; `is_size_sealed`, `file_size`
 //! (which refuses anything but such a file); named segments
-//! (`shm_create`, `shm_attach`, `shm_unlink`); `Mapping`: a shared,
+//! (`shm_create`, `shm_attach`, `shm_unlink`); `size_matches(actual,
+//! wanted)`: whether a received fixed-size file's size is the one its
+//! sender asked for (macOS rounds shared memory objects up to whole
+//! pages); `Mapping`: a shared,
 //! readable and writable view of a whole file that every process mapping
 //! it sees at once, accessed as atomics or through raw copies, unmapped on
 //! drop unless `keep_mapped`. `Memfd`, `read_file`, `buffer`: one large
@@ -115,13 +120,16 @@
 //! on these primitives, moving up to `crate::queue`).
 
 // The stub backend constructs none of the contract's results.
-#![cfg_attr(any(not(target_os = "linux"), multiproc_stub_backend), allow(dead_code))]
+#![cfg_attr(
+    any(not(any(target_os = "linux", target_os = "macos")), multiproc_stub_backend),
+    allow(dead_code)
+)]
 
-#[cfg(all(target_os = "linux", not(multiproc_stub_backend)))]
+#[cfg(all(any(target_os = "linux", target_os = "macos"), not(multiproc_stub_backend)))]
 #[path = "unix/mod.rs"]
 mod imp;
 
-#[cfg(any(not(target_os = "linux"), multiproc_stub_backend))]
+#[cfg(any(not(any(target_os = "linux", target_os = "macos")), multiproc_stub_backend))]
 #[path = "unsupported.rs"]
 mod imp;
 
@@ -260,7 +268,8 @@ pub(crate) enum LockError {
     /// An error-checking mutex locked again by its holder.
     Deadlock,
     /// A holder died and the state could not be recovered: the mutex is
-    /// unusable for good.
+    /// unusable for good (never on macOS: its owner-word lock always is).
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     NotRecoverable,
     /// Any other failure of the system.
     Io(io::Error),
@@ -286,7 +295,8 @@ pub(crate) enum UnlockError {
     NotOwner,
     /// Nobody holds it.
     NotLocked,
-    /// Any other failure of the system.
+    /// Any other failure of the system (none on macOS).
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     Io(io::Error),
 }
 

@@ -487,6 +487,10 @@ pub(crate) fn is_size_sealed(fd: &Fd) -> bool {
 pub(crate) fn file_size(fd: &Fd) -> io::Result<u64> {
     match fd.never {}
 }
+/// Whether a received memory file of `actual` bytes is one of `wanted`.
+pub(crate) fn size_matches(actual: u64, wanted: u64) -> bool {
+    actual == wanted
+}
 pub(crate) fn shm_create(_name: &str, _size: usize) -> io::Result<Fd> {
     no()
 }

@@ -156,7 +156,7 @@ impl ShmRing {
         if c.id == d.id {
             return Err(invalid("the queue's control and data descriptors are the same file"));
         }
-        if c.size != CONTROL_SIZE as u64 {
+        if !sys::size_matches(c.size, CONTROL_SIZE as u64) {
             return Err(invalid("the queue's control file has the wrong size"));
         }
         if d.size < MIN_CAPACITY {

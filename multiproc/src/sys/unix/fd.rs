@@ -7,7 +7,11 @@ use std::{
     time::Duration,
 };
 
-use super::{cvt, cvt_r, poll_millis};
+use super::{
+    cvt, cvt_r,
+    os::{PACKET_KIND, RECV_CLOEXEC, SEND_NOSIGNAL, adopt_received, is_eventfd_raw, is_full, socketpair_raw},
+    poll_millis,
+};
 
 /// An owned descriptor. Closed on drop, except in a process other than the
 /// one that created it (a `fork` child that inherited a copy of the owner's
@@ -144,12 +148,12 @@ impl Fd {
             // SAFETY: an all-zero msghdr is a valid empty message.
             let mut msg: libc::msghdr = unsafe { mem::zeroed() };
             msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len();
+            msg.msg_iovlen = iov.len() as _;
             if first && !fds.is_empty() {
                 cmsg.put_fds(&mut msg, fds);
             }
             // SAFETY: msg points at live iovecs and control bytes for the call.
-            let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL) })? as usize;
+            let n = cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_NOSIGNAL) })? as usize;
             first = false;
             let from_header = n.min(parts[0].len());
             parts[0] = &parts[0][from_header..];
@@ -171,11 +175,11 @@ impl Fd {
         // SAFETY: an all-zero msghdr is a valid empty message.
         let mut msg: libc::msghdr = unsafe { mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
+        msg.msg_iovlen = iov.len() as _;
         if !fds.is_empty() {
             cmsg.put_fds(&mut msg, fds);
         }
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        let flags = SEND_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: msg points at live iovecs and control bytes for the call.
         match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, flags) }) {
             Ok(n) => Ok(n as usize),
@@ -211,10 +215,10 @@ impl Fd {
             // SAFETY: an all-zero msghdr is a valid empty message.
             let mut msg: libc::msghdr = unsafe { mem::zeroed() };
             msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = count;
+            msg.msg_iovlen = count as _;
             // SAFETY: msg points at live iovecs over borrowed slices for the
             // call.
-            let mut n = match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL) }) {
+            let mut n = match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_NOSIGNAL) }) {
                 Ok(n) => n as usize,
                 Err(e) => return (sent, Err(e)),
             };
@@ -256,7 +260,9 @@ impl Fd {
         let mut st: libc::stat = unsafe { mem::zeroed() };
         // SAFETY: st is a valid out-pointer for the call.
         cvt(unsafe { libc::fstat(self.raw(), &mut st) }).ok()?;
-        Some((st.st_dev, st.st_ino))
+        // A `dev_t` is 64 bits on Linux, 32 on the Apple platforms.
+        #[allow(clippy::unnecessary_cast)]
+        Some((st.st_dev as u64, st.st_ino))
     }
 
     /// `true` when the descriptor is a socket.
@@ -267,11 +273,10 @@ impl Fd {
         cvt(unsafe { libc::fstat(self.raw(), &mut st) }).is_ok() && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
     }
 
-    /// `true` when the descriptor is an eventfd (the kernel names its
-    /// anonymous inode `anon_inode:[eventfd]`).
+    /// `true` when the descriptor is what [`eventfd`](super::eventfd)
+    /// makes on this platform.
     pub(crate) fn is_eventfd(&self) -> bool {
-        std::fs::read_link(format!("/proc/self/fd/{}", self.raw()))
-            .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
+        is_eventfd_raw(self.raw())
     }
 
     /// Shuts down one or both directions of a socket, for every process
@@ -302,9 +307,9 @@ impl Fd {
             cmsg.put_fds(&mut msg, fds);
         }
         // SAFETY: msg points at a live iovec and control bytes for the call.
-        match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) }) {
+        match cvt_r(|| unsafe { libc::sendmsg(self.raw(), &msg, SEND_NOSIGNAL | libc::MSG_DONTWAIT) }) {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if is_full(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -337,7 +342,7 @@ impl Fd {
                 self.raw(),
                 bytes.as_ptr().cast(),
                 bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                libc::MSG_DONTWAIT | SEND_NOSIGNAL,
             )
         });
         match res {
@@ -428,8 +433,8 @@ impl Fd {
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = 1;
         msg.msg_control = cmsg.buf.as_mut_ptr().cast();
-        msg.msg_controllen = mem::size_of_val(&cmsg.buf);
-        let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        msg.msg_controllen = mem::size_of_val(&cmsg.buf) as _;
+        let flags = RECV_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
         // SAFETY: msg describes `len` writable bytes at `ptr` (the callers'
         // contract) and the control buffer `cmsg`.
         let n = match cvt_r(|| unsafe { libc::recvmsg(self.raw(), &mut msg, flags) }) {
@@ -501,7 +506,7 @@ impl CmsgBuf {
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         msg.msg_control = self.buf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
+        msg.msg_controllen = space as _;
         // SAFETY: msg_control points at `space` zeroed bytes, enough for one header.
         let hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
         // SAFETY: CMSG_LEN is a pure size computation.
@@ -511,7 +516,7 @@ impl CmsgBuf {
         let h = unsafe { &mut *hdr };
         h.cmsg_level = libc::SOL_SOCKET;
         h.cmsg_type = libc::SCM_RIGHTS;
-        h.cmsg_len = len;
+        h.cmsg_len = len as _;
         // SAFETY: hdr is the first header of msg's control buffer.
         let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
         for (i, fd) in fds.iter().enumerate() {
@@ -534,8 +539,11 @@ impl CmsgBuf {
             let h = unsafe { &*hdr };
             let (level, ty, len) = (h.cmsg_level, h.cmsg_type, h.cmsg_len);
             if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+                // `cmsg_len` is a `usize` on Linux, a `socklen_t` on the
+                // Apple platforms.
                 // SAFETY: as above; CMSG_LEN(0) is a pure size computation.
-                let data_len = len - unsafe { libc::CMSG_LEN(0) } as usize;
+                #[allow(clippy::unnecessary_cast)]
+                let data_len = len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
                 // SAFETY: as above.
                 let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
                 for i in 0..data_len / mem::size_of::<RawFd>() {
@@ -543,6 +551,7 @@ impl CmsgBuf {
                     // descriptors inside the control buffer, not
                     // necessarily aligned.
                     let raw = unsafe { data.wrapping_add(i).read_unaligned() };
+                    adopt_received(raw);
                     // SAFETY: the kernel installed a fresh descriptor for
                     // each one passed, which this process now owns.
                     out.push(unsafe { Fd::from_raw(raw) });
@@ -554,49 +563,26 @@ impl CmsgBuf {
     }
 }
 
-/// A close-on-exec, non-blocking eventfd: a counter that makes `poll`
-/// return when signalled.
-pub(crate) fn eventfd() -> io::Result<Fd> {
-    // SAFETY: no pointers; the flags are valid.
-    let raw = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-    // SAFETY: eventfd returned a new descriptor we own.
-    Ok(unsafe { Fd::from_raw(raw) })
-}
-
-/// Adds one to an eventfd (it becomes readable). A full counter is
-/// already readable, so a failure changes nothing.
-pub(crate) fn eventfd_signal(fd: &Fd) {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: writes 8 bytes from a valid buffer to a descriptor we own.
-    let _ = unsafe { libc::write(fd.raw(), one.as_ptr().cast(), one.len()) };
-}
-
-/// Resets an eventfd's counter (it stops being readable).
-pub(crate) fn eventfd_drain(fd: &Fd) {
-    let mut buf = [0u8; 8];
-    // SAFETY: reads at most 8 bytes into a valid buffer; non-blocking.
-    let _ = unsafe { libc::read(fd.raw(), buf.as_mut_ptr().cast(), buf.len()) };
-}
-
 /// A connected pair of close-on-exec stream sockets.
 pub(crate) fn socketpair() -> io::Result<(Fd, Fd)> {
     pair(libc::SOCK_STREAM)
 }
 
-/// A connected pair of close-on-exec sequenced-packet sockets: each send
-/// is one datagram, received whole by exactly one reader.
+/// A connected pair of close-on-exec packet sockets: each send is one
+/// datagram, received whole by exactly one reader (sequenced packets on
+/// Linux; datagrams on macOS, which has no Unix sequenced-packet sockets
+/// and whose Unix datagrams are as reliable and ordered, but show no
+/// hang-up of the peer).
 pub(crate) fn seqpacket_pair() -> io::Result<(Fd, Fd)> {
-    pair(libc::SOCK_SEQPACKET)
+    pair(PACKET_KIND)
 }
 
 fn pair(kind: libc::c_int) -> io::Result<(Fd, Fd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out-array of two ints.
-    cvt(unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    let [a, b] = socketpair_raw(kind)?;
     // SAFETY: socketpair returned two new descriptors we own.
-    let a = unsafe { Fd::from_raw(fds[0]) };
+    let a = unsafe { Fd::from_raw(a) };
     // SAFETY: as above.
-    let b = unsafe { Fd::from_raw(fds[1]) };
+    let b = unsafe { Fd::from_raw(b) };
     Ok((a, b))
 }
 

@@ -12,7 +12,7 @@
 
 use std::io;
 
-use super::{ChildHandle, cvt};
+use super::{ChildHandle, cvt, os::ForkToken};
 
 /// Which side of a fork the caller is on.
 #[derive(Debug)]
@@ -32,13 +32,17 @@ pub(crate) enum ForkSide {
 /// parent's logic.
 #[allow(clippy::disallowed_methods)] // the crate's one fork call
 pub(crate) unsafe fn fork_child() -> io::Result<ForkSide> {
+    // What the platform hands the child to be known by (macOS: its life
+    // token; nothing on Linux, whose pidfds travel).
+    let token = ForkToken::new()?;
     // SAFETY: the caller upholds the post-fork contract documented above.
     let pid = cvt(unsafe { libc::fork() })?;
     if pid == 0 {
+        token.in_child();
         return Ok(ForkSide::Child);
     }
     match ChildHandle::open(pid as u32) {
-        Ok(handle) => Ok(ForkSide::Parent(handle)),
+        Ok(handle) => Ok(ForkSide::Parent(token.in_parent(handle))),
         Err(e) => {
             kill_and_reap(pid);
             Err(e)

@@ -1,8 +1,8 @@
 //! Stream sockets by address: Unix (a filesystem path or a Linux abstract
 //! name) and TCP, for `Listener` and `Client`.
 //!
-//! Every socket is created close-on-exec atomically (`SOCK_CLOEXEC`,
-//! `accept4(SOCK_CLOEXEC)`). A listening socket is non-blocking, so that
+//! Every socket is created close-on-exec (see the backend's docs). Abstract
+//! names exist on Linux only. A listening socket is non-blocking, so that
 //! an accept racing another thread for the same connection never blocks
 //! past its deadline; accepted and connected sockets are blocking, as a
 //! connection expects.
@@ -16,12 +16,29 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Fd, cvt, cvt_r, fd::poll_one};
+use super::{
+    Fd, cvt,
+    fd::poll_one,
+    os::{accept_raw, socket_raw},
+};
 use crate::sys::{PeerAddr, SockAddr};
 
 /// The longest Unix socket path or abstract name, in bytes (`sun_path`
-/// holds 108 bytes: a path needs its NUL, a name its leading NUL).
-pub(crate) const UNIX_NAME_MAX: usize = 107;
+/// holds 108 bytes on Linux, 104 on the Apple platforms: a path needs its
+/// NUL, a name its leading NUL).
+pub(crate) const UNIX_NAME_MAX: usize = SUN_PATH_LEN - 1;
+
+/// Bytes of `sockaddr_un::sun_path`.
+const SUN_PATH_LEN: usize = {
+    // SAFETY: an all-zero sockaddr_un is a valid value (evaluated at
+    // compile time, only to take the array's length).
+    let sun: libc::sockaddr_un = unsafe { mem::zeroed() };
+    sun.sun_path.len()
+};
+
+/// Where `sun_path` starts in a `sockaddr_un` (after the family; on the
+/// Apple platforms after a length byte too).
+const SUN_PATH_OFFSET: usize = mem::offset_of!(libc::sockaddr_un, sun_path);
 
 /// A `sockaddr` ready for the kernel.
 struct RawAddr {
@@ -57,28 +74,28 @@ fn encode(addr: SockAddr<'_>) -> io::Result<RawAddr> {
         SockAddr::Path(path) => encode_unix(&mut raw, path.as_os_str().as_bytes(), false)?,
         SockAddr::Abstract(name) => encode_unix(&mut raw, name, true)?,
         SockAddr::Inet(SocketAddr::V4(a)) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
+            // SAFETY: an all-zero sockaddr_in is valid (the Apple platforms'
+            // has a length byte besides these fields, which may stay 0).
+            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe { raw.ptr_mut().cast::<libc::sockaddr_in>().write(sin) };
             raw.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         }
         SockAddr::Inet(SocketAddr::V6(a)) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
+            // SAFETY: as for sockaddr_in.
+            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
             };
+            sin6.sin6_scope_id = a.scope_id();
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
             unsafe { raw.ptr_mut().cast::<libc::sockaddr_in6>().write(sin6) };
             raw.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
@@ -97,6 +114,12 @@ fn encode_unix(raw: &mut RawAddr, name: &[u8], abstract_name: bool) -> io::Resul
             ),
         ));
     }
+    if abstract_name && cfg!(not(target_os = "linux")) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "abstract Unix socket names exist on Linux only",
+        ));
+    }
     if !abstract_name && (name.is_empty() || name.contains(&0)) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -111,7 +134,7 @@ fn encode_unix(raw: &mut RawAddr, name: &[u8], abstract_name: bool) -> io::Resul
     for (dst, &src) in sun.sun_path[start..].iter_mut().zip(name) {
         *dst = src as libc::c_char;
     }
-    let base = mem::size_of::<libc::sa_family_t>();
+    let base = SUN_PATH_OFFSET;
     // A path is passed with its NUL; an abstract name is exactly its bytes
     // after the leading NUL.
     raw.len = (base + start + name.len() + usize::from(!abstract_name)) as libc::socklen_t;
@@ -140,7 +163,7 @@ fn decode(raw: &RawAddr) -> PeerAddr {
         libc::AF_UNIX => {
             // SAFETY: the kernel wrote a sockaddr_un for AF_UNIX.
             let sun = unsafe { &*raw.ptr().cast::<libc::sockaddr_un>() };
-            let base = mem::size_of::<libc::sa_family_t>();
+            let base = SUN_PATH_OFFSET;
             let n = (raw.len as usize).saturating_sub(base).min(sun.sun_path.len());
             let bytes: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
             match bytes.split_first() {
@@ -167,9 +190,7 @@ fn family(addr: SockAddr<'_>) -> libc::c_int {
 /// A close-on-exec stream socket of the family of `addr`; non-blocking
 /// if asked.
 fn stream_socket(addr: SockAddr<'_>, nonblocking: bool) -> io::Result<Fd> {
-    let flags = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-    // SAFETY: socket takes plain integers.
-    let raw = cvt(unsafe { libc::socket(family(addr), flags, 0) })?;
+    let raw = socket_raw(family(addr), nonblocking)?;
     // SAFETY: socket returned a new descriptor we own.
     Ok(unsafe { Fd::from_raw(raw) })
 }
@@ -211,9 +232,9 @@ pub(crate) fn local_inet_addr(fd: &Fd) -> io::Result<SocketAddr> {
 pub(crate) fn accept(listener: &Fd) -> io::Result<Option<(Fd, PeerAddr)>> {
     let mut raw = RawAddr::empty();
     // SAFETY: raw is writable storage of `raw.len` bytes.
-    let res = cvt_r(|| unsafe { libc::accept4(listener.raw(), raw.ptr_mut(), &mut raw.len, libc::SOCK_CLOEXEC) });
+    let res = unsafe { accept_raw(listener.raw(), raw.ptr_mut(), &mut raw.len) };
     match res {
-        // SAFETY: accept4 returned a new descriptor we own.
+        // SAFETY: accept returned a new descriptor we own.
         Ok(fd) => Ok(Some((unsafe { Fd::from_raw(fd) }, decode(&raw)))),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ECONNABORTED)) => Ok(None),
         Err(e) => Err(e),
@@ -318,6 +339,11 @@ pub(crate) fn set_nodelay(fd: &Fd) -> io::Result<()> {
     set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
+/// `<netinet/tcp.h>` on Apple platforms (the libc crate lacks it):
+/// seconds after which retransmissions stop and the connection drops.
+#[cfg(target_vendor = "apple")]
+const TCP_RXT_CONNDROPTIME: libc::c_int = 0x80;
+
 /// Makes a TCP connection fail when the peer stops acknowledging for
 /// `timeout` (`TCP_USER_TIMEOUT`), and probes an idle one (keepalive at
 /// that period), so a read on a cut network ends with an error instead of
@@ -329,13 +355,27 @@ pub(crate) fn set_tcp_liveness(fd: std::os::fd::BorrowedFd<'_>, timeout: Duratio
         .max(1);
     let secs = (ms / 1000).max(1);
     let raw = fd.as_raw_fd();
-    for (level, name, value) in [
+    // macOS has no TCP_USER_TIMEOUT: unacknowledged data is given up after
+    // TCP_RXT_CONNDROPTIME seconds, and the idle time is TCP_KEEPALIVE.
+    #[cfg(target_os = "linux")]
+    let options = [
         (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms),
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
         (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 2),
-    ] {
+    ];
+    #[cfg(target_vendor = "apple")]
+    let options = [
+        (libc::IPPROTO_TCP, TCP_RXT_CONNDROPTIME, secs),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPALIVE, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 2),
+    ];
+    #[cfg(target_vendor = "apple")]
+    let _ = ms;
+    for (level, name, value) in options {
         // SAFETY: value is a c_int living across the call; `raw` is open
         // for the borrow's lifetime.
         cvt(unsafe {
@@ -355,9 +395,49 @@ pub(crate) fn set_tcp_liveness(fd: std::os::fd::BorrowedFd<'_>, timeout: Duratio
 /// its sending side or reset the connection (`POLLRDHUP`), without
 /// reading; `true` once it has. Bytes the peer sent before count for
 /// nothing: another thread may be reading them.
+#[cfg(target_os = "linux")]
 pub(crate) fn peer_closed(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     poll_one(fd.as_raw_fd(), libc::POLLRDHUP, Some(timeout))
+}
+
+/// Without `POLLRDHUP` (macOS): waits for readability, then peeks; an end
+/// of stream or a reset is the peer's close. Bytes waiting for another
+/// thread's read make the socket readable without saying anything of the
+/// peer: the rest of `timeout` is slept, not spun, and the answer is
+/// `false` (the next call looks again).
+#[cfg(target_vendor = "apple")]
+pub(crate) fn peer_closed(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let start = std::time::Instant::now();
+    if !poll_one(fd.as_raw_fd(), libc::POLLIN, Some(timeout))? {
+        return Ok(false);
+    }
+    let mut byte = 0u8;
+    // SAFETY: one writable byte that lives across the call; the borrow
+    // keeps the descriptor open.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Ok(true),
+        n if n > 0 => {
+            std::thread::sleep(timeout.saturating_sub(start.elapsed()));
+            Ok(false)
+        }
+        _ => {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(false),
+                _ => Ok(true),
+            }
+        }
+    }
 }
 
 fn set_int_option(fd: &Fd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {

@@ -1,5 +1,6 @@
-//! Shared memory segments: sealed memory files, POSIX named segments
-//! (`shm_open` in `/dev/shm`) and their mappings.
+//! Shared memory segments: POSIX named segments (`shm_open`, in `/dev/shm`
+//! on Linux) and shared mappings of memory files (which files: the
+//! platform's `memfile.rs`).
 //!
 //! A [`Mapping`] never hands out a Rust reference to the shared bytes on
 //! its own: other processes (and other threads of this one) may write
@@ -10,7 +11,7 @@
 //! exist only behind `unsafe` calls whose callers promise exclusion.
 
 use std::{
-    ffi::{CStr, CString},
+    ffi::CString,
     io,
     ptr::NonNull,
     sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed},
@@ -18,7 +19,7 @@ use std::{
 
 use super::{
     Fd, cvt, cvt_r,
-    shm::{create_memfd, map_shared},
+    os::{OPEN_CLOEXEC, fix_cloexec_raw, populate},
 };
 
 /// A shared, readable and writable mapping of a whole file, unmapped on
@@ -46,6 +47,25 @@ unsafe impl Sync for Mapping {}
 /// `MADV_POPULATE_WRITE` before a bulk write: one call instead of one page
 /// fault per 4 KiB page.
 const POPULATE_MIN: usize = 4 << 20;
+
+/// Maps `len` bytes of `fd`, shared, readable and writable.
+pub(crate) fn map_shared(fd: &Fd, len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh mapping chosen by the kernel touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.raw(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p.cast()).expect("mmap does not return a null mapping"))
+}
 
 impl Mapping {
     /// Maps the first `len` bytes of `fd` (`len > 0`).
@@ -133,9 +153,7 @@ impl Mapping {
         let aligned = start.next_multiple_of(4096);
         let end = (start + n) & !4095;
         if end > aligned {
-            // SAFETY: the page-aligned range lies inside our mapping;
-            // populating changes no contents.
-            unsafe { libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_POPULATE_WRITE) };
+            populate(aligned as *mut u8, end - aligned);
         }
     }
 
@@ -193,31 +211,8 @@ impl Drop for Mapping {
     }
 }
 
-/// Seals an anonymous segment carries: its size is fixed, so no process
-/// can truncate it under another's mapping (which would be `SIGBUS`).
-const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-
-/// A new memory file of `size` bytes, sealed at that size, close-on-exec.
-pub(crate) fn memfd_sealed(size: usize) -> io::Result<Fd> {
-    memfd_sealed_labelled(c"multiproc-shm", size)
-}
-
-/// [`memfd_sealed`], with `label` as the file's name (shown in
-/// `/proc/<pid>/fd`).
-pub(crate) fn memfd_sealed_labelled(label: &CStr, size: usize) -> io::Result<Fd> {
-    let size = libc::off_t::try_from(size).map_err(|_| too_large())?;
-    create_memfd(label, size as u64, SIZE_SEALS)
-}
-
 fn too_large() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "the size does not fit a file offset")
-}
-
-/// Whether `fd` is a memory file sealed at its size.
-pub(crate) fn is_size_sealed(fd: &Fd) -> bool {
-    // SAFETY: F_GET_SEALS reads flags of an open descriptor.
-    let have = unsafe { libc::fcntl(fd.raw(), libc::F_GET_SEALS) };
-    have != -1 && have & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) == libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
 }
 
 /// `/name` for `shm_open`; `name` has been validated (no `/`, no NUL).
@@ -235,12 +230,13 @@ pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<Fd> {
     let raw = cvt_r(|| unsafe {
         libc::shm_open(
             path.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | OPEN_CLOEXEC,
             0o600,
         )
     })?;
     // SAFETY: shm_open returned a new descriptor we own.
     let fd = unsafe { Fd::from_raw(raw) };
+    fix_cloexec_raw(fd.raw())?;
     // SAFETY: ftruncate on our descriptor.
     if let Err(e) = cvt_r(|| unsafe { libc::ftruncate(fd.raw(), size) }) {
         // The name is ours (O_EXCL) and useless unsized; an unlink failure
@@ -255,9 +251,11 @@ pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<Fd> {
 pub(crate) fn shm_attach(name: &str) -> io::Result<Fd> {
     let path = posix_name(name)?;
     // SAFETY: path is NUL-terminated.
-    let raw = cvt_r(|| unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
+    let raw = cvt_r(|| unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR | OPEN_CLOEXEC, 0) })?;
     // SAFETY: shm_open returned a new descriptor we own.
-    Ok(unsafe { Fd::from_raw(raw) })
+    let fd = unsafe { Fd::from_raw(raw) };
+    fix_cloexec_raw(fd.raw())?;
+    Ok(fd)
 }
 
 /// Removes the name `name` from `/dev/shm` (mappings stay valid).
@@ -275,6 +273,14 @@ pub(crate) fn ignore_group_signals() {
         // SAFETY: setting a signal's disposition to SIG_IGN is always valid.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+}
+
+/// Whether a file of `actual` bytes is one of `wanted` bytes, or that
+/// size rounded up to whole pages of `page` bytes (how macOS sizes a
+/// shared memory object).
+#[cfg(any(test, target_os = "macos"))]
+pub(crate) fn size_within_page(actual: u64, wanted: u64, page: u64) -> bool {
+    actual == wanted || wanted.checked_next_multiple_of(page) == Some(actual)
 }
 
 /// The widest atomic access (1, 2, 4 or 8 bytes) that tiles a `T` and is
@@ -402,6 +408,21 @@ mod tests {
             // is gone.
             drop(unsafe { Box::from_raw(self.buf) });
         }
+    }
+
+    #[test]
+    fn a_size_rounded_up_to_whole_pages_matches_and_nothing_else() {
+        assert!(size_within_page(4096, 4096, 16384));
+        assert!(size_within_page(16384, 4096, 16384));
+        assert!(size_within_page(16384, 16384, 16384));
+        assert!(size_within_page(16384, 1, 16384));
+        assert!(!size_within_page(32768, 4096, 16384), "a whole page more");
+        assert!(!size_within_page(4095, 4096, 4096), "shorter");
+        assert!(!size_within_page(8192, 4096, 4096));
+        assert!(
+            !size_within_page(u64::MAX, u64::MAX - 1, 4096),
+            "no rounding past the end"
+        );
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! whatever the parent's size, unlike `fork`. Every argument is prepared
 //! before the call; the file actions give the child `/dev/null` as stdin,
 //! the bootstrap socket as descriptor [`BOOT_FD`], and close every other
-//! descriptor above it, so nothing leaks into the child whatever its
-//! close-on-exec flag.
+//! descriptor above it (Linux: `posix_spawn_file_actions_addclosefrom_np`;
+//! Apple: `POSIX_SPAWN_CLOEXEC_DEFAULT`, standard output and error
+//! inherited by name), so nothing leaks into the child whatever its
+//! close-on-exec flag. The executable is `/proc/self/exe` on Linux and
+//! `_NSGetExecutablePath`'s path on the Apple platforms.
 
 use std::{
     ffi::{CString, OsString},
@@ -14,7 +17,10 @@ use std::{
     path::Path,
 };
 
-use super::{ChildHandle, Fd, cvt};
+use super::{
+    ChildHandle, Fd, cvt,
+    os::{SPAWN_FLAGS, close_others, self_exe},
+};
 
 /// The descriptor number a spawned child finds its bootstrap socket on.
 pub(crate) const BOOT_FD: i32 = 3;
@@ -63,7 +69,7 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
     // SAFETY: actions is initialised; both numbers are valid descriptors.
     actions.check(unsafe { libc::posix_spawn_file_actions_adddup2(actions.as_ptr(), source, BOOT_FD) })?;
     // SAFETY: actions is initialised.
-    actions.check(unsafe { libc::posix_spawn_file_actions_addclosefrom_np(actions.as_ptr(), BOOT_FD + 1) })?;
+    actions.check(unsafe { close_others(actions.as_ptr(), BOOT_FD) })?;
 
     let attr = SpawnAttr::new()?;
     let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
@@ -81,7 +87,7 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
     unsafe { libc::sigaddset(default.as_mut_ptr(), libc::SIGCHLD) };
     // SAFETY: attr is initialised and `default` was initialised just above.
     attr.check(unsafe { libc::posix_spawnattr_setsigdefault(attr.as_ptr(), default.as_ptr()) })?;
-    let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+    let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF | SPAWN_FLAGS;
     // SAFETY: attr is initialised.
     attr.check(unsafe { libc::posix_spawnattr_setflags(attr.as_ptr(), flags as _) })?;
 
@@ -107,9 +113,9 @@ pub(crate) fn spawn_program(boot: &Fd, marker: (&str, &str), program: Option<&Pa
         }
         return ChildHandle::open(pid as u32).inspect_err(|_| super::fork::kill_and_reap(pid));
     }
-    let mut err = spawn(&CString::from(c"/proc/self/exe"));
+    let mut err = spawn(&self_exe()?);
     if err == libc::ENOENT {
-        // No /proc: fall back to the path the executable was started from.
+        // No /proc (or the file moved): fall back to the path the executable was started from.
         err = spawn(&cstring(std::env::current_exe()?.into_os_string())?);
     }
     if err != 0 {

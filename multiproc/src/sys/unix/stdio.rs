@@ -7,20 +7,14 @@
 
 use std::io;
 
-use super::{Fd, cvt, cvt_r};
+use super::{Fd, cvt, cvt_r, os::pipe_raw};
 
 /// A pipe for a child's output: the read end (this process's, close-on-exec
 /// and non-blocking) and the write end (close-on-exec, blocking: the child
 /// makes it its descriptor 1 or 2, where a non-blocking descriptor would
 /// make its writes fail with `EAGAIN`).
 pub(crate) fn output_pipe() -> io::Result<(Fd, Fd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out-array of two ints.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two new descriptors we own.
-    let read = unsafe { Fd::from_raw(fds[0]) };
-    // SAFETY: as above.
-    let write = unsafe { Fd::from_raw(fds[1]) };
+    let (read, write) = pipe_cloexec()?;
     // SAFETY: F_GETFL on a descriptor we own.
     let flags = cvt(unsafe { libc::fcntl(read.raw(), libc::F_GETFL) })?;
     // SAFETY: F_SETFL on a descriptor we own, with flags it reported.
@@ -28,12 +22,14 @@ pub(crate) fn output_pipe() -> io::Result<(Fd, Fd)> {
     Ok((read, write))
 }
 
-/// An empty, close-on-exec anonymous memory file for a captured stream.
-pub(crate) fn capture_file() -> io::Result<Fd> {
-    // SAFETY: the name is a NUL-terminated literal.
-    let raw = cvt(unsafe { libc::memfd_create(c"multiproc-output".as_ptr(), libc::MFD_CLOEXEC) })?;
-    // SAFETY: memfd_create returned a new descriptor we own.
-    Ok(unsafe { Fd::from_raw(raw) })
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub(super) fn pipe_cloexec() -> io::Result<(Fd, Fd)> {
+    let [read, write] = pipe_raw()?;
+    // SAFETY: pipe returned two new descriptors we own.
+    let read = unsafe { Fd::from_raw(read) };
+    // SAFETY: as above.
+    let write = unsafe { Fd::from_raw(write) };
+    Ok((read, write))
 }
 
 /// The whole content of the file `fd`, read from offset 0 without moving

@@ -1,5 +1,5 @@
-//! Shared-memory building blocks: sealed anonymous memory files, shared
-//! mappings and futex waits (the mutex is in `mutex.rs`).
+//! Shared-memory building blocks: sealed anonymous memory files and
+//! futex waits (the mutex is in `mutex.rs`, mappings in `../segment.rs`).
 //!
 //! Everything here is process-shared by construction: futex calls use the
 //! shared (not `_PRIVATE`) operations, because other processes wake the
@@ -9,31 +9,12 @@ use std::{
     ffi::CStr,
     io,
     mem::MaybeUninit,
-    ptr::{self, NonNull},
+    ptr,
     sync::atomic::AtomicU32,
     time::{Duration, Instant},
 };
 
 use super::{Fd, cvt, cvt_r};
-
-/// Maps `len` bytes of `fd`, shared, readable and writable.
-pub(crate) fn map_shared(fd: &Fd, len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: a fresh mapping chosen by the kernel touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.raw(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(NonNull::new(p.cast()).expect("mmap does not return a null mapping"))
-}
 
 /// Sleeps while `word` holds `seen`, at most `slice` and not past
 /// `deadline`; returns on a wake, a change, a signal or the timeout alike.
@@ -97,6 +78,36 @@ pub(crate) fn create_memfd(name: &CStr, size: u64, seals: libc::c_int) -> io::Re
     // SAFETY: F_ADD_SEALS on our descriptor.
     cvt(unsafe { libc::fcntl(fd.raw(), libc::F_ADD_SEALS, seals) })?;
     Ok(fd)
+}
+
+/// Seals an anonymous segment carries: its size is fixed, so no process
+/// can truncate it under another's mapping (which would be `SIGBUS`).
+const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// A new memory file of `size` bytes, sealed at that size, close-on-exec.
+pub(crate) fn memfd_sealed(size: usize) -> io::Result<Fd> {
+    memfd_sealed_labelled(c"multiproc-shm", size)
+}
+
+/// [`memfd_sealed`], with `label` as the file's name (shown in
+/// `/proc/<pid>/fd`).
+pub(crate) fn memfd_sealed_labelled(label: &CStr, size: usize) -> io::Result<Fd> {
+    let size = libc::off_t::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the size does not fit a file offset"))?;
+    create_memfd(label, size as u64, SIZE_SEALS)
+}
+
+/// Whether `fd` is a memory file sealed at its size.
+pub(crate) fn is_size_sealed(fd: &Fd) -> bool {
+    // SAFETY: F_GET_SEALS reads flags of an open descriptor.
+    let have = unsafe { libc::fcntl(fd.raw(), libc::F_GET_SEALS) };
+    have != -1 && have & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) == libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
+}
+
+/// Whether a received fixed-size memory file of `actual` bytes is the
+/// one of `wanted` bytes its sender made: here, of exactly that size.
+pub(crate) fn size_matches(actual: u64, wanted: u64) -> bool {
+    actual == wanted
 }
 
 /// `fstat` of `fd`.

@@ -115,3 +115,11 @@ fn advise_huge_pages<T>(mem: &mut [T]) {
         unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
     }
 }
+
+/// An empty, close-on-exec anonymous memory file for a captured stream.
+pub(crate) fn capture_file() -> io::Result<Fd> {
+    // SAFETY: the name is a NUL-terminated literal.
+    let raw = cvt(unsafe { libc::memfd_create(c"multiproc-output".as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a new descriptor we own.
+    Ok(unsafe { Fd::from_raw(raw) })
+}

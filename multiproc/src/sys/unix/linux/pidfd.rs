@@ -4,7 +4,7 @@
 
 use std::{io, time::Duration};
 
-use super::{Fd, cvt, cvt_r, fd::poll_one};
+use super::{Fd, cvt, cvt_r, poll_one};
 use crate::sys::RawStatus;
 
 fn pidfd_open(pid: u32) -> io::Result<Fd> {
@@ -175,6 +175,19 @@ impl ChildHandle {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Nothing: a fork child's pidfd is what travels to other processes.
+pub(crate) struct ForkToken;
+
+impl ForkToken {
+    pub(crate) fn new() -> io::Result<ForkToken> {
+        Ok(ForkToken)
+    }
+    pub(crate) fn in_child(self) {}
+    pub(crate) fn in_parent(self, handle: ChildHandle) -> ChildHandle {
+        handle
     }
 }
 
