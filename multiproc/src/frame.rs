@@ -142,7 +142,7 @@ pub(crate) fn send(sock: &Fd, kind: u8, payload: &[u8]) -> io::Result<()> {
 }
 
 /// Sends one small frame of kind `kind` with descriptors attached.
-pub(crate) fn send_with_fds(sock: &Fd, kind: u8, payload: &[u8], fds: &[std::os::fd::RawFd]) -> io::Result<()> {
+pub(crate) fn send_with_fds(sock: &Fd, kind: u8, payload: &[u8], fds: &[sys::RawFd]) -> io::Result<()> {
     debug_assert!(payload.len() <= INLINE_MAX);
     sock.send_frame(&header(kind, 0, payload.len(), fds.len()), payload, fds)
 }
@@ -189,7 +189,7 @@ impl Reader {
 pub(crate) fn send_stream(
     sock: &Fd,
     kind: u8,
-    (payload, fds): (&[u8], &[std::os::fd::RawFd]),
+    (payload, fds): (&[u8], &[sys::RawFd]),
     peer: &ChildHandle,
     stall: Duration,
 ) -> Result<(), StreamError> {

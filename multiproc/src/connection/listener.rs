@@ -57,17 +57,8 @@
 
 use std::{
     collections::VecDeque,
-    fmt,
-    fs::{self, DirBuilder, Permissions},
-    io,
+    fmt, fs, io,
     net::SocketAddr,
-    os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
-        unix::{
-            ffi::{OsStrExt, OsStringExt},
-            fs::{DirBuilderExt, MetadataExt, PermissionsExt},
-        },
-    },
     path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, Instant},
@@ -82,7 +73,7 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorKind, Result},
-    sys::{self, Fd, PeerAddr, SockAddr},
+    sys::{self, Fd, PeerAddr, RawFd, SockAddr},
 };
 
 /// Where a [`Listener`] listens and a [`Client`] connects (Python's
@@ -138,7 +129,7 @@ impl Address {
     fn check(&self) -> Result<()> {
         let name = match self {
             Address::Unix(p) => {
-                let bytes = p.as_os_str().as_bytes();
+                let bytes = super::portable::path_bytes(p);
                 if bytes.is_empty() {
                     return Err(Error::new(
                         ErrorKind::InvalidInput,
@@ -218,7 +209,7 @@ enum WireAddress {
 impl From<WireAddress> for Address {
     fn from(w: WireAddress) -> Address {
         match w {
-            WireAddress::Unix(p) => Address::Unix(PathBuf::from(std::ffi::OsString::from_vec(p))),
+            WireAddress::Unix(p) => Address::Unix(super::portable::path_from_bytes(p)),
             WireAddress::Abstract(n) => Address::Abstract(n),
             WireAddress::Tcp(a) => Address::Tcp(a),
         }
@@ -228,7 +219,7 @@ impl From<WireAddress> for Address {
 impl From<Address> for WireAddress {
     fn from(a: Address) -> WireAddress {
         match a {
-            Address::Unix(p) => WireAddress::Unix(p.into_os_string().into_vec()),
+            Address::Unix(p) => WireAddress::Unix(super::portable::path_into_bytes(p)),
             Address::Abstract(n) => WireAddress::Abstract(n),
             Address::Tcp(a) => WireAddress::Tcp(a),
         }
@@ -567,7 +558,7 @@ impl Listener {
             while i < mine.len() {
                 let p = &mut mine[i];
                 let due =
-                    readable.as_ref().is_none_or(|r| r.contains(&p.conn.as_raw_fd())) || now >= p.handshake.deadline();
+                    readable.as_ref().is_none_or(|r| r.contains(&p.conn.raw_fd())) || now >= p.handshake.deadline();
                 let advanced = if due {
                     p.handshake.advance(&p.conn, key)
                 } else {
@@ -627,7 +618,7 @@ impl Listener {
             };
             let mut fds = Vec::with_capacity(mine.len() + 1);
             fds.push(self.fd.raw());
-            fds.extend(mine.iter().map(|p| p.conn.as_raw_fd()));
+            fds.extend(mine.iter().map(|p| p.conn.raw_fd()));
             let polled = sys::poll_readable_set(&fds, left).map_err(io_err)?;
             readable = Some(
                 fds.iter()
@@ -815,7 +806,7 @@ impl ListenerBuilder {
                     // Owner-only before it listens: nobody can connect
                     // before `listen`, so no moment exists where the socket
                     // accepts others.
-                    fs::set_permissions(path, Permissions::from_mode(0o600))
+                    super::portable::make_private(path)
                         .map_err(|e| Error::io(format!("failed to make {} private", path.display()), e))?;
                 }
                 let address = match address {
@@ -847,7 +838,7 @@ fn bind_private(backlog: i32) -> Result<(Fd, Address, Option<SocketFiles>)> {
     let mut attempts = 0;
     let dir = loop {
         let dir = base.join(format!("pymp-{}", random_name()?));
-        match DirBuilder::new().mode(0o700).create(&dir) {
+        match super::portable::create_private_dir(&dir) {
             Ok(()) => break dir,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
             Err(e) => {
@@ -866,7 +857,7 @@ fn bind_private(backlog: i32) -> Result<(Fd, Address, Option<SocketFiles>)> {
         unreachable!("made as a path just above")
     };
     files.socket = Some(SocketFiles::identify(path.clone()));
-    fs::set_permissions(path, Permissions::from_mode(0o600))
+    super::portable::make_private(path)
         .map_err(|e| Error::io(format!("failed to make {} private", path.display()), e))?;
     sys::listen(&fd, backlog).map_err(|e| Error::io(format!("failed to listen at {address}"), e))?;
     Ok((fd, address, Some(files)))
@@ -914,7 +905,7 @@ impl SocketFiles {
     }
 
     fn identify(path: PathBuf) -> (PathBuf, Option<(u64, u64)>) {
-        let id = fs::symlink_metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        let id = super::portable::file_id(&path);
         (path, id)
     }
 }
@@ -927,7 +918,7 @@ impl Drop for SocketFiles {
         // Failures are ignored: a drop cannot report them, and a file or
         // directory someone else removed or changed is not ours to insist on.
         if let Some((path, id)) = &self.socket {
-            let now = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            let now = super::portable::file_id(path);
             if now.is_some() && now == *id {
                 let _ = fs::remove_file(path);
             }
@@ -938,14 +929,16 @@ impl Drop for SocketFiles {
     }
 }
 
-impl AsFd for Listener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
+#[cfg(unix)]
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.borrow()
     }
 }
 
-impl AsRawFd for Listener {
-    fn as_raw_fd(&self) -> RawFd {
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.raw()
     }
 }

@@ -1,13 +1,13 @@
 //! The message format of a [`Connection`](super::Connection) and its
 //! receiving side: a buffer that cuts messages out of a byte stream.
 
-use std::{collections::VecDeque, io, os::fd::RawFd, time::Instant};
+use std::{collections::VecDeque, io, time::Instant};
 
 use crate::{
     error::channel::RecvFailure,
     error::{Error, ErrorKind},
     frame,
-    sys::{self, Fd, RecvSome},
+    sys::{self, Fd, RawFd, RecvSome},
 };
 
 /// Size of a message header (the crate's one header, [`frame::Header`]).

@@ -86,7 +86,6 @@
 use std::{
     fmt,
     marker::PhantomData,
-    os::fd::RawFd,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -103,7 +102,7 @@ use crate::{
         RecvError, RecvFailure, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
     },
     error::{Error, ErrorKind, Result},
-    sys::{self, Fd},
+    sys::{self, Fd, RawFd},
 };
 
 mod iter;
