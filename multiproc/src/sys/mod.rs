@@ -114,18 +114,45 @@
 //! Not yet behind the contract: the queues' ring (`ShmRing`, an algorithm
 //! on these primitives, moving up to `crate::queue`).
 
-// The stub backend constructs none of the contract's results.
+// The stub backend constructs none of the contract's results, and the
+// Windows backend not all of them yet.
 #![cfg_attr(any(not(target_os = "linux"), multiproc_stub_backend), allow(dead_code))]
 
 #[cfg(all(target_os = "linux", not(multiproc_stub_backend)))]
 #[path = "unix/mod.rs"]
 mod imp;
 
-#[cfg(any(not(target_os = "linux"), multiproc_stub_backend))]
+#[cfg(all(windows, not(multiproc_stub_backend)))]
+#[path = "windows/mod.rs"]
+mod imp;
+
+#[cfg(all(not(target_os = "linux"), not(windows)))]
+#[path = "unsupported.rs"]
+mod imp;
+
+#[cfg(all(any(target_os = "linux", windows), multiproc_stub_backend))]
 #[path = "unsupported.rs"]
 mod imp;
 
 pub(crate) use imp::*;
+
+/// The number at which a child started with `spawn_self(boot, ..)` finds
+/// its bootstrap channel (the marker carries it): always `BOOT_FD` here.
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn boot_channel_number(_boot: &Fd) -> RawFd {
+    BOOT_FD
+}
+
+/// Whether a marker's number may name a bootstrap channel: only `BOOT_FD`
+/// here (a backend that inherits handles by value accepts any).
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn is_boot_channel_number(n: RawFd) -> bool {
+    n == BOOT_FD
+}
+
+/// A descriptor's number, as the layers above the backend see it.
+#[cfg(all(target_os = "linux", not(multiproc_stub_backend)))]
+pub(crate) use std::os::fd::RawFd;
 
 use std::{
     io,
