@@ -200,7 +200,7 @@ impl Launcher for ProcessLauncher {
         let method = self.method.unwrap_or_else(crate::context::get_start_method);
         let mut requests: Vec<Option<Requested>> = (0..n)
             .map(|_| {
-                (method == StartMethod::ForkServer && n > 1)
+                (method == StartMethod::ForkServer && n > 1 && method.check_available().is_ok())
                     .then(|| forkserver::send_request().ok())
                     .flatten()
             })
