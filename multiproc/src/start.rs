@@ -93,7 +93,11 @@ impl FromStr for StartMethod {
                     ErrorKind::Unsupported,
                     format!(
                         "cannot find start method {s:?}; available: {}",
-                        StartMethod::all().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+                        StartMethod::all()
+                            .iter()
+                            .map(|m| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })

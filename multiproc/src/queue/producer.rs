@@ -12,7 +12,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
-use super::{Core, Queue};
+use super::{Queue, core::Core};
 use crate::{
     codec,
     error::channel::{SendError, SendTimeoutError, TrySendError},

@@ -8,8 +8,6 @@ mod support;
 
 // Linux runs every area below; Windows runs what `windows.rs` lists, and
 // says there what it leaves out and why.
-#[cfg(windows)]
-mod windows;
 #[cfg(target_os = "linux")]
 mod async_support;
 #[cfg(target_os = "linux")]
@@ -32,3 +30,5 @@ mod queues;
 mod shared;
 #[cfg(target_os = "linux")]
 mod sync;
+#[cfg(windows)]
+mod windows;

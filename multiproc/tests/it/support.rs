@@ -7,10 +7,7 @@ use std::os::{
     linux::net::SocketAddrExt,
     unix::net::{SocketAddr, UnixDatagram},
 };
-use std::{
-    sync::atomic::AtomicU32,
-    time::Duration,
-};
+use std::{sync::atomic::AtomicU32, time::Duration};
 
 use multiproc::{self as mp, StartMethod};
 

@@ -159,9 +159,17 @@ impl<P: Launcher> Scheduler<P> {
     pub(in crate::pool) fn finish(&mut self, round: &Round, polled: &[bool], now: Instant) {
         let mut dead: Vec<(usize, Death)> = Vec::new();
         for (k, &id) in round.ids.iter().enumerate() {
-            // The worker may have gone (terminate) while the driver waited.
-            let Some(i) = self.workers.iter().position(|w| w.id == id) else {
-                continue;
+            // The worker may have gone (terminate) while the driver waited;
+            // most rounds find every worker where the round saw it, so look
+            // there first (a search per worker is quadratic in the pool's
+            // size).
+            let i = if self.workers.get(k).is_some_and(|w| w.id == id) {
+                k
+            } else {
+                let Some(i) = self.workers.iter().position(|w| w.id == id) else {
+                    continue;
+                };
+                i
             };
             if polled.get(2 * k) == Some(&true) || self.workers[i].link.buffered() {
                 if let Some(death) = self.take_messages(i) {
