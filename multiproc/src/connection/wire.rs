@@ -40,8 +40,10 @@ pub(crate) fn parse_header(h: &[u8]) -> Result<(usize, u64), String> {
 
 /// The error of a failed send.
 pub(crate) fn send_error(e: io::Error) -> Error {
-    match e.raw_os_error() {
-        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
+    // By kind, not number: EPIPE, ECONNRESET, ENOTCONN on Unix;
+    // ERROR_BROKEN_PIPE and ERROR_NO_DATA on Windows.
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected => {
             Error::new(ErrorKind::Disconnected, "the other end of the connection is closed")
         }
         _ => Error::io("failed to send a message", e),

@@ -29,7 +29,7 @@ use crate::{
 /// The entry point of a spawned child. In any other process it returns at
 /// once; in a spawned child it never returns.
 pub(crate) fn spawned_entry(from_constructor: bool) {
-    let Some(channel) = role::spawned_channel() else {
+    let Some((channel, parent)) = role::spawned_channel() else {
         return;
     };
     role::mark_entered();
@@ -49,7 +49,10 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
     // in this fresh process owns that descriptor.
     #[allow(unsafe_code)]
     let sock = unsafe { Fd::from_raw(channel) };
-    if let Err(e) = sock.set_cloexec() {
+    if let Err(e) = sock
+        .set_cloexec()
+        .and_then(|()| sys::set_channel_peer_pid(&sock, parent))
+    {
         eprintln!("multiproc: child bootstrap failed: {e}");
         sys::exit_now(1);
     }

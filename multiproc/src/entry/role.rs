@@ -61,7 +61,7 @@ pub(crate) fn mark_entered() {
 /// channel: the child makes it close-on-exec, non-inheritable). The parent
 /// may have died since; the entry then ends the process rather than run
 /// `main`.
-pub(crate) fn spawned_channel() -> Option<sys::RawFd> {
+pub(crate) fn spawned_channel() -> Option<(sys::RawFd, u32)> {
     let value = std::env::var_os(MARKER)?;
     let (number, parent) = value.to_str()?.strip_prefix(&format!("{PROTOCOL}:"))?.split_once(':')?;
     let number = number
@@ -71,7 +71,7 @@ pub(crate) fn spawned_channel() -> Option<sys::RawFd> {
     let parent = parent.parse::<u32>().ok()?;
     sys::socket_peer_pid(number)
         .is_ok_and(|peer| peer == parent)
-        .then_some(number)
+        .then_some((number, parent))
 }
 
 /// `true` when this process was spawned by the library
@@ -103,5 +103,9 @@ pub(crate) fn spawn(role: Role, program: Option<&Path>) -> io::Result<(ChildHand
         Some(p) => sys::spawn_program(&theirs, marker, Some(p))?,
         None => sys::spawn_self(&theirs, marker)?,
     };
+    if let Err(e) = sys::set_channel_peer(&ours, &handle) {
+        let _ = handle.signal(sys::SIGKILL);
+        return Err(e);
+    }
     Ok((handle, ours))
 }

@@ -150,6 +150,22 @@ pub(crate) fn is_boot_channel_number(n: RawFd) -> bool {
     n == BOOT_FD
 }
 
+/// Ties `ours`, this process's end of a child's bootstrap channel, to the
+/// child: a backend whose handles must be placed in the receiving process
+/// by the sender (Windows) sends them straight into the child. Nothing to
+/// do where the kernel carries descriptors in the channel (Unix).
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn set_channel_peer(_ours: &Fd, _child: &ChildHandle) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The child's side of [`set_channel_peer`]: ties its bootstrap channel
+/// to its parent `pid` (nothing to do on Unix).
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn set_channel_peer_pid(_ours: &Fd, _pid: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// A descriptor's number, as the layers above the backend see it.
 #[cfg(all(target_os = "linux", not(multiproc_stub_backend)))]
 pub(crate) use std::os::fd::RawFd;

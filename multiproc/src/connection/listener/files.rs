@@ -41,11 +41,11 @@ pub(super) fn bind_private(backlog: i32) -> Result<(Fd, Address, Option<SocketFi
 }
 
 pub(super) fn bind_error(address: &Address, e: io::Error) -> Error {
-    let hint = match (e.raw_os_error(), address) {
-        (Some(libc::EADDRINUSE), Address::Unix(_)) => {
+    let hint = match (e.kind(), address) {
+        (io::ErrorKind::AddrInUse, Address::Unix(_)) => {
             " (another listener or a file is there; remove a stale socket file first)"
         }
-        (Some(libc::EADDRINUSE), _) => " (another socket is bound there)",
+        (io::ErrorKind::AddrInUse, _) => " (another socket is bound there)",
         _ => "",
     };
     Error::io(format!("failed to bind a listener to {address}{hint}"), e)

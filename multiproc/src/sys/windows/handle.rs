@@ -43,7 +43,10 @@
 use std::{
     cell::RefCell,
     io, ptr,
-    sync::atomic::{AtomicU32, AtomicUsize, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -113,12 +116,48 @@ pub(crate) struct Fd {
     raw: RawFd,
     /// Data bytes of the frame being read that are still in the pipe.
     left: AtomicUsize,
+    /// For a channel to a child this process started: a handle on that
+    /// child, into which handles sent on the channel are duplicated
+    /// directly (see [`set_channel_peer`]).
+    peer: OnceLock<RawFd>,
 }
 
 impl Drop for Fd {
     fn drop(&mut self) {
+        if let Some(&peer) = self.peer.get() {
+            // SAFETY: the peer handle is ours and open.
+            unsafe { CloseHandle(handle_of(peer)) };
+        }
         // SAFETY: the handle is ours and open; nothing uses it after drop.
         unsafe { CloseHandle(handle_of(self.raw)) };
+    }
+}
+
+/// Makes `ours`, this process's end of a child's bootstrap channel, send
+/// handles straight into `child` (`DuplicateHandle` into the child, as
+/// CPython's spawn does): they are the child's at once, and closed by the
+/// system with it if it dies before reading them, where handles that wait
+/// in this process for the receiver to take them would stay here.
+pub(crate) fn set_channel_peer(ours: &Fd, child: &super::ChildHandle) -> io::Result<()> {
+    ours.set_peer(child.process_fd().try_clone()?);
+    Ok(())
+}
+
+/// The child's side of [`set_channel_peer`]: its bootstrap channel sends
+/// handles (a large outcome's section) straight into its parent `pid`,
+/// so that the child may exit before the parent reads them.
+pub(crate) fn set_channel_peer_pid(ours: &Fd, pid: u32) -> io::Result<()> {
+    // SAFETY: OpenProcess takes plain values; the result is checked.
+    ours.set_peer(Fd::from_new(unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) })?);
+    Ok(())
+}
+
+impl Fd {
+    fn set_peer(&self, process: Fd) {
+        let raw = process.raw();
+        if self.peer.set(raw).is_ok() {
+            process.forget();
+        }
     }
 }
 
@@ -142,6 +181,7 @@ impl Fd {
         Fd {
             raw,
             left: AtomicUsize::new(0),
+            peer: OnceLock::new(),
         }
     }
 
@@ -232,17 +272,26 @@ impl Fd {
             );
         }
         let total: usize = parts.iter().map(|p| p.len()).sum();
+        let peer = self.peer.get().map(|&p| handle_of(p));
         let mut head = Vec::with_capacity(FRAME_HEAD + 8 * fds.len());
         head.extend_from_slice(&(total as u64).to_le_bytes());
-        head.extend_from_slice(&getpid().to_le_bytes());
+        // Sender 0: the handles are already the receiver's.
+        head.extend_from_slice(&(if peer.is_some() { 0 } else { getpid() }).to_le_bytes());
         head.extend_from_slice(&(fds.len() as u32).to_le_bytes());
         let mut copies = Vec::with_capacity(fds.len());
         for &fd in fds {
-            match Fd::dup_raw(fd) {
-                Ok(copy) => {
-                    head.extend_from_slice(&(copy.raw() as i64).to_le_bytes());
-                    copies.push(copy);
-                }
+            let copy = match peer {
+                Some(child) => dup_into(fd, child),
+                None => Fd::dup_raw(fd).map(|c| {
+                    let raw = c.raw();
+                    copies.push(c);
+                    raw
+                }),
+            };
+            match copy {
+                Ok(raw) => head.extend_from_slice(&(raw as i64).to_le_bytes()),
+                // Copies already made in the child are lost with the frame
+                // (closed with the child); this process's are closed here.
                 Err(e) => return (0, Err(e)),
             }
         }
@@ -409,8 +458,25 @@ impl Fd {
     }
 }
 
-/// Takes the in-flight copies `raws` from process `sender`.
+/// A copy of this process's handle `fd` in the process `target`; its
+/// value there.
+fn dup_into(fd: RawFd, target: HANDLE) -> io::Result<RawFd> {
+    let mut out: HANDLE = ptr::null_mut();
+    let me = current_process();
+    // SAFETY: duplicating an open handle of ours into `target` (a process
+    // handle with PROCESS_DUP_HANDLE); `out` is a valid out-pointer.
+    cvt(unsafe { DuplicateHandle(me, handle_of(fd), target, &mut out, 0, 0, DUPLICATE_SAME_ACCESS) })?;
+    Ok(raw_of_handle(out))
+}
+
+/// Takes the in-flight copies `raws` from process `sender` (0: they were
+/// duplicated into this process already).
 fn take_handles(sender: u32, raws: &[i64]) -> io::Result<Vec<Fd>> {
+    if sender == 0 {
+        // SAFETY: the sender made these handles in this process for this
+        // frame; nothing else owns them.
+        return Ok(raws.iter().map(|&r| unsafe { Fd::from_raw(r as RawFd) }).collect());
+    }
     let from = if sender == getpid() {
         None
     } else {

@@ -3,7 +3,8 @@
 //! What it implements: owned handles and the library's channels
 //! (`handle.rs`: message-mode named pipes that carry handles, readiness
 //! over pipes, processes and events), spawning this executable and
-//! process handles (`process.rs`), and the process facts (this file).
+//! process handles (`process.rs`), large payloads in memory sections
+//! (`memory.rs`), and the process facts (`misc.rs`).
 //! What it does not implement yet fails with
 //! [`io::ErrorKind::Unsupported`] and a message naming the feature
 //! (`rest.rs`): shared memory, the robust mutex and futex waits (so the
@@ -18,6 +19,8 @@
 #[allow(unsafe_code)]
 mod handle;
 #[allow(unsafe_code)]
+mod memory;
+#[allow(unsafe_code)]
 mod misc;
 #[allow(unsafe_code)]
 mod process;
@@ -26,8 +29,9 @@ mod rest;
 
 pub(crate) use handle::{
     Fd, MAX_FDS, RawFd, RecvSome, current_process, eventfd, eventfd_drain, eventfd_signal, poll_readable_set,
-    raw_of_handle, seqpacket_pair, socket_peer_pid, socketpair,
+    raw_of_handle, seqpacket_pair, set_channel_peer, set_channel_peer_pid, socket_peer_pid, socketpair,
 };
+pub(crate) use memory::{Memfd, read_file};
 pub(crate) use misc::*;
 pub(crate) use process::{
     ChildHandle, ParentWatch, SIGKILL, SIGTERM, ServerChild, arm_parent_death, boot_channel_number,

@@ -340,6 +340,10 @@ impl ChildHandle {
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.process.raw()
     }
+    /// The process handle, owned by this handle.
+    pub(crate) fn process_fd(&self) -> &Fd {
+        &self.process
+    }
     /// The process handle, signalled once the child has ended.
     pub(crate) fn process_handle(&self) -> std::os::windows::io::BorrowedHandle<'_> {
         self.process.borrow_handle()

@@ -135,27 +135,17 @@ pub(crate) fn shm_unlink(_name: &str) -> io::Result<()> {
     no()
 }
 
-/// One large payload in a memory file; never created here.
-#[derive(Debug)]
-pub(crate) struct Memfd {
-    never: Never,
-}
-
-impl Memfd {
-    pub(crate) fn with_contents(_bytes: &[u8]) -> io::Result<Memfd> {
-        no()
-    }
-    pub(crate) fn fd(&self) -> &Fd {
-        match self.never {}
-    }
-}
-
-pub(crate) fn read_file(_fd: &Fd, _len: usize) -> io::Result<Vec<u8>> {
-    no()
-}
-/// A plain buffer (there is no huge-page advice to give).
+/// An empty buffer with room for `len` bytes (there is no huge-page
+/// advice to give); an allocation failure is an error, not an abort.
 pub(crate) fn buffer(len: usize) -> io::Result<Vec<u8>> {
-    Ok(vec![0; len])
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot allocate a {len}-byte buffer"),
+        )
+    })?;
+    Ok(buf)
 }
 pub(crate) fn retain_freed_memory() {}
 
