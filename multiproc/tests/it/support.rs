@@ -11,6 +11,10 @@ use std::{sync::atomic::AtomicU32, time::Duration};
 
 use multiproc::{self as mp, StartMethod};
 
+/// The number `kill` reports a child ended by (`SIGKILL`; the same on
+/// Windows, where the backend reads `TerminateProcess`'s code as it).
+pub(crate) const SIGKILL: i32 = 9;
+
 /// Generous deadline for anything a test waits on: a failing test fails
 /// after it rather than hanging.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
@@ -254,6 +258,40 @@ impl Drop for PidWatch {
     fn drop(&mut self) {
         // SAFETY: closing the pidfd opened in `open`.
         unsafe { libc::close(self.0) };
+    }
+}
+
+/// A handle on any process, to wait for its end (Windows).
+#[cfg(windows)]
+pub(crate) struct PidWatch(windows_sys::Win32::Foundation::HANDLE);
+
+#[cfg(windows)]
+impl PidWatch {
+    pub(crate) fn open(pid: u32) -> PidWatch {
+        Self::try_open(pid).unwrap_or_else(|| panic!("OpenProcess({pid}): {}", std::io::Error::last_os_error()))
+    }
+
+    /// A watch, or `None` when no process has that pid any more.
+    pub(crate) fn try_open(pid: u32) -> Option<PidWatch> {
+        use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_SYNCHRONIZE};
+        // SAFETY: OpenProcess takes plain values; the result is checked.
+        let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+        (!h.is_null()).then_some(PidWatch(h))
+    }
+
+    /// `true` once the process has ended, waiting up to `timeout`.
+    pub(crate) fn ended_within(&self, timeout: Duration) -> bool {
+        use windows_sys::Win32::{Foundation::WAIT_OBJECT_0, System::Threading::WaitForSingleObject};
+        // SAFETY: a wait on the handle opened in `open`.
+        unsafe { WaitForSingleObject(self.0, timeout.as_millis().min(u32::MAX as u128 - 1) as u32) == WAIT_OBJECT_0 }
+    }
+}
+
+#[cfg(windows)]
+impl Drop for PidWatch {
+    fn drop(&mut self) {
+        // SAFETY: closing the handle opened in `open`.
+        unsafe { windows_sys::Win32::Foundation::CloseHandle(self.0) };
     }
 }
 
