@@ -29,6 +29,7 @@
 //! stderr; the exit status is 1 if any row failed or FILTER matched none.
 
 mod async_pipe_rows;
+mod async_queue_rows;
 mod async_rows;
 mod channels;
 mod cli;

@@ -14,7 +14,7 @@ use std::{
 use multiproc::{ProcessBuilder, StartMethod};
 
 use crate::{
-    async_pipe_rows, async_rows, channels,
+    async_pipe_rows, async_queue_rows, async_rows, channels,
     cli::{Counts, Options},
     codec_rows, cpython, floors,
     harness::{self, Bench, Impl, Row},
@@ -159,6 +159,10 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
     // 10. How costs grow with the amount of work (see scale_rows).
     scale_rows::run_all(opts, &mut out);
 
+    // The children of the awaited queue rows start while the process is
+    // single-threaded (see async_queue_rows).
+    let queue_peers = async_queue_rows::start(opts, &mut out);
+
     // 11. Awaited pool results (see async_rows). Awaiting starts the pool's
     // driver thread, which lingers a moment after the pool is gone; `fork`
     // refuses to start children while it runs, so every fork row comes
@@ -169,6 +173,9 @@ pub(crate) fn run_all(opts: &Options) -> Outcome {
     // 12. Awaited pipe round trips (see async_pipe_rows); last, as the reactor's
     // thread makes `fork` refuse to start children from then on.
     async_pipe_rows::run_all(opts, &mut out);
+
+    // 13. Awaited puts on a full queue (see async_queue_rows).
+    async_queue_rows::run_all(opts, &mut out, queue_peers);
     out
 }
 

@@ -247,7 +247,9 @@
 //!   [`Queue::put_async`] / [`get_async`](Queue::get_async) (also on
 //!   [`SimpleQueue`] and [`JoinableQueue`]) and [`wait_async`]; design in
 //!   the `asynchronous` module's source. The pool's result handles are
-//!   futures too, and [`Imap`] a `futures_core::Stream`. Adds async-io
+//!   futures too; [`Imap`], the executor's [`MapIter`] and
+//!   [`futures::as_completed`]'s iterator are `futures_core::Stream`s, and
+//!   `futures::wait_async` awaits several task handles. Adds async-io
 //!   (smol's reactor) and futures-core.
 //!
 //! # Platform support
@@ -324,8 +326,12 @@ pub use crate::pool::Progress;
 
 /// Python's `concurrent.futures` module functions over the [`TaskHandle`]s of
 /// an [`Executor`]: [`wait`](futures::wait) with [`ReturnWhen`](futures::ReturnWhen),
-/// and [`as_completed`](futures::as_completed).
+/// and [`as_completed`](futures::as_completed); with the `async` feature,
+/// `wait_async` and `as_completed`'s iterator as a stream.
 pub mod futures {
+    #[cfg(feature = "async")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+    pub use crate::pool::wait_futures_async as wait_async;
     pub use crate::pool::{AsCompleted, ReturnWhen, Waited, as_completed, wait_futures as wait};
 }
 

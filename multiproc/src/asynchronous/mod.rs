@@ -38,10 +38,13 @@
 //!   a put in any process signals the queue's eventfd, which the future
 //!   waits on, with a look every [`QUEUE_SLICE`](crate::QUEUE_SLICE) for a
 //!   putter killed between its commit and its signal.
-//! - **Queue put** on a full bounded queue: a get signals no descriptor
-//!   (the ring wakes its getters and putters with futexes, which no reactor
-//!   can watch), so the future looks again after a pause that doubles from
-//!   0.5 ms to 10 ms.
+//! - **Queue put** on a full bounded queue: the same, for room. The
+//!   future counts as a watcher of the queue's room (a second counter in
+//!   the ring's header), so a get in any process, which otherwise wakes
+//!   only futex sleepers, also signals the queue's room eventfd, which the
+//!   future waits on; the end of the queue signals it too. Again a look
+//!   every [`QUEUE_SLICE`](crate::QUEUE_SLICE) covers a getter killed
+//!   between its commit and its signal.
 //! - **wait** registers every descriptor and re-runs `wait` with a zero
 //!   timeout at each wake, so its answer is exactly the blocking one's.
 //!
@@ -72,6 +75,8 @@ mod reactor;
 mod wait;
 
 pub(crate) use outgoing::Outgoing;
+#[cfg(feature = "async")]
+pub(crate) use reactor::Alarm;
 #[cfg(feature = "async")]
 pub use wait::wait_async;
 pub(crate) use wakers::Wakers;

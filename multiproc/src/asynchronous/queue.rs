@@ -1,10 +1,6 @@
 //! The queues' async puts and gets.
 
-use std::{
-    future::poll_fn,
-    task::Poll,
-    time::{Duration, Instant},
-};
+use std::{future::poll_fn, task::Poll, time::Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -14,12 +10,6 @@ use crate::{
     error::Error,
     error::channel::{RecvError, SendError, TryRecvError, TrySendError},
 };
-
-/// First pause of a put that waits for room; it doubles up to
-/// [`ROOM_POLL_MAX`].
-const ROOM_POLL_MIN: Duration = Duration::from_micros(500);
-/// Longest pause between two looks for room.
-const ROOM_POLL_MAX: Duration = Duration::from_millis(10);
 
 /// Counts the caller as a watcher of the queue (a put then signals its
 /// eventfd) until dropped.
@@ -35,6 +25,23 @@ impl<'a, T> Watch<'a, T> {
 impl<T> Drop for Watch<'_, T> {
     fn drop(&mut self) {
         self.0.unwatch();
+    }
+}
+
+/// Counts the caller as a watcher of the queue's room (a get then signals
+/// its room eventfd) until dropped.
+struct RoomWatch<'a, T>(&'a Queue<T>);
+
+impl<'a, T> RoomWatch<'a, T> {
+    fn new(q: &'a Queue<T>) -> RoomWatch<'a, T> {
+        q.watch_room();
+        RoomWatch(q)
+    }
+}
+
+impl<T> Drop for RoomWatch<'_, T> {
+    fn drop(&mut self) {
+        self.0.unwatch_room();
     }
 }
 
@@ -110,40 +117,92 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// Puts `value`: [`put`](Self::put) as a future, which waits for room
     /// in a bounded queue without blocking the thread.
     ///
-    /// A get signals no descriptor, so a put that finds the queue full
-    /// looks again after a pause that starts at 0.5 ms and doubles up to
-    /// 10 ms (a timer, no thread). Dropping the future puts nothing (the
-    /// value is dropped with it); an item is put only by the poll that
-    /// returns `Ok`.
+    /// While the queue is full, the future counts as a watcher of its room,
+    /// so a get in any process (or the queue's end) wakes it through the
+    /// queue's room eventfd; it also looks at the queue every
+    /// [`QUEUE_SLICE`], for a getter killed before it could signal.
+    /// Dropping the future puts nothing (the value is dropped with it); an
+    /// item is put only by the poll that returns `Ok`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let q = multiproc::Queue::<u32>::bounded(1)?;
+    /// q.put(1)?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// rt.block_on(async {
+    ///     let putter = tokio::spawn({
+    ///         let q = q.clone();
+    ///         async move { q.put_async(2).await }
+    ///     });
+    ///     // The get makes room: it wakes the waiting put.
+    ///     assert_eq!(q.get_async().await?, 1);
+    ///     putter.await??;
+    ///     assert_eq!(q.get_async().await?, 2);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
     /// As for [`put`](Self::put).
     #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
     pub async fn put_async(&self, value: T) -> Result<(), SendError<T>> {
+        let value = match self.try_put(value) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(v)) => v,
+            Err(e) => return Err(send_error(e)),
+        };
         let mut value = Some(value);
+        let _watch = RoomWatch::new(self);
+        let mut readiness = None;
         let mut alarm = Alarm::new();
-        let mut pause = ROOM_POLL_MIN;
-        let mut look = None;
+        let mut look = Instant::now() + QUEUE_SLICE;
         poll_fn(|cx| {
             loop {
                 let v = value.take().expect("the value is kept until the put ends");
                 match self.try_put(v) {
-                    Ok(()) => return Poll::Ready(Ok(())),
                     Err(TrySendError::Full(v)) => value = Some(v),
-                    Err(TrySendError::Disconnected(v)) => return Poll::Ready(Err(SendError::Disconnected(v))),
-                    Err(TrySendError::Failed(v, e)) => return Poll::Ready(Err(SendError::Failed(v, e))),
+                    r => return Poll::Ready(r.map_err(send_error)),
                 }
-                let at = *look.get_or_insert_with(|| Instant::now() + pause);
-                if alarm.poll_at(at, cx).is_ready() {
-                    look = None;
-                    pause = (pause * 2).min(ROOM_POLL_MAX);
+                // The room eventfd is shared and level-triggered: reset it
+                // while the queue is full, and look again (see
+                // `crate::queue`).
+                if self.rearm_room() {
+                    continue;
+                }
+                let mut failed = |e| {
+                    let v = value.take().expect("the value is kept until the put ends");
+                    Poll::Ready(Err(SendError::Failed(
+                        v,
+                        Error::io("failed to wait for room in the queue", e),
+                    )))
+                };
+                let r = match registered(&mut readiness, self.room_fd()) {
+                    Ok(r) => r,
+                    Err(e) => return failed(e),
+                };
+                match r.poll_readable(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return failed(e),
+                    Poll::Pending => {}
+                }
+                if alarm.poll_at(look, cx).is_ready() {
+                    look = Instant::now() + QUEUE_SLICE;
                     continue;
                 }
                 return Poll::Pending;
             }
         })
         .await
+    }
+}
+
+fn send_error<T>(e: TrySendError<T>) -> SendError<T> {
+    match e {
+        TrySendError::Disconnected(v) => SendError::Disconnected(v),
+        TrySendError::Failed(v, e) => SendError::Failed(v, e),
+        TrySendError::Full(_) => unreachable!("a full queue is waited on"),
     }
 }
 

@@ -6,18 +6,21 @@
 //! A connection is one end of a Unix stream socket pair (also for a one-way
 //! pipe, whose ends are shut down in the unused direction: only a socket
 //! can carry descriptors, and passing endpoints is the point). Each message
-//! is a 16-byte header and its payload:
+//! is the crate's one 16-byte header (`crate::frame::Header`, kind 0) and
+//! its payload:
 //!
 //! ```text
 //! bytes 0..2   magic "mp"          bytes 4..6  descriptors attached (u16 LE)
-//! byte  2      version (1)         bytes 6..8  zero
-//! byte  3      flags (zero)        bytes 8..16 payload length (u64 LE)
+//! byte  2      version (1)         bytes 6..8  flags, zero (both zero here)
+//! byte  3      kind (0)            bytes 8..16 payload length (u64 LE)
 //! ```
 //!
 //! A send is one `sendmsg` of header and payload (descriptors ride on its
 //! first byte), under a per-connection lock so that threads sharing a
-//! connection never interleave their messages. The receiver reads whatever
-//! the socket holds into a buffer and cuts messages out of it, so a burst
+//! connection never interleave their messages. The receiver (the crate's
+//! one frame reader, `crate::frame::Reader`, under the connection's
+//! framing) reads whatever the socket holds into a buffer and cuts
+//! messages out of it, so a burst
 //! of small messages costs one system call, not two per message; a large
 //! message is read straight into its own buffer. Lengths are not trusted:
 //! a buffer grows with the bytes that actually arrive, so a corrupted

@@ -220,7 +220,7 @@ mod tests {
         send_ready(&a).unwrap();
         send_outcome(&a, &Outcome::Value(b"v".to_vec())).unwrap();
         drop(a);
-        let mut r = frame::Reader::default();
+        let mut r = frame::Reader::control();
         let mut next = || recv(&mut r, &b);
         assert!(matches!(next(), Ok(Message::Serve { preload: Some(-42) })));
         assert!(matches!(next(), Ok(Message::Serve { preload: None })));
@@ -236,7 +236,7 @@ mod tests {
         let (a, b) = sys::socketpair().unwrap();
         // 6: the fork server's request, which never travels here.
         frame::send(&a, 6, &[]).unwrap();
-        let mut r = frame::Reader::default();
+        let mut r = frame::Reader::control();
         assert!(matches!(recv(&mut r, &b), Err(RecvError::Protocol(_))));
     }
 }

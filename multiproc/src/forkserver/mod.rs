@@ -252,7 +252,7 @@ fn stop_server(pid: u32) {
 /// status, if the child has already ended).
 fn read_pid(status: &Fd, server: &Fd, id: u64, timeout: Duration) -> Result<(u32, Fd, Vec<u8>)> {
     let deadline = Instant::now().checked_add(timeout);
-    let mut reader = frame::Reader::default();
+    let mut reader = frame::Reader::control();
     let broken = |what: String| {
         Error::new(
             ErrorKind::Bootstrap,

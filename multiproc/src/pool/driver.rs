@@ -355,22 +355,50 @@ pub(super) fn poll_job_until(
             "a callback cannot wait for the result it is called with",
         )));
     }
+    poll_jobs(shared, cx, |st| match st.sched.jobs.get(job) {
+        Some(j) if !ready(j) => Look::Await { jobs: vec![job], each },
+        _ => Look::Ready(()),
+    })
+}
+
+/// What a task awaiting one or several jobs found ([`poll_jobs`]).
+pub(super) enum Look<T> {
+    /// What it waits for has happened: this is the answer.
+    Ready(T),
+    /// Not yet: wake the task when one of `jobs` finishes (or cannot);
+    /// with `each`, also when any of their tasks ends.
+    Await { jobs: Vec<u64>, each: bool },
+}
+
+/// The async form of [`drive`]: takes what has arrived without blocking,
+/// runs due callbacks, then lets `look` decide under the lock. When it
+/// says [`Look::Await`], registers the task's waker with each job named
+/// and makes sure a thread drives the pool meanwhile (see [`poll_job`]).
+/// A job that the pool can no longer finish ends the await with the
+/// reason (the job's `async_error`).
+pub(super) fn poll_jobs<T>(
+    shared: &Arc<Shared>,
+    cx: &mut Context<'_>,
+    look: impl FnOnce(&mut State) -> Look<T>,
+) -> Poll<Result<T>> {
     let mut st = match shared.enter() {
         Ok(st) => st,
         Err(e) => return Poll::Ready(Err(e)),
     };
     st.harvest();
     let mut st = run_due(shared, st, true);
-    let Some(j) = st.sched.jobs.get_mut(job) else {
-        return Poll::Ready(Ok(()));
+    let (jobs, each) = match look(&mut st) {
+        Look::Ready(v) => return Poll::Ready(Ok(v)),
+        Look::Await { jobs, each } => (jobs, each),
     };
-    if ready(j) {
-        return Poll::Ready(Ok(()));
+    for &job in &jobs {
+        if let Some(e) = st.sched.jobs.get_mut(job).and_then(|j| j.async_error.take()) {
+            return Poll::Ready(Err(e));
+        }
     }
-    if let Some(e) = j.async_error.take() {
-        return Poll::Ready(Err(e));
+    for &job in &jobs {
+        st.sched.jobs.register(job, cx.waker(), each);
     }
-    st.sched.jobs.register(job, cx.waker(), each);
     // A lingering driver thread waits for this.
     st.wake_sleepers(shared);
     if let Err(e) = start_async_driver(shared, &mut st) {

@@ -11,6 +11,8 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 
+#[cfg(feature = "async")]
+use super::driver::{Look, poll_jobs};
 use super::{
     AsyncResult, Callbacks, Imap, MapIter, Pool, PoolBuilder, callbacks,
     driver::{Check, Shared, State, cancel_job, drive, run_due},
@@ -294,8 +296,9 @@ impl Drop for Executor {
     }
 }
 
-/// The handle [`Executor::submit`](crate::Executor::submit) returns (Python's `Future`; not a
-/// [`std::future::Future`]).
+/// The handle [`Executor::submit`](crate::Executor::submit) returns: Python's `Future`,
+/// named apart from [`std::future::Future`], which it also is (awaiting it
+/// gives the task's result; see the `Future` impl below).
 #[doc(alias = "Future")]
 #[derive(Debug)]
 pub struct TaskHandle<R> {
@@ -619,13 +622,7 @@ pub fn wait<R: DeserializeOwned + 'static>(
     let mut stands = Vec::new();
     let (st, r) = drive(&shared, st, deadline, |st| {
         stands = futures.iter().map(|f| f.stand(st)).collect();
-        let done = |s: &Stand| matches!(s, Stand::Done { .. });
-        let holds = match return_when {
-            ReturnWhen::FirstCompleted => stands.iter().any(done),
-            ReturnWhen::FirstException => stands.contains(&Stand::Done { raised: true }) || stands.iter().all(done),
-            ReturnWhen::AllCompleted => stands.iter().all(done),
-        };
-        if holds {
+        if holds(&stands, return_when) {
             Check::Done
         } else if stands.contains(&Stand::Pending) {
             Check::Pump
@@ -639,6 +636,21 @@ pub fn wait<R: DeserializeOwned + 'static>(
         Err(e) if e.is_timeout() => {}
         Err(e) => return Err(e),
     }
+    Ok(waited(&stands))
+}
+
+/// Whether `return_when` holds for futures standing so.
+fn holds(stands: &[Stand], return_when: ReturnWhen) -> bool {
+    let done = |s: &Stand| matches!(s, Stand::Done { .. });
+    match return_when {
+        ReturnWhen::FirstCompleted => stands.iter().any(done),
+        ReturnWhen::FirstException => stands.contains(&Stand::Done { raised: true }) || stands.iter().all(done),
+        ReturnWhen::AllCompleted => stands.iter().all(done),
+    }
+}
+
+/// Which futures standing so are done.
+fn waited(stands: &[Stand]) -> Waited {
     let mut w = Waited::default();
     for (i, s) in stands.iter().enumerate() {
         if matches!(s, Stand::Done { .. }) {
@@ -647,7 +659,74 @@ pub fn wait<R: DeserializeOwned + 'static>(
             w.not_done.push(i);
         }
     }
-    Ok(w)
+    w
+}
+
+/// [`wait`] as a future: the same answer, awaited without blocking the
+/// async runtime's thread (the `async` feature).
+///
+/// While it waits, the task's waker is left with every job not done
+/// (whoever finishes one wakes it; the pool's driver thread waits on the
+/// workers meanwhile, one thread per pool, none per future), and the
+/// timeout is a timer in async-io's reactor. Each wake looks at every
+/// future again. Dropping it takes nothing: it only looks.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use multiproc::futures::{ReturnWhen, wait_async};
+/// fn double(x: i32) -> i32 {
+///     2 * x
+/// }
+/// let ex = multiproc::Executor::new(2)?;
+/// let fs = vec![ex.submit(double, 1)?, ex.submit(double, 2)?];
+/// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+/// let w = rt.block_on(wait_async(&fs, None, ReturnWhen::AllCompleted))?;
+/// assert_eq!((w.done.len(), w.not_done.len()), (2, 0));
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As [`wait`]; and the error that ends an await of the pool's results
+/// (a job that no work in progress can finish).
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub async fn wait_async<R: DeserializeOwned + 'static>(
+    futures: &[TaskHandle<R>],
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> Result<Waited> {
+    let Some(shared) = one_pool(futures.iter())? else {
+        return Ok(Waited::default());
+    };
+    own_future_check(&shared, futures.iter())?;
+    let deadline = timeout.map(deadline_after);
+    let mut alarm = crate::asynchronous::Alarm::new();
+    std::future::poll_fn(|cx| {
+        loop {
+            let polled = poll_jobs(&shared, cx, |st| {
+                let stands: Vec<Stand> = futures.iter().map(|f| f.stand(st)).collect();
+                if holds(&stands, return_when) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Look::Ready(stands);
+                }
+                let jobs = futures
+                    .iter()
+                    .zip(&stands)
+                    .filter(|(_, s)| !matches!(s, Stand::Done { .. }))
+                    .map(|(f, _)| f.inner.handle.job)
+                    .collect();
+                Look::Await { jobs, each: false }
+            });
+            match polled {
+                Poll::Ready(r) => return Poll::Ready(r.map(|stands| waited(&stands))),
+                Poll::Pending => match deadline {
+                    Some(d) if alarm.poll_at(d, cx).is_ready() => continue,
+                    _ => return Poll::Pending,
+                },
+            }
+        }
+    })
+    .await
 }
 
 /// Python's `concurrent.futures.as_completed`: yields each future (with
@@ -692,16 +771,70 @@ pub fn as_completed<R: DeserializeOwned + 'static>(
         total,
         deadline: timeout.map(deadline_after),
         ended: false,
+        #[cfg(feature = "async")]
+        alarm: crate::asynchronous::Alarm::new(),
     })
 }
 
 /// The iterator of [`as_completed`].
+///
+/// With the `async` feature it is also a [`futures_core::Stream`] of the
+/// same items, awaited without blocking the runtime's thread: a poll
+/// takes what has arrived and, if no future is done, leaves the task's
+/// waker with every job not done (the pool's driver thread waits on the
+/// workers meanwhile: one thread per pool, none per future); the timeout
+/// is a timer in async-io's reactor. A future is taken out only by the
+/// poll that yields it, so dropping a `next()` that has not finished
+/// loses nothing.
+///
+/// ```
+/// # #[cfg(feature = "async")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// fn double(x: i32) -> i32 {
+///     2 * x
+/// }
+/// let ex = multiproc::Executor::new(2)?;
+/// let mut fs = vec![ex.submit(double, 1)?, ex.submit(double, 2)?];
+/// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+/// let sum = rt.block_on(async {
+///     let mut done = multiproc::futures::as_completed(&mut fs, None)?;
+///     let mut sum = 0;
+///     // `StreamExt::next` of `futures` or `tokio-stream` does the same.
+///     while let Some(next) = std::future::poll_fn(|cx| {
+///         futures_core::Stream::poll_next(std::pin::Pin::new(&mut done), cx)
+///     })
+///     .await
+///     {
+///         let (_index, future) = next?;
+///         sum += future.await?;
+///     }
+///     Ok::<_, multiproc::Error>(sum)
+/// })?;
+/// assert_eq!(sum, 6);
+/// # Ok(()) }
+/// # #[cfg(not(feature = "async"))]
+/// # fn main() {}
+/// ```
 pub struct AsCompleted<'a, R> {
     shared: Option<Arc<Shared>>,
     left: Vec<Option<&'a mut TaskHandle<R>>>,
     total: usize,
     deadline: Option<Instant>,
     ended: bool,
+    #[cfg(feature = "async")]
+    alarm: crate::asynchronous::Alarm,
+}
+
+impl<R> AsCompleted<'_, R> {
+    /// Ends the iteration with the timeout's error.
+    fn timed_out(&mut self) -> Error {
+        self.ended = true;
+        let unfinished = self.left.iter().filter(|f| f.is_some()).count();
+        Error::new(
+            ErrorKind::Timeout,
+            format!("{unfinished} (of {}) futures unfinished", self.total),
+        )
+    }
 }
 
 impl<'a, R: DeserializeOwned + 'static> Iterator for AsCompleted<'a, R> {
@@ -742,20 +875,62 @@ impl<'a, R: DeserializeOwned + 'static> Iterator for AsCompleted<'a, R> {
         drop(st);
         match (found, r) {
             (Some(i), _) => self.left[i].take().map(|f| Ok((i, f))),
-            (None, Err(e)) if e.is_timeout() => {
-                self.ended = true;
-                let unfinished = self.left.iter().filter(|f| f.is_some()).count();
-                Some(Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("{unfinished} (of {}) futures unfinished", self.total),
-                )))
-            }
+            (None, Err(e)) if e.is_timeout() => Some(Err(self.timed_out())),
             (None, r) => {
                 self.ended = true;
                 Some(Err(r.err().unwrap_or_else(|| {
                     Error::new(ErrorKind::Protocol, "the pool ended a wait with nothing done")
                 })))
             }
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+impl<'a, R: DeserializeOwned + 'static> futures_core::Stream for AsCompleted<'a, R> {
+    type Item = Result<(usize, &'a mut TaskHandle<R>)>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let Some(shared) = this.shared.clone() else {
+            return Poll::Ready(None);
+        };
+        if this.left.iter().all(Option::is_none) {
+            return Poll::Ready(None);
+        }
+        let deadline = this.deadline;
+        loop {
+            let left = &this.left;
+            let polled = poll_jobs(&shared, cx, |st| {
+                let mut jobs = Vec::new();
+                for (i, f) in left.iter().enumerate() {
+                    let Some(f) = f else { continue };
+                    match f.stand(st) {
+                        Stand::Done { .. } => return Look::Ready(Some(i)),
+                        Stand::Pending | Stand::Finishing => jobs.push(f.inner.handle.job),
+                    }
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Look::Ready(None);
+                }
+                Look::Await { jobs, each: false }
+            });
+            return match polled {
+                Poll::Ready(Ok(Some(i))) => Poll::Ready(this.left[i].take().map(|f| Ok((i, f)))),
+                Poll::Ready(Ok(None)) => Poll::Ready(Some(Err(this.timed_out()))),
+                Poll::Ready(Err(e)) => {
+                    this.ended = true;
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Pending => match deadline {
+                    Some(d) if this.alarm.poll_at(d, cx).is_ready() => continue,
+                    _ => Poll::Pending,
+                },
+            };
         }
     }
 }

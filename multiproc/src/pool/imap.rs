@@ -46,6 +46,9 @@ pub struct Imap<I, A, R> {
     /// (In a mutex only to keep the iterator `Sync`: it is reached
     /// through `&mut self`, without locking.)
     pub(super) input_panic: Mutex<Option<(usize, Box<dyn Any + Send>)>>,
+    /// The timer of `deadline`, for a poll as a stream.
+    #[cfg(feature = "async")]
+    pub(super) alarm: crate::asynchronous::Alarm,
     pub(super) _r: PhantomData<fn(A) -> R>,
 }
 
@@ -322,7 +325,12 @@ where
             };
             let shared = this.handle.shared.clone();
             match super::driver::poll_job_until(&shared, this.handle.job, cx, true, ready) {
-                Poll::Pending => return Poll::Pending,
+                // The whole iteration's deadline (`map_buffered`'s timeout)
+                // ends it even when no result arrives.
+                Poll::Pending => match this.deadline {
+                    Some(d) if this.alarm.poll_at(d, cx).is_ready() => {}
+                    _ => return Poll::Pending,
+                },
                 Poll::Ready(Err(e)) => return Poll::Ready(this.fail(e).map(|(_, r)| r)),
                 Poll::Ready(Ok(())) => {}
             }

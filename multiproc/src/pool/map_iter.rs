@@ -30,6 +30,39 @@ use crate::error::{Error, ErrorKind, Result};
 /// to 16 each), so a consumer much slower than the timeout can see a
 /// timeout that Python's background thread would have avoided; give
 /// such a consumer no timeout, or a deadline of its own.
+///
+/// With the `async` feature it is also a [`futures_core::Stream`] of the
+/// same items (see [`Pool`](crate::Pool)'s "Async" section for who waits
+/// on the workers meanwhile); its timeout is then a timer in async-io's
+/// reactor. Results that arrived are kept in the iterator until their
+/// turn, so dropping a `next()` that has not finished loses nothing.
+///
+/// ```
+/// # #[cfg(feature = "async")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let ex = multiproc::Executor::new(2)?;
+/// let mut squares = ex.map(square, 0..4, None)?;
+/// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+/// let got = rt.block_on(async {
+///     let mut got = Vec::new();
+///     // `StreamExt::next` of `futures` or `tokio-stream` does the same.
+///     while let Some(r) = std::future::poll_fn(|cx| {
+///         futures_core::Stream::poll_next(std::pin::Pin::new(&mut squares), cx)
+///     })
+///     .await
+///     {
+///         got.push(r?);
+///     }
+///     Ok::<_, multiproc::Error>(got)
+/// })?;
+/// assert_eq!(got, [0, 1, 4, 9]);
+/// # Ok(()) }
+/// # #[cfg(not(feature = "async"))]
+/// # fn main() {}
+/// ```
 pub struct MapIter<R> {
     pub(super) handle: JobHandle,
     pub(super) next: usize,
@@ -44,6 +77,9 @@ pub struct MapIter<R> {
     /// loses none.
     pub(super) arrived: Vec<Output>,
     pub(super) ended: bool,
+    /// The deadline's timer, for a poll as a stream.
+    #[cfg(feature = "async")]
+    alarm: crate::asynchronous::Alarm,
 }
 
 impl<R: DeserializeOwned + 'static> MapIter<R> {
@@ -57,6 +93,8 @@ impl<R: DeserializeOwned + 'static> MapIter<R> {
             ahead: BTreeMap::new(),
             arrived: Vec::new(),
             ended: false,
+            #[cfg(feature = "async")]
+            alarm: crate::asynchronous::Alarm::new(),
         }
     }
 
@@ -163,6 +201,75 @@ impl<R: DeserializeOwned + 'static> Iterator for MapIter<R> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let left = if self.ended { 0 } else { self.handle.len - self.next };
         (0, Some(left))
+    }
+}
+
+// No pinned field: the iterator moves freely, as a stream too.
+impl<R> Unpin for MapIter<R> {}
+
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+impl<R: DeserializeOwned + 'static> futures_core::Stream for MapIter<R> {
+    type Item = Result<R>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<R>>> {
+        use std::task::Poll;
+
+        use super::driver::{Look, poll_jobs};
+
+        let this = self.get_mut();
+        if this.ended || this.next >= this.handle.len {
+            return Poll::Ready(None);
+        }
+        let at = this.next;
+        this.keep_arrived();
+        if let Some(r) = this.take_ready(at) {
+            return Poll::Ready(Some(r));
+        }
+        let shared = this.handle.shared.clone();
+        let (job, deadline) = (this.handle.job, this.deadline);
+        loop {
+            let arrived = &mut this.arrived;
+            let polled = poll_jobs(&shared, cx, |st| {
+                let Some(j) = st.sched.jobs.get_mut(job) else {
+                    return Look::Ready(false);
+                };
+                let mut have = false;
+                if !j.out.results.is_empty() || !j.out.batches.is_empty() {
+                    let out = std::mem::take(&mut j.out);
+                    have = out.results.contains_key(&at) || out.batches.iter().any(|(idx, _)| idx.contains(&at));
+                    arrived.push(out);
+                }
+                if have || j.tasks_over() {
+                    Look::Ready(false)
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    Look::Ready(true)
+                } else {
+                    Look::Await {
+                        jobs: vec![job],
+                        each: true,
+                    }
+                }
+            });
+            this.keep_arrived();
+            return match polled {
+                Poll::Pending => match deadline {
+                    Some(d) if this.alarm.poll_at(d, cx).is_ready() => continue,
+                    _ => Poll::Pending,
+                },
+                Poll::Ready(Err(e)) => Poll::Ready(this.end_with(e)),
+                Poll::Ready(Ok(timed_out)) => Poll::Ready(match this.take_ready(at) {
+                    Some(r) => Some(r),
+                    None if timed_out => {
+                        this.end_with(Error::new(ErrorKind::Timeout, "the pool's result is not ready yet"))
+                    }
+                    None => this.end_with(Error::new(ErrorKind::Protocol, "a task's result is missing")),
+                }),
+            };
+        }
     }
 }
 

@@ -279,6 +279,8 @@ mod scheduler;
 mod scheduler_tests;
 pub(crate) mod worker;
 
+#[cfg(feature = "async")]
+pub use self::executor::wait_async as wait_futures_async;
 #[cfg(feature = "progress")]
 pub use self::progress::Progress;
 pub use self::{

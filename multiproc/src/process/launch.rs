@@ -69,7 +69,7 @@ where
         Ok(Running {
             core,
             method,
-            reader: frame::Reader::default(),
+            reader: frame::Reader::control(),
             ready: method == StartMethod::Fork,
             started: Instant::now(),
             outcome: None,

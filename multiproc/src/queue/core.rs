@@ -1,6 +1,6 @@
 //! The plumbing behind every queue handle: [`Core`], the state the
 //! handles of one queue share in one process (the ring, the descriptor
-//! side channel, the readiness eventfd, the producers' end), and its put
+//! side channel, the readiness and room eventfds, the producers' end), and its put
 //! and get of encoded records (see the parent module's docs).
 
 use std::{
@@ -30,6 +30,9 @@ pub(super) struct Core {
     pub(super) side_rx: Fd,
     /// Signalled after a put while someone watches (see the module docs).
     pub(super) ready: Fd,
+    /// Signalled after a get while an async put waits for room (see the
+    /// module docs).
+    pub(super) room: Fd,
     /// This process's `close` (Python's: this process only).
     pub(super) closed: AtomicBool,
     /// For a queue made with producers: the end of a socket pair whose
@@ -51,6 +54,7 @@ impl Core {
             sys::seqpacket_pair().map_err(|e| Error::io("failed to create the queue's descriptor channel", e))?;
         let _ = side_tx.set_send_buffer(SIDE_BUFFER);
         let ready = sys::eventfd().map_err(|e| Error::io("failed to create the queue's readiness eventfd", e))?;
+        let room = sys::eventfd().map_err(|e| Error::io("failed to create the queue's room eventfd", e))?;
         let (token, producers) = if with_producers {
             let (token, watch) =
                 sys::socketpair().map_err(|e| Error::io("failed to create the queue's producer descriptors", e))?;
@@ -63,6 +67,7 @@ impl Core {
             side_tx,
             side_rx,
             ready,
+            room,
             closed: AtomicBool::new(false),
             producers,
         };
@@ -88,12 +93,21 @@ impl Core {
     pub(super) fn wake_everyone(&self) {
         self.ring.wake_all();
         self.notify_watchers();
+        self.notify_room_watchers();
     }
 
     /// Wakes the watchers after a put, if there are any.
     pub(super) fn notify_watchers(&self) {
         if self.ring.has_watchers() {
             sys::eventfd_signal(&self.ready);
+        }
+    }
+
+    /// Wakes the async puts waiting for room after a get, if there are
+    /// any (one atomic load otherwise).
+    pub(super) fn notify_room_watchers(&self) {
+        if self.ring.has_room_watchers() {
+            sys::eventfd_signal(&self.room);
         }
     }
 
@@ -179,7 +193,11 @@ impl Core {
             Ok(())
         };
         let mut record = match self.ring.pop(deadline, &mut take_fds, &|| self.producers_gone()) {
-            Ok(r) => r,
+            Ok(r) => {
+                // A record left the ring, whatever it holds: room.
+                self.notify_room_watchers();
+                r
+            }
             Err(RingError::Timeout) => return Err(RecvFailure::Timeout),
             Err(RingError::Closed) => return Err(RecvFailure::Disconnected),
             Err(e) => return Err(RecvFailure::Failed(ring_error(e, "get"))),

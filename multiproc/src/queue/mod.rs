@@ -3,7 +3,7 @@
 //!
 //! # Design
 //!
-//! A queue is a ring of records in shared memory (`crate::sys::ShmRing`):
+//! A queue is a ring of records in shared memory (`ring::ShmRing`, in `ring/`):
 //! every process that holds the queue maps the same memory, a put copies
 //! the encoded item in under a robust process-shared lock, a get copies it
 //! out. There is no feeder thread and no pipe between the caller and the
@@ -82,6 +82,21 @@
 //! still see it). A putter killed between its commit and its signal wakes
 //! nobody: `wait` also looks at its queues every
 //! [`QUEUE_SLICE`](crate::QUEUE_SLICE), as the ring's own waits do.
+//!
+//! # Room for an async put
+//!
+//! The same, the other way round, with a second eventfd: an async put
+//! that finds a bounded queue full (`put_async`, the `async` feature)
+//! registers as a *room watcher* (a second counter in the header), looks
+//! again, and polls the room eventfd; a get that removed a record checks
+//! the count after its pop returns and, when there are some, signals that
+//! eventfd (a queue's end signals both). With no async putter waiting, a
+//! get pays one fence and one load. Again the watcher drains the eventfd
+//! when it finds the queue still full and looks again, re-signalling if
+//! room appeared, and a getter killed between its pop and its signal is
+//! covered by a look every `QUEUE_SLICE`. Each eventfd carries one
+//! condition (an item is there; there is room), so a watcher's drain never
+//! hides an event another kind of watcher waits for.
 
 use std::{
     fmt,
@@ -393,6 +408,8 @@ impl<T> Queue<T> {
     pub fn close_for_all(&self) -> Result<()> {
         self.core.ring.close().map_err(|e| ring_error(e, "close"))?;
         self.core.notify_watchers();
+        // Async puts waiting for room: the put now fails at once.
+        self.core.notify_room_watchers();
         Ok(())
     }
 
@@ -469,6 +486,40 @@ impl<T> Queue<T> {
     /// The eventfd a watcher polls.
     pub(crate) fn ready_fd(&self) -> RawFd {
         self.core.ready.raw()
+    }
+
+    /// For an async put: counts the caller as a watcher of room, whose
+    /// eventfd ([`room_fd`](Self::room_fd)) a get signals, until
+    /// [`unwatch_room`](Self::unwatch_room).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn watch_room(&self) {
+        self.core.ring.watch_room();
+    }
+
+    /// Ends a [`watch_room`](Self::watch_room).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn unwatch_room(&self) {
+        self.core.ring.unwatch_room();
+    }
+
+    /// The eventfd a room watcher polls.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn room_fd(&self) -> RawFd {
+        self.core.room.raw()
+    }
+
+    /// For a room watcher that found the queue full: resets the room
+    /// eventfd, then looks again; room (or the queue's end) that came
+    /// meanwhile is signalled anew, for the other room watchers. `true`
+    /// when a put would not wait now.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn rearm_room(&self) -> bool {
+        sys::eventfd_drain(&self.core.room);
+        if !self.is_full() || self.is_closed() || self.core.ring.is_closed() {
+            sys::eventfd_signal(&self.core.room);
+            return true;
+        }
+        false
     }
 
     /// For a watcher that found the queue empty: resets the eventfd (a
@@ -657,6 +708,14 @@ impl<T> JoinableQueue<T> {
     }
 
     /// Waits until every item put has been marked done.
+    ///
+    /// As in Python, an item taken by a consumer that died before its
+    /// `task_done` is never done, so `join` waits on (the other consumers
+    /// are not blocked). The count is one shared number, and `task_done`
+    /// may come from any process (a consumer may hand its item on), so no
+    /// process can tell which items a dead consumer still owed: a
+    /// supervisor bounds the wait with [`join_timeout`](Self::join_timeout)
+    /// and, knowing what it lost, calls `task_done` for it.
     ///
     /// # Errors
     ///

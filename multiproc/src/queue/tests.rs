@@ -131,3 +131,57 @@ fn unwatch_never_goes_below_zero() {
     q.put(1).unwrap();
     assert!(!signalled(&q));
 }
+
+fn room_signalled(q: &Queue<u32>) -> bool {
+    crate::sys::poll_readable_set(&[q.room_fd()], Some(Duration::ZERO)).unwrap()[0]
+}
+
+#[test]
+fn a_get_signals_room_only_while_watched() {
+    let q: Queue<u32> = Queue::bounded(1).unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.try_get().unwrap(), 1);
+    assert!(!room_signalled(&q), "nobody waits for room: a get costs no signal");
+    q.put(1).unwrap();
+    q.watch_room();
+    // Full: rearm resets the eventfd, and a later get signals it.
+    assert!(!q.rearm_room());
+    assert!(!room_signalled(&q));
+    assert_eq!(q.clone().try_get().unwrap(), 1);
+    assert!(room_signalled(&q));
+    // Room: rearm resets it and signals it again.
+    assert!(q.rearm_room());
+    assert!(room_signalled(&q));
+    q.unwatch_room();
+    q.put(2).unwrap();
+    assert!(!q.rearm_room());
+    assert_eq!(q.try_get().unwrap(), 2);
+    assert!(!room_signalled(&q), "the watch ended");
+    // The end wakes room watchers too (a put then fails at once).
+    q.put(3).unwrap();
+    q.watch_room();
+    assert!(!q.rearm_room());
+    q.close_for_all().unwrap();
+    assert!(room_signalled(&q));
+    q.unwatch_room();
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn a_dropped_async_put_stops_watching_room() {
+    use std::{
+        future::Future,
+        pin::pin,
+        task::{Context, Waker},
+    };
+    let q: Queue<u32> = Queue::bounded(1).unwrap();
+    q.put(1).unwrap();
+    {
+        let mut put = pin!(q.put_async(2));
+        assert!(put.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        assert!(q.core.ring.has_room_watchers());
+    }
+    assert!(!q.core.ring.has_room_watchers());
+    assert_eq!(q.try_get().unwrap(), 1);
+    assert!(q.try_get().unwrap_err().is_empty(), "a dropped put puts nothing");
+}

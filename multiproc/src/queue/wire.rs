@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Queue, core::Core, ring::ShmRing};
 use crate::{codec, sys::Fd};
 
-/// On the wire: the indexes of the five descriptors (see
+/// On the wire: the indexes of the six descriptors (see
 /// `crate::codec::fds`).
 #[derive(Serialize, Deserialize)]
 struct Passed {
@@ -20,6 +20,7 @@ struct Passed {
     side_tx: u32,
     side_rx: u32,
     ready: u32,
+    room: u32,
     /// The producers' watch descriptor, for a queue made with producers.
     producers: Option<u32>,
 }
@@ -35,6 +36,7 @@ impl<T> Serialize for Queue<T> {
             side_tx: export(&self.core.side_tx)?,
             side_rx: export(&self.core.side_rx)?,
             ready: export(&self.core.ready)?,
+            room: export(&self.core.room)?,
             producers: self.core.producers.as_ref().map(export).transpose()?,
         }
         .serialize(s)
@@ -46,12 +48,13 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         use serde::de::Error as _;
         let p = Passed::deserialize(d)?;
         let import = |i| codec::fds::import(i).map_err(D::Error::custom);
-        let (control, data, side_tx, side_rx, ready) = (
+        let (control, data, side_tx, side_rx, ready, room) = (
             import(p.control)?,
             import(p.data)?,
             import(p.side_tx)?,
             import(p.side_rx)?,
             import(p.ready)?,
+            import(p.room)?,
         );
         let producers = p.producers.map(import).transpose()?;
         if producers.as_ref().is_some_and(|fd| !fd.is_socket()) {
@@ -66,12 +69,17 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
                 "not a queue: its readiness descriptor is not an eventfd",
             ));
         }
+        if !room.is_eventfd() {
+            // A get signals it, as a put signals the other.
+            return Err(D::Error::custom("not a queue: its room descriptor is not an eventfd"));
+        }
         Ok(Queue {
             core: Arc::new(Core {
                 ring,
                 side_tx,
                 side_rx,
                 ready,
+                room,
                 closed: AtomicBool::new(false),
                 producers,
             }),

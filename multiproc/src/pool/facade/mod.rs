@@ -85,7 +85,11 @@ pub(super) fn auto_chunksize(len: usize, workers: usize) -> usize {
 ///
 /// Every result handle is a [`std::future::Future`]: [`AsyncResult`]
 /// and [`TaskHandle`](crate::TaskHandle) give the task's result,
-/// [`MapResult`] every result, on any runtime (no runtime is named). An
+/// [`MapResult`] every result, on any runtime (no runtime is named). With
+/// the `async` feature, [`Imap`] and the executor's
+/// [`MapIter`](crate::MapIter) are `futures_core::Stream`s, as is
+/// [`as_completed`](crate::futures::as_completed)'s iterator, and
+/// `futures::wait_async` is [`wait`](crate::futures::wait) as a future. An
 /// async task must not block, and the pool has no thread of its own, so
 /// while some result is awaited and no caller is waiting on the pool, one
 /// helper thread per pool (`multiproc-pool-driver`) waits on the workers
@@ -659,6 +663,8 @@ impl Pool {
             yielded: 0,
             ordered,
             input_panic: Mutex::new(None),
+            #[cfg(feature = "async")]
+            alarm: crate::asynchronous::Alarm::new(),
             _r: PhantomData,
         })
     }

@@ -53,7 +53,7 @@ pub(super) const CONTROL_USED: usize = (HEADER_OFFSET + mem::size_of::<Header>()
 /// First word of a control file: "mpshring".
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"mpshring");
 /// Layout version of the control file and records.
-pub(super) const VERSION: u32 = 4;
+pub(super) const VERSION: u32 = 5;
 /// Smallest ring, one page.
 pub(super) const MIN_CAPACITY: u64 = 4096;
 /// Largest ring: 64 TiB, far above any mapping that could succeed, low
@@ -122,8 +122,9 @@ pub(super) struct Header {
     /// Nonzero once the ring is closed for every process: pushes fail,
     /// pops take what is left and then report the end.
     pub(super) closed: AtomicU32,
-    /// Keeps the slots 8-aligned.
-    pub(super) reserved: AtomicU32,
+    /// Async putters waiting for room in a full queue through its room
+    /// eventfd (see `ShmRing::watch_room`); also keeps the slots 8-aligned.
+    pub(super) room_watchers: AtomicU32,
     /// The two copies of the state.
     pub(super) slots: [Slot; 2],
 }

@@ -21,6 +21,9 @@
 //! ring through a descriptor instead (the queue's eventfd, which this module
 //! does not know): after a push returns, the queue signals that descriptor
 //! when the count is nonzero ([`ShmRing::watch`], [`ShmRing::has_watchers`]).
+//! A fifth, `room_watchers`, does the same for room: async putters waiting
+//! on a full queue through its room eventfd, which the queue signals after
+//! a pop returns ([`ShmRing::watch_room`], [`ShmRing::has_room_watchers`]).
 
 use std::{
     sync::atomic::{
@@ -113,6 +116,32 @@ impl ShmRing {
     pub(crate) fn has_watchers(&self) -> bool {
         std::sync::atomic::fence(SeqCst);
         self.hdr().watchers.load(Relaxed) != 0
+    }
+
+    /// Counts the caller as a watcher of room until
+    /// [`unwatch_room`](Self::unwatch_room): an async putter that wants to
+    /// hear of every removed record through the queue's room eventfd. As
+    /// in [`watch`](Self::watch), the caller then reads the state, and the
+    /// fence pairs with the one in [`has_room_watchers`](Self::has_room_watchers):
+    /// either the caller sees the room or the getter sees the watcher.
+    pub(crate) fn watch_room(&self) {
+        self.hdr().room_watchers.fetch_add(1, SeqCst);
+        std::sync::atomic::fence(SeqCst);
+    }
+
+    /// Ends a [`watch_room`](Self::watch_room).
+    pub(crate) fn unwatch_room(&self) {
+        // Saturating: a count is never taken below what was added.
+        let _ = self
+            .hdr()
+            .room_watchers
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Whether anyone waits for room; called after a pop has returned.
+    pub(crate) fn has_room_watchers(&self) -> bool {
+        std::sync::atomic::fence(SeqCst);
+        self.hdr().room_watchers.load(Relaxed) != 0
     }
 }
 

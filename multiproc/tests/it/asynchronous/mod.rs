@@ -4,4 +4,5 @@
 mod connection;
 mod process;
 mod queue;
+mod queue_room;
 mod wait;

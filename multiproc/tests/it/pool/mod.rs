@@ -12,6 +12,7 @@ mod callbacks;
 mod deaths;
 mod done_callbacks;
 mod executor;
+mod executor_async;
 mod executor_map_buffered;
 mod executor_on_demand;
 mod fork_child;

@@ -147,7 +147,7 @@ per_method!(
 
 /// Out-of-range indexes: `None`, an error, or a panic for `[]`.
 #[test]
-fn out_of_range() {
+fn out_of_range_indexes_give_none_an_error_or_a_panic() {
     let raw = RawArray::<u8>::new(3).unwrap();
     assert_eq!(raw.get(3), None);
     let e = raw.set(3, 1).unwrap_err();

@@ -159,9 +159,10 @@ per_method!(
     creator_drop_spares_a_namesake,
 );
 
-/// CPython SHM-01 and SHM-03: the error cases.
+/// The error cases (CPython's SHM-01 and SHM-03): a zero size, a missing or
+/// malformed name, a taken name, an offset out of range, a second unlink.
 #[test]
-fn errors() {
+fn bad_sizes_names_offsets_and_unlinks_are_errors() {
     let e = SharedMemory::new(0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.to_string().contains("at least 1 byte"), "{e}");
@@ -222,7 +223,7 @@ fn persist_then_unlink_by_attacher() {
 
 /// The atomic view and the copies see the same bytes.
 #[test]
-fn views_agree() {
+fn the_atomic_view_and_the_copies_see_the_same_bytes() {
     use std::sync::atomic::Ordering;
     let mut shm = SharedMemory::new(8192).unwrap();
     shm.fill(7);

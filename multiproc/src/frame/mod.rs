@@ -14,9 +14,11 @@
 //! bytes 8..16 payload length, little-endian u64
 //! ```
 //!
-//! [`Header`] writes and checks it; a connection cuts its messages out of
-//! its stream with its own buffer (`connection::wire`), the protocols of
-//! this crate's own processes with [`Reader`].
+//! [`Header`] writes and checks it; one [`Reader`] (`reader.rs`) cuts the
+//! frames out of every stream: a connection's messages (`connection::wire`
+//! adds the connection's errors) and the protocols of this crate's own
+//! processes alike, each stream with its [`Framing`] (which kinds, flags and
+//! lengths it may carry).
 //!
 //! Payloads up to [`INLINE_MAX`] bytes follow the header in the stream, and
 //! so do the arguments of a spawned child of any size, streamed while the
@@ -34,9 +36,12 @@
 //! descriptor is a protocol error, not an allocation; an unknown kind is
 //! for the protocol module to refuse.
 
-use std::{collections::VecDeque, fmt, io, time::Duration};
+mod reader;
 
-use crate::sys::{self, ChildHandle, Fd, MAX_FDS, Memfd, RecvSome};
+use std::{fmt, io, time::Duration};
+
+pub(crate) use self::reader::{Framing, PollError, ReadFailure, Reader};
+use crate::sys::{self, ChildHandle, Fd, MAX_FDS, Memfd};
 
 /// The send buffer asked for on bootstrap sockets: large enough that the
 /// frames of one start (at most two of [`INLINE_MAX`] bytes plus headers)
@@ -147,36 +152,6 @@ pub(crate) fn send_with_fds(sock: &Fd, kind: u8, payload: &[u8], fds: &[sys::Raw
     sock.send_frame(&header(kind, 0, payload.len(), fds.len()), payload, fds)
 }
 
-/// Takes the descriptors that arrived with the frames read so far.
-impl Reader {
-    pub(crate) fn take_fds(&mut self) -> Vec<Fd> {
-        self.fds.drain(..).collect()
-    }
-
-    /// The numbers of the descriptors received but not yet taken.
-    pub(crate) fn pending_fds(&self) -> Vec<i32> {
-        self.fds.iter().map(Fd::raw).collect()
-    }
-
-    /// Takes the next `n` descriptors in arrival order (those of the frame
-    /// just taken: each frame's descriptors arrive with its first byte), or
-    /// fewer if fewer arrived.
-    pub(crate) fn take_n_fds(&mut self, n: usize) -> Vec<Fd> {
-        let n = n.min(self.fds.len());
-        self.fds.drain(..n).collect()
-    }
-
-    /// The bytes read past the last frame taken.
-    pub(crate) fn into_leftover(self) -> Vec<u8> {
-        self.buf
-    }
-
-    /// `true` once the peer closed its end and every frame was taken.
-    pub(crate) fn at_end_empty(&self) -> bool {
-        self.eof && self.buf.is_empty()
-    }
-}
-
 /// Sends one frame whose payload may be far larger than the socket
 /// buffer, while the peer reads it: the copies into and out of the socket
 /// overlap on two CPUs, and nothing is written to memory twice. Used for
@@ -222,144 +197,6 @@ pub(crate) enum StreamError {
     PeerEnded,
     /// The reader took nothing for too long.
     Timeout,
-}
-
-/// Accumulates bytes and descriptors from a stream and cuts frames out of
-/// them.
-pub(crate) struct Reader {
-    buf: Vec<u8>,
-    fds: VecDeque<Fd>,
-    eof: bool,
-    /// Largest inline payload accepted; larger ones are a protocol error.
-    max_inline: usize,
-}
-
-impl Default for Reader {
-    fn default() -> Reader {
-        Reader {
-            buf: Vec::new(),
-            fds: VecDeque::new(),
-            eof: false,
-            max_inline: INLINE_MAX,
-        }
-    }
-}
-
-impl Reader {
-    /// A reader that accepts inline payloads of any size, read straight
-    /// into their own buffer: for a spawned child reading its parent, which
-    /// streams large arguments (see [`send_stream`]).
-    pub(crate) fn trusting_large_frames() -> Reader {
-        Reader {
-            max_inline: usize::MAX,
-            ..Reader::default()
-        }
-    }
-
-    /// Reads what the socket has (blocking unless `nonblocking`); returns
-    /// `false` when nothing was available.
-    pub(crate) fn fill(&mut self, sock: &Fd, nonblocking: bool) -> io::Result<bool> {
-        if self.eof {
-            return Ok(false);
-        }
-        let mut fds = Vec::new();
-        let got = sock.recv_some(&mut self.buf, &mut fds, nonblocking)?;
-        self.fds.extend(fds);
-        Ok(match got {
-            RecvSome::Data(_) => true,
-            RecvSome::Eof => {
-                self.eof = true;
-                false
-            }
-            RecvSome::WouldBlock => false,
-        })
-    }
-
-    /// Reads everything already queued on the socket without blocking.
-    pub(crate) fn drain(&mut self, sock: &Fd) -> io::Result<()> {
-        while self.fill(sock, true)? {}
-        Ok(())
-    }
-
-    /// The next complete frame (its kind and payload), if the buffer
-    /// holds one.
-    pub(crate) fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
-        if self.buf.len() < HEADER {
-            return Ok(None);
-        }
-        let h = Header::decode(&self.buf[..HEADER]).map_err(ProtocolError)?;
-        let (kind, flags) = (h.kind, h.flags);
-        if flags & !FLAG_FILE != 0 || kind == 0 {
-            return Err(ProtocolError("malformed frame header".into()));
-        }
-        let len = usize::try_from(h.len).map_err(|_| ProtocolError("frame length overflows usize".into()))?;
-        if flags & FLAG_FILE != 0 {
-            let fd = self
-                .fds
-                .pop_front()
-                .ok_or_else(|| ProtocolError("frame announces a file that did not arrive".into()))?;
-            self.buf.drain(..HEADER);
-            let payload =
-                sys::read_file(&fd, len).map_err(|e| ProtocolError(format!("cannot read the payload file: {e}")))?;
-            return Ok(Some((kind, payload)));
-        }
-        if len > self.max_inline {
-            return Err(ProtocolError(format!(
-                "inline frame of {len} bytes exceeds the {}-byte limit",
-                self.max_inline
-            )));
-        }
-        if self.buf.len() < HEADER + len {
-            return Ok(None);
-        }
-        let payload = self.buf[HEADER..HEADER + len].to_vec();
-        self.buf.drain(..HEADER + len);
-        Ok(Some((kind, payload)))
-    }
-
-    /// Blocks until a whole frame has arrived; `None` at end of stream.
-    pub(crate) fn next_blocking(&mut self, sock: &Fd) -> Result<Option<(u8, Vec<u8>)>, ReadError> {
-        loop {
-            if let Some(frame) = self.next().map_err(ReadError::Protocol)? {
-                return Ok(Some(frame));
-            }
-            if let Some(frame) = self.next_large(sock)? {
-                return Ok(Some(frame));
-            }
-            if self.eof {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Protocol(ProtocolError("stream ended inside a frame".into())))
-                };
-            }
-            self.fill(sock, false).map_err(ReadError::Io)?;
-        }
-    }
-
-    /// A large inline frame whose header has arrived: read its payload
-    /// straight into a buffer of its own rather than through `buf`.
-    fn next_large(&mut self, sock: &Fd) -> Result<Option<(u8, Vec<u8>)>, ReadError> {
-        if self.buf.len() < HEADER {
-            return Ok(None);
-        }
-        let h = Header::decode(&self.buf[..HEADER]).map_err(|e| ReadError::Protocol(ProtocolError(e)))?;
-        let len = h.len as usize;
-        if h.flags != 0 || len <= INLINE_MAX || len > self.max_inline {
-            return Ok(None);
-        }
-        let mut payload = sys::buffer(len).map_err(ReadError::Io)?;
-        let have = (self.buf.len() - HEADER).min(len);
-        payload.extend_from_slice(&self.buf[HEADER..HEADER + have]);
-        self.buf.drain(..HEADER + have);
-        sock.recv_exact_into(&mut payload, len).map_err(ReadError::Io)?;
-        Ok(Some((h.kind, payload)))
-    }
-
-    #[cfg(test)]
-    fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
 }
 
 /// Why a blocking read failed.
