@@ -18,7 +18,12 @@ use multiproc as mp;
 /// Runs in the child process.
 fn ma_tache() {
     println!("PID Enfant: {}", std::process::id());
-    println!("PID Parent de l'enfant: {}", std::os::unix::process::parent_id());
+    // Python's `os.getppid()`; on Windows, the library's record of it.
+    #[cfg(unix)]
+    let parent = std::os::unix::process::parent_id();
+    #[cfg(not(unix))]
+    let parent = mp::parent_process().map_or(0, |p| p.pid());
+    println!("PID Parent de l'enfant: {parent}");
 }
 
 fn main() -> mp::Result<()> {

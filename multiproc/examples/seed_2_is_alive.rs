@@ -24,7 +24,12 @@ use multiproc as mp;
 
 /// Runs in the child process: prints the pid of its parent.
 fn recupere_pid() {
+    // Python's `os.getppid()`; Windows has no such call in std, and the
+    // library knows its parent there too.
+    #[cfg(unix)]
     let pid = std::os::unix::process::parent_id();
+    #[cfg(not(unix))]
+    let pid = mp::parent_process().map_or(0, |p| p.pid());
     println!("{pid}");
 }
 

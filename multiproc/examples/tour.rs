@@ -12,12 +12,11 @@
 //! Under the spawn start method (the default) a child is a fresh run of this
 //! very binary that calls the target instead of `main`; under fork it is a
 //! copy of this process.
+use std::{error::Error, fmt, time::Duration};
+#[cfg(unix)]
 use std::{
-    error::Error,
-    fmt,
     io::{BufRead, BufReader, Read, Write},
     os::unix::net::UnixStream,
-    time::Duration,
 };
 
 use multiproc as mp;
@@ -32,9 +31,20 @@ fn whoami() -> (String, u32, u32, u32) {
     (
         mp::current_process().name().to_owned(),
         std::process::id(),
-        std::os::unix::process::parent_id(),
+        os_parent_id(),
         parent.pid(),
     )
+}
+
+/// The parent pid as the system reports it (Python's `os.getppid()`).
+#[cfg(unix)]
+fn os_parent_id() -> u32 {
+    std::os::unix::process::parent_id()
+}
+/// Windows has no `getppid` in std: the library's record stands in.
+#[cfg(not(unix))]
+fn os_parent_id() -> u32 {
+    mp::parent_process().map_or(0, |p| p.pid())
 }
 
 /// A value that crosses the process boundary through serde.
@@ -59,7 +69,12 @@ fn stats(values: Vec<i64>) -> Stats {
 fn square_or_die(x: u64) -> u64 {
     if x == 3 {
         // SAFETY: kill(2) of this very process, as `kill -9` would.
-        unsafe { libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL) };
+        #[cfg(unix)]
+        unsafe {
+            libc::kill(std::process::id() as libc::pid_t, libc::SIGKILL)
+        };
+        #[cfg(not(unix))]
+        std::process::abort();
     }
     x * x
 }
@@ -403,6 +418,13 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// The grandchild is forked, so it holds a copy of the child's end of the
 /// socket until it dies. Reading the socket to its end therefore waits for
 /// exactly that: no polling, no sleep.
+#[cfg(not(unix))]
+fn daemon_family(_kill_child: bool) -> Result<(u32, Option<i32>), Box<dyn Error>> {
+    Err("the daemon family forks: Unix only".into())
+}
+
+/// See the Unix version.
+#[cfg(unix)]
 fn daemon_family(kill_child: bool) -> Result<(u32, Option<i32>), Box<dyn Error>> {
     let (ours, theirs) = UnixStream::pair()?;
     ours.set_read_timeout(Some(DEADLINE))?;

@@ -425,9 +425,9 @@ mod tests;
 /// `Serialize` impl that itself sends through the library) saves and
 /// restores the outer list.
 pub(crate) mod fds {
-    use std::{cell::RefCell, os::fd::RawFd};
+    use std::cell::RefCell;
 
-    use crate::sys::{Fd, MAX_FDS};
+    use crate::sys::{Fd, MAX_FDS, RawFd};
 
     /// The descriptors an encoded value refers to, and what to do once the
     /// value has really been sent.

@@ -47,10 +47,30 @@ impl StartMethod {
         }
     }
 
-    /// Every method available on this platform, the default first.
+    /// Every method available on this platform, the default first: all
+    /// three on Unix, only [`Spawn`](StartMethod::Spawn) on Windows (which
+    /// has no `fork`), as Python's `get_all_start_methods()`.
     #[doc(alias = "get_all_start_methods")]
     pub fn all() -> &'static [StartMethod] {
-        &[StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer]
+        if cfg!(windows) {
+            &[StartMethod::Spawn]
+        } else {
+            &[StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer]
+        }
+    }
+
+    /// `Ok` if this platform has the method; otherwise the
+    /// [`ErrorKind::Unsupported`] error a start with it fails with.
+    pub(crate) fn check_available(self) -> Result<(), Error> {
+        if StartMethod::all().contains(&self) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the {self} start method does not exist on this platform (it needs fork()); use StartMethod::Spawn"
+            ),
+        ))
     }
 }
 
@@ -71,7 +91,14 @@ impl FromStr for StartMethod {
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Unsupported,
-                    format!("cannot find start method {s:?}; available: spawn, fork, forkserver"),
+                    format!(
+                        "cannot find start method {s:?}; available: {}",
+                        StartMethod::all()
+                            .iter()
+                            .map(|m| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 )
             })
     }

@@ -24,7 +24,7 @@
 //! called ([`Call::run_here`]).
 #![allow(unsafe_code)]
 
-use std::{borrow::Cow, os::fd::RawFd, panic::AssertUnwindSafe};
+use std::{borrow::Cow, panic::AssertUnwindSafe};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -32,7 +32,7 @@ use crate::{
     child::panic,
     codec::{self, CodecError},
     outcome::Outcome,
-    sys::Fd,
+    sys::{Fd, RawFd},
 };
 
 /// The non-generic signature of every trampoline: target address and

@@ -1,11 +1,6 @@
 //! [`Connection`]'s async sends and receives.
 
-use std::{
-    borrow::Cow,
-    future::poll_fn,
-    os::fd::{AsRawFd, RawFd},
-    task::Poll,
-};
+use std::{borrow::Cow, future::poll_fn, task::Poll};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -19,7 +14,7 @@ use crate::{
     connection::{HEADER, Message, message_header, send_error},
     error::channel::{RecvError, RecvFailure, SendError},
     error::{Error, ErrorKind, Result},
-    sys,
+    sys::{self, RawFd},
 };
 
 impl Connection {
@@ -143,7 +138,7 @@ async fn recv_message(conn: &Connection) -> std::result::Result<Message, RecvFai
                 Err(RecvFailure::Timeout) => {}
                 r => return Poll::Ready(r),
             }
-            let r = registered(&mut readiness, conn.as_raw_fd()).map_err(wait_error)?;
+            let r = registered(&mut readiness, conn.raw_fd()).map_err(wait_error)?;
             match r.poll_readable(cx) {
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(wait_error(e))),

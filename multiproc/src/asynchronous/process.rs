@@ -1,6 +1,6 @@
 //! [`Process::join_async`]: the child's pidfd as a readable descriptor.
 
-use std::{future::poll_fn, os::fd::AsRawFd, task::Poll, time::Duration};
+use std::{future::poll_fn, task::Poll, time::Duration};
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -48,7 +48,7 @@ where
                     Err(e) if e.kind() == ErrorKind::Timeout => {}
                     r => return Poll::Ready(r),
                 }
-                let Some(fd) = self.sentinel().map(|fd| fd.as_raw_fd()) else {
+                let Some(fd) = self.sentinel_fd() else {
                     // A process that is running here has a pidfd.
                     return Poll::Ready(Err(Error::new(
                         ErrorKind::InvalidState,

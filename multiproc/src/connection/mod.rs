@@ -35,13 +35,13 @@
 
 mod auth;
 mod listener;
+mod portable;
 mod wait;
 mod wire;
 
 use std::{
     collections::VecDeque,
     fmt,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -57,7 +57,7 @@ use crate::{
     error::channel::{RecvError, RecvFailure, RecvTimeoutError, SendError, TryRecvError},
     error::{Error, ErrorKind, Result},
     registry,
-    sys::{self, Fd},
+    sys::{self, Fd, RawFd},
 };
 
 pub use listener::{Address, Client, ClientBuilder, Listener, ListenerBuilder};
@@ -641,14 +641,30 @@ impl Drop for Connection {
     }
 }
 
-impl AsFd for Connection {
-    fn as_fd(&self) -> BorrowedFd<'_> {
+#[cfg(unix)]
+impl std::os::fd::AsFd for Connection {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_ref().expect("set until drop").borrow()
     }
 }
 
-impl AsRawFd for Connection {
-    fn as_raw_fd(&self) -> RawFd {
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Connection {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.raw_fd()
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsRawHandle for Connection {
+    fn as_raw_handle(&self) -> std::os::windows::io::RawHandle {
+        self.fd.as_ref().expect("set until drop").raw_handle()
+    }
+}
+
+impl Connection {
+    /// The descriptor (a handle on Windows) as the crate's layers see it.
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_ref().expect("set until drop").raw()
     }
 }
@@ -656,7 +672,7 @@ impl AsRawFd for Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("fd", &self.as_raw_fd())
+            .field("fd", &self.raw_fd())
             .field("readable", &self.readable)
             .field("writable", &self.writable)
             .finish()

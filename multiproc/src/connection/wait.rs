@@ -13,16 +13,13 @@
 //! miss is that of a putter killed between committing its item and
 //! signalling, which the next look finds.
 
-use std::{
-    os::fd::{AsRawFd, BorrowedFd, RawFd},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
     Process, Queue,
     connection::{Connection, deadline},
     error::{Error, Result},
-    sys,
+    sys::{self, RawFd},
 };
 
 /// Longest interval between two looks at the queues of a mixed wait when
@@ -32,7 +29,8 @@ use crate::{
 pub const QUEUE_SLICE: Duration = Duration::from_millis(100);
 
 /// Something [`wait`] can watch. Build one with `From`/`into()` from a
-/// `&Connection`, `&Queue<T>`, `&Process<R>` or a `BorrowedFd`.
+/// `&Connection`, `&Queue<T>`, `&Process<R>` or a `BorrowedFd` (on
+/// Windows a `BorrowedHandle`).
 pub struct Waitable<'a>(Kind<'a>);
 
 enum Kind<'a> {
@@ -106,7 +104,7 @@ pub(crate) fn descriptors(objects: &[Waitable<'_>]) -> Vec<RawFd> {
         .map(|o| match o.0 {
             // A send-only end never has anything to receive.
             Kind::Connection(c) if !c.readable() => -1,
-            Kind::Connection(c) => c.as_raw_fd(),
+            Kind::Connection(c) => c.raw_fd(),
             Kind::Queue(q) => q.ready_fd(),
             Kind::Fd(Some(fd)) => fd,
             Kind::Fd(None) => -1,
@@ -137,13 +135,25 @@ impl<'a, T> From<&'a Queue<T>> for Waitable<'a> {
 impl<'a, R> From<&'a Process<R>> for Waitable<'a> {
     /// Ready when the process has ended (or was never started here).
     fn from(p: &'a Process<R>) -> Waitable<'a> {
-        Waitable(Kind::Fd(p.sentinel().map(|fd| fd.as_raw_fd())))
+        Waitable(Kind::Fd(p.sentinel_fd()))
     }
 }
 
-impl<'a> From<BorrowedFd<'a>> for Waitable<'a> {
-    fn from(fd: BorrowedFd<'a>) -> Waitable<'a> {
+#[cfg(unix)]
+impl<'a> From<std::os::fd::BorrowedFd<'a>> for Waitable<'a> {
+    fn from(fd: std::os::fd::BorrowedFd<'a>) -> Waitable<'a> {
+        use std::os::fd::AsRawFd;
         Waitable(Kind::Fd(Some(fd.as_raw_fd())))
+    }
+}
+
+/// A handle that is signalled when its object is ready (a process, an
+/// event): [`wait`] checks it with a zero-time wait.
+#[cfg(windows)]
+impl<'a> From<std::os::windows::io::BorrowedHandle<'a>> for Waitable<'a> {
+    fn from(h: std::os::windows::io::BorrowedHandle<'a>) -> Waitable<'a> {
+        use std::os::windows::io::AsRawHandle;
+        Waitable(Kind::Fd(Some(sys::raw_of_handle(h.as_raw_handle()))))
     }
 }
 

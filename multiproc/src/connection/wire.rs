@@ -2,13 +2,13 @@
 //! receiving side: the crate's one frame reader ([`frame::Reader`], which
 //! cuts messages out of the byte stream) with a connection's errors.
 
-use std::{collections::VecDeque, io, os::fd::RawFd, time::Instant};
+use std::{collections::VecDeque, io, time::Instant};
 
 use crate::{
     error::channel::RecvFailure,
     error::{Error, ErrorKind},
     frame::{self, Framing, PollError, ReadFailure},
-    sys::Fd,
+    sys::{Fd, RawFd},
 };
 
 /// Size of a message header (the crate's one header, [`frame::Header`]).
@@ -22,8 +22,10 @@ pub(crate) fn header(len: u64, nfds: usize) -> [u8; HEADER] {
 
 /// The error of a failed send.
 pub(crate) fn send_error(e: io::Error) -> Error {
-    match e.raw_os_error() {
-        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
+    // By kind, not number: EPIPE, ECONNRESET, ENOTCONN on Unix;
+    // ERROR_BROKEN_PIPE and ERROR_NO_DATA on Windows.
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected => {
             Error::new(ErrorKind::Disconnected, "the other end of the connection is closed")
         }
         _ => Error::io("failed to send a message", e),

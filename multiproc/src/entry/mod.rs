@@ -31,13 +31,14 @@ use crate::{
 /// The entry point of a spawned child. In any other process it returns at
 /// once; in a spawned child it never returns.
 pub(crate) fn spawned_entry(from_constructor: bool) {
+    #[cfg(unix)]
     if crate::pool::remote::serve::is_remote_worker() && !role::is_spawned_child() {
         role::mark_entered();
         crate::pool::remote::serve::enter(from_constructor);
     }
-    if !role::is_spawned_child() {
+    let Some((channel, parent)) = role::spawned_channel() else {
         return;
-    }
+    };
     role::mark_entered();
     if from_constructor {
         // SAFETY: a constructor runs before `main`, while the process has a
@@ -50,11 +51,15 @@ pub(crate) fn spawned_entry(from_constructor: bool) {
         };
     }
     sys::ignore_sigpipe();
-    // SAFETY: the parent placed the bootstrap socket at BOOT_FD; nothing in
-    // this fresh process owns that descriptor.
+    // SAFETY: the parent placed the bootstrap socket at `channel` (checked
+    // by `spawned_channel`: created by the parent the marker names); nothing
+    // in this fresh process owns that descriptor.
     #[allow(unsafe_code)]
-    let sock = unsafe { Fd::from_raw(sys::BOOT_FD) };
-    if let Err(e) = sock.set_cloexec() {
+    let sock = unsafe { Fd::from_raw(channel) };
+    if let Err(e) = sock
+        .set_cloexec()
+        .and_then(|()| sys::set_channel_peer_pid(&sock, parent))
+    {
         eprintln!("multiproc: child bootstrap failed: {e}");
         sys::exit_now(1);
     }

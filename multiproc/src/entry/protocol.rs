@@ -14,7 +14,7 @@
 //! The first frame names the role. A fork server's child reads `Boot` and
 //! `Args` from its owner in the same way.
 
-use std::{io, os::fd::RawFd, time::Duration};
+use std::{io, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,7 @@ use crate::{
     frame::{self, ProtocolError, ReadError, StreamError},
     outcome::Outcome,
     start::StartMethod,
-    sys::{ChildHandle, Fd},
+    sys::{ChildHandle, Fd, RawFd},
 };
 
 /// Version of the bootstrap protocol; parent and child are the same

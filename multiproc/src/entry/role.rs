@@ -39,9 +39,10 @@ pub(crate) enum Role {
     Tracker,
 }
 
-/// The marker's value for a child of this process.
-fn marker_value() -> String {
-    format!("{PROTOCOL}:{}:{}", sys::BOOT_FD, sys::getpid())
+/// The marker's value for a child of this process whose bootstrap
+/// channel is `theirs`.
+fn marker_value(theirs: &Fd) -> String {
+    format!("{PROTOCOL}:{}:{}", sys::boot_channel_number(theirs), sys::getpid())
 }
 
 /// Set when this process entered as a spawned child.
@@ -52,23 +53,31 @@ pub(crate) fn mark_entered() {
     ENTRY_RAN.store(true, Ordering::Relaxed);
 }
 
-/// `true` when this process was spawned by the library: the marker is
-/// well formed and descriptor 3 is a socket created by the process the
+/// The bootstrap channel's number when this process was spawned by the
+/// library: the marker is well formed, names a number where the backend
+/// places a bootstrap channel (descriptor 3 on Unix, the inherited pipe's
+/// handle on Windows), and that channel was created by the process the
 /// marker names (a descendant that inherited the variable has no such
-/// descriptor: the child makes it close-on-exec). The parent may have died
-/// since; the entry then ends the process rather than run `main`.
+/// channel: the child makes it close-on-exec, non-inheritable). The parent
+/// may have died since; the entry then ends the process rather than run
+/// `main`.
+pub(crate) fn spawned_channel() -> Option<(sys::RawFd, u32)> {
+    let value = std::env::var_os(MARKER)?;
+    let (number, parent) = value.to_str()?.strip_prefix(&format!("{PROTOCOL}:"))?.split_once(':')?;
+    let number = number
+        .parse::<sys::RawFd>()
+        .ok()
+        .filter(|&n| sys::is_boot_channel_number(n))?;
+    let parent = parent.parse::<u32>().ok()?;
+    sys::socket_peer_pid(number)
+        .is_ok_and(|peer| peer == parent)
+        .then_some((number, parent))
+}
+
+/// `true` when this process was spawned by the library
+/// ([`spawned_channel`]).
 pub(crate) fn is_spawned_child() -> bool {
-    let Some(value) = std::env::var_os(MARKER) else {
-        return false;
-    };
-    let Some(parent) = value
-        .to_str()
-        .and_then(|v| v.strip_prefix(&format!("{PROTOCOL}:{}:", sys::BOOT_FD)))
-        .and_then(|pid| pid.parse::<u32>().ok())
-    else {
-        return false;
-    };
-    sys::socket_peer_pid(sys::BOOT_FD).is_ok_and(|peer| peer == parent)
+    spawned_channel().is_some()
 }
 
 /// `true` in a spawned child that is running `main` because its entry point
@@ -88,11 +97,15 @@ pub(crate) fn spawn(role: Role, program: Option<&Path>) -> io::Result<(ChildHand
         // the frames are small enough in practice.
         let _ = theirs.set_send_buffer(frame::SOCKET_BUFFER);
     }
-    let marker = (MARKER, marker_value());
+    let marker = (MARKER, marker_value(&theirs));
     let marker = (marker.0, marker.1.as_str());
     let handle = match program {
         Some(p) => sys::spawn_program(&theirs, marker, Some(p))?,
         None => sys::spawn_self(&theirs, marker)?,
     };
+    if let Err(e) = sys::set_channel_peer(&ours, &handle) {
+        let _ = handle.signal(sys::SIGKILL);
+        return Err(e);
+    }
     Ok((handle, ours))
 }

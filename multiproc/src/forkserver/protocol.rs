@@ -9,11 +9,11 @@
 //!   then, once the child ended, its exit status record (`sys::ChildHandle`)
 //! ```
 
-use std::{io, os::fd::RawFd};
+use std::io;
 
 use crate::{
     frame::{self, ProtocolError},
-    sys::Fd,
+    sys::{Fd, RawFd},
 };
 
 // The frame kinds of this protocol (the bootstrap protocol's are 1..5, 8).

@@ -41,7 +41,7 @@ mod reader;
 use std::{fmt, io, time::Duration};
 
 pub(crate) use self::reader::{Framing, PollError, ReadFailure, Reader};
-use crate::sys::{ChildHandle, Fd, MAX_FDS, Memfd};
+use crate::sys::{self, ChildHandle, Fd, MAX_FDS, Memfd};
 
 /// The send buffer asked for on bootstrap sockets: large enough that the
 /// frames of one start (at most two of [`INLINE_MAX`] bytes plus headers)
@@ -147,7 +147,7 @@ pub(crate) fn send(sock: &Fd, kind: u8, payload: &[u8]) -> io::Result<()> {
 }
 
 /// Sends one small frame of kind `kind` with descriptors attached.
-pub(crate) fn send_with_fds(sock: &Fd, kind: u8, payload: &[u8], fds: &[std::os::fd::RawFd]) -> io::Result<()> {
+pub(crate) fn send_with_fds(sock: &Fd, kind: u8, payload: &[u8], fds: &[sys::RawFd]) -> io::Result<()> {
     debug_assert!(payload.len() <= INLINE_MAX);
     sock.send_frame(&header(kind, 0, payload.len(), fds.len()), payload, fds)
 }
@@ -164,7 +164,7 @@ pub(crate) fn send_with_fds(sock: &Fd, kind: u8, payload: &[u8], fds: &[std::os:
 pub(crate) fn send_stream(
     sock: &Fd,
     kind: u8,
-    (payload, fds): (&[u8], &[std::os::fd::RawFd]),
+    (payload, fds): (&[u8], &[sys::RawFd]),
     peer: &ChildHandle,
     stall: Duration,
 ) -> Result<(), StreamError> {

@@ -27,10 +27,10 @@
 //! every later one reports the stream broken, so later bytes are never
 //! misread as a frame.
 
-use std::{collections::VecDeque, fmt, io, os::fd::RawFd, time::Instant};
+use std::{collections::VecDeque, fmt, io, time::Instant};
 
 use super::{FLAG_FILE, HEADER, Header, INLINE_MAX, ProtocolError, ReadError};
-use crate::sys::{self, Fd, RecvSome};
+use crate::sys::{self, Fd, RawFd, RecvSome};
 
 /// Frames at least this large that have not all arrived are read straight
 /// into a buffer of their own.

@@ -4,7 +4,6 @@
 
 use std::{
     any::Any,
-    os::fd::RawFd,
     panic::{self, AssertUnwindSafe},
     sync::{Arc, Weak},
 };
@@ -16,7 +15,7 @@ use crate::{
     codec::{self, CodecError},
     error::{Error, ErrorKind, Result},
     registry,
-    sys::{Fd, MAX_FDS},
+    sys::{Fd, MAX_FDS, RawFd},
 };
 
 /// An initializer named by code offsets, with its encoded argument and the

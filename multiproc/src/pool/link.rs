@@ -1,10 +1,7 @@
 //! The link to a local worker process ([`ProcessLink`]) and the launcher
 //! that starts them ([`ProcessLauncher`]).
 
-use std::{
-    os::fd::{AsRawFd, RawFd},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use super::{
     encode::Init,
@@ -18,6 +15,7 @@ use crate::{
     forkserver::{self, Requested},
     process::{ExitStatus, Process, ProcessBuilder},
     start::StartMethod,
+    sys::RawFd,
 };
 
 /// A worker process started by this process, and its private connection.
@@ -80,10 +78,7 @@ impl WorkerLink for ProcessLink {
     }
 
     fn wait_fds(&self) -> [RawFd; 2] {
-        [
-            self.conn.as_raw_fd(),
-            self.proc.sentinel().map_or(-1, |fd| fd.as_raw_fd()),
-        ]
+        [self.conn.raw_fd(), self.proc.sentinel_fd().unwrap_or(-1)]
     }
 
     fn exit_status(&self) -> Option<ExitStatus> {
@@ -185,7 +180,7 @@ impl Launcher for ProcessLauncher {
         let method = self.method.unwrap_or_else(crate::context::get_start_method);
         let mut requests: Vec<Option<Requested>> = (0..n)
             .map(|_| {
-                (method == StartMethod::ForkServer && n > 1)
+                (method == StartMethod::ForkServer && n > 1 && method.check_available().is_ok())
                     .then(|| forkserver::send_request().ok())
                     .flatten()
             })

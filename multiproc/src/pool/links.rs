@@ -1,25 +1,26 @@
 //! The pool's links and launchers, local or remote, as one type each
 //! (the pool's state names one scheduler type).
 
-use std::{
-    os::fd::RawFd,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
+#[cfg(unix)]
+use super::remote::{RemoteLauncher, RemoteLink};
 use super::{
     link::{ProcessLauncher, ProcessLink},
-    remote::{RemoteLauncher, RemoteLink},
     scheduler::{Chunk, Launcher, Recv, Slot, WORKER_DEADLINE, WorkerLink},
 };
 use crate::{
     connection::wait,
     error::{Error, Result},
     process::ExitStatus,
+    sys::RawFd,
 };
 
 /// A local or a remote worker's link.
 pub(crate) enum AnyLink {
     Local(ProcessLink),
+    /// Remote workers need Unix sockets and signals (not ported to Windows).
+    #[cfg(unix)]
     Remote(RemoteLink),
 }
 
@@ -27,6 +28,7 @@ macro_rules! each {
     ($self:expr, $l:ident => $e:expr) => {
         match $self {
             AnyLink::Local($l) => $e,
+            #[cfg(unix)]
             AnyLink::Remote($l) => $e,
         }
     };
@@ -77,6 +79,7 @@ impl WorkerLink for AnyLink {
 /// A local or a remote launcher.
 pub(crate) enum AnyLauncher {
     Local(ProcessLauncher),
+    #[cfg(unix)]
     Remote(Box<RemoteLauncher>),
 }
 
@@ -89,6 +92,7 @@ impl Launcher for AnyLauncher {
                 let (links, e) = l.launch(n);
                 (links.into_iter().map(AnyLink::Local).collect(), e)
             }
+            #[cfg(unix)]
             AnyLauncher::Remote(l) => {
                 let (links, e) = l.launch(n);
                 (links.into_iter().map(AnyLink::Remote).collect(), e)
@@ -99,17 +103,22 @@ impl Launcher for AnyLauncher {
     fn all_at_once(&self) -> bool {
         match self {
             AnyLauncher::Local(l) => l.all_at_once(),
+            #[cfg(unix)]
             AnyLauncher::Remote(l) => l.all_at_once(),
         }
     }
 
     fn remote(&self) -> bool {
-        matches!(self, AnyLauncher::Remote(_))
+        #[cfg(unix)]
+        return matches!(self, AnyLauncher::Remote(_));
+        #[cfg(not(unix))]
+        false
     }
 
     fn joined(&mut self) -> Vec<AnyLink> {
         match self {
             AnyLauncher::Local(_) => Vec::new(),
+            #[cfg(unix)]
             AnyLauncher::Remote(l) => l.joined().into_iter().map(AnyLink::Remote).collect(),
         }
     }
@@ -117,6 +126,7 @@ impl Launcher for AnyLauncher {
     fn join_fd(&self) -> Option<RawFd> {
         match self {
             AnyLauncher::Local(_) => None,
+            #[cfg(unix)]
             AnyLauncher::Remote(l) => l.join_fd(),
         }
     }
@@ -124,11 +134,13 @@ impl Launcher for AnyLauncher {
     fn expecting(&self) -> bool {
         match self {
             AnyLauncher::Local(_) => false,
+            #[cfg(unix)]
             AnyLauncher::Remote(l) => l.expecting(),
         }
     }
 
     fn stop(&mut self) {
+        #[cfg(unix)]
         if let AnyLauncher::Remote(l) = self {
             l.stop();
         }
@@ -149,6 +161,7 @@ pub(super) fn await_ready(slot: &mut Slot<AnyLink>) -> Result<()> {
                 Some(None)
             }
         }
+        #[cfg(unix)]
         AnyLink::Remote(l) => {
             let until = super::scheduler::deadline_after(WORKER_DEADLINE);
             loop {

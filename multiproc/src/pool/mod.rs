@@ -277,7 +277,15 @@ mod map_iter;
 mod map_result;
 mod progress;
 mod protocol;
+#[cfg(unix)]
 pub(crate) mod remote;
+/// Remote workers are not ported to Windows yet: only the backend's
+/// description exists there, and a remote backend fails at `build`.
+#[cfg(not(unix))]
+pub(crate) mod remote {
+    #[allow(dead_code)]
+    pub(crate) mod backend;
+}
 mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;

@@ -14,7 +14,6 @@
 
 use std::{
     collections::VecDeque,
-    os::fd::RawFd,
     sync::{
         OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -30,7 +29,7 @@ use super::{
 use crate::{
     error::{Error, ErrorKind, Result},
     process::ExitStatus,
-    sys,
+    sys::{self, RawFd},
 };
 
 /// The parent's end of one worker: the seam between the scheduler and a

@@ -5,7 +5,6 @@
 
 use std::{
     collections::VecDeque,
-    os::fd::RawFd,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -21,6 +20,7 @@ use crate::{
     error::{Error, ErrorKind, Result},
     outcome::Outcome,
     process::ExitStatus,
+    sys::RawFd,
 };
 
 /// What a mock worker has seen and will say.

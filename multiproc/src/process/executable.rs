@@ -25,7 +25,6 @@
 use std::{
     fs::File,
     io,
-    os::unix::fs::{FileExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{Mutex, OnceLock},
 };
@@ -113,7 +112,7 @@ pub(crate) fn checked() -> Result<Option<PathBuf>> {
             e,
         )
     })?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    if !meta.is_file() || !is_executable(&meta) {
         return Err(Error::io(
             format!(
                 "the executable {} set for children is not an executable file",
@@ -156,9 +155,31 @@ pub(crate) fn checked() -> Result<Option<PathBuf>> {
     }
 }
 
+/// Whether the file may be run: an execute bit on Unix; any file on
+/// Windows, where being a program is the file's format, not a permission.
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// The path of this process's executable file as the system opens it.
+fn own_file() -> PathBuf {
+    if cfg!(target_os = "linux") {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().unwrap_or_default()
+    }
+}
+
 /// This process's executable path, for messages.
 pub(crate) fn own_path() -> String {
-    std::fs::read_link("/proc/self/exe").map_or_else(|_| "/proc/self/exe".to_owned(), |p| p.display().to_string())
+    let file = own_file();
+    std::fs::read_link(&file).map_or_else(|_| file.display().to_string(), |p| p.display().to_string())
 }
 
 /// The GNU build id of this process's executable, read once.
@@ -167,7 +188,7 @@ pub(crate) fn own_build_id() -> io::Result<Option<&'static [u8]>> {
     if let Some(id) = OWN.get() {
         return Ok(id.as_deref());
     }
-    let id = build_id(&File::open("/proc/self/exe")?)?;
+    let id = build_id(&File::open(own_file())?)?;
     Ok(OWN.get_or_init(|| id).as_deref())
 }
 
@@ -242,11 +263,31 @@ fn find_build_id(mut notes: &[u8]) -> Option<&[u8]> {
 
 /// Fills `buf` from `offset`; `None` when the file ends first.
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<Option<()>> {
-    match file.read_exact_at(buf, offset) {
+    #[cfg(unix)]
+    let read = std::os::unix::fs::FileExt::read_exact_at(file, buf, offset);
+    #[cfg(windows)]
+    let read = seek_read_exact(file, buf, offset);
+    match read {
         Ok(()) => Ok(Some(())),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// `read_exact_at` for Windows (`seek_read` may return fewer bytes).
+#[cfg(windows)]
+fn seek_read_exact(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ where
         // Python reaps finished children at every start.
         registry::reap_finished();
         let method = self.method.unwrap_or_else(crate::context::get_start_method);
+        if let Err(e) = method.check_available() {
+            return Err((e.with_process(&self.name, None), Some(call)));
+        }
         let prepared = match output::prepare(self.output, &self.name) {
             Ok(p) => p,
             Err(e) => {

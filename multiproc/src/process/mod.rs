@@ -279,8 +279,23 @@ impl<R> Process<R> {
     /// cannot keep it from firing). `None` before start, and in a process
     /// other than the one that started the child. Give it, or the process
     /// itself, to [`wait`](crate::wait).
+    #[cfg(unix)]
     pub fn sentinel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.own_child().map(|run| run.core.handle.pidfd())
+    }
+
+    /// A handle that is signalled when the child ends (Python's
+    /// `sentinel`: the process handle). `None` before start, and in a
+    /// process other than the one that started the child. Give it, or the
+    /// process itself, to [`wait`](crate::wait).
+    #[cfg(windows)]
+    pub fn sentinel(&self) -> Option<std::os::windows::io::BorrowedHandle<'_>> {
+        self.own_child().map(|run| run.core.handle.process_handle())
+    }
+
+    /// The sentinel's number, as [`wait`](crate::wait) and the pool poll it.
+    pub(crate) fn sentinel_fd(&self) -> Option<sys::RawFd> {
+        self.own_child().map(|run| run.core.handle.raw_fd())
     }
 
     /// How the child ended; `None` before start and while it runs.

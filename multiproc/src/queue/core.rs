@@ -4,7 +4,6 @@
 //! and get of encoded records (see the parent module's docs).
 
 use std::{
-    os::fd::RawFd,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -13,7 +12,7 @@ use super::ring::{RingError, ShmRing};
 use crate::{
     error::channel::RecvFailure,
     error::{Error, ErrorKind, Result},
-    sys::{self, Fd},
+    sys::{self, Fd, RawFd},
 };
 
 /// Initial size of a queue's shared ring; it doubles as needed.

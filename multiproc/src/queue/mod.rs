@@ -101,7 +101,6 @@
 use std::{
     fmt,
     marker::PhantomData,
-    os::fd::RawFd,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -115,7 +114,7 @@ use crate::{
         RecvError, RecvFailure, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
     },
     error::{Error, ErrorKind, Result},
-    sys,
+    sys::{self, RawFd},
 };
 
 mod core;

@@ -119,7 +119,8 @@
 //! Not yet behind the contract: the queues' ring (`ShmRing`, an algorithm
 //! on these primitives, moving up to `crate::queue`).
 
-// The stub backend constructs none of the contract's results.
+// The stub backend constructs none of the contract's results, and the
+// Windows backend not all of them yet.
 #![cfg_attr(
     any(not(any(target_os = "linux", target_os = "macos")), multiproc_stub_backend),
     allow(dead_code)
@@ -129,11 +130,52 @@
 #[path = "unix/mod.rs"]
 mod imp;
 
-#[cfg(any(not(any(target_os = "linux", target_os = "macos")), multiproc_stub_backend))]
+#[cfg(all(windows, not(multiproc_stub_backend)))]
+#[path = "windows/mod.rs"]
+mod imp;
+
+#[cfg(any(
+    all(not(any(target_os = "linux", target_os = "macos")), not(windows)),
+    multiproc_stub_backend
+))]
 #[path = "unsupported.rs"]
 mod imp;
 
 pub(crate) use imp::*;
+
+/// The number at which a child started with `spawn_self(boot, ..)` finds
+/// its bootstrap channel (the marker carries it): always `BOOT_FD` here.
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn boot_channel_number(_boot: &Fd) -> RawFd {
+    BOOT_FD
+}
+
+/// Whether a marker's number may name a bootstrap channel: only `BOOT_FD`
+/// here (a backend that inherits handles by value accepts any).
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn is_boot_channel_number(n: RawFd) -> bool {
+    n == BOOT_FD
+}
+
+/// Ties `ours`, this process's end of a child's bootstrap channel, to the
+/// child: a backend whose handles must be placed in the receiving process
+/// by the sender (Windows) sends them straight into the child. Nothing to
+/// do where the kernel carries descriptors in the channel (Unix).
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn set_channel_peer(_ours: &Fd, _child: &ChildHandle) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The child's side of [`set_channel_peer`]: ties its bootstrap channel
+/// to its parent `pid` (nothing to do on Unix).
+#[cfg(not(all(windows, not(multiproc_stub_backend))))]
+pub(crate) fn set_channel_peer_pid(_ours: &Fd, _pid: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A descriptor's number, as the layers above the backend see it.
+#[cfg(all(any(target_os = "linux", target_os = "macos"), not(multiproc_stub_backend)))]
+pub(crate) use std::os::fd::RawFd;
 
 use std::{
     io,

@@ -519,9 +519,17 @@ impl Memfd {
 pub(crate) fn read_file(fd: &Fd, _len: usize) -> io::Result<Vec<u8>> {
     match fd.never {}
 }
-/// A plain buffer (there is no huge-page advice to give).
+/// An empty buffer with room for `len` bytes (there is no huge-page
+/// advice to give); an allocation failure is an error, not an abort.
 pub(crate) fn buffer(len: usize) -> io::Result<Vec<u8>> {
-    Ok(vec![0; len])
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot allocate a {len}-byte buffer"),
+        )
+    })?;
+    Ok(buf)
 }
 pub(crate) fn retain_freed_memory() {}
 

@@ -2,23 +2,26 @@
 //! rendezvous for synchronising with children without sleeping.
 #![allow(unsafe_code, dead_code)]
 
-use std::{
-    os::{
-        linux::net::SocketAddrExt,
-        unix::net::{SocketAddr, UnixDatagram},
-    },
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
+#[cfg(target_os = "linux")]
+use std::os::{
+    linux::net::SocketAddrExt,
+    unix::net::{SocketAddr, UnixDatagram},
 };
+use std::{sync::atomic::AtomicU32, time::Duration};
 
 use multiproc::{self as mp, StartMethod};
+
+/// The number `kill` reports a child ended by (`SIGKILL`; the same on
+/// Windows, where the backend reads `TerminateProcess`'s code as it).
+pub(crate) const SIGKILL: i32 = 9;
 
 /// Generous deadline for anything a test waits on: a failing test fails
 /// after it rather than hanging.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Declares, for each scenario `fn name(m: StartMethod)`, one test per start
-/// method: `name::spawn`, `name::fork` and `name::forkserver`.
+/// method: `name::spawn`, `name::fork` and `name::forkserver` (on Windows,
+/// which has only spawn, `name::spawn` alone).
 ///
 /// Fork scenarios run inside a spawned, single-threaded child: the test
 /// harness's own process is multithreaded, where `fork` is refused (see
@@ -33,10 +36,12 @@ macro_rules! per_method {
             fn spawn() {
                 $crate::support::run_direct(super::$name, multiproc::StartMethod::Spawn)
             }
+            #[cfg(unix)]
             #[test]
             fn fork() {
                 $crate::support::run_isolated(super::$name, multiproc::StartMethod::Fork)
             }
+            #[cfg(unix)]
             #[test]
             fn forkserver() {
                 $crate::support::run_direct(super::$name, multiproc::StartMethod::ForkServer)
@@ -67,20 +72,34 @@ pub(crate) fn run_isolated(scenario: fn(StartMethod), m: StartMethod) {
 }
 
 /// A datagram socket in the abstract namespace (no file to clean up, even
-/// when a child holding one is killed), for children to report to.
+/// when a child holding one is killed), for children to report to; on
+/// Windows a UDP socket on the loopback address, named by its port.
 pub(crate) struct Rendezvous {
+    #[cfg(target_os = "linux")]
     sock: UnixDatagram,
+    #[cfg(windows)]
+    sock: std::net::UdpSocket,
     name: String,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Rendezvous {
+    #[cfg(windows)]
+    pub(crate) fn new() -> Rendezvous {
+        let _ = &COUNTER;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind rendezvous socket");
+        sock.set_read_timeout(Some(DEADLINE)).expect("set timeout");
+        let name = sock.local_addr().expect("bound address").to_string();
+        Rendezvous { sock, name }
+    }
+
+    #[cfg(target_os = "linux")]
     pub(crate) fn new() -> Rendezvous {
         let name = format!(
             "multiproc-test-{}-{}",
             std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
         let sock = UnixDatagram::bind_addr(&addr).expect("bind rendezvous socket");
@@ -118,6 +137,16 @@ impl Rendezvous {
 }
 
 /// Sends `msg` to the rendezvous named `addr`.
+#[cfg(windows)]
+pub(crate) fn notify(addr: &str, msg: &str) {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("socket")
+        .send_to(msg.as_bytes(), addr)
+        .expect("notify the parent");
+}
+
+/// Sends `msg` to the rendezvous named `addr`.
+#[cfg(target_os = "linux")]
 pub(crate) fn notify(addr: &str, msg: &str) {
     let to = SocketAddr::from_abstract_name(addr.as_bytes()).expect("abstract name");
     UnixDatagram::unbound()
@@ -146,6 +175,43 @@ impl Gate {
     }
 }
 
+/// This process's parent as the system recorded it (`getppid()`; on
+/// Windows, the creator's pid in a process snapshot).
+#[cfg(unix)]
+pub(crate) fn os_parent_id() -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+/// This process's parent as the system recorded it (`getppid()`; on
+/// Windows, the creator's pid in a process snapshot).
+#[cfg(windows)]
+pub(crate) fn os_parent_id() -> u32 {
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
+    };
+    // SAFETY: a snapshot of every process; checked below, closed at the end.
+    let snap = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
+    assert!(!snap.is_null() && snap as isize != -1, "process snapshot failed");
+    // SAFETY: plain data.
+    let mut e: PROCESSENTRY32W = unsafe { std::mem::zeroed() };
+    e.dwSize = size_of::<PROCESSENTRY32W>() as u32;
+    let me = std::process::id();
+    // SAFETY: a valid snapshot and a sized entry.
+    let mut ok = unsafe { Process32FirstW(snap, &mut e) };
+    let mut parent = 0;
+    while ok != 0 {
+        if e.th32ProcessID == me {
+            parent = e.th32ParentProcessID;
+            break;
+        }
+        // SAFETY: as above.
+        ok = unsafe { Process32NextW(snap, &mut e) };
+    }
+    // SAFETY: closing the snapshot opened above.
+    unsafe { windows_sys::Win32::Foundation::CloseHandle(snap) };
+    parent
+}
+
 /// Blocks the calling process until a signal ends it.
 pub(crate) fn block_forever() -> ! {
     loop {
@@ -154,8 +220,10 @@ pub(crate) fn block_forever() -> ! {
 }
 
 /// A pidfd on any process, to wait for its end without being its parent.
+#[cfg(target_os = "linux")]
 pub(crate) struct PidWatch(i32);
 
+#[cfg(target_os = "linux")]
 impl PidWatch {
     pub(crate) fn open(pid: u32) -> PidWatch {
         // SAFETY: pidfd_open takes a pid and flags.
@@ -185,6 +253,7 @@ impl PidWatch {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for PidWatch {
     fn drop(&mut self) {
         // SAFETY: closing the pidfd opened in `open`.
@@ -192,8 +261,43 @@ impl Drop for PidWatch {
     }
 }
 
+/// A handle on any process, to wait for its end (Windows).
+#[cfg(windows)]
+pub(crate) struct PidWatch(windows_sys::Win32::Foundation::HANDLE);
+
+#[cfg(windows)]
+impl PidWatch {
+    pub(crate) fn open(pid: u32) -> PidWatch {
+        Self::try_open(pid).unwrap_or_else(|| panic!("OpenProcess({pid}): {}", std::io::Error::last_os_error()))
+    }
+
+    /// A watch, or `None` when no process has that pid any more.
+    pub(crate) fn try_open(pid: u32) -> Option<PidWatch> {
+        use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_SYNCHRONIZE};
+        // SAFETY: OpenProcess takes plain values; the result is checked.
+        let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+        (!h.is_null()).then_some(PidWatch(h))
+    }
+
+    /// `true` once the process has ended, waiting up to `timeout`.
+    pub(crate) fn ended_within(&self, timeout: Duration) -> bool {
+        use windows_sys::Win32::{Foundation::WAIT_OBJECT_0, System::Threading::WaitForSingleObject};
+        // SAFETY: a wait on the handle opened in `open`.
+        unsafe { WaitForSingleObject(self.0, timeout.as_millis().min(u32::MAX as u128 - 1) as u32) == WAIT_OBJECT_0 }
+    }
+}
+
+#[cfg(windows)]
+impl Drop for PidWatch {
+    fn drop(&mut self) {
+        // SAFETY: closing the handle opened in `open`.
+        unsafe { windows_sys::Win32::Foundation::CloseHandle(self.0) };
+    }
+}
+
 /// The descriptors open in this process, with what they point to (the
 /// directory handle used to list them excluded).
+#[cfg(target_os = "linux")]
 pub(crate) fn open_fds() -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").expect("list fds") {
@@ -238,6 +342,7 @@ fn hold_back_the_start() {
 
 /// A raw socket to a listener's address, for playing a peer that does not
 /// follow the protocol (silent, slow or hostile).
+#[cfg(target_os = "linux")]
 pub(crate) enum RawPeer {
     Unix(std::os::unix::net::UnixStream),
     Tcp(std::net::TcpStream),
@@ -247,6 +352,7 @@ pub(crate) enum RawPeer {
 pub(crate) trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
+#[cfg(target_os = "linux")]
 impl RawPeer {
     pub(crate) fn connect(address: &mp::Address) -> RawPeer {
         use std::os::unix::net::UnixStream;

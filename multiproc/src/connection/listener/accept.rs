@@ -4,7 +4,6 @@
 
 use std::{
     collections::VecDeque,
-    os::fd::{AsRawFd, RawFd},
     time::{Duration, Instant},
 };
 
@@ -12,7 +11,7 @@ use super::{Address, Listener};
 use crate::{
     connection::{Connection, auth::Accepting, lock},
     error::{Error, ErrorKind, Result},
-    sys::{self, Fd, PeerAddr},
+    sys::{self, Fd, PeerAddr, RawFd},
 };
 
 /// One accepted connection whose peer is authenticating.
@@ -133,7 +132,7 @@ impl Listener {
             while i < mine.len() {
                 let p = &mut mine[i];
                 let due =
-                    readable.as_ref().is_none_or(|r| r.contains(&p.conn.as_raw_fd())) || now >= p.handshake.deadline();
+                    readable.as_ref().is_none_or(|r| r.contains(&p.conn.raw_fd())) || now >= p.handshake.deadline();
                 let advanced = if due {
                     p.handshake.advance(&p.conn, key)
                 } else {
@@ -193,7 +192,7 @@ impl Listener {
             };
             let mut fds = Vec::with_capacity(mine.len() + 1);
             fds.push(self.fd.raw());
-            fds.extend(mine.iter().map(|p| p.conn.as_raw_fd()));
+            fds.extend(mine.iter().map(|p| p.conn.raw_fd()));
             let polled = sys::poll_readable_set(&fds, left).map_err(io_err)?;
             readable = Some(
                 fds.iter()

@@ -4,7 +4,6 @@
 use std::{
     fmt,
     net::SocketAddr,
-    os::unix::ffi::{OsStrExt, OsStringExt},
     path::{Path, PathBuf},
 };
 
@@ -68,7 +67,7 @@ impl Address {
     pub(super) fn check(&self) -> Result<()> {
         let name = match self {
             Address::Unix(p) => {
-                let bytes = p.as_os_str().as_bytes();
+                let bytes = crate::connection::portable::path_bytes(p);
                 if bytes.is_empty() {
                     return Err(Error::new(
                         ErrorKind::InvalidInput,
@@ -148,7 +147,7 @@ enum WireAddress {
 impl From<WireAddress> for Address {
     fn from(w: WireAddress) -> Address {
         match w {
-            WireAddress::Unix(p) => Address::Unix(PathBuf::from(std::ffi::OsString::from_vec(p))),
+            WireAddress::Unix(p) => Address::Unix(crate::connection::portable::path_from_bytes(p)),
             WireAddress::Abstract(n) => Address::Abstract(n),
             WireAddress::Tcp(a) => Address::Tcp(a),
         }
@@ -158,7 +157,7 @@ impl From<WireAddress> for Address {
 impl From<Address> for WireAddress {
     fn from(a: Address) -> WireAddress {
         match a {
-            Address::Unix(p) => WireAddress::Unix(p.into_os_string().into_vec()),
+            Address::Unix(p) => WireAddress::Unix(crate::connection::portable::path_into_bytes(p)),
             Address::Abstract(n) => WireAddress::Abstract(n),
             Address::Tcp(a) => WireAddress::Tcp(a),
         }

@@ -1,12 +1,7 @@
 //! The socket file and private directory a listener makes, and binding
 //! at the default address.
 
-use std::{
-    fs::{self, DirBuilder, Permissions},
-    io,
-    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
-    path::PathBuf,
-};
+use std::{fs, io, path::PathBuf};
 
 use super::Address;
 use crate::{
@@ -20,7 +15,7 @@ pub(super) fn bind_private(backlog: i32) -> Result<(Fd, Address, Option<SocketFi
     let mut attempts = 0;
     let dir = loop {
         let dir = base.join(format!("pymp-{}", random_name()?));
-        match DirBuilder::new().mode(0o700).create(&dir) {
+        match crate::connection::portable::create_private_dir(&dir) {
             Ok(()) => break dir,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
             Err(e) => {
@@ -39,18 +34,18 @@ pub(super) fn bind_private(backlog: i32) -> Result<(Fd, Address, Option<SocketFi
         unreachable!("made as a path just above")
     };
     files.socket = Some(SocketFiles::identify(path.clone()));
-    fs::set_permissions(path, Permissions::from_mode(0o600))
+    crate::connection::portable::make_private(path)
         .map_err(|e| Error::io(format!("failed to make {} private", path.display()), e))?;
     sys::listen(&fd, backlog).map_err(|e| Error::io(format!("failed to listen at {address}"), e))?;
     Ok((fd, address, Some(files)))
 }
 
 pub(super) fn bind_error(address: &Address, e: io::Error) -> Error {
-    let hint = match (e.raw_os_error(), address) {
-        (Some(libc::EADDRINUSE), Address::Unix(_)) => {
+    let hint = match (e.kind(), address) {
+        (io::ErrorKind::AddrInUse, Address::Unix(_)) => {
             " (another listener or a file is there; remove a stale socket file first)"
         }
-        (Some(libc::EADDRINUSE), _) => " (another socket is bound there)",
+        (io::ErrorKind::AddrInUse, _) => " (another socket is bound there)",
         _ => "",
     };
     Error::io(format!("failed to bind a listener to {address}{hint}"), e)
@@ -87,7 +82,7 @@ impl SocketFiles {
     }
 
     fn identify(path: PathBuf) -> (PathBuf, Option<(u64, u64)>) {
-        let id = fs::symlink_metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        let id = crate::connection::portable::file_id(&path);
         (path, id)
     }
 }
@@ -100,7 +95,7 @@ impl Drop for SocketFiles {
         // Failures are ignored: a drop cannot report them, and a file or
         // directory someone else removed or changed is not ours to insist on.
         if let Some((path, id)) = &self.socket {
-            let now = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            let now = crate::connection::portable::file_id(path);
             if now.is_some() && now == *id {
                 let _ = fs::remove_file(path);
             }

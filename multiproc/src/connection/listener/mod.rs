@@ -60,16 +60,7 @@ mod address;
 mod client;
 mod files;
 
-use std::{
-    fmt,
-    fs::{self, Permissions},
-    os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
-        unix::fs::PermissionsExt,
-    },
-    sync::Mutex,
-    time::Duration,
-};
+use std::{fmt, sync::Mutex, time::Duration};
 
 use self::{
     accept::Handshakes,
@@ -395,7 +386,7 @@ impl ListenerBuilder {
                     // Owner-only before it listens: nobody can connect
                     // before `listen`, so no moment exists where the socket
                     // accepts others.
-                    fs::set_permissions(path, Permissions::from_mode(0o600))
+                    crate::connection::portable::make_private(path)
                         .map_err(|e| Error::io(format!("failed to make {} private", path.display()), e))?;
                 }
                 let address = match address {
@@ -421,14 +412,16 @@ impl ListenerBuilder {
     }
 }
 
-impl AsFd for Listener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
+#[cfg(unix)]
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.borrow()
     }
 }
 
-impl AsRawFd for Listener {
-    fn as_raw_fd(&self) -> RawFd {
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.raw()
     }
 }

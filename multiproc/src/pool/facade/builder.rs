@@ -13,7 +13,7 @@ use crate::pool::{
     encode::{Init, encode_with_fds},
     link::ProcessLauncher,
     links::{self, AnyLauncher},
-    remote::{self, RemoteLauncher, backend::Backend},
+    remote::backend::Backend,
     scheduler::{Rules, Scheduler},
 };
 use crate::{
@@ -267,21 +267,31 @@ impl PoolBuilder {
         };
         let (wake, notify) = State::wake_fd()?;
         let launcher = if remote {
-            let listen = match self.listen {
-                Some(a) => Some(a),
-                None => remote::backend::listen_from_env()?,
-            };
-            AnyLauncher::Remote(Box::new(RemoteLauncher::new(
-                remote::Options {
-                    backend,
-                    heartbeat: self.heartbeat.unwrap_or(remote::DEFAULT_HEARTBEAT),
-                    connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(60)),
-                    listen,
-                    handshake_timeout: self.handshake_timeout.unwrap_or(Duration::from_secs(10)),
-                },
-                init,
-                self.maxtasks,
-            )?))
+            #[cfg(not(unix))]
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the {backend:?} pool backend is not available on this platform yet (remote workers need Unix)"
+                ),
+            ));
+            #[cfg(unix)]
+            {
+                let listen = match self.listen {
+                    Some(a) => Some(a),
+                    None => super::super::remote::backend::listen_from_env()?,
+                };
+                AnyLauncher::Remote(Box::new(super::super::remote::RemoteLauncher::new(
+                    super::super::remote::Options {
+                        backend,
+                        heartbeat: self.heartbeat.unwrap_or(super::super::remote::DEFAULT_HEARTBEAT),
+                        connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(60)),
+                        listen,
+                        handshake_timeout: self.handshake_timeout.unwrap_or(Duration::from_secs(10)),
+                    },
+                    init,
+                    self.maxtasks,
+                )?))
+            }
         } else {
             let mut launcher = ProcessLauncher::new(init, self.maxtasks, self.method);
             launcher.output = self.output;

@@ -13,7 +13,7 @@ fn builder(m: StartMethod) -> ProcessBuilder {
 fn report() -> (u32, u32, u32, Option<StartMethod>) {
     (
         std::process::id(),
-        std::os::unix::process::parent_id(),
+        crate::support::os_parent_id(),
         mp::parent_process().unwrap().pid(),
         mp::current_process().start_method(),
     )

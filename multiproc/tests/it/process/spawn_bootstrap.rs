@@ -52,7 +52,7 @@ fn a_child_that_never_reaches_the_entry_point_is_killed_and_reported() {
     let (kind, status, message, alive) = run("stall");
     assert_eq!(kind, ErrorKind::Bootstrap, "{message}");
     assert!(message.contains("within 300ms"), "{message}");
-    assert_eq!(status, Some(ExitStatus::Signaled(libc::SIGKILL)), "{message}");
+    assert_eq!(status, Some(ExitStatus::Signaled(crate::support::SIGKILL)), "{message}");
     assert!(message.contains("entry point"), "{message}");
     assert!(message.contains("init()"), "the message names the remedy: {message}");
     assert!(!alive);
@@ -66,10 +66,12 @@ fn a_child_that_dies_during_bootstrap_is_reported_with_its_status() {
     assert!(!alive);
 }
 
+#[cfg(unix)]
 fn take_bytes(v: Vec<u8>) -> usize {
     v.len()
 }
 
+#[cfg(unix)]
 fn stalled_child_with_large_arguments(_: ()) -> (ErrorKind, Option<ExitStatus>, String, Option<u32>) {
     // SAFETY: this runs as the target of a fresh, single-threaded process;
     // no other thread reads the environment.
@@ -84,11 +86,12 @@ fn stalled_child_with_large_arguments(_: ()) -> (ErrorKind, Option<ExitStatus>, 
 }
 
 #[test]
+#[cfg(unix)] // Windows: not done yet, see `windows/mod.rs`.
 fn a_stalled_child_cannot_block_the_start_that_streams_its_arguments() {
     let mut scenario = mp::Process::with_args(stalled_child_with_large_arguments, ());
     scenario.start().unwrap();
     let (kind, status, message, pid) = scenario.join_timeout(DEADLINE).unwrap();
     assert_eq!(kind, ErrorKind::Bootstrap, "{message}");
-    assert_eq!(status, Some(ExitStatus::Signaled(libc::SIGKILL)), "{message}");
+    assert_eq!(status, Some(ExitStatus::Signaled(crate::support::SIGKILL)), "{message}");
     assert_eq!(pid, None, "the process may be started again");
 }
