@@ -254,8 +254,14 @@
 //!
 //! # Platform support
 //!
-//! Linux (kernel 5.3 or later, for pidfds). Other platforms are planned;
-//! building for them stops with a clear message.
+//! - Linux (kernel 5.3 or later, for pidfds): everything, run and tested.
+//! - macOS: a full backend (spawn, fork, forkserver), type-checked in CI,
+//!   never run there.
+//! - Windows: spawn only; processes, connections and `wait` work, the
+//!   rest returns [`ErrorKind::Unsupported`] for now.
+//! - Other targets build; every call returns [`ErrorKind::Unsupported`].
+//!
+//! The repository's `docs/platforms.md` lists every difference.
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
