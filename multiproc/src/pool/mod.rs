@@ -17,7 +17,7 @@
 //! | `protocol.rs` | task and reply messages, encoded and decoded in one place for both sides |
 //! | `encode.rs`, `decode.rs` | arguments on their way out, results on their way in |
 //! | `worker.rs` | the worker loop and the batch trampoline |
-//! | `executor.rs` | [`Executor`](crate::Executor), [`TaskHandle`](crate::TaskHandle), `wait` and `as_completed` |
+//! | `executor/` | [`Executor`](crate::Executor) and [`TaskHandle`](crate::TaskHandle) in `mod.rs`; `wait`, `wait_async` and `as_completed` in `waiting.rs` |
 //!
 //! The dependencies point one way: protocol ← encode/decode ← job ←
 //! callbacks ← scheduler ← link ← driver ← handles ← facade ← executor
