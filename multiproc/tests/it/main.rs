@@ -1,36 +1,37 @@
 //! The integration suite: one binary, one directory per area, files
 //! named by the behaviour they check. Every child
 //! process behaviour runs under each start method (see `per_method!`).
-#![cfg(any(target_os = "linux", windows))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 #[macro_use]
 mod support;
 
 // Linux runs every area below; Windows runs what `windows.rs` lists, and
 // says there what it leaves out and why.
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod async_support;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod asynchronous;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod channels;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod cluster;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod examples;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod hygiene;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod pool;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod process;
+// The property tests' harness checks memfds.
 #[cfg(target_os = "linux")]
 mod properties;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod queues;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod shared;
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod sync;
 #[cfg(windows)]
 mod windows;

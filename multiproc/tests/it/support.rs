@@ -73,11 +73,12 @@ pub(crate) fn run_isolated(scenario: fn(StartMethod), m: StartMethod) {
 
 /// A datagram socket in the abstract namespace (no file to clean up, even
 /// when a child holding one is killed), for children to report to; on
-/// Windows a UDP socket on the loopback address, named by its port.
+/// Windows and macOS a UDP socket on the loopback address, named by its
+/// port.
 pub(crate) struct Rendezvous {
     #[cfg(target_os = "linux")]
     sock: UnixDatagram,
-    #[cfg(windows)]
+    #[cfg(not(target_os = "linux"))]
     sock: std::net::UdpSocket,
     name: String,
 }
@@ -85,7 +86,7 @@ pub(crate) struct Rendezvous {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Rendezvous {
-    #[cfg(windows)]
+    #[cfg(not(target_os = "linux"))]
     pub(crate) fn new() -> Rendezvous {
         let _ = &COUNTER;
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind rendezvous socket");
@@ -137,7 +138,7 @@ impl Rendezvous {
 }
 
 /// Sends `msg` to the rendezvous named `addr`.
-#[cfg(windows)]
+#[cfg(not(target_os = "linux"))]
 pub(crate) fn notify(addr: &str, msg: &str) {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .expect("socket")
@@ -261,6 +262,60 @@ impl Drop for PidWatch {
     }
 }
 
+/// A kqueue watching any process's exit (macOS: no pidfds).
+#[cfg(target_os = "macos")]
+pub(crate) struct PidWatch(i32);
+
+#[cfg(target_os = "macos")]
+impl PidWatch {
+    pub(crate) fn open(pid: u32) -> PidWatch {
+        Self::try_open(pid).unwrap_or_else(|| panic!("kqueue watch of {pid}: {}", std::io::Error::last_os_error()))
+    }
+
+    /// A watch, or `None` when no process has that pid any more.
+    pub(crate) fn try_open(pid: u32) -> Option<PidWatch> {
+        // SAFETY: kqueue takes no arguments; the result is checked.
+        let kq = unsafe { libc::kqueue() };
+        if kq < 0 {
+            return None;
+        }
+        // SAFETY: plain data.
+        let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
+        ev.ident = pid as libc::uintptr_t;
+        ev.filter = libc::EVFILT_PROC;
+        ev.flags = libc::EV_ADD | libc::EV_ONESHOT;
+        ev.fflags = libc::NOTE_EXIT;
+        // SAFETY: one change on the kqueue opened above, no events out.
+        let r = unsafe { libc::kevent(kq, &ev, 1, std::ptr::null_mut(), 0, std::ptr::null()) };
+        if r < 0 {
+            // SAFETY: closing the kqueue opened above.
+            unsafe { libc::close(kq) };
+            return None;
+        }
+        Some(PidWatch(kq))
+    }
+
+    /// `true` once the process has ended, waiting up to `timeout`.
+    pub(crate) fn ended_within(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+        n > 0
+    }
+}
+
+#[cfg(target_os = "macos")]
+impl Drop for PidWatch {
+    fn drop(&mut self) {
+        // SAFETY: closing the kqueue opened in `try_open`.
+        unsafe { libc::close(self.0) };
+    }
+}
+
 /// A handle on any process, to wait for its end (Windows).
 #[cfg(windows)]
 pub(crate) struct PidWatch(windows_sys::Win32::Foundation::HANDLE);
@@ -317,6 +372,30 @@ pub(crate) fn open_fds() -> Vec<(i32, String)> {
     out
 }
 
+/// The descriptors open in this process (macOS: `/dev/fd`, with the path
+/// `F_GETPATH` gives where there is one).
+#[cfg(target_os = "macos")]
+pub(crate) fn open_fds() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let listed: Vec<i32> = std::fs::read_dir("/dev/fd")
+        .expect("list fds")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in listed {
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: F_GETPATH writes at most PATH_MAX bytes into `buf`.
+        let r = unsafe { libc::fcntl(fd, libc::F_GETPATH, buf.as_mut_ptr()) };
+        if r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF) {
+            // read_dir's own descriptor, closed since.
+            continue;
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+        out.push((fd, String::from_utf8_lossy(&buf[..end]).into_owned()));
+    }
+    out.sort();
+    out
+}
+
 /// The variable that holds back the start of this binary's spawned
 /// children (see [`hold_back_the_start`]).
 pub(crate) const BOOT_GATE: &str = "MULTIPROC_TEST_BOOT_GATE";
@@ -342,7 +421,7 @@ fn hold_back_the_start() {
 
 /// A raw socket to a listener's address, for playing a peer that does not
 /// follow the protocol (silent, slow or hostile).
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 pub(crate) enum RawPeer {
     Unix(std::os::unix::net::UnixStream),
     Tcp(std::net::TcpStream),
@@ -352,12 +431,13 @@ pub(crate) enum RawPeer {
 pub(crate) trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 impl RawPeer {
     pub(crate) fn connect(address: &mp::Address) -> RawPeer {
         use std::os::unix::net::UnixStream;
         match address {
             mp::Address::Unix(p) => RawPeer::Unix(UnixStream::connect(p).unwrap()),
+            #[cfg(target_os = "linux")]
             mp::Address::Abstract(n) => {
                 RawPeer::Unix(UnixStream::connect_addr(&SocketAddr::from_abstract_name(n).unwrap()).unwrap())
             }

@@ -1,10 +1,13 @@
 //! Waiting on several task handles at once: `wait`, `wait_async` and
 //! `as_completed`, whose handles must all belong to one executor.
 
+#[cfg(feature = "async")]
 use std::{
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
+};
+use std::{
+    sync::Arc,
     time::{Duration, Instant},
 };
 

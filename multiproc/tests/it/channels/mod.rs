@@ -4,5 +4,7 @@
 mod codec_errors;
 mod connection;
 mod listener;
+// Abstract socket names and SocketAddrExt are Linux-only.
+#[cfg(target_os = "linux")]
 mod listener_auth;
 mod wait;

@@ -31,6 +31,8 @@ mod task_failures;
 mod task_identity;
 mod terminate;
 mod timeouts;
+// Pidfds are Linux-only.
+#[cfg(target_os = "linux")]
 mod unsignalled;
 
 use std::{

@@ -2,7 +2,10 @@
 //! start method, the fork server, daemons, errors and faults in children.
 
 mod context;
+// CPU affinity masks and pipe2 are Linux-only.
+#[cfg(target_os = "linux")]
 mod cpu_count;
+#[cfg(target_os = "linux")]
 mod errors;
 mod exit_daemons;
 mod faults;
