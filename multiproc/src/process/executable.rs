@@ -11,10 +11,12 @@
 //! broadcast, say) is another inode, so a copy is recognised by its GNU
 //! build id instead: the `NT_GNU_BUILD_ID` note the linker writes into the
 //! program headers, a hash of the linked output (`ld --build-id`, the
-//! default of the usual Linux toolchains). Two builds of different code
-//! have different ids; a copy has the same. Reading it takes a few small
-//! reads of the ELF headers, never the whole file; this process's own is
-//! read once.
+//! default of the usual Linux toolchains), or on macOS the Mach-O
+//! `LC_UUID` load command that Apple's linker always writes (in a
+//! universal binary, the slice of this process's architecture). Two
+//! builds of different code have different ids; a copy has the same.
+//! Reading it takes a few small reads of the headers, never the whole
+//! file; this process's own is read once.
 //!
 //! The parent checks the path at `start`, before anything runs (it exists,
 //! is an executable regular file, has this build's id), and reports a
@@ -200,11 +202,20 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 const PT_NOTE: u32 = 4;
 const NT_GNU_BUILD_ID: u32 = 3;
 
-/// The `NT_GNU_BUILD_ID` note of a 64-bit little-endian ELF file, `None`
-/// when it has none (or is not such a file).
+/// The build id of an executable file: the `NT_GNU_BUILD_ID` note of a
+/// 64-bit little-endian ELF file, or the `LC_UUID` of a 64-bit Mach-O
+/// file (macOS's linker always writes one; in a universal binary, the
+/// slice of this process's architecture). `None` when it has none (or is
+/// not such a file).
 pub(crate) fn build_id(file: &File) -> io::Result<Option<Vec<u8>>> {
     let mut eh = [0u8; 64];
-    if read_exact_at(file, &mut eh, 0)?.is_none() || &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+    if read_exact_at(file, &mut eh, 0)?.is_none() {
+        return Ok(None);
+    }
+    if let Some(offset) = macho_offset(file, &eh)? {
+        return macho_uuid(file, offset);
+    }
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
         return Ok(None);
     }
     let phoff = u64::from_le_bytes(eh[0x20..0x28].try_into().expect("8 bytes"));
@@ -239,6 +250,79 @@ pub(crate) fn build_id(file: &File) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// The build id among the notes of one `PT_NOTE` segment.
+/// `MH_MAGIC_64` as a little-endian file starts.
+const MH_MAGIC_64: [u8; 4] = [0xcf, 0xfa, 0xed, 0xfe];
+/// `FAT_MAGIC` (a universal binary's header is big-endian).
+const FAT_MAGIC: [u8; 4] = [0xca, 0xfe, 0xba, 0xbe];
+const LC_UUID: u32 = 0x1b;
+/// `CPU_TYPE_ARM64` and `CPU_TYPE_X86_64`.
+const OWN_CPU_TYPE: u32 = if cfg!(target_arch = "aarch64") {
+    0x0100_000c
+} else {
+    0x0100_0007
+};
+
+/// Where the 64-bit Mach-O image of this architecture starts in `file`
+/// (whose first bytes are `head`): 0 for a thin one, the slice's offset in
+/// a universal binary; `None` when it is no Mach-O file or has no slice
+/// for this architecture.
+fn macho_offset(file: &File, head: &[u8; 64]) -> io::Result<Option<u64>> {
+    if head[..4] == MH_MAGIC_64 {
+        return Ok(Some(0));
+    }
+    if head[..4] != FAT_MAGIC {
+        return Ok(None);
+    }
+    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().expect("4 bytes"));
+    // Java class files share the magic; they give a version there, never
+    // more than a few dozen architectures.
+    let n = be(&head[4..8]).min(64);
+    for i in 0..u64::from(n) {
+        let mut arch = [0u8; 20];
+        if read_exact_at(file, &mut arch, 8 + i * 20)?.is_none() {
+            return Ok(None);
+        }
+        if be(&arch[0..4]) == OWN_CPU_TYPE {
+            return Ok(Some(u64::from(be(&arch[8..12]))));
+        }
+    }
+    Ok(None)
+}
+
+/// The `LC_UUID` of the 64-bit little-endian Mach-O image at `offset`.
+fn macho_uuid(file: &File, offset: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut mh = [0u8; 32];
+    if read_exact_at(file, &mut mh, offset)?.is_none() || mh[..4] != MH_MAGIC_64 {
+        return Ok(None);
+    }
+    let size = u32::from_le_bytes(mh[20..24].try_into().expect("4 bytes"));
+    // Load commands are small; a huge table is not something to read.
+    let Ok(size) = usize::try_from(size.min(1 << 20)) else {
+        return Ok(None);
+    };
+    let mut cmds = vec![0u8; size];
+    if read_exact_at(file, &mut cmds, offset + 32)?.is_none() {
+        return Ok(None);
+    }
+    Ok(find_uuid(&cmds).map(<[u8]>::to_vec))
+}
+
+/// The `LC_UUID` command's 16 bytes among Mach-O load commands.
+fn find_uuid(mut cmds: &[u8]) -> Option<&[u8]> {
+    while cmds.len() >= 8 {
+        let cmd = u32::from_le_bytes(cmds[0..4].try_into().ok()?);
+        let len = usize::try_from(u32::from_le_bytes(cmds[4..8].try_into().ok()?)).ok()?;
+        if len < 8 || len > cmds.len() {
+            return None;
+        }
+        if cmd == LC_UUID && len >= 24 {
+            return Some(&cmds[8..24]);
+        }
+        cmds = &cmds[len..];
+    }
+    None
+}
+
 fn find_build_id(mut notes: &[u8]) -> Option<&[u8]> {
     let word = |b: &[u8], at: usize| {
         b.get(at..at + 4)
@@ -316,6 +400,85 @@ mod tests {
         assert_eq!(find_build_id(&notes), Some(&[0xab; 20][..]));
         assert_eq!(find_build_id(&notes[..30]), None);
         assert_eq!(find_build_id(&[0xff; 12]), None);
+    }
+
+    /// A 64-bit Mach-O image: its header, a segment command, then `uuid`.
+    fn macho(uuid: [u8; 16]) -> Vec<u8> {
+        let mut cmds = Vec::new();
+        cmds.extend_from_slice(&0x19u32.to_le_bytes()); // LC_SEGMENT_64
+        cmds.extend_from_slice(&72u32.to_le_bytes());
+        cmds.extend_from_slice(&[0u8; 64]);
+        cmds.extend_from_slice(&LC_UUID.to_le_bytes());
+        cmds.extend_from_slice(&24u32.to_le_bytes());
+        cmds.extend_from_slice(&uuid);
+        let mut image = MH_MAGIC_64.to_vec();
+        image.extend_from_slice(&[0u8; 12]); // cputype, cpusubtype, filetype
+        image.extend_from_slice(&2u32.to_le_bytes()); // ncmds
+        image.extend_from_slice(&(cmds.len() as u32).to_le_bytes());
+        image.extend_from_slice(&[0u8; 8]); // flags, reserved
+        image.extend_from_slice(&cmds);
+        image
+    }
+
+    fn file_with(bytes: &[u8]) -> File {
+        use std::io::{Seek, Write};
+        let mut f = tempfile();
+        f.write_all(bytes).unwrap();
+        f.rewind().unwrap();
+        f
+    }
+
+    fn tempfile() -> File {
+        let path = std::env::temp_dir().join(format!(
+            "multiproc-macho-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_thin_macho_files_id_is_its_uuid() {
+        let f = file_with(&macho([7; 16]));
+        assert_eq!(build_id(&f).unwrap(), Some(vec![7; 16]));
+    }
+
+    #[test]
+    fn a_universal_binarys_id_is_this_architectures_slice() {
+        let other = if OWN_CPU_TYPE == 0x0100_000c {
+            0x0100_0007u32
+        } else {
+            0x0100_000c
+        };
+        let (a, b) = (macho([1; 16]), macho([2; 16]));
+        let mut fat = FAT_MAGIC.to_vec();
+        fat.extend_from_slice(&2u32.to_be_bytes());
+        let first = 8 + 2 * 20;
+        for (cpu, off, len) in [(other, first, a.len()), (OWN_CPU_TYPE, first + a.len(), b.len())] {
+            for v in [cpu, 0, off as u32, len as u32, 0] {
+                fat.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        fat.extend_from_slice(&a);
+        fat.extend_from_slice(&b);
+        assert_eq!(build_id(&file_with(&fat)).unwrap(), Some(vec![2; 16]));
+    }
+
+    #[test]
+    fn malformed_load_commands_give_no_uuid() {
+        let mut image = macho([3; 16]);
+        // A command length of zero would loop forever.
+        image[36..40].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(build_id(&file_with(&image)).unwrap(), None);
+        assert_eq!(find_uuid(&[0x1b, 0, 0, 0, 200, 0, 0, 0]), None);
     }
 
     #[test]
