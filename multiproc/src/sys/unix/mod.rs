@@ -50,6 +50,8 @@ mod net;
 #[allow(unsafe_code)]
 mod owner_lock;
 #[allow(unsafe_code)]
+mod payload;
+#[allow(unsafe_code)]
 mod segment;
 #[allow(unsafe_code)]
 mod spawn;
@@ -85,9 +87,9 @@ pub(crate) use os::{
     arm_parent_death, buffer, capture_file, cgroup_cpu_limit, eventfd, eventfd_drain, eventfd_signal, exe_identity,
     file_size, futex_wait, futex_wake, futex_wake_all, is_alive, is_size_sealed, main_image_base, may_spin,
     memfd_sealed, memfd_sealed_labelled, memfile_check, memfile_create, memfile_grow, memfile_size, process_identity,
-    random_bytes, read_file, reserve_closed, retain_freed_memory, size_matches, socket_peer_pid, thread_count,
-    thread_id,
+    random_bytes, reserve_closed, retain_freed_memory, size_matches, socket_peer_pid, thread_count, thread_id,
 };
+pub(crate) use payload::read_file;
 pub(crate) use segment::{Mapping, ignore_group_signals, shm_attach, shm_create, shm_unlink, unit_of};
 pub(crate) use spawn::{BOOT_FD, spawn_program, spawn_self};
 pub(crate) use stdio::{ReadSome, file_contents, output_pipe, read_some, write_all_raw};

@@ -233,30 +233,6 @@ impl Memfd {
     }
 }
 
-/// Reads the first `len` bytes of the file `fd` into a new buffer.
-pub(crate) fn read_file(fd: &Fd, len: usize) -> io::Result<Vec<u8>> {
-    if (stat(fd)?.st_size as u64) < len as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "payload file is shorter than its frame says",
-        ));
-    }
-    let mut buf = buffer(len)?;
-    while buf.len() < len {
-        let done = buf.len();
-        let at = done as libc::off_t;
-        let spare = &mut buf.spare_capacity_mut()[..len - done];
-        // SAFETY: spare is writable memory of the given length.
-        let n = cvt_r(|| unsafe { libc::pread(fd.raw(), spare.as_mut_ptr().cast(), spare.len(), at) })? as usize;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "payload file ended early"));
-        }
-        // SAFETY: pread initialised `n` more bytes.
-        unsafe { buf.set_len(buf.len() + n) };
-    }
-    Ok(buf)
-}
-
 /// An empty buffer with room for `len` bytes; an allocation failure is an
 /// error, not an abort.
 pub(crate) fn buffer(len: usize) -> io::Result<Vec<u8>> {

@@ -43,7 +43,7 @@ pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
 pub(crate) use memfile::memfile_unsealed_for_test;
 pub(crate) use memfile::{
     Memfd, buffer, capture_file, file_size, is_size_sealed, memfd_sealed, memfd_sealed_labelled, memfile_check,
-    memfile_create, memfile_grow, memfile_size, read_file, retain_freed_memory, size_matches,
+    memfile_create, memfile_grow, memfile_size, retain_freed_memory, size_matches,
 };
 pub(crate) use misc::{
     affinity_cpu_count, cgroup_cpu_limit, eventfd, eventfd_drain, eventfd_signal, exe_identity, main_image_base,

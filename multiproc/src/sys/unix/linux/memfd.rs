@@ -32,38 +32,6 @@ impl Memfd {
     }
 }
 
-/// Reads the first `len` bytes of the file `fd` into a new buffer.
-///
-/// Large buffers ask for transparent huge pages: a fresh buffer of 16 MiB
-/// otherwise costs 4096 page faults, which on this class of machine take
-/// longer than the copy itself.
-pub(crate) fn read_file(fd: &Fd, len: usize) -> io::Result<Vec<u8>> {
-    // SAFETY: an all-zero stat is a valid out-value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is a valid out-pointer.
-    cvt(unsafe { libc::fstat(fd.raw(), &mut st) })?;
-    if (st.st_size as u64) < len as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "payload file is shorter than its frame says",
-        ));
-    }
-    let mut buf = buffer(len)?;
-    while buf.len() < len {
-        let done = buf.len();
-        let at = done as libc::off_t;
-        let spare = &mut buf.spare_capacity_mut()[..len - done];
-        // SAFETY: spare is writable memory of the given length.
-        let n = cvt_r(|| unsafe { libc::pread(fd.raw(), spare.as_mut_ptr().cast(), spare.len(), at) })? as usize;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "payload file ended early"));
-        }
-        // SAFETY: pread initialised `n` more bytes.
-        unsafe { buf.set_len(buf.len() + n) };
-    }
-    Ok(buf)
-}
-
 /// An empty buffer with room for `len` bytes, backed by huge pages where
 /// the system allows it; an allocation failure is an error, not an abort.
 pub(crate) fn buffer(len: usize) -> io::Result<Vec<u8>> {

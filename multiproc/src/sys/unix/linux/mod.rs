@@ -35,7 +35,7 @@ pub(crate) use fdops::{
     fix_cloexec_raw, is_eventfd_raw, is_full, pipe_raw, populate, self_exe, socket_raw, socketpair_raw,
 };
 pub(crate) use identity::{is_alive, may_spin, process_identity, thread_id};
-pub(crate) use memfd::{Memfd, buffer, capture_file, read_file, retain_freed_memory};
+pub(crate) use memfd::{Memfd, buffer, capture_file, retain_freed_memory};
 #[cfg(test)]
 pub(crate) use memfile::memfile_unsealed_for_test;
 pub(crate) use memfile::{memfile_check, memfile_create, memfile_grow, memfile_size};
